@@ -1,0 +1,33 @@
+//! adxexporter turns Kusto (Azure Data Explorer) query results into metrics.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//!  k8s watch / --manifests ─► source ─(registry)─► schedule ─(job)─► query ─► transform ─► wal.append
+//!                                                     │                                      │ notify
+//!                                                     └──────(status update)──► status ◄── sink drainers ─► OTLP / remote write
+//! ```
+//!
+//! - [`crd`]: the `MetricsExporter` resource (spec, status, validation); no IO.
+//! - [`cli`]: flags, validated once into per-module configs.
+//! - [`criteria`]: which resources this instance runs, from its cluster labels.
+//! - [`schedule`]: window arithmetic (pure) and the query text prefix.
+//! - [`query`]: the Kusto REST client, its frame parser and the `Table`/`Value` types.
+//! - [`transform`]: pure `Table` → `WriteRequest`.
+//! - [`prompb`]: the remote-write messages every later stage carries.
+//! - [`sink`]: remote write and OTLP/HTTP outputs, retry classification and backoff.
+//! - [`wal`]: the durable store between the transform and the sinks.
+//! - [`time`]: Kusto ticks, RFC 3339, timespans and durations.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod crd;
+pub mod criteria;
+pub mod preview;
+pub mod prompb;
+pub mod query;
+pub mod schedule;
+pub mod sink;
+pub mod time;
+pub mod transform;
+pub mod wal;

@@ -1,0 +1,1 @@
+//! Time windows and the scheduler (SPEC §3).

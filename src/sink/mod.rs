@@ -1,0 +1,1 @@
+//! Outputs: Prometheus remote write and OTLP/HTTP (SPEC §7).

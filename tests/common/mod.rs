@@ -1,0 +1,206 @@
+//! Real peers for integration tests: each test starts its own instance on a free loopback port with a
+//! fresh data directory, and the instance is killed when the returned [`Peer`] drops. A missing peer
+//! binary is a test failure with the command that installs it, never a silent skip.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a peer may take to become ready before the test fails.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Peer {
+    child: Child,
+    pub port: u16,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    name: &'static str,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Peer {
+    /// Starts `program args…` (with `{port}` and `{dir}` substituted) and waits until `GET ready_path`
+    /// answers 2xx. The peer's output goes to `<dir>/log`, which is printed if it never gets ready.
+    pub fn spawn(name: &'static str, program: &Path, args: &[&str], ready_path: &str) -> Peer {
+        Peer::spawn_with(name, program, args, ready_path, |_| {})
+    }
+
+    /// As [`Peer::spawn`], running `setup` on the peer's fresh directory first (config files).
+    pub fn spawn_with(
+        name: &'static str,
+        program: &Path,
+        args: &[&str],
+        ready_path: &str,
+        setup: impl FnOnce(&Path),
+    ) -> Peer {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("create a temp dir for the peer");
+        setup(dir.path());
+        let log_path = dir.path().join("log");
+        let log = std::fs::File::create(&log_path).expect("create the peer log");
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                a.replace("{port}", &port.to_string())
+                    .replace("{dir}", &dir.path().display().to_string())
+            })
+            .collect();
+        let child = Command::new(program)
+            .args(&args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone the log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name}: cannot start {}: {e}", program.display()));
+        let mut peer = Peer {
+            child,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            name,
+        };
+        peer.wait_ready(ready_path, &log_path);
+        peer
+    }
+
+    fn wait_ready(&mut self, path: &str, log_path: &Path) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited with {status} before it was ready; its log:\n{}",
+                    self.name,
+                    std::fs::read_to_string(log_path).unwrap_or_default()
+                );
+            }
+            if let Some((code, _)) = http_get(self.port, path) {
+                if (200..300).contains(&code) {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{} not ready on port {} after {READY_TIMEOUT:?}; its log:\n{}",
+                    self.name,
+                    self.port,
+                    std::fs::read_to_string(log_path).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// A minimal HTTP/1.0 GET on loopback: `(status, body)`, or `None` when nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((code, body))
+}
+
+/// The repository root (tests run with the package directory as their working directory).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared` beside the repository: the fixtures and notes shared by every checkout.
+pub fn shared_dir() -> PathBuf {
+    repo_root().join("../shared")
+}
+
+/// A program from the test venv (`$ADXEXPORTER_VENV`, else `<repo>/.venv`), made by `tests/peers/setup.sh`.
+pub fn venv_bin(program: &str) -> PathBuf {
+    let venv = std::env::var_os("ADXEXPORTER_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv"));
+    let path = venv.join("bin").join(program);
+    assert!(
+        path.exists(),
+        "{} is missing: run `tests/peers/setup.sh` (or set ADXEXPORTER_VENV) to install the test peers",
+        path.display()
+    );
+    path
+}
+
+/// A Debian-packaged peer binary; missing means `.ci/run` (apt) was not run.
+pub fn system_bin(program: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
+        let p = Path::new(dir).join(program);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{program} is not installed: run `tests/peers/setup.sh` (apt-get install prometheus victoria-metrics)");
+}
+
+/// duckdb-kql (a real KQL engine behind the Kusto REST API) initialised with `init_sql`. Database: `memory`.
+pub fn duckdb_kql(init_sql: &Path) -> Peer {
+    let init = init_sql.display().to_string();
+    Peer::spawn(
+        "duckdb-kql",
+        &venv_bin("duckdb-kql"),
+        &["serve", "--init", &init, "-p", "{port}"],
+        "/",
+    )
+}
+
+/// Prometheus 2.42 as a strict remote-write receiver with a fresh TSDB.
+pub fn prometheus() -> Peer {
+    Peer::spawn_with(
+        "prometheus",
+        &system_bin("prometheus"),
+        &[
+            "--config.file={dir}/prometheus.yml",
+            "--storage.tsdb.path={dir}/tsdb",
+            "--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-remote-write-receiver",
+        ],
+        "/-/ready",
+        |dir| {
+            std::fs::write(
+                dir.join("prometheus.yml"),
+                "global:\n  scrape_interval: 15s\nscrape_configs: []\n",
+            )
+            .expect("write prometheus.yml");
+        },
+    )
+}
+
+/// VictoriaMetrics as a lenient remote-write receiver. Call `/internal/force_flush` before reading back.
+pub fn victoria_metrics() -> Peer {
+    Peer::spawn(
+        "victoria-metrics",
+        &system_bin("victoria-metrics"),
+        &[
+            "-httpListenAddr=127.0.0.1:{port}",
+            "-storageDataPath={dir}/data",
+            "-retentionPeriod=100y",
+            "-search.latencyOffset=0s",
+        ],
+        "/health",
+    )
+}
