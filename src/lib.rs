@@ -28,6 +28,7 @@ pub mod prompb;
 pub mod query;
 pub mod schedule;
 pub mod sink;
+pub mod telemetry;
 pub mod time;
 pub mod transform;
 pub mod wal;
