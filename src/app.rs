@@ -1,0 +1,235 @@
+//! The only wiring: open the WAL, build the Kusto clients and the outputs, and run the source, the
+//! scheduler, one drain loop per output, the status writer and the admin endpoints until SIGTERM.
+//!
+//! Shutdown (SIGTERM or Ctrl-C): stop querying (an in-flight append completes), let the drain loops
+//! push what they can within `--shutdown-grace`, write the status once more, exit 0. Appended
+//! records are never lost: what was not pushed stays in the WAL for the next start. Any task that
+//! ends on its own (an error) stops the process with that error.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::RunConfig;
+use crate::query::{KustoAuth, KustoClient, KustoConfig};
+use crate::schedule::scheduler::{Scheduler, SchedulerContext};
+use crate::sink::backoff::BackoffPolicy;
+use crate::sink::drain::Drain;
+use crate::sink::{OtlpConfig, OtlpSink, Output, RemoteWriteConfig, RemoteWriteSink, Sink};
+use crate::source::Snapshot;
+use crate::source::manifests::ManifestSource;
+use crate::status::{Board, StatusWriter};
+use crate::telemetry::{self, Health};
+use crate::wal::{Wal, WalConfig};
+
+/// Exporters pushed at once by one drain loop.
+const DRAIN_CONCURRENCY: usize = 8;
+/// Decompressed Kusto response bound (the row limit usually bites first).
+const MAX_RESPONSE_BYTES: usize = 512 << 20;
+
+pub async fn run(config: RunConfig) -> anyhow::Result<()> {
+    telemetry::init_logging(config.log_format);
+    let metrics = telemetry::install_metrics()?;
+    let health = Arc::new(Health::default());
+    let admin_stop = CancellationToken::new();
+    let router = telemetry::admin_router(Some(metrics), health.clone());
+    let mut admin = vec![telemetry::serve(config.metrics_addr, router.clone(), admin_stop.clone()).await?];
+    if config.health_probe_addr != config.metrics_addr {
+        admin.push(telemetry::serve(config.health_probe_addr, router, admin_stop.clone()).await?);
+    }
+
+    let outputs = build_outputs(&config)?;
+    let names: Vec<String> = outputs.iter().map(|o| o.name().to_owned()).collect();
+    std::fs::create_dir_all(&config.wal_dir)
+        .with_context(|| format!("cannot create --wal-dir {}", config.wal_dir.display()))?;
+    let wal = {
+        let dir = config.wal_dir.clone();
+        let wal_config = WalConfig::new(config.wal_max_bytes, names.clone());
+        tokio::task::spawn_blocking(move || Wal::open(&dir, wal_config)).await??
+    };
+    health.set_wal_open();
+    tracing::info!(wal = %config.wal_dir.display(), outputs = ?names, "WAL open");
+
+    let auth: KustoAuth = config
+        .kusto_auth
+        .parse()
+        .with_context(|| format!("--kusto-auth {:?}", config.kusto_auth))?;
+    let mut clients = BTreeMap::new();
+    for (database, url) in &config.kusto_endpoints {
+        let client = KustoClient::new(
+            url.clone(),
+            auth.clone(),
+            KustoConfig {
+                server_timeout: config.kusto_server_timeout.to_std(),
+                ..KustoConfig::default()
+            },
+        )
+        .with_context(|| format!("--kusto-endpoint {database}={url}"))?;
+        clients.insert(database.clone(), Arc::new(client));
+    }
+
+    let Some(manifests) = config.manifests.clone() else {
+        bail!(
+            "Kubernetes mode is not built yet (issue #5): run in standalone mode with --manifests DIR"
+        );
+    };
+    let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+    let board = Arc::new(Board::default());
+    let query_stop = CancellationToken::new();
+    let drain_stop = CancellationToken::new();
+    let mut tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
+
+    let source = ManifestSource::new(
+        manifests,
+        config.cluster_labels.clone(),
+        config.metric_name_prefix.clone(),
+    );
+    {
+        let (health, stop) = (health.clone(), query_stop.clone());
+        tasks.spawn(async move {
+            source.run(tx, health, stop).await?;
+            Ok("source")
+        });
+    }
+    let scheduler = Scheduler::new(SchedulerContext {
+        wal: wal.clone(),
+        clients,
+        cluster_labels: config.cluster_labels.clone(),
+        queries: Arc::new(Semaphore::new(config.max_concurrent_queries)),
+        max_response_bytes: MAX_RESPONSE_BYTES,
+        board: board.clone(),
+        health: health.clone(),
+    });
+    {
+        let (rx, stop) = (rx.clone(), query_stop.clone());
+        tasks.spawn(async move {
+            scheduler.run(rx, stop).await?;
+            Ok("scheduler")
+        });
+    }
+    for output in outputs {
+        let drain = Drain {
+            sink: Arc::new(output),
+            wal: wal.clone(),
+            policy: BackoffPolicy::default(),
+            concurrency: DRAIN_CONCURRENCY,
+        };
+        let stop = drain_stop.clone();
+        tasks.spawn(async move {
+            drain.run(stop).await?;
+            Ok("drain")
+        });
+    }
+    let status = StatusWriter::new(&config.wal_dir, wal.clone(), board);
+    {
+        let stop = drain_stop.clone();
+        tasks.spawn(async move {
+            status.run(rx, stop).await?;
+            Ok("status")
+        });
+    }
+
+    let failure = tokio::select! {
+        _ = shutdown_signal() => None,
+        ended = tasks.join_next() => Some(match ended {
+            Some(Ok(Ok(name))) => anyhow::anyhow!("the {name} task stopped unexpectedly"),
+            Some(Ok(Err(e))) => e,
+            Some(Err(join)) => anyhow::anyhow!("a task panicked: {join}"),
+            None => anyhow::anyhow!("no task running"),
+        }),
+    };
+    tracing::info!("shutting down: querying stops, outputs get up to {} to drain", config.shutdown_grace);
+    query_stop.cancel();
+    if failure.is_none() {
+        drain_within(&wal, config.shutdown_grace.to_std()).await;
+    }
+    drain_stop.cancel();
+    while let Some(ended) = tasks.join_next().await {
+        if let Ok(Err(e)) = ended {
+            tracing::warn!("during shutdown: {e:#}");
+        }
+    }
+    admin_stop.cancel();
+    for handle in admin {
+        let _ = handle.await;
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+fn build_outputs(config: &RunConfig) -> anyhow::Result<Vec<Output>> {
+    let max_request_bytes = usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX);
+    let mut outputs = Vec::new();
+    if let Some(url) = &config.remote_write_endpoint {
+        let mut c = RemoteWriteConfig::new(url.clone());
+        c.max_request_bytes = max_request_bytes;
+        outputs.push(Output::RemoteWrite(RemoteWriteSink::new(c)?));
+    }
+    if let Some(url) = &config.otlp_endpoint {
+        let mut c = OtlpConfig::new(url.clone(), config.resource_attributes.clone());
+        c.max_request_bytes = max_request_bytes;
+        outputs.push(Output::Otlp(OtlpSink::new(c)?));
+    }
+    Ok(outputs)
+}
+
+/// Waits until nothing is pending for any output, or `grace` has passed.
+async fn drain_within(wal: &Wal, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    let mut changes = wal.subscribe();
+    loop {
+        let w = wal.clone();
+        let pending = tokio::task::spawn_blocking(move || w.stats())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|s| s.outputs.iter().filter(|o| o.configured).map(|o| o.pending).sum::<u64>());
+        match pending {
+            Some(0) => return,
+            Some(n) => tracing::info!(pending = n, "waiting for outputs to drain"),
+            None => return,
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            tracing::warn!("shutdown grace over: undelivered windows stay in the WAL for the next start");
+            return;
+        }
+        // Acks do not notify; re-check a few times a second.
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(left.min(Duration::from_millis(250))) => {}
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,183 @@
+//! The desired set of exporters on this instance: what a source (the `--manifests` directory, or the
+//! Kubernetes watch) says should run, already validated and filtered by criteria. Pure: a source
+//! builds a new [`Desired`] snapshot and publishes it on a `watch` channel; the scheduler compares
+//! snapshots with [`diff`]. Nothing downstream knows where a resource came from.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::crd::{MetricsExporter, ValidatedSpec};
+use crate::criteria::{self, CriteriaMatch};
+use crate::time::Ticks;
+use crate::transform::{Mapping, MappingSpec, TransformError};
+use crate::wal::ExporterRef;
+
+/// One exporter this instance runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exporter {
+    pub id: ExporterRef,
+    pub generation: i64,
+    pub spec: ValidatedSpec,
+    pub mapping: Mapping,
+    /// Where to resume when the WAL has no watermark: the resource's status watermark, else
+    /// adx-mon's `LastSuccessfulExecution` condition (migration without gap or repeat).
+    pub status_watermark: Option<Ticks>,
+}
+
+/// The exporters keyed by uid.
+pub type Desired = BTreeMap<String, Arc<Exporter>>;
+
+/// Why a resource does not run here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejected {
+    /// Its criteria do not match this instance's cluster labels (not an error: status untouched).
+    Skipped(String),
+    /// Its spec is invalid: one line per problem, each naming the field and the fix.
+    Invalid(Vec<String>),
+}
+
+impl Exporter {
+    /// Validates `resource` and checks its criteria against `cluster_labels`. `cli_prefix` is
+    /// `--metric-name-prefix`. Resources without a uid (files) get `namespace/name` as their uid.
+    pub fn from_resource(
+        resource: &MetricsExporter,
+        cluster_labels: &BTreeMap<String, String>,
+        cli_prefix: &str,
+    ) -> Result<Exporter, Rejected> {
+        let spec = resource.spec.validate().map_err(|problems| {
+            Rejected::Invalid(problems.iter().map(ToString::to_string).collect())
+        })?;
+        if let CriteriaMatch::NoMatch { reason } = criteria::evaluate(&spec.criteria, cluster_labels)
+        {
+            return Err(Rejected::Skipped(reason));
+        }
+        let mapping = mapping_for(&spec, cli_prefix)
+            .map_err(|e| Rejected::Invalid(vec![format!("spec.transform: {e}")]))?;
+        let namespace = resource.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let name = resource.metadata.name.clone().unwrap_or_default();
+        let uid = resource
+            .metadata
+            .uid
+            .clone()
+            .unwrap_or_else(|| format!("{namespace}/{name}"));
+        Ok(Exporter {
+            id: ExporterRef::new(uid, namespace, name),
+            generation: resource.metadata.generation.unwrap_or(0),
+            spec,
+            mapping,
+            status_watermark: resource.resume_watermark(),
+        })
+    }
+
+    /// `namespace/name`, for logs.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.id.namespace, self.id.name)
+    }
+}
+
+/// The transform of a validated spec; `cli_prefix` is `--metric-name-prefix`.
+pub fn mapping_for(spec: &ValidatedSpec, cli_prefix: &str) -> Result<Mapping, TransformError> {
+    let t = &spec.transform;
+    Mapping::new(MappingSpec {
+        cli_prefix: Some(cli_prefix.to_owned()).filter(|p| !p.is_empty()),
+        metric_name_prefix: t.metric_name_prefix.clone(),
+        metric_name_column: t.metric_name_column.clone(),
+        default_metric_name: t.default_metric_name.clone(),
+        value_columns: t.value_columns.clone(),
+        timestamp_column: t.timestamp_column.clone(),
+        label_columns: t.label_columns.iter().map(|l| l.column.clone()).collect(),
+    })
+}
+
+/// What changed between two snapshots.
+#[derive(Debug, Default, PartialEq)]
+pub struct Changes {
+    /// New exporters, and exporters whose spec or generation changed (their task restarts and
+    /// continues from the watermark: a spec change never re-exports).
+    pub start: Vec<Arc<Exporter>>,
+    /// Uids no longer desired: stop querying; what they already appended is still delivered.
+    pub stop: Vec<String>,
+}
+
+/// The changes that turn `old` into `new`.
+pub fn diff(old: &Desired, new: &Desired) -> Changes {
+    let mut changes = Changes::default();
+    for (uid, exporter) in new {
+        match old.get(uid) {
+            Some(prev) if prev.generation == exporter.generation && prev.spec == exporter.spec => {}
+            _ => changes.start.push(exporter.clone()),
+        }
+    }
+    for uid in old.keys() {
+        if !new.contains_key(uid) {
+            changes.stop.push(uid.clone());
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource(name: &str, interval: &str, criteria: &str) -> MetricsExporter {
+        let yaml = format!(
+            "apiVersion: adx-mon.azure.com/v1\nkind: MetricsExporter\nmetadata:\n  name: {name}\n  namespace: ns\n\
+             spec:\n  database: db\n  interval: {interval}\n  body: T\n  criteria: {criteria}\n\
+             transform:\n    valueColumns: [v]\n    timestampColumn: ts\n    defaultMetricName: m\n"
+        );
+        let docs = crate::crd::load_documents(&yaml).expect("parses");
+        docs.into_iter().next().expect("one").expect("valid").resource
+    }
+
+    fn desired(list: &[MetricsExporter]) -> Desired {
+        let labels = BTreeMap::from([("region".to_owned(), "eastus".to_owned())]);
+        list.iter()
+            .map(|r| {
+                let e = Exporter::from_resource(r, &labels, "").expect("accepted");
+                (e.id.uid.clone(), Arc::new(e))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn uid_defaults_to_namespace_and_name() {
+        let d = desired(&[resource("a", "1m", "{}")]);
+        assert!(d.contains_key("ns/a"));
+    }
+
+    #[test]
+    fn criteria_mismatch_is_a_skip_not_an_error() {
+        let labels = BTreeMap::from([("region".to_owned(), "eastus".to_owned())]);
+        let r = resource("a", "1m", "{region: [westus]}");
+        match Exporter::from_resource(&r, &labels, "") {
+            Err(Rejected::Skipped(reason)) => assert!(reason.contains("westus"), "{reason}"),
+            other => panic!("expected a skip, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_spec_names_the_field() {
+        let labels = BTreeMap::new();
+        let r = resource("a", "0s", "{}");
+        match Exporter::from_resource(&r, &labels, "") {
+            Err(Rejected::Invalid(lines)) => {
+                assert!(lines.iter().any(|l| l.starts_with("spec.interval")), "{lines:?}")
+            }
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn diff_starts_new_and_changed_and_stops_removed() {
+        let old = desired(&[resource("a", "1m", "{}"), resource("b", "1m", "{}")]);
+        let new = desired(&[resource("a", "1m", "{}"), resource("b", "5m", "{}"), resource("c", "1m", "{}")]);
+        let changes = diff(&old, &new);
+        let started: Vec<_> = changes.start.iter().map(|e| e.id.uid.as_str()).collect();
+        assert_eq!(started, ["ns/b", "ns/c"]);
+        assert!(changes.stop.is_empty());
+        let changes = diff(&new, &desired(&[resource("c", "1m", "{}")]));
+        assert_eq!(changes.stop, ["ns/a", "ns/b"]);
+        assert!(changes.start.is_empty());
+    }
+}

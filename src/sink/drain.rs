@@ -1,0 +1,151 @@
+//! One drain loop per output: take the oldest pending window of each exporter from the WAL, push
+//! it, and record the outcome in the WAL (SPEC §7, §8).
+//!
+//! - Order: per exporter oldest first, and a window in backoff holds back that exporter's later
+//!   windows on this output (receivers see each series in time order); other exporters and other
+//!   outputs are not held back.
+//! - Concurrency: up to `concurrency` exporters are pushed at once.
+//! - Outcomes: delivered → `ack`; retryable → `retry_later` with the server's `Retry-After` or
+//!   exponential backoff with full jitter (attempts are stored in the WAL, so backoff survives a
+//!   restart); permanent → `dead_letter` with the reason and the receiver's body. Retryable failures
+//!   retry without limit: a long outage only grows the backlog (bounded by `--wal-max-bytes`, after
+//!   which querying pauses), it never drops data.
+//! - Idle: sleeps until the earliest retry is due or the WAL announces a new record; compacts the
+//!   store when there is little left in it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::{self, BackoffPolicy};
+use super::{Disposition, Sink};
+use crate::schedule::scheduler::blocking;
+use crate::time::{Span, Ticks};
+use crate::wal::{PendingRecord, Wal, WalError};
+
+/// Records fetched per round.
+const BATCH: usize = 64;
+/// Longest idle sleep without any WAL change (a safety net; appends wake the loop at once).
+const IDLE_MAX: Duration = Duration::from_secs(30);
+
+/// Drains one output.
+pub struct Drain<S> {
+    pub sink: Arc<S>,
+    pub wal: Wal,
+    pub policy: BackoffPolicy,
+    /// Exporters pushed at once.
+    pub concurrency: usize,
+}
+
+impl<S: Sink + 'static> Drain<S> {
+    /// Runs until `shutdown`; an in-flight push is abandoned then (its record stays pending).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WalError> {
+        let name = self.sink.name();
+        let mut changes = self.wal.subscribe();
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let batch = {
+                let wal = self.wal.clone();
+                blocking(move || wal.next_pending(name, Ticks::now(), BATCH)).await?
+            };
+            if batch.is_empty() {
+                let wal = self.wal.clone();
+                let next_due = blocking(move || wal.next_due(name)).await?;
+                let wait = next_due.map_or(IDLE_MAX, |t| t.since(Ticks::now()).to_std().min(IDLE_MAX));
+                if next_due.is_none() {
+                    let wal = self.wal.clone();
+                    if let Err(e) = blocking(move || wal.maybe_compact()).await {
+                        tracing::warn!(output = name, "WAL compaction failed: {e}");
+                    }
+                }
+                changes.borrow_and_update();
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = changes.changed() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+            let pushes = futures::stream::iter(batch)
+                .map(|record| self.deliver(record))
+                .buffer_unordered(self.concurrency.max(1));
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                results = pushes.collect::<Vec<_>>() => {
+                    for r in results {
+                        r?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pushes one window and records the outcome.
+    async fn deliver(&self, record: PendingRecord) -> Result<(), WalError> {
+        let name = self.sink.name();
+        let exporter = format!("{}/{}", record.header.exporter.namespace, record.header.exporter.name);
+        let (start, end) = (record.header.window_start, record.header.window_end);
+        let id = record.id.clone();
+        let payload = {
+            let wal = self.wal.clone();
+            let id = id.clone();
+            blocking(move || wal.read_payload(&id)).await
+        };
+        let payload = match payload {
+            Ok(p) => p,
+            Err(e @ WalError::CorruptRecord { .. }) => {
+                tracing::error!(output = name, %exporter, window_start = %start, window_end = %end, "{e}");
+                metrics::counter!("adxexporter_dead_letters_total", "output" => name, "reason" => "corrupt_record").increment(1);
+                let wal = self.wal.clone();
+                let text = e.to_string();
+                return blocking(move || wal.dead_letter(name, &id, "corrupt_record", &text)).await;
+            }
+            Err(e) => return Err(e),
+        };
+        let started = Instant::now();
+        let result = self.sink.push(&payload).await;
+        metrics::histogram!("adxexporter_push_duration_seconds", "output" => name)
+            .record(started.elapsed().as_secs_f64());
+        let wal = self.wal.clone();
+        match result {
+            Ok(delivered) => {
+                metrics::counter!("adxexporter_pushes_total", "output" => name, "outcome" => "ok", "status" => "2xx").increment(1);
+                metrics::counter!("adxexporter_samples_pushed_total", "output" => name).increment(delivered.samples as u64);
+                if delivered.rejected_points > 0 {
+                    metrics::counter!("adxexporter_points_rejected_total", "output" => name)
+                        .increment(delivered.rejected_points);
+                }
+                tracing::debug!(output = name, %exporter, window_start = %start, window_end = %end, requests = delivered.requests, "delivered");
+                blocking(move || wal.ack(name, &id)).await
+            }
+            Err(failure) => {
+                let status = failure.status.map_or_else(|| "none".to_owned(), |s| s.to_string());
+                match failure.disposition {
+                    Disposition::Retry { after, reason } => {
+                        let delay = backoff::next_delay(record.attempts, after, &self.policy, &mut backoff::fastrand01);
+                        let next = Ticks::now().checked_add(Span::from_std(delay)).unwrap_or(Ticks::MAX);
+                        metrics::counter!("adxexporter_pushes_total", "output" => name, "outcome" => reason, "status" => status).increment(1);
+                        metrics::counter!("adxexporter_push_retries_total", "output" => name).increment(1);
+                        tracing::warn!(output = name, %exporter, window_start = %start, window_end = %end, attempts = record.attempts + 1, retry_in = ?delay, "push failed ({reason}); will retry");
+                        blocking(move || wal.retry_later(name, &id, next, reason)).await
+                    }
+                    Disposition::Permanent { reason, status: code, body } => {
+                        metrics::counter!("adxexporter_pushes_total", "output" => name, "outcome" => reason, "status" => status).increment(1);
+                        metrics::counter!("adxexporter_dead_letters_total", "output" => name, "reason" => reason).increment(1);
+                        let why = match code {
+                            Some(c) => format!("{reason} (HTTP {c})"),
+                            None => reason.to_owned(),
+                        };
+                        tracing::error!(output = name, %exporter, window_start = %start, window_end = %end, "push refused for good: {why}: {body}; dead-lettered");
+                        blocking(move || wal.dead_letter(name, &id, &why, &body)).await
+                    }
+                    Disposition::Success => blocking(move || wal.ack(name, &id)).await,
+                }
+            }
+        }
+    }
+}

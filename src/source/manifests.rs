@@ -1,0 +1,265 @@
+//! Standalone mode: MetricsExporter resources from `*.yaml`, `*.yml` and `*.json` files in the
+//! `--manifests` directory (not recursive), re-read when a file's size or modification time changes.
+//!
+//! A file that cannot be read or parsed is reported and its previous good resources keep running
+//! (a typo while editing must not stop an exporter at 3 a.m.); a resource that fails validation is
+//! reported with one line per problem and does not run; every other resource keeps running. The
+//! same `namespace/name` in two files: the first file (by name) wins and the other is reported.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::Snapshot;
+use crate::crd::load_documents;
+use crate::registry::{Exporter, Rejected};
+use crate::telemetry::Health;
+
+/// How often the directory is checked for changes.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read the --manifests directory {dir}: {source} (check the path and permissions)")]
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What one file yielded the last time it was read successfully.
+#[derive(Debug, Clone)]
+struct FileState {
+    stamp: (u64, Option<SystemTime>),
+    exporters: Vec<Result<Exporter, (String, Rejected)>>,
+}
+
+/// Reads the directory into snapshots, remembering each file's last good content.
+pub struct ManifestSource {
+    dir: PathBuf,
+    cluster_labels: BTreeMap<String, String>,
+    cli_prefix: String,
+    files: BTreeMap<PathBuf, FileState>,
+    /// Files that failed to load this round, with the error (reported once per change).
+    file_errors: BTreeMap<PathBuf, String>,
+}
+
+impl ManifestSource {
+    pub fn new(dir: PathBuf, cluster_labels: BTreeMap<String, String>, cli_prefix: String) -> Self {
+        ManifestSource {
+            dir,
+            cluster_labels,
+            cli_prefix,
+            files: BTreeMap::new(),
+            file_errors: BTreeMap::new(),
+        }
+    }
+
+    /// Re-reads changed files and returns the current snapshot.
+    pub fn load(&mut self) -> Result<Snapshot, ManifestError> {
+        let paths = manifest_files(&self.dir)?;
+        self.files.retain(|p, _| paths.contains(p));
+        self.file_errors.retain(|p, _| paths.contains(p));
+        for path in &paths {
+            let Ok(meta) = std::fs::metadata(path) else {
+                continue;
+            };
+            let stamp = (meta.len(), meta.modified().ok());
+            if self.files.get(path).is_some_and(|f| f.stamp == stamp) {
+                continue;
+            }
+            match self.read_file(path) {
+                Ok(exporters) => {
+                    self.file_errors.remove(path);
+                    self.files.insert(path.clone(), FileState { stamp, exporters });
+                }
+                Err(message) => {
+                    if self.file_errors.get(path) != Some(&message) {
+                        tracing::error!(file = %path.display(), "{message}; its previous resources (if any) keep running");
+                    }
+                    self.file_errors.insert(path.clone(), message);
+                }
+            }
+        }
+        Ok(self.snapshot())
+    }
+
+    fn read_file(&self, path: &Path) -> Result<Vec<Result<Exporter, (String, Rejected)>>, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+        let docs = load_documents(&text).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for doc in docs {
+            match doc {
+                Ok(loaded) => {
+                    let key = loaded.resource.key();
+                    out.push(
+                        Exporter::from_resource(&loaded.resource, &self.cluster_labels, &self.cli_prefix)
+                            .map_err(|r| (key, r)),
+                    );
+                }
+                Err(e) => out.push(Err((
+                    path.display().to_string(),
+                    Rejected::Invalid(vec![e.to_string()]),
+                ))),
+            }
+        }
+        Ok(out)
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let mut snap = Snapshot::default();
+        let mut origin: BTreeMap<String, &Path> = BTreeMap::new();
+        for (path, state) in &self.files {
+            for entry in &state.exporters {
+                match entry {
+                    Ok(exporter) => {
+                        let key = exporter.key();
+                        if let Some(first) = origin.get(&key) {
+                            snap.rejected.insert(
+                                format!("{key} ({})", path.display()),
+                                Rejected::Invalid(vec![format!(
+                                    "{key} is also defined in {}: rename one of them",
+                                    first.display()
+                                )]),
+                            );
+                            continue;
+                        }
+                        origin.insert(key, path);
+                        snap.desired.insert(exporter.id.uid.clone(), Arc::new(exporter.clone()));
+                    }
+                    Err((key, why)) => {
+                        snap.rejected.insert(key.clone(), why.clone());
+                    }
+                }
+            }
+        }
+        snap
+    }
+
+    /// Publishes a snapshot now and whenever the directory changes, until `shutdown`.
+    pub async fn run(
+        mut self,
+        tx: watch::Sender<Arc<Snapshot>>,
+        health: Arc<Health>,
+        shutdown: CancellationToken,
+    ) -> Result<(), ManifestError> {
+        let mut last = self.load()?;
+        report(&last, &Snapshot::default());
+        tx.send_replace(Arc::new(last.clone()));
+        health.set_resources_synced();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+            let snap = match self.load() {
+                Ok(s) => s,
+                Err(e) => {
+                    // The directory vanished or became unreadable: keep what runs, say so.
+                    tracing::error!("{e}; keeping the resources loaded before");
+                    continue;
+                }
+            };
+            if snap != last {
+                report(&snap, &last);
+                tx.send_replace(Arc::new(snap.clone()));
+                last = snap;
+            }
+        }
+    }
+}
+
+/// Logs what changed in the rejected set (every valid exporter is logged by the scheduler).
+fn report(now: &Snapshot, before: &Snapshot) {
+    for (key, why) in &now.rejected {
+        if before.rejected.get(key) == Some(why) {
+            continue;
+        }
+        match why {
+            Rejected::Skipped(reason) => tracing::info!(exporter = %key, "skipped: {reason}"),
+            Rejected::Invalid(lines) => {
+                for line in lines {
+                    tracing::error!(exporter = %key, "invalid resource: {line}");
+                }
+            }
+        }
+    }
+}
+
+fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
+    let err = |source| ManifestError::Dir {
+        dir: dir.to_owned(),
+        source,
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(err)? {
+        let path = entry.map_err(err)?.path();
+        let is_manifest = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
+        if is_manifest && path.is_file() {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "apiVersion: adx-mon.azure.com/v1\nkind: MetricsExporter\nmetadata: {name: a, namespace: ns}\n\
+        spec:\n  database: db\n  interval: 1m\n  body: T\n  transform: {valueColumns: [v], timestampColumn: ts, defaultMetricName: m}\n";
+
+    #[test]
+    fn a_broken_edit_keeps_the_last_good_resources() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.yaml");
+        std::fs::write(&file, GOOD).unwrap();
+        let mut src = ManifestSource::new(dir.path().into(), BTreeMap::new(), String::new());
+        let first = src.load().unwrap();
+        assert_eq!(first.desired.len(), 1);
+        std::fs::write(&file, "spec: [unclosed\n  - x: {").unwrap();
+        let second = src.load().unwrap();
+        assert_eq!(second.desired, first.desired, "the previous good version keeps running");
+        assert!(src.file_errors.contains_key(&file));
+    }
+
+    #[test]
+    fn invalid_resources_are_reported_and_others_run() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), GOOD).unwrap();
+        std::fs::write(
+            dir.path().join("b.yaml"),
+            GOOD.replace("name: a", "name: b").replace("interval: 1m", "interval: 0s"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+        let snap = ManifestSource::new(dir.path().into(), BTreeMap::new(), String::new())
+            .load()
+            .unwrap();
+        assert_eq!(snap.desired.keys().collect::<Vec<_>>(), ["ns/a"]);
+        match snap.rejected.get("ns/b") {
+            Some(Rejected::Invalid(lines)) => assert!(lines[0].starts_with("spec.interval"), "{lines:?}"),
+            other => panic!("expected ns/b invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_same_resource_in_two_files_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), GOOD).unwrap();
+        std::fs::write(dir.path().join("b.yaml"), GOOD).unwrap();
+        let snap = ManifestSource::new(dir.path().into(), BTreeMap::new(), String::new())
+            .load()
+            .unwrap();
+        assert_eq!(snap.desired.len(), 1);
+        assert_eq!(snap.rejected.len(), 1);
+    }
+}

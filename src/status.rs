@@ -1,0 +1,256 @@
+//! The single writer of each exporter's status (SPEC §2). The scheduler and the drain loops report
+//! what happened to a shared [`Board`]; [`StatusWriter`] combines it with the WAL's backlog and
+//! writes the CRD-shaped status. In standalone mode that goes to `<wal-dir>/status.json`, one entry
+//! per `namespace/name`, replaced atomically (write a temporary file, fsync, rename) so a reader
+//! never sees half a file. Resources skipped by criteria get no status (SPEC §4).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::crd::{
+    BacklogStatus, Condition, DeadLetterStatus, LastQueryStatus, MetricsExporterStatus,
+};
+use crate::registry::{Exporter, Rejected};
+use crate::source::Snapshot;
+use crate::time::Ticks;
+use crate::wal::{Wal, WalFilter, WalStats};
+
+/// How often the status file is refreshed.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(2);
+/// The status file's name inside `--wal-dir`.
+pub const STATUS_FILE_NAME: &str = "status.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("cannot write the status file {path}: {source} (check free space and permissions of --wal-dir)")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read the WAL for status: {0}")]
+    Wal(#[from] crate::wal::WalError),
+}
+
+/// Why queries of an exporter are not healthy: the condition reason and a message saying what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What the scheduler last saw for one exporter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExporterRuntime {
+    pub last_query: Option<LastQueryStatus>,
+    /// `None` while queries succeed.
+    pub query_problem: Option<Problem>,
+}
+
+/// Runtime facts shared by the scheduler (writer) and the status writer (reader), keyed by uid.
+#[derive(Debug, Default)]
+pub struct Board {
+    exporters: Mutex<BTreeMap<String, ExporterRuntime>>,
+}
+
+impl Board {
+    pub fn update(&self, uid: &str, f: impl FnOnce(&mut ExporterRuntime)) {
+        let mut map = self.exporters.lock().unwrap_or_else(|p| p.into_inner());
+        f(map.entry(uid.to_owned()).or_default());
+    }
+
+    pub fn get(&self, uid: &str) -> ExporterRuntime {
+        let map = self.exporters.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(uid).cloned().unwrap_or_default()
+    }
+
+    pub fn remove(&self, uid: &str) {
+        let mut map = self.exporters.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(uid);
+    }
+}
+
+/// Dead letters of one exporter (all outputs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterSummary {
+    pub windows: u64,
+    pub last_reason: Option<String>,
+}
+
+/// The status of one exporter from the runtime facts and the WAL. Pure.
+pub fn exporter_status(
+    exporter: &Exporter,
+    runtime: &ExporterRuntime,
+    wal: &WalStats,
+    dead: &DeadLetterSummary,
+    now: Ticks,
+) -> MetricsExporterStatus {
+    let stats = wal.exporters.iter().find(|e| e.uid == exporter.id.uid);
+    let watermark = stats.and_then(|s| s.watermark);
+    let (windows, oldest) = stats.map_or((0, None), |s| (s.records, s.oldest_window));
+    // Every window before the oldest pending one has been delivered (or dead-lettered).
+    let last_successful = if windows == 0 { watermark } else { oldest };
+    let bytes = if wal.records == 0 {
+        0
+    } else {
+        wal.used_bytes.saturating_mul(windows) / wal.records
+    };
+    let stamp = now.to_string();
+    let condition = |type_: &str, ok: bool, reason: &str, message: String| Condition {
+        type_: type_.to_owned(),
+        status: if ok { "True" } else { "False" }.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        last_transition_time: stamp.clone(),
+        observed_generation: Some(exporter.generation),
+    };
+    let query = match &runtime.query_problem {
+        None => condition("QueryHealthy", true, "QuerySucceeded", "the last query succeeded".into()),
+        Some(p) => condition("QueryHealthy", false, p.reason, p.message.clone()),
+    };
+    let delivery = if dead.windows > 0 {
+        condition(
+            "DeliveryHealthy",
+            false,
+            "DeadLettered",
+            format!(
+                "{} window(s) were refused for good ({}): inspect with `adxexporter wal dead-letters`, fix the cause, then `adxexporter wal requeue`",
+                dead.windows,
+                dead.last_reason.as_deref().unwrap_or("no reason recorded")
+            ),
+        )
+    } else {
+        condition("DeliveryHealthy", true, "Delivering", format!("{windows} window(s) pending delivery"))
+    };
+    let ready_ok = query.status == "True" && delivery.status == "True";
+    let ready = condition(
+        "Ready",
+        ready_ok,
+        if ready_ok { "Exporting" } else { "NotHealthy" },
+        if ready_ok {
+            "querying and delivering every window".into()
+        } else {
+            "see the QueryHealthy and DeliveryHealthy conditions".into()
+        },
+    );
+    MetricsExporterStatus {
+        watermark: watermark.map(|t| t.to_string()),
+        last_successful_execution: last_successful.map(|t| t.to_string()),
+        backlog: Some(BacklogStatus {
+            windows,
+            bytes,
+            oldest_window_start: oldest.map(|t| t.to_string()),
+        }),
+        dead_lettered: Some(DeadLetterStatus {
+            windows: dead.windows,
+            last_reason: dead.last_reason.clone(),
+        }),
+        last_query: runtime.last_query.clone(),
+        observed_generation: Some(exporter.generation),
+        conditions: vec![ready, query, delivery],
+    }
+}
+
+/// The status of a resource that was read but is invalid: `Ready=False` with every problem.
+pub fn invalid_status(lines: &[String], now: Ticks) -> MetricsExporterStatus {
+    MetricsExporterStatus {
+        conditions: vec![Condition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: "InvalidSpec".into(),
+            message: lines.join("; "),
+            last_transition_time: now.to_string(),
+            observed_generation: None,
+        }],
+        ..Default::default()
+    }
+}
+
+/// Writes `<wal-dir>/status.json` every [`STATUS_INTERVAL`] and once more at shutdown.
+pub struct StatusWriter {
+    pub path: PathBuf,
+    pub wal: Wal,
+    pub board: Arc<Board>,
+}
+
+impl StatusWriter {
+    pub fn new(wal_dir: &Path, wal: Wal, board: Arc<Board>) -> StatusWriter {
+        StatusWriter {
+            path: wal_dir.join(STATUS_FILE_NAME),
+            wal,
+            board,
+        }
+    }
+
+    pub async fn run(
+        self,
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        shutdown: CancellationToken,
+    ) -> Result<(), StatusError> {
+        let this = Arc::new(self);
+        loop {
+            let snap = snapshots.borrow().clone();
+            let writer = this.clone();
+            let written = tokio::task::spawn_blocking(move || writer.write_once(&snap)).await;
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("{e}"),
+                Err(e) => tracing::warn!("status writer task failed: {e}"),
+            }
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(STATUS_INTERVAL) => {}
+            }
+        }
+    }
+
+    /// Computes every status and replaces the file.
+    pub fn write_once(&self, snap: &Snapshot) -> Result<(), StatusError> {
+        let now = Ticks::now();
+        let stats = self.wal.stats()?;
+        let mut dead: BTreeMap<String, DeadLetterSummary> = BTreeMap::new();
+        for letter in self.wal.dead_letters(&WalFilter::default())? {
+            let d = dead.entry(letter.id.exporter_uid.clone()).or_default();
+            d.windows += 1;
+            d.last_reason = Some(format!("{}: {}", letter.output, letter.reason));
+        }
+        let mut out: BTreeMap<String, MetricsExporterStatus> = BTreeMap::new();
+        for exporter in snap.desired.values() {
+            let runtime = self.board.get(&exporter.id.uid);
+            let d = dead.get(&exporter.id.uid).cloned().unwrap_or_default();
+            out.insert(exporter.key(), exporter_status(exporter, &runtime, &stats, &d, now));
+        }
+        for (key, why) in &snap.rejected {
+            if let Rejected::Invalid(lines) = why {
+                out.insert(key.clone(), invalid_status(lines, now));
+            }
+        }
+        let json = serde_json::to_vec_pretty(&out).unwrap_or_default();
+        write_atomically(&self.path, &json).map_err(|source| StatusError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_data()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Reads a status file written by [`StatusWriter`] (for resuming and for tests).
+pub fn read_status_file(path: &Path) -> Option<BTreeMap<String, MetricsExporterStatus>> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
