@@ -257,6 +257,11 @@ fn sanitize_name_chars(s: &str) -> String {
 }
 
 fn push_name_chars(out: &mut String, s: &str) {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+    {
+        return out.push_str(s);
+    }
     out.extend(s.chars().map(|c| {
         if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
             c
@@ -378,102 +383,154 @@ fn column_type_name(ty: &ColumnType) -> String {
     }
 }
 
+/// Turns one window's table into a `WriteRequest`. Errors only on a table that cannot match the mapping.
+pub fn transform(table: &Table, mapping: &Mapping) -> Result<Transformed, TransformError> {
+    let columns = resolve_columns(table, mapping)?;
+    let mut skipped = SkipCounts::default();
+    let mut index = SeriesIndex::default();
+    let mut buffers = RowBuffers::default();
+    for row in table.rows() {
+        add_row(
+            row,
+            &columns,
+            mapping,
+            &mut buffers,
+            &mut index,
+            &mut skipped,
+        );
+    }
+    let (timeseries, duplicates) = index.finish();
+    skipped.add(SkipReason::Duplicate, duplicates);
+    let samples = timeseries.iter().map(|s| s.samples.len() as u64).sum();
+    Ok(Transformed {
+        request: WriteRequest { timeseries },
+        stats: TransformStats {
+            rows: table.row_count() as u64,
+            samples,
+            skipped: skipped.into_map(),
+        },
+    })
+}
+
+/// Skip counters indexed by reason, turned into the sparse map at the end.
+#[derive(Default)]
+struct SkipCounts([u64; SkipReason::ALL.len()]);
+
+impl SkipCounts {
+    fn add(&mut self, reason: SkipReason, samples: usize) {
+        self.0[reason as usize] += samples as u64;
+    }
+
+    fn into_map(self) -> BTreeMap<SkipReason, u64> {
+        (SkipReason::ALL.into_iter())
+            .filter(|r| self.0[*r as usize] > 0)
+            .map(|r| (r, self.0[r as usize]))
+            .collect()
+    }
+}
+
+/// Buffers reused across rows so that a row allocates nothing unless it starts a new series.
+#[derive(Default)]
+struct RowBuffers {
+    /// The series key: each label value length-prefixed in labelColumns order, then the metric name.
+    key: Vec<u8>,
+    base: String,
+    text: String,
+}
+
+fn add_row(
+    row: &[Value],
+    columns: &Columns,
+    mapping: &Mapping,
+    buf: &mut RowBuffers,
+    index: &mut SeriesIndex,
+    skipped: &mut SkipCounts,
+) {
+    let cell = |i: usize| row.get(i).unwrap_or(&Value::Null);
+    let per_row = mapping.value_columns.len();
+    let timestamp = match row_timestamp(cell(columns.timestamp), columns.timestamp_is_string) {
+        Ok(ms) => ms,
+        Err(reason) => return skipped.add(reason, per_row),
+    };
+    let metric_name = columns.metric_name.map(cell);
+    if !row_base_name(metric_name, mapping, &mut buf.base, &mut buf.text) {
+        return skipped.add(SkipReason::NoMetricName, per_row);
+    }
+    buf.key.clear();
+    for &i in &columns.labels {
+        buf.text.clear();
+        write_label_value(&mut buf.text, cell(i));
+        buf.key
+            .extend_from_slice(&(buf.text.len() as u32).to_le_bytes());
+        buf.key.extend_from_slice(buf.text.as_bytes());
+    }
+    let labels_len = buf.key.len();
+    for (value_column, &i) in mapping.value_columns.iter().zip(&columns.values) {
+        let value = match sample_value(cell(i)) {
+            Ok(v) => v,
+            Err(reason) => {
+                skipped.add(reason, 1);
+                continue;
+            }
+        };
+        buf.key.truncate(labels_len);
+        buf.key.extend_from_slice(mapping.name_prefix.as_bytes());
+        buf.key.extend_from_slice(buf.base.as_bytes());
+        buf.key.extend_from_slice(value_column.suffix.as_bytes());
+        let sample = Sample { value, timestamp };
+        index.push(&buf.key, labels_len, &mapping.labels, sample);
+    }
+}
+
+/// Series by key, in first-seen order.
+#[derive(Default)]
+struct SeriesIndex {
+    /// foldhash (randomly seeded) rather than SipHash: hashing every row's key is on the hot path.
+    slots: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
+    series: Vec<SeriesBuilder>,
+}
+
 /// A series being built; `labels` already sorted with `__name__`.
 struct SeriesBuilder {
     labels: Vec<Label>,
     samples: Vec<Sample>,
 }
 
-/// Turns one window's table into a `WriteRequest`. Errors only on a table that cannot match the mapping.
-pub fn transform(table: &Table, mapping: &Mapping) -> Result<Transformed, TransformError> {
-    let columns = resolve_columns(table, mapping)?;
-    let mut skipped = [0u64; SkipReason::ALL.len()];
-    let mut skip = |reason: SkipReason, n: usize| skipped[reason as usize] += n as u64;
-    let values_per_row = mapping.value_columns.len();
-
-    // Key of a series: the row's label values, length-prefixed in labelColumns order, then the name.
-    // Built in one reused buffer so a row costs no allocation unless it starts a new series.
-    let mut index: HashMap<Box<[u8]>, usize> = HashMap::new();
-    let mut series: Vec<SeriesBuilder> = Vec::new();
-    let mut key: Vec<u8> = Vec::with_capacity(256);
-    let mut base = String::new();
-    let mut text = String::new();
-
-    for row in table.rows() {
-        let cell = |i: usize| row.get(i).unwrap_or(&Value::Null);
-        let timestamp = match row_timestamp(cell(columns.timestamp), columns.timestamp_is_string) {
-            Ok(ms) => ms,
-            Err(reason) => {
-                skip(reason, values_per_row);
-                continue;
+impl SeriesIndex {
+    fn push(&mut self, key: &[u8], labels_len: usize, columns: &[LabelColumn], sample: Sample) {
+        let slot = match self.slots.get(key) {
+            Some(&slot) => slot,
+            None => {
+                let slot = self.series.len();
+                self.series.push(SeriesBuilder {
+                    labels: labels_from_key(key, labels_len, columns),
+                    samples: Vec::new(),
+                });
+                self.slots.insert(key.into(), slot);
+                slot
             }
         };
-        if !row_base_name(columns.metric_name.map(cell), mapping, &mut base, &mut text) {
-            skip(SkipReason::NoMetricName, values_per_row);
-            continue;
-        }
-        key.clear();
-        for &i in &columns.labels {
-            text.clear();
-            write_label_value(&mut text, cell(i));
-            key.extend_from_slice(&(text.len() as u32).to_le_bytes());
-            key.extend_from_slice(text.as_bytes());
-        }
-        let labels_len = key.len();
-        for (value_column, &i) in mapping.value_columns.iter().zip(&columns.values) {
-            let value = match sample_value(cell(i)) {
-                Ok(v) => v,
-                Err(reason) => {
-                    skip(reason, 1);
-                    continue;
-                }
-            };
-            key.truncate(labels_len);
-            key.extend_from_slice(mapping.name_prefix.as_bytes());
-            key.extend_from_slice(base.as_bytes());
-            key.extend_from_slice(value_column.suffix.as_bytes());
-            let slot = match index.get(key.as_slice()) {
-                Some(&slot) => slot,
-                None => {
-                    let slot = series.len();
-                    series.push(SeriesBuilder {
-                        labels: labels_from_key(&key, labels_len, &mapping.labels),
-                        samples: Vec::new(),
-                    });
-                    index.insert(key.as_slice().into(), slot);
-                    slot
-                }
-            };
-            series[slot].samples.push(Sample { value, timestamp });
+        if let Some(s) = self.series.get_mut(slot) {
+            s.samples.push(sample);
         }
     }
-    drop(index);
 
-    let mut timeseries = Vec::with_capacity(series.len());
-    let mut samples = 0u64;
-    for mut s in series {
-        let duplicates = sort_and_dedup(&mut s.samples);
-        skip(SkipReason::Duplicate, duplicates);
-        samples += s.samples.len() as u64;
-        timeseries.push(TimeSeries {
-            labels: s.labels,
-            samples: s.samples,
-        });
+    /// The series sorted by labels, samples sorted and de-duplicated; plus the duplicates dropped.
+    fn finish(self) -> (Vec<TimeSeries>, usize) {
+        drop(self.slots);
+        let mut duplicates = 0;
+        let mut timeseries: Vec<TimeSeries> = (self.series.into_iter())
+            .map(|mut s| {
+                duplicates += sort_and_dedup(&mut s.samples);
+                TimeSeries {
+                    labels: s.labels,
+                    samples: s.samples,
+                }
+            })
+            .collect();
+        timeseries.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+        (timeseries, duplicates)
     }
-    timeseries.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
-
-    let stats = TransformStats {
-        rows: table.row_count() as u64,
-        samples,
-        skipped: (SkipReason::ALL.iter())
-            .filter(|r| skipped[**r as usize] > 0)
-            .map(|r| (*r, skipped[*r as usize]))
-            .collect(),
-    };
-    Ok(Transformed {
-        request: WriteRequest { timeseries },
-        stats,
-    })
 }
 
 /// The row's timestamp in Unix milliseconds (floor), or why the row is skipped.
@@ -506,13 +563,19 @@ fn row_base_name(
 ) -> bool {
     base.clear();
     if let Some(cell) = cell {
-        text.clear();
-        write_label_value(text, cell);
-        if !text.is_empty() {
-            if mapping.name_prefix.is_empty() && text.starts_with(|c: char| c.is_ascii_digit()) {
+        let name = match cell {
+            Value::String(s) => s,
+            other => {
+                text.clear();
+                write_label_value(text, other);
+                text.as_str()
+            }
+        };
+        if !name.is_empty() {
+            if mapping.name_prefix.is_empty() && name.starts_with(|c: char| c.is_ascii_digit()) {
                 base.push('_');
             }
-            push_name_chars(base, text);
+            push_name_chars(base, name);
             return true;
         }
     }
@@ -1487,10 +1550,10 @@ mod tests {
                     },
                 };
                 let mut labels = Vec::new();
-                if let Value::String(h) = &row[2] {
-                    if !h.is_empty() {
-                        labels.push(Label::new("host", h.to_string()));
-                    }
+                if let Value::String(h) = &row[2]
+                    && !h.is_empty()
+                {
+                    labels.push(Label::new("host", h.to_string()));
                 }
                 if let Value::Long(n) = &row[3] {
                     labels.push(Label::new("n", n.to_string()));
