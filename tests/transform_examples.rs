@@ -123,7 +123,10 @@ fn column_type(name: &str) -> ColumnType {
 /// One v2 JSON cell as the wire format defines it for its column type.
 fn cell(ty: &ColumnType, v: &serde_json::Value) -> Value {
     use serde_json::Value as J;
-    let text = || v.as_str().unwrap_or_else(|| panic!("{ty:?} cell {v} is not a string"));
+    let text = || {
+        v.as_str()
+            .unwrap_or_else(|| panic!("{ty:?} cell {v} is not a string"))
+    };
     match (ty, v) {
         (_, J::Null) => Value::Null,
         (ColumnType::Bool, J::Bool(b)) => Value::Bool(*b),
@@ -231,11 +234,20 @@ fn every_example_has_an_expected_output() {
             yamls += 1;
             let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();
             assert!(
-                ["service-response-times", "customer-analytics", "infrastructure-monitoring", "global-error-rates"]
-                    .contains(&stem.as_str()),
+                [
+                    "service-response-times",
+                    "customer-analytics",
+                    "infrastructure-monitoring",
+                    "global-error-rates"
+                ]
+                .contains(&stem.as_str()),
                 "{stem}.yaml has no test in tests/transform_examples.rs"
             );
-            assert!(examples_dir().join(format!("{stem}.expected.prom")).exists());
+            assert!(
+                examples_dir()
+                    .join(format!("{stem}.expected.prom"))
+                    .exists()
+            );
         }
     }
     assert_eq!(yamls, 4);
