@@ -23,6 +23,7 @@
 pub mod cli;
 pub mod crd;
 pub mod criteria;
+pub mod exposition;
 pub mod preview;
 pub mod prompb;
 pub mod query;

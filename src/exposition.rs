@@ -1,0 +1,193 @@
+//! Prometheus text exposition of a [`WriteRequest`]: what `adxexporter preview` prints.
+//!
+//! One line per sample, `name{a="x",b="y"} value timestamp_ms`, no `# TYPE`/`# HELP` lines (every
+//! exported metric is a gauge; the lines add nothing a reader needs). The output is stable so it can
+//! be diffed against checked-in expectations:
+//! - lines sorted by metric name, then by the other labels (name, then value, byte order), then time;
+//! - labels in name order without `__name__`, braces omitted when there are none;
+//! - label values escaped as the format requires: `\` → `\\`, `"` → `\"`, newline → `\n`;
+//! - values as Prometheus's own `expfmt` writes them (Go `strconv.FormatFloat(v, 'g', -1, 64)`):
+//!   shortest round-trip digits, exponent form when the decimal exponent is < −4 or ≥ 6
+//!   (`1.5e+06`, `1e-05`), `NaN`, `+Inf`, `-Inf`, and `0` for both zeros.
+
+use std::fmt::Write as _;
+
+use crate::prompb::{Label, METRIC_NAME_LABEL, WriteRequest};
+
+/// The whole request as exposition text, one `\n`-terminated line per sample.
+pub fn to_text(req: &WriteRequest) -> String {
+    let mut series: Vec<(&str, Vec<&Label>, usize)> = (req.timeseries.iter().enumerate())
+        .map(|(i, ts)| {
+            let others = (ts.labels.iter())
+                .filter(|l| l.name != METRIC_NAME_LABEL)
+                .collect();
+            (ts.metric_name(), others, i)
+        })
+        .collect();
+    series.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+
+    let mut out = String::with_capacity(req.sample_count() * 64);
+    let mut prefix = String::new();
+    for (name, labels, i) in series {
+        prefix.clear();
+        write_series_prefix(&mut prefix, name, &labels);
+        let mut samples = req.timeseries[i].samples.clone();
+        samples.sort_by_key(|s| s.timestamp);
+        for s in samples {
+            out.push_str(&prefix);
+            out.push(' ');
+            write_value(&mut out, s.value);
+            let _ = writeln!(out, " {}", s.timestamp);
+        }
+    }
+    out
+}
+
+fn write_series_prefix(out: &mut String, name: &str, labels: &[&Label]) {
+    out.push_str(name);
+    if labels.is_empty() {
+        return;
+    }
+    out.push('{');
+    for (i, l) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&l.name);
+        out.push_str("=\"");
+        write_escaped(out, &l.value);
+        out.push('"');
+    }
+    out.push('}');
+}
+
+/// Label-value escaping of the text format.
+fn write_escaped(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A sample value exactly as Go's `strconv.FormatFloat(v, 'g', -1, 64)` (and so Prometheus) prints it.
+pub fn write_value(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v == 0.0 {
+        out.push('0');
+    } else {
+        write_finite_nonzero(out, v);
+    }
+}
+
+fn write_finite_nonzero(out: &mut String, v: f64) {
+    // `{:e}` gives the shortest round-trip digits as `d[.ddd]e<exp>`; Go picks the form from the exponent.
+    let sci = format!("{v:e}");
+    let Some((mantissa, exp)) = sci.split_once('e') else {
+        out.push_str(&sci);
+        return;
+    };
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        let _ = write!(out, "{v}");
+    } else {
+        let _ = write!(
+            out,
+            "{mantissa}e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.unsigned_abs()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prompb::{Sample, TimeSeries};
+
+    fn value(v: f64) -> String {
+        let mut s = String::new();
+        write_value(&mut s, v);
+        s
+    }
+
+    #[test]
+    fn values_print_like_go_format_float_g() {
+        let cases = [
+            (0.0, "0"),
+            (-0.0, "0"),
+            (1.0, "1"),
+            (-1.0, "-1"),
+            (42.5, "42.5"),
+            (245.75, "245.75"),
+            (0.1, "0.1"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (123456.0, "123456"),
+            (999999.0, "999999"),
+            (1000000.0, "1e+06"),
+            (1234567.0, "1.234567e+06"),
+            (947595402.0, "9.47595402e+08"),
+            (1e21, "1e+21"),
+            (1.5e-300, "1.5e-300"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (-2.5e-7, "-2.5e-07"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(value(v), want, "{v:?}");
+        }
+    }
+
+    fn series(labels: &[(&str, &str)], samples: &[(f64, i64)]) -> TimeSeries {
+        TimeSeries {
+            labels: labels.iter().map(|(n, v)| Label::new(*n, *v)).collect(),
+            samples: (samples.iter())
+                .map(|&(value, timestamp)| Sample { value, timestamp })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn lines_are_sorted_by_name_then_labels_then_time() {
+        let req = WriteRequest {
+            timeseries: vec![
+                series(&[("__name__", "b"), ("x", "2")], &[(2.0, 20), (1.0, 10)]),
+                series(&[("Z", "z"), ("__name__", "b")], &[(3.0, 5)]),
+                series(&[("__name__", "a")], &[(0.5, 30)]),
+            ],
+        };
+        assert_eq!(
+            to_text(&req),
+            "a 0.5 30\n\
+             b{Z=\"z\"} 3 5\n\
+             b{x=\"2\"} 1 10\n\
+             b{x=\"2\"} 2 20\n"
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let req = WriteRequest {
+            timeseries: vec![series(
+                &[("__name__", "m"), ("v", "a\\b\"c\nd")],
+                &[(1.0, 1)],
+            )],
+        };
+        assert_eq!(to_text(&req), "m{v=\"a\\\\b\\\"c\\nd\"} 1 1\n");
+    }
+
+    #[test]
+    fn empty_request_prints_nothing() {
+        assert_eq!(to_text(&WriteRequest::default()), "");
+    }
+}
