@@ -20,7 +20,8 @@ use crate::transform::transform;
 pub async fn run(args: PreviewArgs) -> anyhow::Result<ExitCode> {
     let config = args.validate()?;
     let path = config.file.display().to_string();
-    let text = std::fs::read_to_string(&config.file).with_context(|| format!("cannot read {path}"))?;
+    let text =
+        std::fs::read_to_string(&config.file).with_context(|| format!("cannot read {path}"))?;
     let docs = load_documents(&text).map_err(|e| anyhow!("{path}: {e}"))?;
     let mut resources = Vec::new();
     for doc in docs {
@@ -37,11 +38,18 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<ExitCode> {
     };
     let key = resource.key();
     let spec = resource.spec.validate().map_err(|problems| {
-        let lines: Vec<String> = problems.iter().map(|p| format!("{path}: {key}: {p}")).collect();
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{path}: {key}: {p}"))
+            .collect();
         anyhow!("invalid resource:\n{}", lines.join("\n"))
     })?;
-    if let CriteriaMatch::NoMatch { reason } = criteria::evaluate(&spec.criteria, &config.cluster_labels) {
-        eprintln!("note: `run` would skip {key} on an instance with these cluster labels: {reason}");
+    if let CriteriaMatch::NoMatch { reason } =
+        criteria::evaluate(&spec.criteria, &config.cluster_labels)
+    {
+        eprintln!(
+            "note: `run` would skip {key} on an instance with these cluster labels: {reason}"
+        );
     }
     let mapping = mapping_for(&spec, &config.metric_name_prefix)
         .map_err(|e| anyhow!("{path}: {key}: spec.transform: {e}"))?;
@@ -49,11 +57,18 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<ExitCode> {
         Some((start, end)) => {
             let w = Window { start, end };
             if align_down(start, spec.interval) != start || w.len() != spec.interval {
-                eprintln!("note: [{start}, {end}) is not one aligned {} window; `run` would never query it", spec.interval);
+                eprintln!(
+                    "note: [{start}, {end}) is not one aligned {} window; `run` would never query it",
+                    spec.interval
+                );
             }
             w
         }
-        None => newest_complete(config.now.unwrap_or_else(Ticks::now), spec.interval, spec.ingestion_delay),
+        None => newest_complete(
+            config.now.unwrap_or_else(Ticks::now),
+            spec.interval,
+            spec.ingestion_delay,
+        ),
     };
     let (_, url) = config
         .kusto_endpoints
@@ -102,7 +117,11 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<ExitCode> {
         out.stats.rows,
         out.stats.samples,
         out.stats.skipped_total(),
-        if skipped.is_empty() { String::new() } else { format!(" ({})", skipped.join(", ")) }
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", skipped.join(", "))
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

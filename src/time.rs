@@ -91,7 +91,9 @@ impl Ticks {
 
     pub fn checked_add(self, s: Span) -> Option<Ticks> {
         let t = self.0.checked_add(s.0)?;
-        (Ticks::MIN.0..=Ticks::MAX.0).contains(&t).then_some(Ticks(t))
+        (Ticks::MIN.0..=Ticks::MAX.0)
+            .contains(&t)
+            .then_some(Ticks(t))
     }
 
     pub fn checked_sub(self, s: Span) -> Option<Ticks> {
@@ -164,10 +166,9 @@ impl Ticks {
             _ => return Err(bad()),
         };
         let days = days_from_civil(year, month, day);
-        let t = days * TICKS_PER_DAY
-            + (hour * 3600 + minute * 60 + second) * TICKS_PER_SECOND
-            + frac
-            - offset_ticks;
+        let t =
+            days * TICKS_PER_DAY + (hour * 3600 + minute * 60 + second) * TICKS_PER_SECOND + frac
+                - offset_ticks;
         if !(Ticks::MIN.0..=Ticks::MAX.0).contains(&t) {
             return Err(TimeError::OutOfRange(s.to_owned()));
         }
@@ -328,7 +329,13 @@ impl Span {
         if days > 0 {
             let _ = write!(out, "{days}.");
         }
-        let _ = write!(out, "{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+        let _ = write!(
+            out,
+            "{:02}:{:02}:{:02}",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        );
         if frac > 0 {
             let digits = format!("{frac:07}");
             let _ = write!(out, ".{}", digits.trim_end_matches('0'));
@@ -447,9 +454,15 @@ mod tests {
 
     #[test]
     fn epoch_constants_agree() {
-        assert_eq!(Ticks::parse("1970-01-01T00:00:00Z").unwrap(), Ticks::UNIX_EPOCH);
+        assert_eq!(
+            Ticks::parse("1970-01-01T00:00:00Z").unwrap(),
+            Ticks::UNIX_EPOCH
+        );
         assert_eq!(Ticks::parse("0001-01-01T00:00:00Z").unwrap(), Ticks::MIN);
-        assert_eq!(Ticks::parse("9999-12-31T23:59:59.9999999Z").unwrap(), Ticks::MAX);
+        assert_eq!(
+            Ticks::parse("9999-12-31T23:59:59.9999999Z").unwrap(),
+            Ticks::MAX
+        );
         assert_eq!(Ticks::UNIX_EPOCH.unix_millis(), 0);
     }
 
@@ -481,8 +494,18 @@ mod tests {
 
     #[test]
     fn durations_parse_like_go() {
-        for (text, secs) in [("30s", 30), ("5m", 300), ("1h30m", 5400), ("1.5h", 5400), ("0", 0)] {
-            assert_eq!(Span::parse_duration(text).unwrap(), Span::from_secs(secs), "{text}");
+        for (text, secs) in [
+            ("30s", 30),
+            ("5m", 300),
+            ("1h30m", 5400),
+            ("1.5h", 5400),
+            ("0", 0),
+        ] {
+            assert_eq!(
+                Span::parse_duration(text).unwrap(),
+                Span::from_secs(secs),
+                "{text}"
+            );
         }
         assert_eq!(Span::parse_duration("250ms").unwrap(), Span(2_500_000));
         assert_eq!(Span::parse_duration("-1m").unwrap(), Span::from_secs(-60));
@@ -505,7 +528,10 @@ mod tests {
             Span(-(2 * TICKS_PER_DAY + 20_020_002))
         );
         assert_eq!(Span::parse_timespan("00:00:00.099").unwrap(), Span(990_000));
-        assert_eq!(Span(-(2 * TICKS_PER_DAY + 20_020_002)).kusto_text(), "-2.00:00:02.0020002");
+        assert_eq!(
+            Span(-(2 * TICKS_PER_DAY + 20_020_002)).kusto_text(),
+            "-2.00:00:02.0020002"
+        );
         assert!(Span::parse_timespan("1:2").is_err());
     }
 

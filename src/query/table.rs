@@ -80,7 +80,10 @@ impl Table {
     }
 
     pub fn row_count(&self) -> usize {
-        self.cells.len().checked_div(self.columns.len()).unwrap_or(0)
+        self.cells
+            .len()
+            .checked_div(self.columns.len())
+            .unwrap_or(0)
     }
 
     pub fn row(&self, i: usize) -> &[Value] {

@@ -20,7 +20,9 @@ use crate::time::{Span, Ticks};
 pub enum TelemetryError {
     #[error("cannot install the metrics recorder: {0}")]
     Recorder(String),
-    #[error("cannot listen on {addr} for the admin endpoints: {source} (is another process using the port? change --metrics-port/--health-probe-port)")]
+    #[error(
+        "cannot listen on {addr} for the admin endpoints: {source} (is another process using the port? change --metrics-port/--health-probe-port)"
+    )]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -98,7 +100,10 @@ impl Health {
     pub fn alive(&self, now: Ticks) -> Result<(), String> {
         let beat = self.heartbeat.load(Ordering::Relaxed);
         if beat != 0 && now.since(Ticks(beat)) > WEDGED_AFTER {
-            return Err(format!("scheduler wedged: last heartbeat at {}", Ticks(beat)));
+            return Err(format!(
+                "scheduler wedged: last heartbeat at {}",
+                Ticks(beat)
+            ));
         }
         Ok(())
     }
@@ -125,7 +130,10 @@ async fn render_metrics(State(s): State<AdminState>) -> impl IntoResponse {
             h.run_upkeep();
             (StatusCode::OK, h.render())
         }
-        None => (StatusCode::NOT_FOUND, "metrics recorder not installed\n".to_owned()),
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics recorder not installed\n".to_owned(),
+        ),
     }
 }
 

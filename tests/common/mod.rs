@@ -154,7 +154,9 @@ pub fn system_bin(program: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("{program} is not installed: run `tests/peers/setup.sh` (apt-get install prometheus victoria-metrics)");
+    panic!(
+        "{program} is not installed: run `tests/peers/setup.sh` (apt-get install prometheus victoria-metrics)"
+    );
 }
 
 /// duckdb-kql (a real KQL engine behind the Kusto REST API) initialised with `init_sql`. Database: `memory`.
