@@ -72,6 +72,8 @@ impl Cli {
     }
 }
 
+// Parsed once at start-up, so the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the exporter (the default): query every due window, store it, push it.
@@ -93,10 +95,21 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// This instance's labels, KEY=VALUE[,KEY=VALUE...] (repeatable): matched by spec.criteria, defined as _KEY in every query, sent as resource attributes.
-    #[arg(long, env = "ADXEXPORTER_CLUSTER_LABELS", value_name = "K=V", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "ADXEXPORTER_CLUSTER_LABELS",
+        value_name = "K=V",
+        value_delimiter = ','
+    )]
     pub cluster_labels: Vec<String>,
     /// Kusto endpoint per database, DB=URL[,DB=URL...] (repeatable).
-    #[arg(long = "kusto-endpoint", alias = "kusto-endpoints", env = "ADXEXPORTER_KUSTO_ENDPOINT", value_name = "DB=URL", value_delimiter = ',')]
+    #[arg(
+        long = "kusto-endpoint",
+        alias = "kusto-endpoints",
+        env = "ADXEXPORTER_KUSTO_ENDPOINT",
+        value_name = "DB=URL",
+        value_delimiter = ','
+    )]
     pub kusto_endpoints: Vec<String>,
     /// How to get Kusto tokens: auto (workload identity, managed identity, client secret, Azure CLI), none, or a token file.
     #[arg(long, env = "ADXEXPORTER_KUSTO_AUTH", default_value = "auto")]
@@ -108,13 +121,22 @@ pub struct RunArgs {
     #[arg(long, env = "ADXEXPORTER_REMOTE_WRITE_ENDPOINT", value_name = "URL")]
     pub remote_write_endpoint: Option<Url>,
     /// Extra OTLP resource attributes, K=V[,K=V...] (repeatable); they override cluster labels.
-    #[arg(long, env = "ADXEXPORTER_ADD_RESOURCE_ATTRIBUTES", value_name = "K=V", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "ADXEXPORTER_ADD_RESOURCE_ATTRIBUTES",
+        value_name = "K=V",
+        value_delimiter = ','
+    )]
     pub add_resource_attributes: Vec<String>,
     /// Prefix joined with _ before every metric name.
     #[arg(long, env = "ADXEXPORTER_METRIC_NAME_PREFIX", default_value = "")]
     pub metric_name_prefix: String,
     /// Directory of the write-ahead log (a persistent volume in Kubernetes).
-    #[arg(long, env = "ADXEXPORTER_WAL_DIR", default_value = "/var/lib/adxexporter")]
+    #[arg(
+        long,
+        env = "ADXEXPORTER_WAL_DIR",
+        default_value = "/var/lib/adxexporter"
+    )]
     pub wal_dir: PathBuf,
     /// Most bytes the WAL may hold (e.g. 1GiB, 512MiB, 1000000); when full, querying pauses.
     #[arg(long, env = "ADXEXPORTER_WAL_MAX_BYTES", default_value = "1GiB", value_parser = parse_size)]
@@ -141,7 +163,12 @@ pub struct RunArgs {
     #[arg(long, env = "ADXEXPORTER_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_non_negative_duration)]
     pub shutdown_grace: Span,
     /// Log format.
-    #[arg(long, env = "ADXEXPORTER_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "ADXEXPORTER_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
     /// Kusto server-side query timeout.
     #[arg(long, env = "ADXEXPORTER_KUSTO_SERVER_TIMEOUT", default_value = "4m", value_parser = parse_positive_duration)]
@@ -222,13 +249,24 @@ pub struct PreviewArgs {
     #[arg(long, env = "ADXEXPORTER_NAME")]
     pub name: Option<String>,
     /// Kusto endpoint per database, DB=URL[,DB=URL...] (repeatable).
-    #[arg(long = "kusto-endpoint", alias = "kusto-endpoints", env = "ADXEXPORTER_KUSTO_ENDPOINT", value_name = "DB=URL", value_delimiter = ',')]
+    #[arg(
+        long = "kusto-endpoint",
+        alias = "kusto-endpoints",
+        env = "ADXEXPORTER_KUSTO_ENDPOINT",
+        value_name = "DB=URL",
+        value_delimiter = ','
+    )]
     pub kusto_endpoints: Vec<String>,
     /// How to get Kusto tokens: auto, none, or a token file.
     #[arg(long, env = "ADXEXPORTER_KUSTO_AUTH", default_value = "auto")]
     pub kusto_auth: String,
     /// Cluster labels, K=V[,K=V...] (repeatable), as `run` would have them.
-    #[arg(long, env = "ADXEXPORTER_CLUSTER_LABELS", value_name = "K=V", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "ADXEXPORTER_CLUSTER_LABELS",
+        value_name = "K=V",
+        value_delimiter = ','
+    )]
     pub cluster_labels: Vec<String>,
     /// Prefix joined with _ before every metric name.
     #[arg(long, env = "ADXEXPORTER_METRIC_NAME_PREFIX", default_value = "")]
@@ -289,7 +327,12 @@ impl PreviewArgs {
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
     /// Cluster labels, K=V[,K=V...]: also report whether each resource would run on such an instance.
-    #[arg(long, env = "ADXEXPORTER_CLUSTER_LABELS", value_name = "K=V", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "ADXEXPORTER_CLUSTER_LABELS",
+        value_name = "K=V",
+        value_delimiter = ','
+    )]
     pub cluster_labels: Vec<String>,
     /// MetricsExporter files (YAML, several documents separated by ---, or JSON).
     #[arg(required = true, value_name = "FILE")]
@@ -311,11 +354,17 @@ impl CheckArgs {
 
 /// `K=V` items into a map: split on the first `=`, trimmed, empty items skipped, duplicate keys
 /// (case-insensitive) and control characters rejected.
-pub fn parse_pairs(flag: &'static str, items: &[String]) -> Result<BTreeMap<String, String>, CliError> {
+pub fn parse_pairs(
+    flag: &'static str,
+    items: &[String],
+) -> Result<BTreeMap<String, String>, CliError> {
     let mut out = BTreeMap::new();
     for item in items.iter().map(|i| i.trim()).filter(|i| !i.is_empty()) {
         let (key, value) = split_pair(flag, item, "KEY=VALUE")?;
-        if out.keys().any(|k: &String| k.to_lowercase() == key.to_lowercase()) {
+        if out
+            .keys()
+            .any(|k: &String| k.to_lowercase() == key.to_lowercase())
+        {
             return Err(CliError::DuplicateKey {
                 flag,
                 key: key.to_owned(),
@@ -345,7 +394,10 @@ fn split_pair<'a>(
             item: item.to_owned(),
         });
     }
-    if item.chars().any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}') {
+    if item
+        .chars()
+        .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
+    {
         return Err(CliError::ControlCharacter {
             flag,
             item: item.to_owned(),
@@ -541,21 +593,30 @@ mod tests {
     fn url_with_equals_in_its_query_survives() {
         let c = run(&[OUT, "--kusto-endpoint", "db=https://x.example/?a=b&c=d"]).unwrap();
         assert_eq!(c.kusto_endpoints[0].0, "db");
-        assert_eq!(c.kusto_endpoints[0].1.as_str(), "https://x.example/?a=b&c=d");
+        assert_eq!(
+            c.kusto_endpoints[0].1.as_str(),
+            "https://x.example/?a=b&c=d"
+        );
     }
 
     #[test]
     fn malformed_pairs_are_named() {
         assert_eq!(
-            run(&[OUT, "--kusto-endpoint", "nodb"]).unwrap_err().to_string(),
+            run(&[OUT, "--kusto-endpoint", "nodb"])
+                .unwrap_err()
+                .to_string(),
             "--kusto-endpoint: \"nodb\" is not DB=URL"
         );
         assert_eq!(
-            run(&[OUT, "--cluster-labels", "region=eastus,=x"]).unwrap_err().to_string(),
+            run(&[OUT, "--cluster-labels", "region=eastus,=x"])
+                .unwrap_err()
+                .to_string(),
             "--cluster-labels: \"=x\" has an empty key"
         );
         assert_eq!(
-            run(&[OUT, "--kusto-endpoint", "a=ftp://x"]).unwrap_err().to_string(),
+            run(&[OUT, "--kusto-endpoint", "a=ftp://x"])
+                .unwrap_err()
+                .to_string(),
             "--kusto-endpoint: \"a=ftp://x\": use an http:// or https:// URL with a host"
         );
     }
@@ -564,22 +625,32 @@ mod tests {
     fn duplicates_are_errors() {
         assert_eq!(
             run(&[OUT, "--kusto-endpoint", "a=http://x,a=http://y"]).unwrap_err(),
-            CliError::DuplicateKey { flag: "--kusto-endpoint", key: "a".into() }
+            CliError::DuplicateKey {
+                flag: "--kusto-endpoint",
+                key: "a".into()
+            }
         );
         assert_eq!(
             run(&[OUT, "--cluster-labels", "Region=a,region=b"]).unwrap_err(),
-            CliError::DuplicateKey { flag: "--cluster-labels", key: "region".into() }
+            CliError::DuplicateKey {
+                flag: "--cluster-labels",
+                key: "region".into()
+            }
         );
     }
 
     #[test]
     fn cluster_labels_must_make_distinct_kql_variables() {
         assert_eq!(
-            run(&[OUT, "--cluster-labels", "a-b=1,a_b=2"]).unwrap_err().to_string(),
+            run(&[OUT, "--cluster-labels", "a-b=1,a_b=2"])
+                .unwrap_err()
+                .to_string(),
             "--cluster-labels: \"a-b\" and \"a_b\" both become KQL variable _a_b: rename one"
         );
         assert_eq!(
-            run(&[OUT, "--cluster-labels", "startTime=x"]).unwrap_err().to_string(),
+            run(&[OUT, "--cluster-labels", "startTime=x"])
+                .unwrap_err()
+                .to_string(),
             "--cluster-labels: \"startTime\" would redefine _startTime, which holds the window: rename it"
         );
         assert!(matches!(
@@ -598,10 +669,21 @@ mod tests {
 
     #[test]
     fn resource_attributes_overlay_cluster_labels() {
-        let c = run(&[OUT, "--cluster-labels", "a=1,b=2", "--add-resource-attributes", "b=3,c=4"]).unwrap();
+        let c = run(&[
+            OUT,
+            "--cluster-labels",
+            "a=1,b=2",
+            "--add-resource-attributes",
+            "b=3,c=4",
+        ])
+        .unwrap();
         assert_eq!(
             c.resource_attributes,
-            BTreeMap::from([("a".into(), "1".into()), ("b".into(), "3".into()), ("c".into(), "4".into())])
+            BTreeMap::from([
+                ("a".into(), "1".into()),
+                ("b".into(), "3".into()),
+                ("c".into(), "4".into())
+            ])
         );
     }
 
@@ -638,29 +720,71 @@ mod tests {
         assert!(cli(&[OUT, "--shutdown-grace", "-1s"]).is_err());
         assert!(cli(&[OUT, "--kusto-server-timeout", "0s"]).is_err());
         assert!(cli(&[OUT, "--log-format", "xml"]).is_err());
-        assert_eq!(run(&[OUT, "--log-format", "json"]).unwrap().log_format, LogFormat::Json);
+        assert_eq!(
+            run(&[OUT, "--log-format", "json"]).unwrap().log_format,
+            LogFormat::Json
+        );
     }
 
     #[test]
     fn preview_needs_both_or_neither_bound() {
         assert!(cli(&["preview", "-f", "x.yaml", "--start", "2026-01-01T00:00:00Z"]).is_err());
-        let args = match cli(&["preview", "-f", "x.yaml", "--start", "2026-01-01T00:05:00Z", "--end", "2026-01-01T00:00:00Z"]).unwrap().into_command() {
+        let args = match cli(&[
+            "preview",
+            "-f",
+            "x.yaml",
+            "--start",
+            "2026-01-01T00:05:00Z",
+            "--end",
+            "2026-01-01T00:00:00Z",
+        ])
+        .unwrap()
+        .into_command()
+        {
             Command::Preview(a) => a,
             _ => unreachable!(),
         };
         assert!(matches!(args.validate(), Err(CliError::EmptyWindow { .. })));
-        let args = match cli(&["preview", "-f", "x.yaml", "--start", "2026-01-01T00:00:00Z", "--end", "2026-01-01T00:05:00Z", "--now", "2026-01-02T00:00:00Z"]).unwrap().into_command() {
+        let args = match cli(&[
+            "preview",
+            "-f",
+            "x.yaml",
+            "--start",
+            "2026-01-01T00:00:00Z",
+            "--end",
+            "2026-01-01T00:05:00Z",
+            "--now",
+            "2026-01-02T00:00:00Z",
+        ])
+        .unwrap()
+        .into_command()
+        {
             Command::Preview(a) => a,
             _ => unreachable!(),
         };
         let p = args.validate().unwrap();
-        assert_eq!(p.window, Some((Ticks::parse("2026-01-01T00:00:00Z").unwrap(), Ticks::parse("2026-01-01T00:05:00Z").unwrap())));
+        assert_eq!(
+            p.window,
+            Some((
+                Ticks::parse("2026-01-01T00:00:00Z").unwrap(),
+                Ticks::parse("2026-01-01T00:05:00Z").unwrap()
+            ))
+        );
         assert_eq!(p.now, Ticks::parse("2026-01-02T00:00:00Z").ok());
     }
 
     #[test]
     fn check_takes_files_and_optional_labels() {
-        let args = match cli(&["check", "--cluster-labels", "region=eastus", "a.yaml", "b.yaml"]).unwrap().into_command() {
+        let args = match cli(&[
+            "check",
+            "--cluster-labels",
+            "region=eastus",
+            "a.yaml",
+            "b.yaml",
+        ])
+        .unwrap()
+        .into_command()
+        {
             Command::Check(a) => a,
             _ => unreachable!(),
         };

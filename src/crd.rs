@@ -27,7 +27,8 @@ pub const API_VERSION: &str = "adx-mon.azure.com/v1";
 /// Kind of the resource.
 pub const KIND: &str = "MetricsExporter";
 /// adx-mon's cursor condition: its message holds the end of the last exported window (RFC 3339).
-pub const LEGACY_CURSOR_CONDITION: &str = "metricsexporter.adx-mon.azure.com/LastSuccessfulExecution";
+pub const LEGACY_CURSOR_CONDITION: &str =
+    "metricsexporter.adx-mon.azure.com/LastSuccessfulExecution";
 /// Default `spec.maxRows`.
 pub const DEFAULT_MAX_ROWS: u64 = 500_000;
 /// Shortest allowed `spec.interval`.
@@ -44,16 +45,12 @@ pub const MIN_INTERVAL: Span = Span(TICKS_PER_SECOND);
     shortname = "mexp",
     derive = "PartialEq",
     doc = "Runs a KQL query for consecutive aligned time windows and exports the rows as metrics.",
-    printcolumn(name = "Database", type_ = "string", json_path = ".spec.database"),
-    printcolumn(name = "Interval", type_ = "string", json_path = ".spec.interval"),
-    printcolumn(name = "Watermark", type_ = "string", json_path = ".status.watermark"),
-    printcolumn(name = "Backlog", type_ = "integer", json_path = ".status.backlog.windows"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name":"Database","type":"string","jsonPath":".spec.database"}"#,
+    printcolumn = r#"{"name":"Interval","type":"string","jsonPath":".spec.interval"}"#,
+    printcolumn = r#"{"name":"Watermark","type":"string","jsonPath":".status.watermark"}"#,
+    printcolumn = r#"{"name":"Backlog","type":"integer","jsonPath":".status.backlog.windows"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MetricsExporterSpec {
@@ -244,7 +241,9 @@ impl MetricsExporter {
     /// Where to resume: our watermark, else adx-mon's cursor.
     pub fn resume_watermark(&self) -> Option<Ticks> {
         let status = self.status.as_ref()?;
-        status.watermark_ticks().or_else(|| status.legacy_watermark())
+        status
+            .watermark_ticks()
+            .or_else(|| status.legacy_watermark())
     }
 
     /// `namespace/name`, with `default` for a resource read from a file without a namespace.
@@ -402,7 +401,10 @@ impl MetricsExporterSpec {
         };
         let max_rows = self.max_rows.unwrap_or(DEFAULT_MAX_ROWS);
         if max_rows == 0 {
-            p.add("spec.maxRows", "0 rows allows no result: use at least 1 (default 500000)");
+            p.add(
+                "spec.maxRows",
+                "0 rows allows no result: use at least 1 (default 500000)",
+            );
         }
         validate_criteria(&self.criteria, &mut p);
         validate_outputs(self.outputs.as_deref(), &mut p);
@@ -417,22 +419,24 @@ impl MetricsExporterSpec {
             }
         };
         match (database, body, interval, ingestion_delay, transform) {
-            (Some(database), Some(body), Some(interval), Some(ingestion_delay), Some(transform))
-                if p.0.is_empty() =>
-            {
-                Ok(ValidatedSpec {
-                    database,
-                    body,
-                    interval,
-                    ingestion_delay,
-                    start_time,
-                    max_rows,
-                    criteria: self.criteria.clone(),
-                    criteria_expression: non_blank(&self.criteria_expression).map(str::to_owned),
-                    transform,
-                    outputs: self.outputs.clone(),
-                })
-            }
+            (
+                Some(database),
+                Some(body),
+                Some(interval),
+                Some(ingestion_delay),
+                Some(transform),
+            ) if p.0.is_empty() => Ok(ValidatedSpec {
+                database,
+                body,
+                interval,
+                ingestion_delay,
+                start_time,
+                max_rows,
+                criteria: self.criteria.clone(),
+                criteria_expression: non_blank(&self.criteria_expression).map(str::to_owned),
+                transform,
+                outputs: self.outputs.clone(),
+            }),
             _ => Err(p.0),
         }
     }
@@ -440,7 +444,10 @@ impl MetricsExporterSpec {
 
 fn validate_interval(text: Option<&str>, p: &mut Problems) -> Option<Span> {
     let Some(text) = text else {
-        p.add("spec.interval", "missing: set a duration such as 30s, 5m or 1h");
+        p.add(
+            "spec.interval",
+            "missing: set a duration such as 30s, 5m or 1h",
+        );
         return None;
     };
     match Span::parse_duration(text.trim()) {
@@ -519,7 +526,10 @@ fn validate_outputs(outputs: Option<&[String]>, p: &mut Problems) {
         if name.trim().is_empty() {
             p.add(format!("spec.outputs[{i}]"), "empty output name");
         } else if !seen.insert(name.as_str()) {
-            p.add(format!("spec.outputs[{i}]"), format!("{name:?} listed twice"));
+            p.add(
+                format!("spec.outputs[{i}]"),
+                format!("{name:?} listed twice"),
+            );
         }
     }
 }
@@ -529,7 +539,10 @@ fn validate_transform(t: &TransformSpec, p: &mut Problems) -> Option<ValidatedTr
     let mut value_columns: Vec<String> = Vec::new();
     for (i, column) in t.value_columns.iter().enumerate() {
         if column.trim().is_empty() {
-            p.add(format!("spec.transform.valueColumns[{i}]"), "empty column name");
+            p.add(
+                format!("spec.transform.valueColumns[{i}]"),
+                "empty column name",
+            );
         } else if !value_columns.contains(column) {
             value_columns.push(column.clone());
         }
@@ -669,8 +682,12 @@ fn parse_values(text: &str) -> Result<Vec<serde_json::Value>, CrdError> {
             other => vec![other],
         });
     }
-    serde_saphyr::from_multiple::<serde_json::Value>(text)
-        .map_err(|e| CrdError::Syntax(e.to_string()))
+    serde_saphyr::from_multiple::<serde_json::Value>(text).map_err(|e| {
+        // The first line names the location; the rest is a source snippet.
+        let message = e.to_string();
+        let first = message.lines().next().unwrap_or_default();
+        CrdError::Syntax(first.strip_prefix("error: ").unwrap_or(first).to_owned())
+    })
 }
 
 fn load_one(doc: usize, value: serde_json::Value) -> Result<LoadedResource, CrdError> {
@@ -696,13 +713,12 @@ fn load_one(doc: usize, value: serde_json::Value) -> Result<LoadedResource, CrdE
             .and_then(|n| n.as_str())
             .unwrap_or("<unnamed>")
     );
-    let resource: MetricsExporter = serde_path_to_error::deserialize(&value).map_err(|e| {
-        CrdError::Shape {
+    let resource: MetricsExporter =
+        serde_path_to_error::deserialize(&value).map_err(|e| CrdError::Shape {
             doc,
             key: key.clone(),
             message: format!("{}: {}", e.path(), e.inner()),
-        }
-    })?;
+        })?;
     if resource.metadata.name.as_deref().unwrap_or("").is_empty() {
         return Err(CrdError::Shape {
             doc,
@@ -736,9 +752,8 @@ fn unknown_paths(
         match known.get(key) {
             None if !value.is_null() => out.push(child),
             None => {}
-            Some(k) if path == "spec" && key == "criteria" => {
-                let _ = k; // criteria keys are user data, not fields
-            }
+            // Criteria keys are cluster-label names, not fields.
+            Some(_) if path == "spec" && key == "criteria" => {}
             Some(k) => unknown_paths(&child, value, k, out),
         }
     }
@@ -863,7 +878,10 @@ mod tests {
         let t = s.transform.as_mut().unwrap();
         t.value_columns = vec!["a".into(), "b".into(), "a".into()];
         t.value_column = Some("b".into());
-        assert_eq!(s.validate().unwrap().transform.value_columns, vec!["a", "b"]);
+        assert_eq!(
+            s.validate().unwrap().transform.value_columns,
+            vec!["a", "b"]
+        );
         let t = s.transform.as_mut().unwrap();
         t.value_columns.clear();
         t.value_column = Some("c".into());
@@ -935,10 +953,16 @@ mod tests {
     #[test]
     fn timestamp_column_cannot_be_a_value() {
         let mut s = spec();
-        s.transform.as_mut().unwrap().value_columns.push("ts".into());
+        s.transform
+            .as_mut()
+            .unwrap()
+            .value_columns
+            .push("ts".into());
         assert_eq!(
             problems(&s),
-            vec!["spec.transform.valueColumns: \"ts\" is also the timestampColumn: a datetime cannot be a value"]
+            vec![
+                "spec.transform.valueColumns: \"ts\" is also the timestampColumn: a datetime cannot be a value"
+            ]
         );
     }
 
@@ -964,8 +988,14 @@ mod tests {
         assert_eq!(
             labels,
             vec![
-                LabelColumn { column: "Region".into(), label: "Region".into() },
-                LabelColumn { column: "5xx".into(), label: "_5xx".into() },
+                LabelColumn {
+                    column: "Region".into(),
+                    label: "Region".into()
+                },
+                LabelColumn {
+                    column: "5xx".into(),
+                    label: "_5xx".into()
+                },
             ]
         );
     }
@@ -1008,10 +1038,16 @@ mod tests {
             ..Default::default()
         });
         me.status = Some(status.clone());
-        assert_eq!(me.resume_watermark(), Ticks::parse("2026-01-01T00:00:00Z").ok());
+        assert_eq!(
+            me.resume_watermark(),
+            Ticks::parse("2026-01-01T00:00:00Z").ok()
+        );
         status.watermark = Some("2026-02-01T00:00:00Z".into());
         me.status = Some(status);
-        assert_eq!(me.resume_watermark(), Ticks::parse("2026-02-01T00:00:00Z").ok());
+        assert_eq!(
+            me.resume_watermark(),
+            Ticks::parse("2026-02-01T00:00:00Z").ok()
+        );
     }
 
     #[test]
@@ -1056,9 +1092,22 @@ status:
     fn wrong_kind_and_wrong_types_name_the_document_and_path() {
         let text = "apiVersion: v1\nkind: ConfigMap\n---\napiVersion: adx-mon.azure.com/v1\nkind: MetricsExporter\nmetadata: {name: m}\nspec: {maxRows: many}\n";
         let docs = load_documents(text).unwrap();
-        let errors: Vec<String> = docs.into_iter().map(|d| d.unwrap_err().to_string()).collect();
-        assert!(errors[0].starts_with("document 1: apiVersion \"v1\" kind \"ConfigMap\" is not a MetricsExporter"), "{}", errors[0]);
-        assert!(errors[1].starts_with("document 2 (default/m): spec.maxRows: invalid type"), "{}", errors[1]);
+        let errors: Vec<String> = docs
+            .into_iter()
+            .map(|d| d.unwrap_err().to_string())
+            .collect();
+        assert!(
+            errors[0].starts_with(
+                "document 1: apiVersion \"v1\" kind \"ConfigMap\" is not a MetricsExporter"
+            ),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[1].starts_with("document 2 (default/m): spec.maxRows: invalid type"),
+            "{}",
+            errors[1]
+        );
     }
 
     #[test]

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 pub enum CriteriaMatch {
     Matches,
     /// Why not, e.g. `criteria region=[westus] does not match cluster label region=eastus`.
-    NoMatch { reason: String },
+    NoMatch {
+        reason: String,
+    },
 }
 
 impl CriteriaMatch {
@@ -26,16 +28,23 @@ pub fn evaluate(
     criteria: &BTreeMap<String, Vec<String>>,
     labels: &BTreeMap<String, String>,
 ) -> CriteriaMatch {
+    // The reason is formatted only on a miss: evaluation runs for every resource on every change.
+    let shown = |key: &str, wanted: &[String]| format!("criteria {key}=[{}]", wanted.join(","));
     for (key, wanted) in criteria {
-        let shown = format!("criteria {key}=[{}]", wanted.join(","));
         let Some((label_key, value)) = labels.iter().find(|(k, _)| same(k, key)) else {
             return CriteriaMatch::NoMatch {
-                reason: format!("{shown} needs cluster label {key}, which this instance does not have"),
+                reason: format!(
+                    "{} needs cluster label {key}, which this instance does not have",
+                    shown(key, wanted)
+                ),
             };
         };
         if !wanted.iter().any(|w| same(w, value)) {
             return CriteriaMatch::NoMatch {
-                reason: format!("{shown} does not match cluster label {label_key}={value}"),
+                reason: format!(
+                    "{} does not match cluster label {label_key}={value}",
+                    shown(key, wanted)
+                ),
             };
         }
     }
@@ -63,7 +72,10 @@ mod tests {
     }
 
     fn labels<const N: usize>(pairs: [(&str, &str); N]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -88,9 +100,13 @@ mod tests {
     #[test]
     fn reasons_name_the_failing_key() {
         assert_eq!(
-            evaluate(&map([("region", &["westus"])]), &labels([("region", "eastus")])),
+            evaluate(
+                &map([("region", &["westus"])]),
+                &labels([("region", "eastus")])
+            ),
             CriteriaMatch::NoMatch {
-                reason: "criteria region=[westus] does not match cluster label region=eastus".into()
+                reason: "criteria region=[westus] does not match cluster label region=eastus"
+                    .into()
             }
         );
         assert_eq!(
@@ -102,7 +118,11 @@ mod tests {
     }
 
     fn arb_criteria() -> impl Strategy<Value = BTreeMap<String, Vec<String>>> {
-        prop::collection::btree_map("[a-c]{1,2}", prop::collection::vec("[a-cA-C]{1,2}", 0..3), 0..4)
+        prop::collection::btree_map(
+            "[a-c]{1,2}",
+            prop::collection::vec("[a-cA-C]{1,2}", 0..3),
+            0..4,
+        )
     }
 
     fn arb_labels() -> impl Strategy<Value = BTreeMap<String, String>> {

@@ -37,11 +37,20 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             },
         };
         failed |= !report.problems.is_empty();
-        for line in report.ok.iter().chain(&report.warnings).chain(&report.problems) {
+        for line in report
+            .ok
+            .iter()
+            .chain(&report.warnings)
+            .chain(&report.problems)
+        {
             println!("{line}");
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {

@@ -230,7 +230,11 @@ pub fn kql_string_literal(value: &str) -> String {
 pub const WINDOW_VARIABLES: [&str; 2] = ["_startTime", "_endTime"];
 
 /// The query sent for `window`: the `let` prefix (see the module docs) and the trimmed body.
-pub fn query_text(window: &Window, cluster_labels: &BTreeMap<String, String>, body: &str) -> String {
+pub fn query_text(
+    window: &Window,
+    cluster_labels: &BTreeMap<String, String>,
+    body: &str,
+) -> String {
     let body = body.trim();
     let mut out = String::with_capacity(96 + body.len() + 32 * cluster_labels.len());
     out.push_str("let _startTime=datetime(");
@@ -264,7 +268,10 @@ mod tests {
     }
 
     fn w(a: &str, b: &str) -> Window {
-        Window { start: t(a), end: t(b) }
+        Window {
+            start: t(a),
+            end: t(b),
+        }
     }
 
     const MIN5: Span = Span(300 * TICKS_PER_SECOND);
@@ -272,7 +279,10 @@ mod tests {
     #[test]
     fn newest_complete_matches_adx_mon_examples() {
         let now = t("2026-03-01T14:30:45Z");
-        assert_eq!(newest_complete(now, MIN5, Span::ZERO), w("2026-03-01T14:25:00Z", "2026-03-01T14:30:00Z"));
+        assert_eq!(
+            newest_complete(now, MIN5, Span::ZERO),
+            w("2026-03-01T14:25:00Z", "2026-03-01T14:30:00Z")
+        );
         assert_eq!(
             newest_complete(now, Span::from_secs(3600), Span::ZERO),
             w("2026-03-01T13:00:00Z", "2026-03-01T14:00:00Z")
@@ -292,7 +302,10 @@ mod tests {
         // 7m does not divide a day: Go/KQL alignment is 60 s off Unix-epoch alignment
         // (which would give 00:07).
         let seven = Span::from_secs(420);
-        assert_eq!(align_down(t("1970-01-01T00:10:00Z"), seven), t("1970-01-01T00:06:00Z"));
+        assert_eq!(
+            align_down(t("1970-01-01T00:10:00Z"), seven),
+            t("1970-01-01T00:06:00Z")
+        );
         // One week aligns to Monday 00:00.
         assert_eq!(
             align_down(t("2026-11-25T15:00:00Z"), Span::from_secs(7 * 86_400)),
@@ -314,7 +327,10 @@ mod tests {
         // Interval changed from 5m to 1h: bridge to the next hour, then full hours.
         let wm = t("2026-03-01T14:25:00Z");
         let hour = Span::from_secs(3600);
-        assert_eq!(next_window(wm, hour), w("2026-03-01T14:25:00Z", "2026-03-01T15:00:00Z"));
+        assert_eq!(
+            next_window(wm, hour),
+            w("2026-03-01T14:25:00Z", "2026-03-01T15:00:00Z")
+        );
         assert_eq!(
             next_window(t("2026-03-01T15:00:00Z"), hour),
             w("2026-03-01T15:00:00Z", "2026-03-01T16:00:00Z")
@@ -326,14 +342,23 @@ mod tests {
         let win = w("2026-03-01T14:25:00Z", "2026-03-01T14:30:00Z");
         assert!(!is_due(&win, t("2026-03-01T14:29:59Z"), Span::ZERO));
         assert!(is_due(&win, t("2026-03-01T14:30:00Z"), Span::ZERO));
-        assert!(!is_due(&win, t("2026-03-01T14:30:59Z"), Span::from_secs(60)));
+        assert!(!is_due(
+            &win,
+            t("2026-03-01T14:30:59Z"),
+            Span::from_secs(60)
+        ));
         assert!(is_due(&win, t("2026-03-01T14:31:00Z"), Span::from_secs(60)));
     }
 
     #[test]
     fn catch_up_runs_missed_windows_oldest_first() {
-        let got: Vec<Window> =
-            due_windows(t("2026-03-01T14:00:00Z"), MIN5, t("2026-03-01T14:17:00Z"), Span::ZERO).collect();
+        let got: Vec<Window> = due_windows(
+            t("2026-03-01T14:00:00Z"),
+            MIN5,
+            t("2026-03-01T14:17:00Z"),
+            Span::ZERO,
+        )
+        .collect();
         assert_eq!(
             got,
             vec![
@@ -346,7 +371,16 @@ mod tests {
 
     #[test]
     fn non_positive_interval_yields_nothing() {
-        assert_eq!(due_windows(t("2026-01-01T00:00:00Z"), Span::ZERO, t("2026-02-01T00:00:00Z"), Span::ZERO).count(), 0);
+        assert_eq!(
+            due_windows(
+                t("2026-01-01T00:00:00Z"),
+                Span::ZERO,
+                t("2026-02-01T00:00:00Z"),
+                Span::ZERO
+            )
+            .count(),
+            0
+        );
         assert!(next_window(t("2026-01-01T00:00:00Z"), Span(-5)).is_empty());
     }
 
@@ -375,7 +409,11 @@ mod tests {
     fn query_text_without_labels_and_reserved_names() {
         let labels = BTreeMap::from([("startTime".to_string(), "x".to_string())]);
         assert_eq!(
-            query_text(&w("2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z"), &labels, "T"),
+            query_text(
+                &w("2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z"),
+                &labels,
+                "T"
+            ),
             "let _startTime=datetime(2026-01-01T00:00:00Z);\nlet _endTime=datetime(2026-01-01T00:59:59.9999999Z);\nT"
         );
     }
@@ -387,7 +425,9 @@ mod tests {
         for var in ["_startTime", "_endTime"] {
             let line_end = rest.find('\n')?;
             let line = &rest[..line_end];
-            let inner = line.strip_prefix(&format!("let {var}=datetime("))?.strip_suffix(");")?;
+            let inner = line
+                .strip_prefix(&format!("let {var}=datetime("))?
+                .strip_suffix(");")?;
             Ticks::parse(inner).ok()?;
             rest = &rest[line_end + 1..];
         }
@@ -434,7 +474,10 @@ mod tests {
     /// Any characters, control characters and quotes included.
     fn arb_text(max: usize) -> impl Strategy<Value = String> {
         prop::collection::vec(
-            prop_oneof![any::<char>(), prop::sample::select(vec!['"', '\\', '\n', '\r', '\t', ';', '='])],
+            prop_oneof![
+                any::<char>(),
+                prop::sample::select(vec!['"', '\\', '\n', '\r', '\t', ';', '='])
+            ],
             0..max,
         )
         .prop_map(String::from_iter)
