@@ -33,6 +33,9 @@ pub const LEGACY_CURSOR_CONDITION: &str =
 pub const DEFAULT_MAX_ROWS: u64 = 500_000;
 /// Shortest allowed `spec.interval`.
 pub const MIN_INTERVAL: Span = Span(TICKS_PER_SECOND);
+/// Longest allowed `spec.interval` and `spec.ingestionDelay` (366 days): keeps window arithmetic
+/// far from the ends of Kusto's datetime range.
+pub const MAX_SPAN: Span = Span(8784 * 3600 * TICKS_PER_SECOND);
 
 /// A KQL query run for consecutive aligned windows whose rows become metric samples.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -66,8 +69,8 @@ pub struct MetricsExporterSpec {
         required,
         regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|μs|ms|s|m|h))+$"),
         extend("x-kubernetes-validations" = [{
-            "rule": "duration(self) >= duration('1s')",
-            "message": "interval must be at least 1s"
+            "rule": "duration(self) >= duration('1s') && duration(self) <= duration('8784h')",
+            "message": "interval must be between 1s and 8784h (366 days)"
         }])
     )]
     pub interval: Option<String>,
@@ -465,6 +468,13 @@ fn validate_interval(text: Option<&str>, p: &mut Problems) -> Option<Span> {
             );
             None
         }
+        Ok(span) if span > MAX_SPAN => {
+            p.add(
+                "spec.interval",
+                format!("{text:?} is too long: use at most 8784h (366 days)"),
+            );
+            None
+        }
         Ok(span) => Some(span),
     }
 }
@@ -485,6 +495,13 @@ fn validate_delay(text: Option<&str>, p: &mut Problems) -> Option<Span> {
             p.add(
                 "spec.ingestionDelay",
                 format!("{text:?} is negative: use 0s or more"),
+            );
+            None
+        }
+        Ok(span) if span > MAX_SPAN => {
+            p.add(
+                "spec.ingestionDelay",
+                format!("{text:?} is too long: use at most 8784h (366 days)"),
             );
             None
         }
@@ -916,6 +933,8 @@ mod tests {
             ("-5m", false),
             ("5 minutes", false),
             ("1d", false),
+            ("8784h", true),
+            ("8785h", false),
         ] {
             let mut s = spec();
             s.interval = Some(text.into());
@@ -1007,6 +1026,18 @@ mod tests {
         assert_eq!(sanitize_label_name("é"), "_");
         assert_eq!(sanitize_label_name(""), "_");
         assert_eq!(sanitize_label_name("Host_Name1"), "Host_Name1");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sanitized_label_names_are_always_valid(name in ".{0,20}") {
+            let out = sanitize_label_name(&name);
+            let mut chars = out.chars();
+            let first = chars.next().unwrap();
+            proptest::prop_assert!(first.is_ascii_alphabetic() || first == '_');
+            proptest::prop_assert!(chars.all(|c| c.is_ascii_alphanumeric() || c == '_'));
+            proptest::prop_assert_eq!(sanitize_label_name(&out), out.clone());
+        }
     }
 
     #[test]
@@ -1132,7 +1163,7 @@ status:
             "- mexp",
             "additionalPrinterColumns:",
             "name: Watermark",
-            "duration(self) >= duration('1s')",
+            "duration(self) >= duration('1s') && duration(self) <= duration('8784h')",
             "format: date-time",
             "subresources:",
         ] {

@@ -538,6 +538,13 @@ mod tests {
         }
 
         #[test]
+        fn label_keys_become_valid_identifiers(key in arb_text(12)) {
+            let ident = kql_identifier(&key);
+            prop_assert!(ident.starts_with('_'));
+            prop_assert!(ident.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        }
+
+        #[test]
         fn no_label_can_inject_kql(labels in prop::collection::btree_map(arb_text(12), arb_text(16), 0..5), body in ".{0,40}") {
             let body = format!("T | {body}");
             let win = Window { start: Ticks(638_000_000_000_000_000), end: Ticks(638_000_003_000_000_000) };
