@@ -55,21 +55,46 @@ pub enum CliError {
 }
 
 /// adxexporter: exports Kusto query results as metrics to OTLP and Prometheus remote write.
+/// `run` is the default: `adxexporter --otlp-endpoint URL ...` is `adxexporter run --otlp-endpoint URL ...`.
 #[derive(Debug, Parser)]
-#[command(name = "adxexporter", version, args_conflicts_with_subcommands = true)]
+#[command(name = "adxexporter", version)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Option<Command>,
-    /// Flags of `run`, which is what runs when no subcommand is given.
-    #[command(flatten)]
-    pub run: RunArgs,
+    pub command: Command,
 }
 
-impl Cli {
-    /// The subcommand to run; `run` when none was given.
-    pub fn into_command(self) -> Command {
-        self.command.unwrap_or(Command::Run(self.run))
+/// Names that select a subcommand (or top-level help) rather than `run`'s flags.
+const TOP_LEVEL: [&str; 9] = [
+    "run",
+    "preview",
+    "check",
+    "crd",
+    "help",
+    "-h",
+    "--help",
+    "-V",
+    "--version",
+];
+
+/// Parses `args` (program name first); without a subcommand, `run` is meant. Only the chosen
+/// subcommand's flags and `ADXEXPORTER_*` variables are read, so a `run` variable can never break
+/// `check` or `crd`.
+pub fn parse_from<I, T>(args: I) -> Result<Command, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString>,
+{
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let first = args.get(1).and_then(|a| a.to_str());
+    if !first.is_some_and(|f| TOP_LEVEL.contains(&f)) {
+        args.insert(args.len().min(1), "run".into());
     }
+    Cli::try_parse_from(args).map(|cli| cli.command)
+}
+
+/// [`parse_from`] on the process's arguments; prints help or the error and exits on failure.
+pub fn parse() -> Command {
+    parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
 }
 
 // Parsed once at start-up, so the size difference between variants does not matter.
@@ -532,12 +557,12 @@ fn parse_ticks(s: &str) -> Result<Ticks, String> {
 mod tests {
     use super::*;
 
-    fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("adxexporter").chain(args.iter().copied()))
+    fn cli(args: &[&str]) -> Result<Command, clap::Error> {
+        parse_from(std::iter::once("adxexporter").chain(args.iter().copied()))
     }
 
     fn run(args: &[&str]) -> Result<RunConfig, CliError> {
-        match cli(args).unwrap().into_command() {
+        match cli(args).unwrap() {
             Command::Run(a) => a.validate(),
             other => panic!("not run: {other:?}"),
         }
@@ -558,7 +583,7 @@ mod tests {
         assert_eq!(c.kusto_server_timeout, Span::from_secs(240));
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.kusto_auth, "auto");
-        let explicit = match cli(&["run", OUT]).unwrap().into_command() {
+        let explicit = match cli(&["run", OUT]).unwrap() {
             Command::Run(a) => a.validate().unwrap(),
             _ => unreachable!(),
         };
@@ -739,7 +764,6 @@ mod tests {
             "2026-01-01T00:00:00Z",
         ])
         .unwrap()
-        .into_command()
         {
             Command::Preview(a) => a,
             _ => unreachable!(),
@@ -757,7 +781,6 @@ mod tests {
             "2026-01-02T00:00:00Z",
         ])
         .unwrap()
-        .into_command()
         {
             Command::Preview(a) => a,
             _ => unreachable!(),
@@ -783,7 +806,6 @@ mod tests {
             "b.yaml",
         ])
         .unwrap()
-        .into_command()
         {
             Command::Check(a) => a,
             _ => unreachable!(),

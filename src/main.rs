@@ -1,12 +1,11 @@
 //! The `adxexporter` binary: parse flags, dispatch to a subcommand. No logic of its own.
 use std::process::ExitCode;
 
-use adxexporter::cli::{CheckArgs, Cli, Command, RunArgs};
-use clap::Parser;
+use adxexporter::cli::{CheckArgs, Command, RunArgs};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let result = match Cli::parse().into_command() {
+    let result = match adxexporter::cli::parse() {
         Command::Crd => crd(),
         Command::Check(args) => check(args),
         Command::Preview(args) => adxexporter::preview::run(args).await,

@@ -308,3 +308,27 @@ fn preview_is_a_subcommand_with_its_flags() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--end"), "{}", stderr(&out));
 }
+
+#[test]
+fn run_variables_never_break_other_subcommands() {
+    let out = adxexporter(
+        &["check", "good.json"],
+        &[("ADXEXPORTER_WAL_MAX_BYTES", "huge")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = adxexporter(&["crd"], &[("ADXEXPORTER_OTLP_ENDPOINT", "not a url")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn top_level_help_lists_the_subcommands() {
+    let out = adxexporter(&["--help"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = stdout(&out);
+    for sub in ["run", "preview", "check", "crd"] {
+        assert!(
+            help.contains(&format!("\n  {sub} ")),
+            "{sub} missing:\n{help}"
+        );
+    }
+}
