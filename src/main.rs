@@ -1,1 +1,68 @@
-fn main() {}
+//! The `adxexporter` binary: parse flags, dispatch to a subcommand. No logic of its own.
+use std::process::ExitCode;
+
+use adxexporter::cli::{CheckArgs, Command, RunArgs};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let result = match adxexporter::cli::parse() {
+        Command::Crd => crd(),
+        Command::Check(args) => check(args),
+        Command::Preview(args) => adxexporter::preview::run(args).await,
+        Command::Run(args) => run(args),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("adxexporter: {e:#}");
+        ExitCode::from(2)
+    })
+}
+
+fn crd() -> anyhow::Result<ExitCode> {
+    print!("{}", adxexporter::crd::crd_yaml()?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exit 0 when every resource is valid, 1 when any problem was found.
+fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let labels = args.labels()?;
+    let mut failed = false;
+    for path in &args.files {
+        let name = path.display().to_string();
+        let report = match std::fs::read_to_string(path) {
+            Ok(text) => adxexporter::crd::check_text(&name, &text, labels.as_ref()),
+            Err(e) => adxexporter::crd::CheckReport {
+                problems: vec![format!("{name}: cannot read: {e}")],
+                ..Default::default()
+            },
+        };
+        failed |= !report.problems.is_empty();
+        for line in report
+            .ok
+            .iter()
+            .chain(&report.warnings)
+            .chain(&report.problems)
+        {
+            println!("{line}");
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = args.validate()?;
+    let endpoints: Vec<String> = config
+        .kusto_endpoints
+        .iter()
+        .map(|(db, url)| format!("{db}={url}"))
+        .collect();
+    eprintln!(
+        "adxexporter run: flags are valid (kusto endpoints: {})",
+        endpoints.join(",")
+    );
+    eprintln!("adxexporter run: not built yet (standalone/Kubernetes run mode is issue #4/#5)");
+    Ok(ExitCode::from(2))
+}

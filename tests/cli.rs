@@ -1,0 +1,334 @@
+//! The `adxexporter` binary end to end: `crd`, `check`, and `run`'s flag validation.
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_adxexporter");
+const CRD_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/crds/metricsexporters.yaml"
+);
+const RESOURCES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/resources");
+
+/// Runs the binary in `tests/resources` with no `ADXEXPORTER_*` variables from the outside.
+fn adxexporter(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).current_dir(RESOURCES);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ADXEXPORTER_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run adxexporter")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn crd_output_matches_the_committed_file() {
+    let out = adxexporter(&["crd"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let committed = std::fs::read_to_string(CRD_FILE).expect("read the committed CRD");
+    assert!(
+        stdout(&out) == committed,
+        "deploy/crds/metricsexporters.yaml is stale: run `cargo run -- crd > deploy/crds/metricsexporters.yaml`"
+    );
+}
+
+#[test]
+fn committed_crd_parses_back_to_the_generated_one() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::CustomResourceExt;
+    let committed = std::fs::read_to_string(CRD_FILE).expect("read the committed CRD");
+    let parsed: CustomResourceDefinition =
+        serde_saphyr::from_str(&committed).expect("the committed CRD is valid YAML");
+    assert_eq!(parsed, adxexporter::crd::MetricsExporter::crd());
+    let names = &parsed.spec.names;
+    assert_eq!(
+        names.short_names.as_deref(),
+        Some(&["mexp".to_string()][..])
+    );
+    assert_eq!(parsed.spec.scope, "Namespaced");
+}
+
+#[test]
+fn check_accepts_adx_mon_and_design_style_resources() {
+    let out = adxexporter(
+        &[
+            "check",
+            "good-adx-mon.yaml",
+            "good-design.yaml",
+            "good.json",
+        ],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(
+        stdout(&out),
+        "ok monitoring/service-health\nok default/cpu\nok infra/mem\nok default/json-one\n"
+    );
+}
+
+#[test]
+fn check_with_cluster_labels_says_where_resources_run() {
+    let out = adxexporter(
+        &[
+            "check",
+            "--cluster-labels",
+            "Region=EastUS,environment=production",
+            "good-adx-mon.yaml",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out),
+        "ok monitoring/service-health: would run here (criteria match)\n"
+    );
+
+    let out = adxexporter(
+        &["check", "good-adx-mon.yaml"],
+        &[(
+            "ADXEXPORTER_CLUSTER_LABELS",
+            "region=northeurope,environment=production",
+        )],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out),
+        "ok monitoring/service-health: skipped here: criteria region=[eastus,westus] does not match cluster label region=northeurope\n"
+    );
+}
+
+#[test]
+fn check_reports_every_problem_with_file_resource_and_field() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "bad-interval.yaml",
+            &[
+                "bad-interval.yaml: default/zero: spec.interval: \"0s\" is too short: use at least 1s",
+            ],
+        ),
+        (
+            "bad-missing-body.yaml",
+            &["bad-missing-body.yaml: default/nobody: spec.body: missing: set the KQL query"],
+        ),
+        (
+            "bad-start-time.yaml",
+            &[
+                "bad-start-time.yaml: default/when: spec.startTime: \"yesterday\" is not an RFC 3339 datetime: use e.g. 2026-01-01T00:00:00Z",
+            ],
+        ),
+        (
+            "bad-labels.yaml",
+            &[
+                "bad-labels.yaml: default/reserved: spec.transform.labelColumns: \"__name__\" becomes label \"__name__\", and names starting with __ are reserved: rename the column in the query",
+                "bad-labels.yaml: default/colliding: spec.transform.labelColumns: \"a-b\" and \"a_b\" both become label \"a_b\": rename one in the query",
+            ],
+        ),
+        (
+            "bad-two-problems.yaml",
+            &[
+                "bad-two-problems.yaml: team/twice: spec.interval: \"500ms\" is too short: use at least 1s",
+                "bad-two-problems.yaml: team/twice: spec.transform: set valueColumns (or valueColumn)",
+            ],
+        ),
+        (
+            "bad-kind.yaml",
+            &[
+                "bad-kind.yaml: document 1: apiVersion \"v1\" kind \"ConfigMap\" is not a MetricsExporter (expected apiVersion adx-mon.azure.com/v1, kind MetricsExporter)",
+            ],
+        ),
+        (
+            "bad-syntax.yaml",
+            &[
+                "bad-syntax.yaml: not valid YAML or JSON: line 4 column 5: while parsing a flow mapping, did not find expected ',' or '}'",
+            ],
+        ),
+    ];
+    for (file, lines) in cases {
+        let out = adxexporter(&["check", file], &[]);
+        assert_eq!(out.status.code(), Some(1), "{file}: {}", stdout(&out));
+        let expected: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        assert_eq!(stdout(&out), expected, "{file}");
+    }
+}
+
+#[test]
+fn check_of_good_and_bad_files_together_fails_but_reports_both() {
+    let out = adxexporter(
+        &["check", "good.json", "bad-interval.yaml", "missing.yaml"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("ok default/json-one\nbad-interval.yaml: default/zero: spec.interval:"),
+        "{text}"
+    );
+    assert!(text.contains("missing.yaml: cannot read: "), "{text}");
+}
+
+#[test]
+fn run_without_an_output_says_which_flags_to_set() {
+    let out = adxexporter(
+        &["run", "--kusto-endpoint", "db=https://x.kusto.windows.net"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no output configured: set --otlp-endpoint URL (ADXEXPORTER_OTLP_ENDPOINT) and/or --remote-write-endpoint URL"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn run_keeps_a_url_with_equals_signs() {
+    let out = adxexporter(
+        &[
+            "run",
+            "--otlp-endpoint",
+            "http://c:4318/v1/metrics",
+            "--kusto-endpoint",
+            "db=https://x/?a=b",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("kusto endpoints: db=https://x/?a=b)"), "{err}");
+    assert!(err.contains("not built yet"), "{err}");
+}
+
+#[test]
+fn run_reads_every_flag_from_the_environment() {
+    let out = adxexporter(
+        &[],
+        &[
+            ("ADXEXPORTER_OTLP_ENDPOINT", "http://c:4318/v1/metrics"),
+            (
+                "ADXEXPORTER_KUSTO_ENDPOINT",
+                "a=https://a/?x=y,b=http://127.0.0.1:1",
+            ),
+            ("ADXEXPORTER_CLUSTER_LABELS", "region=eastus"),
+            ("ADXEXPORTER_WAL_MAX_BYTES", "512MiB"),
+            ("ADXEXPORTER_HEALTH_PROBE_PORT", ":8081"),
+        ],
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("kusto endpoints: a=https://a/?x=y,b=http://127.0.0.1:1/)"),
+        "{err}"
+    );
+
+    let out = adxexporter(
+        &[],
+        &[
+            ("ADXEXPORTER_OTLP_ENDPOINT", "http://c"),
+            ("ADXEXPORTER_KUSTO_ENDPOINT", "nodb"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--kusto-endpoint: \"nodb\" is not DB=URL"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = adxexporter(
+        &[],
+        &[
+            ("ADXEXPORTER_OTLP_ENDPOINT", "http://c"),
+            ("ADXEXPORTER_WAL_MAX_BYTES", "huge"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--wal-max-bytes"), "{}", stderr(&out));
+}
+
+#[test]
+fn every_run_flag_has_help_and_env() {
+    let out = adxexporter(&["run", "--help"], &[]);
+    let help = stdout(&out);
+    for flag in [
+        "--cluster-labels",
+        "--kusto-endpoint",
+        "--kusto-auth",
+        "--otlp-endpoint",
+        "--remote-write-endpoint",
+        "--add-resource-attributes",
+        "--metric-name-prefix",
+        "--wal-dir",
+        "--wal-max-bytes",
+        "--metrics-port",
+        "--health-probe-port",
+        "--manifests",
+        "--namespace",
+        "--max-concurrent-queries",
+        "--max-request-bytes",
+        "--shutdown-grace",
+        "--log-format",
+        "--kusto-server-timeout",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+        let env = format!(
+            "ADXEXPORTER_{}",
+            flag.trim_start_matches("--")
+                .replace('-', "_")
+                .to_uppercase()
+        );
+        assert!(help.contains(&env), "{env} missing from --help");
+    }
+}
+
+#[test]
+fn preview_is_a_subcommand_with_its_flags() {
+    let out = adxexporter(
+        &[
+            "preview",
+            "--start",
+            "2026-01-01T00:00:00Z",
+            "-f",
+            "good.json",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--end"), "{}", stderr(&out));
+}
+
+#[test]
+fn run_variables_never_break_other_subcommands() {
+    let out = adxexporter(
+        &["check", "good.json"],
+        &[("ADXEXPORTER_WAL_MAX_BYTES", "huge")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = adxexporter(&["crd"], &[("ADXEXPORTER_OTLP_ENDPOINT", "not a url")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn top_level_help_lists_the_subcommands() {
+    let out = adxexporter(&["--help"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = stdout(&out);
+    for sub in ["run", "preview", "check", "crd"] {
+        assert!(
+            help.contains(&format!("\n  {sub} ")),
+            "{sub} missing:\n{help}"
+        );
+    }
+}
