@@ -357,7 +357,7 @@ impl fmt::Display for Span {
         let secs = abs / TICKS_PER_SECOND as u64;
         let frac = abs % TICKS_PER_SECOND as u64;
         if secs == 0 {
-            return if frac % TICKS_PER_MILLI as u64 == 0 {
+            return if frac.is_multiple_of(TICKS_PER_MILLI as u64) {
                 write!(f, "{}ms", frac / TICKS_PER_MILLI as u64)
             } else {
                 write!(f, "{}ns", frac * 100)

@@ -84,10 +84,10 @@ impl Peer {
                     std::fs::read_to_string(log_path).unwrap_or_default()
                 );
             }
-            if let Some((code, _)) = http_get(self.port, path) {
-                if (200..300).contains(&code) {
-                    return;
-                }
+            if let Some((code, _)) = http_get(self.port, path)
+                && (200..300).contains(&code)
+            {
+                return;
             }
             if Instant::now() > deadline {
                 panic!(
