@@ -10,11 +10,14 @@
 //! Contract with the drain loop:
 //! - [`Delivered`]: every request of the window was accepted (OTLP partial rejections are counted in
 //!   `rejected_points`, logged, and not retried).
-//! - [`PushFailure`] with [`Disposition::Retry`]: push the **whole window** again later (after
-//!   [`backoff::next_delay`]). Re-sending the requests that were already accepted is harmless: Prometheus
-//!   accepts identical duplicate samples (204), VictoriaMetrics stores them once when deduplicating, and
-//!   OTLP gauges are last-value-wins per timestamp. The drain loop must still cap attempts, because
-//!   Prometheus 2.42 answers 500 (retryable) to some bad data (duplicate label names, `too old sample`).
+//! - [`PushFailure`] with [`Disposition::Retry`]: push again later (after [`backoff::next_delay`]) with
+//!   [`Sink::push_from`] at `failed_request`, so accepted requests are not re-sent. Re-sending them is
+//!   **not** harmless on Prometheus: 2.42 accepts an identical duplicate only for a series' newest sample;
+//!   any older one, even identical, is `400 out of order sample` and rolls back the whole request
+//!   (measured in `tests/sink_remote_write.rs`). VictoriaMetrics and OTLP receivers accept re-sends. If the
+//!   resume point is lost (crash), a whole-window resend to Prometheus will be dead-lettered although the
+//!   data is stored. The drain loop must also cap attempts: Prometheus 2.42 answers 500 (retryable) to some
+//!   bad data (duplicate label names, `too old sample`).
 //! - [`PushFailure`] with [`Disposition::Permanent`]: dead-letter the window with the status and the
 //!   (capped) response body; requests before `failed_request` were delivered.
 //!
@@ -59,12 +62,14 @@ pub enum SinkError {
     GzipLevel(u32),
 }
 
-/// A window fully delivered.
+/// A window fully delivered (from `first_request` on).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delivered {
-    /// HTTP requests the window took.
+    /// HTTP requests this push sent (all accepted).
     pub requests: usize,
-    /// Samples (OTLP: data points) sent.
+    /// How many requests the whole window splits into.
+    pub window_requests: usize,
+    /// Samples (OTLP: data points) this push sent.
     pub samples: usize,
     /// OTLP `partial_success.rejected_data_points` summed over the requests (always 0 for remote write).
     pub rejected_points: u64,
@@ -81,8 +86,8 @@ pub struct PushFailure {
     pub status: Option<u16>,
     /// 0-based index of the request that failed; the ones before it were accepted.
     pub failed_request: usize,
-    /// How many requests the window was split into.
-    pub requests: usize,
+    /// How many requests the whole window splits into.
+    pub window_requests: usize,
 }
 
 /// The result of pushing one window.
@@ -92,8 +97,20 @@ pub type PushResult = Result<Delivered, PushFailure>;
 pub trait Sink: Send + Sync {
     /// Short name for metrics labels and logs: `remote_write`, `otlp`.
     fn name(&self) -> &'static str;
-    /// Pushes one window (labels sorted by name, samples of a series in time order).
-    fn push(&self, window: &WriteRequest) -> impl Future<Output = PushResult> + Send;
+
+    /// Pushes requests `first_request..` of one window (labels sorted by name, samples of a series in
+    /// time order). The split is deterministic for a given window and `max_request_bytes`, so a retry
+    /// can resume at [`PushFailure::failed_request`] instead of re-sending accepted requests.
+    fn push_from(
+        &self,
+        window: &WriteRequest,
+        first_request: usize,
+    ) -> impl Future<Output = PushResult> + Send;
+
+    /// Pushes a whole window.
+    fn push(&self, window: &WriteRequest) -> impl Future<Output = PushResult> + Send {
+        self.push_from(window, 0)
+    }
 }
 
 /// The configured outputs, as one concrete type the wiring can hold in a `Vec`.
@@ -110,10 +127,10 @@ impl Sink for Output {
         }
     }
 
-    async fn push(&self, window: &WriteRequest) -> PushResult {
+    async fn push_from(&self, window: &WriteRequest, first_request: usize) -> PushResult {
         match self {
-            Output::RemoteWrite(s) => s.push(window).await,
-            Output::Otlp(s) => s.push(window).await,
+            Output::RemoteWrite(s) => s.push_from(window, first_request).await,
+            Output::Otlp(s) => s.push_from(window, first_request).await,
         }
     }
 }

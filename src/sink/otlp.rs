@@ -100,15 +100,15 @@ impl Sink for OtlpSink {
         "otlp"
     }
 
-    async fn push(&self, window: &WriteRequest) -> PushResult {
+    async fn push_from(&self, window: &WriteRequest, first_request: usize) -> PushResult {
         let plan = self.template.plan(window, self.max_request_bytes);
         let mut encoder = OtlpEncoder::new(&self.template);
         let requests = plan.chunks.len();
         let mut delivered = Delivered {
-            requests,
+            window_requests: requests,
             ..Delivered::default()
         };
-        for (k, chunk) in plan.chunks.iter().enumerate() {
+        for (k, chunk) in plan.chunks.iter().enumerate().skip(first_request) {
             let order = plan.order.get(chunk.range.clone()).unwrap_or_default();
             if chunk.oversized {
                 tracing::warn!(
@@ -124,7 +124,7 @@ impl Sink for OtlpSink {
                 disposition,
                 status,
                 failed_request: k,
-                requests,
+                window_requests: requests,
             };
             let body = match encoder.encode(window, order) {
                 Ok(b) => b,
@@ -141,6 +141,7 @@ impl Sink for OtlpSink {
             let text = sent.body_text();
             match classify(Protocol::Otlp, &sent.attempt(&text)) {
                 Disposition::Success => {
+                    delivered.requests += 1;
                     delivered.samples += order
                         .iter()
                         .filter_map(|&i| window.timeseries.get(i))

@@ -81,14 +81,14 @@ impl Sink for RemoteWriteSink {
         "remote_write"
     }
 
-    async fn push(&self, window: &WriteRequest) -> PushResult {
+    async fn push_from(&self, window: &WriteRequest, first_request: usize) -> PushResult {
         let chunks = split_window(window, self.max_request_bytes);
         let mut encoder = RemoteWriteEncoder::default();
         let mut delivered = Delivered {
-            requests: chunks.len(),
+            window_requests: chunks.len(),
             ..Delivered::default()
         };
-        for (k, chunk) in chunks.iter().enumerate() {
+        for (k, chunk) in chunks.iter().enumerate().skip(first_request) {
             let series = window.timeseries.get(chunk.range.clone()).unwrap_or_default();
             if chunk.oversized {
                 tracing::warn!(
@@ -104,7 +104,7 @@ impl Sink for RemoteWriteSink {
                 disposition,
                 status,
                 failed_request: k,
-                requests: chunks.len(),
+                window_requests: chunks.len(),
             };
             let body = match encoder.encode(series) {
                 Ok(b) => b,
@@ -121,6 +121,7 @@ impl Sink for RemoteWriteSink {
             let text = sent.body_text();
             match classify(Protocol::RemoteWrite, &sent.attempt(&text)) {
                 Disposition::Success => {
+                    delivered.requests += 1;
                     delivered.samples += series.iter().map(|s| s.samples.len()).sum::<usize>();
                 }
                 other => return Err(failure(other, sent.status())),
