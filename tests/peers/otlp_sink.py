@@ -11,9 +11,10 @@ Usage: otlp_sink.py PORT [LOG.jsonl]
                           | {"status": 200, "partial_rejected": 3, "message": "x"}
   POST <any path>  an export request: gzip/deflate per Content-Encoding; /api/v1/write (snappy, remote
                    write) is answered by the same script and recorded by size only.
+  Every record has raw_bytes, the decompressed body size.
 
 Each record: path, status answered, headers, and for OTLP the decoded resource attributes, scopes and
-metrics with points {attrs, time_unix_nano, value}; non-finite values are the strings "NaN", "+Inf", "-Inf".
+metrics with points {attrs, time_unix_nano, value}; values are strings: repr() of the double, or "NaN", "+Inf", "-Inf".
 """
 import gzip
 import json
@@ -42,7 +43,7 @@ def number(x):
         return "NaN"
     if math.isinf(x):
         return "+Inf" if x > 0 else "-Inf"
-    return x
+    return repr(x)  # shortest round-trip text: exact, unlike JSON number parsing in some decoders
 
 
 def decode_metrics(raw):
@@ -90,9 +91,10 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def do_GET(self):
-        if self.path == "/":
+        path = self.path.split("?", 1)[0]
+        if path == "/":
             self.reply(200, b"otlp_sink ready")
-        elif self.path == "/received":
+        elif path == "/received":
             with LOCK:
                 body = json.dumps(RECEIVED).encode()
             self.reply(200, body, "application/json")
@@ -123,9 +125,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         try:
             raw = self.decompress(body)
-            if self.path.endswith("/api/v1/write"):
-                record["bytes"] = len(raw)
-            else:
+            record["raw_bytes"] = len(raw)
+            if not self.path.endswith("/api/v1/write"):
                 record.update(decode_metrics(raw))
         except Exception as e:  # a decode failure is what the test needs to see
             record["decode_error"] = repr(e)

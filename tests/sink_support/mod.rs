@@ -104,7 +104,9 @@ pub fn client() -> reqwest::Client {
 /// `GET base?query…` and the body as text (2xx required).
 pub async fn get_text(base: &str, query: &[(&str, &str)]) -> String {
     let mut url: url::Url = base.parse().unwrap();
-    url.query_pairs_mut().extend_pairs(query);
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
+    }
     let response = client().get(url).send().await.unwrap();
     assert!(response.status().is_success(), "GET {base}: {}", response.status());
     response.text().await.unwrap()
