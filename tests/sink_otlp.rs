@@ -42,8 +42,14 @@ fn resource_of(record: &serde_json::Value) -> BTreeMap<String, String> {
 async fn python_decoder_sees_exactly_what_we_sent() {
     let sink = otlp_sink();
     let window = awkward_window("adx_otlp", now_ms() - 60_000);
-    let delivered = otlp(&format!("{}/v1/metrics", sink.url), 4 << 20).push(&window).await.unwrap();
-    assert_eq!((delivered.requests, delivered.samples), (1, window.sample_count()));
+    let delivered = otlp(&format!("{}/v1/metrics", sink.url), 4 << 20)
+        .push(&window)
+        .await
+        .unwrap();
+    assert_eq!(
+        (delivered.requests, delivered.samples),
+        (1, window.sample_count())
+    );
     assert_eq!(delivered.rejected_points, 0);
 
     let records = received(&sink).await;
@@ -52,14 +58,26 @@ async fn python_decoder_sees_exactly_what_we_sent() {
     assert_eq!(r["path"], "/v1/metrics", "the endpoint is used as given");
     assert_eq!(r["headers"]["content-type"], "application/x-protobuf");
     assert_eq!(r["headers"]["content-encoding"], "gzip");
-    assert_eq!(r["headers"]["user-agent"], format!("adxexporter/{}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        r["headers"]["user-agent"],
+        format!("adxexporter/{}", env!("CARGO_PKG_VERSION"))
+    );
     assert_eq!(resource_of(r), resource());
     let scopes = r["resources"][0]["scopes"].as_array().unwrap();
     assert_eq!(scopes.len(), 1);
     assert_eq!(scopes[0]["name"], "adxexporter");
     assert_eq!(scopes[0]["version"], env!("CARGO_PKG_VERSION"));
-    let names: Vec<&str> = scopes[0]["metrics"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["adx_otlp_special", "adx_otlp_unicode", "adx_otlp_many"], "one Metric per name");
+    let names: Vec<&str> = scopes[0]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["adx_otlp_special", "adx_otlp_unicode", "adx_otlp_many"],
+        "one Metric per name"
+    );
     assert_same_points(&otlp_points(&records), &expected_otlp_points(&window));
 }
 
@@ -68,15 +86,26 @@ async fn a_split_window_arrives_whole_in_requests_within_the_limit() {
     let sink = otlp_sink();
     let window = awkward_window("adx_otlp_split", now_ms() - 60_000);
     let max = 8 * 1024;
-    let delivered = otlp(&format!("{}/custom/path", sink.url), max).push(&window).await.unwrap();
+    let delivered = otlp(&format!("{}/custom/path", sink.url), max)
+        .push(&window)
+        .await
+        .unwrap();
     assert!(delivered.requests >= 5, "{delivered:?}");
     assert_eq!(delivered.oversized_requests, 0);
     let records = received(&sink).await;
     assert_eq!(records.len(), delivered.requests);
     for r in &records {
         assert_eq!(r["path"], "/custom/path");
-        assert!(r["raw_bytes"].as_u64().unwrap() as usize <= max, "{}", r["raw_bytes"]);
-        assert_eq!(resource_of(r), resource(), "every request carries the resource");
+        assert!(
+            r["raw_bytes"].as_u64().unwrap() as usize <= max,
+            "{}",
+            r["raw_bytes"]
+        );
+        assert_eq!(
+            resource_of(r),
+            resource(),
+            "every request carries the resource"
+        );
     }
     assert_same_points(&otlp_points(&records), &expected_otlp_points(&window));
 }
@@ -89,29 +118,51 @@ fn the_opentelemetry_proto_crate_decodes_our_bytes() {
     let mut encoder = OtlpEncoder::new(&template);
     let gz = encoder.encode(&window, &plan.order).unwrap();
     let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut raw).unwrap();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut raw)
+        .unwrap();
     assert_eq!(raw, encoder.encode_raw(&window, &plan.order));
 
     let req = UpstreamRequest::decode(raw.as_slice()).unwrap();
     assert_eq!(req.resource_metrics.len(), 1);
     let rm = &req.resource_metrics[0];
-    let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v.as_ref().and_then(|v| v.value.clone()) {
+    let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v
+        .as_ref()
+        .and_then(|v| v.value.clone())
+    {
         Some(UpstreamValue::StringValue(s)) => s,
         other => panic!("not a string value: {other:?}"),
     };
-    let attrs: BTreeMap<String, String> =
-        rm.resource.as_ref().unwrap().attributes.iter().map(|kv| (kv.key.clone(), text(&kv.value))).collect();
+    let attrs: BTreeMap<String, String> = rm
+        .resource
+        .as_ref()
+        .unwrap()
+        .attributes
+        .iter()
+        .map(|kv| (kv.key.clone(), text(&kv.value)))
+        .collect();
     assert_eq!(attrs, resource());
     let sm = &rm.scope_metrics[0];
     let scope = sm.scope.as_ref().unwrap();
-    assert_eq!((scope.name.as_str(), scope.version.as_str()), ("adxexporter", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        (scope.name.as_str(), scope.version.as_str()),
+        ("adxexporter", env!("CARGO_PKG_VERSION"))
+    );
     let mut got = Vec::new();
     for m in &sm.metrics {
-        let Some(Data::Gauge(g)) = &m.data else { panic!("{} is not a gauge", m.name) };
+        let Some(Data::Gauge(g)) = &m.data else {
+            panic!("{} is not a gauge", m.name)
+        };
         for p in &g.data_points {
-            let Some(UpstreamPointValue::AsDouble(v)) = p.value else { panic!("not as_double") };
+            let Some(UpstreamPointValue::AsDouble(v)) = p.value else {
+                panic!("not as_double")
+            };
             assert_eq!(p.start_time_unix_nano, 0);
-            let attrs = p.attributes.iter().map(|kv| (kv.key.clone(), text(&kv.value))).collect();
+            let attrs = p
+                .attributes
+                .iter()
+                .map(|kv| (kv.key.clone(), text(&kv.value)))
+                .collect();
             got.push((m.name.clone(), attrs, p.time_unix_nano, v));
         }
     }
@@ -134,7 +185,11 @@ impl Drop for Rotel {
 
 fn rotel_agent() -> std::path::PathBuf {
     let python = common::venv_bin("python");
-    let venv = python.parent().and_then(|p| p.parent()).unwrap().to_path_buf();
+    let venv = python
+        .parent()
+        .and_then(|p| p.parent())
+        .unwrap()
+        .to_path_buf();
     let lib = venv.join("lib");
     for entry in std::fs::read_dir(&lib).unwrap().flatten() {
         let candidate = entry.path().join("site-packages/rotel/rotel-agent");
@@ -142,7 +197,10 @@ fn rotel_agent() -> std::path::PathBuf {
             return candidate;
         }
     }
-    panic!("rotel-agent not found under {}: run tests/peers/setup.sh (pip install rotel)", lib.display());
+    panic!(
+        "rotel-agent not found under {}: run tests/peers/setup.sh (pip install rotel)",
+        lib.display()
+    );
 }
 
 async fn rotel(sink_url: &str) -> Rotel {
@@ -151,23 +209,41 @@ async fn rotel(sink_url: &str) -> Rotel {
     let dir = tempfile::tempdir().unwrap();
     let log = std::fs::File::create(dir.path().join("log")).unwrap();
     let child = Command::new(rotel_agent())
-        .args(["start", "--otlp-http-endpoint", &format!("127.0.0.1:{port}")])
+        .args([
+            "start",
+            "--otlp-http-endpoint",
+            &format!("127.0.0.1:{port}"),
+        ])
         .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
         .args(["--exporter", "otlp", "--otlp-exporter-protocol", "http"])
-        .args(["--otlp-exporter-endpoint", sink_url, "--batch-timeout", "100ms"])
+        .args([
+            "--otlp-exporter-endpoint",
+            sink_url,
+            "--batch-timeout",
+            "100ms",
+        ])
         .current_dir(dir.path())
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
         .expect("start rotel-agent");
-    let mut rotel = Rotel { child, url: format!("http://127.0.0.1:{port}/v1/metrics"), _dir: dir };
+    let mut rotel = Rotel {
+        child,
+        url: format!("http://127.0.0.1:{port}/v1/metrics"),
+        _dir: dir,
+    };
     // rotel has no readiness endpoint: an empty export request answers 200 once it listens.
     let url = rotel.url.clone();
     eventually("rotel to accept OTLP/HTTP", Duration::from_secs(30), || {
         let url = url.clone();
         async move {
-            let r = client().post(url).header("content-type", "application/x-protobuf").send().await.ok()?;
+            let r = client()
+                .post(url)
+                .header("content-type", "application/x-protobuf")
+                .send()
+                .await
+                .ok()?;
             r.status().is_success().then_some(())
         }
     })
@@ -184,16 +260,24 @@ async fn rotel_relays_our_requests_intact() {
     let delivered = otlp(&rotel.url, 16 * 1024).push(&window).await.unwrap();
     assert!(delivered.requests > 1);
     let want = expected_otlp_points(&window);
-    let records = eventually("rotel to export every point to the sink", Duration::from_secs(30), || async {
-        let records = received(&sink).await;
-        (otlp_points(&records).len() >= want.len()).then_some(records)
-    })
+    let records = eventually(
+        "rotel to export every point to the sink",
+        Duration::from_secs(30),
+        || async {
+            let records = received(&sink).await;
+            (otlp_points(&records).len() >= want.len()).then_some(records)
+        },
+    )
     .await;
     for r in &records {
         assert_eq!(r["path"], "/v1/metrics", "rotel appends the signal path");
         let attrs = resource_of(r);
         for (k, v) in resource() {
-            assert_eq!(attrs.get(&k), Some(&v), "resource attribute {k} survives rotel");
+            assert_eq!(
+                attrs.get(&k),
+                Some(&v),
+                "resource attribute {k} survives rotel"
+            );
         }
         for scope in r["resources"][0]["scopes"].as_array().unwrap() {
             assert_eq!(scope["name"], "adxexporter");
@@ -211,5 +295,10 @@ async fn rotel_relays_our_requests_intact() {
 #[test]
 fn empty_window_sends_nothing() {
     let template = OtlpTemplate::new(&BTreeMap::new(), 1).unwrap();
-    assert!(template.plan(&WriteRequest::default(), 4096).chunks.is_empty());
+    assert!(
+        template
+            .plan(&WriteRequest::default(), 4096)
+            .chunks
+            .is_empty()
+    );
 }

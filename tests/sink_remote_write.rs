@@ -24,7 +24,11 @@ type Stored = BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>>;
 async fn prometheus_samples(peer: &common::Peer, regex: &str) -> Stored {
     let query = format!("{{__name__=~\"{regex}\"}}[1h]");
     let time = format!("{}", now_ms() as f64 / 1000.0 + 1.0);
-    let body = get_json(&format!("{}/api/v1/query", peer.url), &[("query", &query), ("time", &time)]).await;
+    let body = get_json(
+        &format!("{}/api/v1/query", peer.url),
+        &[("query", &query), ("time", &time)],
+    )
+    .await;
     assert_eq!(body["status"], "success", "{body}");
     let mut out = Stored::new();
     for r in body["data"]["result"].as_array().unwrap() {
@@ -33,7 +37,12 @@ async fn prometheus_samples(peer: &common::Peer, regex: &str) -> Stored {
             .as_array()
             .unwrap()
             .iter()
-            .map(|v| ((v[0].as_f64().unwrap() * 1000.0).round() as i64, parse_prom_float(v[1].as_str().unwrap())))
+            .map(|v| {
+                (
+                    (v[0].as_f64().unwrap() * 1000.0).round() as i64,
+                    parse_prom_float(v[1].as_str().unwrap()),
+                )
+            })
             .collect();
         out.insert(labels, values);
     }
@@ -42,21 +51,37 @@ async fn prometheus_samples(peer: &common::Peer, regex: &str) -> Stored {
 
 /// Every sample VictoriaMetrics exports for names matching `regex` (after a forced flush).
 async fn vm_samples(peer: &common::Peer, regex: &str) -> Stored {
-    let flush = client().get(format!("{}/internal/force_flush", peer.url)).send().await.unwrap();
+    let flush = client()
+        .get(format!("{}/internal/force_flush", peer.url))
+        .send()
+        .await
+        .unwrap();
     assert!(flush.status().is_success());
     let matcher = format!("{{__name__=~\"{regex}\"}}");
-    let text = get_text(&format!("{}/api/v1/export", peer.url), &[("match[]", &matcher)]).await;
+    let text = get_text(
+        &format!("{}/api/v1/export", peer.url),
+        &[("match[]", &matcher)],
+    )
+    .await;
     let mut out = Stored::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         // VM writes non-finite values as bare `+Inf`/`-Inf`/`NaN`, which is not JSON.
-        let line = line.replace("+Inf", "\"+Inf\"").replace("-Inf", "\"-Inf\"").replace("NaN", "\"NaN\"");
-        let r: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let line = line
+            .replace("+Inf", "\"+Inf\"")
+            .replace("-Inf", "\"-Inf\"")
+            .replace("NaN", "\"NaN\"");
+        let r: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
         let labels = serde_json::from_value(r["metric"].clone()).unwrap();
         let values = r["values"].as_array().unwrap().iter().map(|v| match v {
             serde_json::Value::String(s) => parse_prom_float(s),
             v => v.as_f64().unwrap_or(f64::NAN),
         });
-        let ts = r["timestamps"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap());
+        let ts = r["timestamps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_i64().unwrap());
         out.entry(labels).or_default().extend(ts.zip(values));
     }
     for v in out.values_mut() {
@@ -69,17 +94,28 @@ fn expected(window: &WriteRequest) -> Stored {
     window
         .timeseries
         .iter()
-        .map(|s| (label_map(s), s.samples.iter().map(|p| (p.timestamp, p.value)).collect()))
+        .map(|s| {
+            (
+                label_map(s),
+                s.samples.iter().map(|p| (p.timestamp, p.value)).collect(),
+            )
+        })
         .collect()
 }
 
 fn assert_stored(got: &Stored, want: &Stored) {
-    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
     for (labels, want) in want {
         let got = &got[labels];
         assert_eq!(got.len(), want.len(), "{labels:?}");
         for (g, w) in got.iter().zip(want) {
-            assert!(g.0 == w.0 && same_value(g.1, w.1), "{labels:?}: got {g:?}, want {w:?}");
+            assert!(
+                g.0 == w.0 && same_value(g.1, w.1),
+                "{labels:?}: got {g:?}, want {w:?}"
+            );
         }
     }
 }
@@ -92,7 +128,10 @@ async fn prometheus_stores_exactly_what_we_sent() {
     assert_eq!(delivered.requests, 1);
     assert_eq!(delivered.samples, window.sample_count());
     // Prometheus appends before it answers: no polling needed.
-    assert_stored(&prometheus_samples(&prom, "adx_rw_prom_.*").await, &expected(&window));
+    assert_stored(
+        &prometheus_samples(&prom, "adx_rw_prom_.*").await,
+        &expected(&window),
+    );
 }
 
 #[tokio::test]
@@ -107,22 +146,37 @@ async fn prometheus_out_of_order_resend_is_permanent_with_its_body() {
     let failure = rw.push(&window).await.unwrap_err();
     assert_permanent_400(&failure, "out of order sample");
     // A genuinely older sample for an existing series.
-    let mut older = WriteRequest { timeseries: vec![window.timeseries[2].clone()] };
-    older.timeseries[0].samples = vec![Sample { value: 42.0, timestamp: end - 5_000 }];
+    let mut older = WriteRequest {
+        timeseries: vec![window.timeseries[2].clone()],
+    };
+    older.timeseries[0].samples = vec![Sample {
+        value: 42.0,
+        timestamp: end - 5_000,
+    }];
     let failure = rw.push(&older).await.unwrap_err();
     assert_permanent_400(&failure, "out of order sample");
     // A different value at a series' newest timestamp.
-    older.timeseries[0].samples = vec![Sample { value: 42.0, timestamp: end }];
+    older.timeseries[0].samples = vec![Sample {
+        value: 42.0,
+        timestamp: end,
+    }];
     let failure = rw.push(&older).await.unwrap_err();
     assert_permanent_400(&failure, "duplicate sample for timestamp");
     // Nothing of the rejected requests was stored.
-    assert_stored(&prometheus_samples(&prom, "adx_rw_ooo_.*").await, &expected(&window));
+    assert_stored(
+        &prometheus_samples(&prom, "adx_rw_ooo_.*").await,
+        &expected(&window),
+    );
 }
 
 fn assert_permanent_400(failure: &adxexporter::sink::PushFailure, text: &str) {
     assert_eq!((failure.status, failure.failed_request), (Some(400), 0));
     match &failure.disposition {
-        Disposition::Permanent { reason, status, body } => {
+        Disposition::Permanent {
+            reason,
+            status,
+            body,
+        } => {
             assert_eq!((*reason, *status), ("rejected", Some(400)));
             assert!(body.contains(text), "{body:?} lacks {text:?}");
         }
@@ -146,7 +200,10 @@ async fn a_window_split_into_many_requests_arrives_whole() {
     assert!(delivered.requests >= 8, "{delivered:?}");
     assert_eq!(delivered.oversized_requests, 0, "{delivered:?}");
     assert_eq!(delivered.samples, window.sample_count());
-    assert_stored(&prometheus_samples(&prom, "adx_rw_split.*").await, &expected(&window));
+    assert_stored(
+        &prometheus_samples(&prom, "adx_rw_split.*").await,
+        &expected(&window),
+    );
 }
 
 #[tokio::test]
@@ -155,14 +212,29 @@ async fn a_series_larger_than_the_limit_goes_alone_and_arrives() {
     let end = now_ms() - 5 * 60_000;
     let window = WriteRequest {
         timeseries: vec![
-            series("adx_rw_big_small", &[("k", "a")], samples(3, end, |i| i as f64)),
-            series("adx_rw_big_huge", &[("k", "b")], samples(200, end, |i| i as f64)),
-            series("adx_rw_big_small", &[("k", "c")], samples(3, end, |i| i as f64)),
+            series(
+                "adx_rw_big_small",
+                &[("k", "a")],
+                samples(3, end, |i| i as f64),
+            ),
+            series(
+                "adx_rw_big_huge",
+                &[("k", "b")],
+                samples(200, end, |i| i as f64),
+            ),
+            series(
+                "adx_rw_big_small",
+                &[("k", "c")],
+                samples(3, end, |i| i as f64),
+            ),
         ],
     };
     let delivered = sink(&prom, 1024).push(&window).await.unwrap();
     assert_eq!((delivered.requests, delivered.oversized_requests), (3, 1));
-    assert_stored(&prometheus_samples(&prom, "adx_rw_big_.*").await, &expected(&window));
+    assert_stored(
+        &prometheus_samples(&prom, "adx_rw_big_.*").await,
+        &expected(&window),
+    );
 }
 
 #[tokio::test]
@@ -182,11 +254,15 @@ async fn victoria_metrics_stores_exactly_what_we_sent() {
     let delivered = sink(&vm, 4096).push(&window).await.unwrap();
     assert!(delivered.requests > 1);
     let want = expected(&window);
-    let got = eventually("VictoriaMetrics to export every sample", Duration::from_secs(30), || async {
-        let got = vm_samples(&vm, "adx_rw_vm_.*").await;
-        let n: usize = got.values().map(Vec::len).sum();
-        (n >= window.sample_count()).then_some(got)
-    })
+    let got = eventually(
+        "VictoriaMetrics to export every sample",
+        Duration::from_secs(30),
+        || async {
+            let got = vm_samples(&vm, "adx_rw_vm_.*").await;
+            let n: usize = got.values().map(Vec::len).sum();
+            (n >= window.sample_count()).then_some(got)
+        },
+    )
     .await;
     assert_stored(&got, &want);
 }

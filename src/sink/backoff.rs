@@ -7,12 +7,20 @@ use std::time::Duration;
 /// Full-jitter delay before retry number `attempt` (0-based): uniform in `[0, min(cap, base·2^attempt))`.
 /// Never overflows: a huge `attempt` or `base` saturates at `cap`. `rand01` yields values in `[0, 1)`;
 /// anything outside (or NaN) is clamped.
-pub fn delay(attempt: u32, base: Duration, cap: Duration, rand01: &mut impl FnMut() -> f64) -> Duration {
+pub fn delay(
+    attempt: u32,
+    base: Duration,
+    cap: Duration,
+    rand01: &mut impl FnMut() -> f64,
+) -> Duration {
     let ceiling = exponential_ceiling(attempt, base, cap);
     let r = rand01();
-    let r = if r.is_finite() { r.clamp(0.0, 1.0) } else { 0.0 };
-    Duration::try_from_secs_f64(ceiling.as_secs_f64() * r)
-        .map_or(ceiling, |d| d.min(ceiling))
+    let r = if r.is_finite() {
+        r.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    Duration::try_from_secs_f64(ceiling.as_secs_f64() * r).map_or(ceiling, |d| d.min(ceiling))
 }
 
 /// The delay to wait before the next attempt: the server's `Retry-After` when it sent one (capped by
@@ -76,7 +84,10 @@ mod tests {
         let got: Vec<u128> = (0..10)
             .map(|a| delay(a, BASE, CAP, &mut top).as_millis())
             .collect();
-        assert_eq!(got, [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000]);
+        assert_eq!(
+            got,
+            [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000]
+        );
     }
 
     #[test]
@@ -92,7 +103,10 @@ mod tests {
     fn huge_attempts_and_bases_saturate() {
         assert_eq!(delay(u32::MAX, BASE, CAP, &mut || 1.0), CAP);
         assert_eq!(delay(31, Duration::MAX, CAP, &mut || 1.0), CAP);
-        assert_eq!(delay(64, Duration::MAX, Duration::MAX, &mut || 1.0), Duration::MAX);
+        assert_eq!(
+            delay(64, Duration::MAX, Duration::MAX, &mut || 1.0),
+            Duration::MAX
+        );
     }
 
     #[test]
@@ -107,7 +121,10 @@ mod tests {
             next_delay(0, Some(Duration::from_secs(86_400)), &policy, &mut never),
             policy.max_retry_after
         );
-        assert_eq!(next_delay(0, Some(Duration::ZERO), &policy, &mut never), Duration::ZERO);
+        assert_eq!(
+            next_delay(0, Some(Duration::ZERO), &policy, &mut never),
+            Duration::ZERO
+        );
         assert_eq!(
             next_delay(2, None, &policy, &mut || 1.0),
             Duration::from_secs(2)

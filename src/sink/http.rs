@@ -149,7 +149,10 @@ fn transport_failure(e: &reqwest::Error) -> TransportFailure {
 }
 
 /// Reads the body up to `cap` bytes and drops the rest unread (the connection is then not reused).
-async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, reqwest::Error> {
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
     let mut out = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         let room = cap.saturating_sub(out.len());

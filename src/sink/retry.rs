@@ -175,32 +175,64 @@ mod tests {
             (Otlp, answered(200, None), Disposition::Success),
             (Otlp, answered(202, Some(5)), Disposition::Success),
             (RemoteWrite, answered(429, None), retry(None, "throttled")),
-            (RemoteWrite, answered(429, Some(7)), retry(Some(7), "throttled")),
+            (
+                RemoteWrite,
+                answered(429, Some(7)),
+                retry(Some(7), "throttled"),
+            ),
             (Otlp, answered(429, Some(2)), retry(Some(2), "throttled")),
-            (RemoteWrite, answered(500, None), retry(None, "server_error")),
+            (
+                RemoteWrite,
+                answered(500, None),
+                retry(None, "server_error"),
+            ),
             (Otlp, answered(500, None), permanent(500, "server_error")),
-            (RemoteWrite, answered(501, None), retry(None, "server_error")),
+            (
+                RemoteWrite,
+                answered(501, None),
+                retry(None, "server_error"),
+            ),
             (Otlp, answered(501, Some(3)), permanent(501, "server_error")),
             (RemoteWrite, answered(502, None), retry(None, "unavailable")),
             (Otlp, answered(502, None), retry(None, "unavailable")),
-            (RemoteWrite, answered(503, Some(1)), retry(Some(1), "unavailable")),
+            (
+                RemoteWrite,
+                answered(503, Some(1)),
+                retry(Some(1), "unavailable"),
+            ),
             (Otlp, answered(503, Some(1)), retry(Some(1), "unavailable")),
             (Otlp, answered(504, None), retry(None, "unavailable")),
             (RemoteWrite, answered(504, None), retry(None, "unavailable")),
-            (RemoteWrite, answered(505, None), retry(None, "server_error")),
+            (
+                RemoteWrite,
+                answered(505, None),
+                retry(None, "server_error"),
+            ),
             (Otlp, answered(599, None), permanent(599, "server_error")),
             (RemoteWrite, answered(400, None), permanent(400, "rejected")),
             (Otlp, answered(400, Some(9)), permanent(400, "rejected")),
             (RemoteWrite, answered(401, None), permanent(401, "rejected")),
             (Otlp, answered(404, None), permanent(404, "rejected")),
             (RemoteWrite, answered(408, None), permanent(408, "rejected")),
-            (RemoteWrite, answered(413, None), permanent(413, "too_large")),
+            (
+                RemoteWrite,
+                answered(413, None),
+                permanent(413, "too_large"),
+            ),
             (Otlp, answered(413, None), permanent(413, "too_large")),
             (Otlp, answered(415, None), permanent(415, "rejected")),
             (RemoteWrite, answered(301, None), permanent(301, "redirect")),
             (Otlp, answered(307, None), permanent(307, "redirect")),
-            (RemoteWrite, answered(101, None), permanent(101, "unexpected_status")),
-            (Otlp, answered(600, None), permanent(600, "unexpected_status")),
+            (
+                RemoteWrite,
+                answered(101, None),
+                permanent(101, "unexpected_status"),
+            ),
+            (
+                Otlp,
+                answered(600, None),
+                permanent(600, "unexpected_status"),
+            ),
             (
                 RemoteWrite,
                 Attempt::Failed(TransportFailure::Connect),
@@ -255,7 +287,10 @@ mod tests {
     #[test]
     fn retry_after_seconds() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("-1", now), None);
         assert_eq!(parse_retry_after("1.5", now), None);

@@ -72,7 +72,10 @@ mod tests {
         let chunks = pack(sizes.len(), 1, 8, |i, _| sizes[i]);
         assert_eq!(ranges(&chunks), vec![0..2, 2..3, 3..5, 5..6]);
         assert_eq!(
-            chunks.iter().map(|c| (c.bytes, c.oversized)).collect::<Vec<_>>(),
+            chunks
+                .iter()
+                .map(|c| (c.bytes, c.oversized))
+                .collect::<Vec<_>>(),
             vec![(7, false), (4, false), (7, false), (11, true)]
         );
     }

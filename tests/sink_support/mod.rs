@@ -41,7 +41,15 @@ pub fn samples(n: usize, end_ms: i64, value: impl Fn(usize) -> f64) -> Vec<Sampl
 /// A window of awkward data ending at `end_ms` (keep it within the last ~50 min for Prometheus):
 /// special floats, unicode and escape characters in label values, many samples per series.
 pub fn awkward_window(prefix: &str, end_ms: i64) -> WriteRequest {
-    let specials = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, 1e-300, 1.7976931348623157e308, 0.1 + 0.2];
+    let specials = [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        -0.0,
+        1e-300,
+        1.7976931348623157e308,
+        0.1 + 0.2,
+    ];
     let mut timeseries = vec![
         series(
             &format!("{prefix}_special"),
@@ -70,7 +78,10 @@ pub fn awkward_window(prefix: &str, end_ms: i64) -> WriteRequest {
 
 /// Labels of a series as a map (the form receivers hand back).
 pub fn label_map(s: &TimeSeries) -> BTreeMap<String, String> {
-    s.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect()
+    s.labels
+        .iter()
+        .map(|l| (l.name.clone(), l.value.clone()))
+        .collect()
 }
 
 /// Equal as stored values: bit-equal, or both NaN, or both zero (prost, like any proto3 encoder that
@@ -85,7 +96,9 @@ pub fn parse_prom_float(s: &str) -> f64 {
         "NaN" => f64::NAN,
         "+Inf" | "Inf" => f64::INFINITY,
         "-Inf" => f64::NEG_INFINITY,
-        _ => s.parse().unwrap_or_else(|e| panic!("not a float: {s:?}: {e}")),
+        _ => s
+            .parse()
+            .unwrap_or_else(|e| panic!("not a float: {s:?}: {e}")),
     }
 }
 
@@ -93,7 +106,12 @@ pub fn parse_prom_float(s: &str) -> f64 {
 pub fn otlp_sink() -> Peer {
     let script = repo_root().join("tests/peers/otlp_sink.py");
     let script = script.display().to_string();
-    Peer::spawn("otlp-sink", &venv_bin("python"), &[&script, "{port}", "{dir}/received.jsonl"], "/")
+    Peer::spawn(
+        "otlp-sink",
+        &venv_bin("python"),
+        &[&script, "{port}", "{dir}/received.jsonl"],
+        "/",
+    )
 }
 
 pub fn client() -> reqwest::Client {
@@ -108,7 +126,11 @@ pub async fn get_text(base: &str, query: &[(&str, &str)]) -> String {
         url.query_pairs_mut().extend_pairs(query);
     }
     let response = client().get(url).send().await.unwrap();
-    assert!(response.status().is_success(), "GET {base}: {}", response.status());
+    assert!(
+        response.status().is_success(),
+        "GET {base}: {}",
+        response.status()
+    );
     response.text().await.unwrap()
 }
 
@@ -146,13 +168,18 @@ where
         if let Some(v) = probe().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// The OTLP points the Python sink decoded, flattened: (metric, attrs, time_unix_nano, value).
-pub fn otlp_points(records: &[serde_json::Value]) -> Vec<(String, Vec<(String, String)>, u64, f64)> {
+pub fn otlp_points(
+    records: &[serde_json::Value],
+) -> Vec<(String, Vec<(String, String)>, u64, f64)> {
     let mut out = Vec::new();
     for r in records {
         for res in r["resources"].as_array().into_iter().flatten() {
@@ -165,7 +192,12 @@ pub fn otlp_points(records: &[serde_json::Value]) -> Vec<(String, Vec<(String, S
                             .as_array()
                             .unwrap()
                             .iter()
-                            .map(|kv| (kv[0].as_str().unwrap().to_owned(), kv[1].as_str().unwrap().to_owned()))
+                            .map(|kv| {
+                                (
+                                    kv[0].as_str().unwrap().to_owned(),
+                                    kv[1].as_str().unwrap().to_owned(),
+                                )
+                            })
                             .collect();
                         let value = match &p["value"] {
                             serde_json::Value::String(s) => parse_prom_float(s),
@@ -186,7 +218,9 @@ pub fn otlp_points(records: &[serde_json::Value]) -> Vec<(String, Vec<(String, S
 }
 
 /// What an OTLP receiver should have decoded from `window`, in our request order (grouped by name).
-pub fn expected_otlp_points(window: &WriteRequest) -> Vec<(String, Vec<(String, String)>, u64, f64)> {
+pub fn expected_otlp_points(
+    window: &WriteRequest,
+) -> Vec<(String, Vec<(String, String)>, u64, f64)> {
     let mut names: Vec<&str> = Vec::new();
     for s in &window.timeseries {
         if !names.contains(&s.metric_name()) {
@@ -203,7 +237,12 @@ pub fn expected_otlp_points(window: &WriteRequest) -> Vec<(String, Vec<(String, 
                 .map(|l| (l.name.clone(), l.value.clone()))
                 .collect();
             for p in &s.samples {
-                out.push((name.to_owned(), attrs.clone(), p.timestamp as u64 * 1_000_000, p.value));
+                out.push((
+                    name.to_owned(),
+                    attrs.clone(),
+                    p.timestamp as u64 * 1_000_000,
+                    p.value,
+                ));
             }
         }
     }
