@@ -269,8 +269,16 @@ async fn rotel_relays_our_requests_intact() {
         },
     )
     .await;
-    for r in &records {
+    for r in records
+        .iter()
+        .filter(|r| r["resources"].as_array().is_some_and(|a| !a.is_empty()))
+    {
         assert_eq!(r["path"], "/v1/metrics", "rotel appends the signal path");
+        let agent = r["headers"]["user-agent"].as_str().unwrap_or_default();
+        assert!(
+            agent.starts_with("Rotel"),
+            "relayed by rotel, not sent by us: {agent}"
+        );
         let attrs = resource_of(r);
         for (k, v) in resource() {
             assert_eq!(
@@ -284,7 +292,7 @@ async fn rotel_relays_our_requests_intact() {
         }
     }
     // rotel batches: requests may be merged, so compare as sorted multisets.
-    let key = |p: &(String, Vec<(String, String)>, u64, f64)| (p.0.clone(), p.1.clone(), p.2);
+    let key = |p: &Point| (p.0.clone(), p.1.clone(), p.2);
     let mut got = otlp_points(&records);
     let mut want = want;
     got.sort_by_key(key);

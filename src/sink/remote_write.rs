@@ -231,6 +231,7 @@ fn put_series(s: &TimeSeries, buf: &mut Vec<u8>) {
 /// Encodes series into snappy-compressed `WriteRequest` bodies, reusing its buffers between calls.
 pub struct RemoteWriteEncoder {
     raw: Vec<u8>,
+    compressed: Vec<u8>,
     snappy: snap::raw::Encoder,
 }
 
@@ -238,6 +239,7 @@ impl Default for RemoteWriteEncoder {
     fn default() -> Self {
         RemoteWriteEncoder {
             raw: Vec::new(),
+            compressed: Vec::new(),
             snappy: snap::raw::Encoder::new(),
         }
     }
@@ -255,16 +257,19 @@ impl RemoteWriteEncoder {
         &self.raw
     }
 
-    /// The snappy (block format) body of a `WriteRequest` holding `series`.
+    /// The snappy (block format) body of a `WriteRequest` holding `series`. Compresses into a reused
+    /// buffer and copies the (~6× smaller) result out, instead of faulting in a fresh worst-case buffer.
     pub fn encode(&mut self, series: &[TimeSeries]) -> Result<Bytes, RemoteWriteError> {
         self.encode_raw(series);
-        let mut out = vec![0; snap::raw::max_compress_len(self.raw.len())];
+        self.compressed
+            .resize(snap::raw::max_compress_len(self.raw.len()), 0);
         let n = self
             .snappy
-            .compress(&self.raw, &mut out)
+            .compress(&self.raw, &mut self.compressed)
             .map_err(|e| RemoteWriteError::Snappy(self.raw.len(), e))?;
-        out.truncate(n);
-        Ok(Bytes::from(out))
+        Ok(Bytes::copy_from_slice(
+            self.compressed.get(..n).unwrap_or_default(),
+        ))
     }
 }
 

@@ -176,10 +176,11 @@ where
     }
 }
 
+/// One OTLP data point as compared in tests: (metric name, attributes in order, time_unix_nano, value).
+pub type Point = (String, Vec<(String, String)>, u64, f64);
+
 /// The OTLP points the Python sink decoded, flattened: (metric, attrs, time_unix_nano, value).
-pub fn otlp_points(
-    records: &[serde_json::Value],
-) -> Vec<(String, Vec<(String, String)>, u64, f64)> {
+pub fn otlp_points(records: &[serde_json::Value]) -> Vec<Point> {
     let mut out = Vec::new();
     for r in records {
         for res in r["resources"].as_array().into_iter().flatten() {
@@ -218,9 +219,7 @@ pub fn otlp_points(
 }
 
 /// What an OTLP receiver should have decoded from `window`, in our request order (grouped by name).
-pub fn expected_otlp_points(
-    window: &WriteRequest,
-) -> Vec<(String, Vec<(String, String)>, u64, f64)> {
+pub fn expected_otlp_points(window: &WriteRequest) -> Vec<Point> {
     let mut names: Vec<&str> = Vec::new();
     for s in &window.timeseries {
         if !names.contains(&s.metric_name()) {
@@ -250,10 +249,7 @@ pub fn expected_otlp_points(
 }
 
 /// Asserts two point lists are equal, NaN equal to NaN.
-pub fn assert_same_points(
-    got: &[(String, Vec<(String, String)>, u64, f64)],
-    want: &[(String, Vec<(String, String)>, u64, f64)],
-) {
+pub fn assert_same_points(got: &[Point], want: &[Point]) {
     assert_eq!(got.len(), want.len(), "point count");
     for (g, w) in got.iter().zip(want) {
         assert_eq!((&g.0, &g.1, g.2), (&w.0, &w.1, w.2));
