@@ -1,1 +1,136 @@
-//! Outputs: Prometheus remote write and OTLP/HTTP (SPEC §7).
+//! Outputs (SPEC §7): Prometheus remote write 1.0 and OTLP/HTTP, each a [`Sink`] that pushes one
+//! window's [`WriteRequest`] and reports precisely what happened so the drain loop (WAL cursor, retry
+//! state, dead letters) can act on it.
+//!
+//! Flow inside a push: [`split`] cuts the window into requests none larger than `max_request_bytes`
+//! (uncompressed protobuf), never splitting a series; each request is encoded (prompb + snappy block, or
+//! OTLP + gzip), POSTed with [`http`], and the answer is classified by [`retry::classify`].
+//! Requests go out in order and the push stops at the first request that does not succeed.
+//!
+//! Contract with the drain loop:
+//! - [`Delivered`]: every request of the window was accepted (OTLP partial rejections are counted in
+//!   `rejected_points`, logged, and not retried).
+//! - [`PushFailure`] with [`Disposition::Retry`]: push again later (after [`backoff::next_delay`]) with
+//!   [`Sink::push_from`] at `failed_request`, so accepted requests are not re-sent. Re-sending them is
+//!   **not** harmless on Prometheus: 2.42 accepts an identical duplicate only for a series' newest sample;
+//!   any older one, even identical, is `400 out of order sample` and rolls back the whole request
+//!   (measured in `tests/sink_remote_write.rs`). VictoriaMetrics and OTLP receivers accept re-sends. If the
+//!   resume point is lost (crash), a whole-window resend to Prometheus will be dead-lettered although the
+//!   data is stored. The drain loop must also cap attempts: Prometheus 2.42 answers 500 (retryable) to some
+//!   bad data (duplicate label names, `too old sample`).
+//! - [`PushFailure`] with [`Disposition::Permanent`]: dead-letter the window with the status and the
+//!   (capped) response body; requests before `failed_request` were delivered.
+//!
+//! Nothing buffers unboundedly: request bodies are bounded by the split (except a single series larger
+//! than the limit, which goes alone and is logged), response bodies are read up to [`MAX_RESPONSE_BODY`].
+
+pub mod backoff;
+pub mod http;
+pub mod otlp;
+pub mod otlp_proto;
+pub mod remote_write;
+pub mod retry;
+pub mod split;
+
+use std::future::Future;
+
+use crate::prompb::WriteRequest;
+pub use otlp::{OtlpConfig, OtlpSink};
+pub use remote_write::{RemoteWriteConfig, RemoteWriteSink};
+pub use retry::{Disposition, Protocol};
+
+/// Default bound on one request's uncompressed protobuf size.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
+/// Default per-request timeout (connect + send + response).
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How much of a response body is kept (for dead-letter reasons and OTLP partial-success decoding).
+pub const MAX_RESPONSE_BODY: usize = 64 << 10;
+/// `User-Agent` of every push.
+pub const USER_AGENT: &str = concat!("adxexporter/", env!("CARGO_PKG_VERSION"));
+
+/// Why a sink could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot build the HTTP client for the {output} output: {source}")]
+    Client {
+        output: &'static str,
+        source: reqwest::Error,
+    },
+    #[error("max_request_bytes for the {output} output must be at least 1 KiB, got {got}")]
+    RequestLimitTooSmall { output: &'static str, got: usize },
+    #[error("gzip level for the OTLP output must be 0..=9, got {0}")]
+    GzipLevel(u32),
+}
+
+/// A window fully delivered (from `first_request` on).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// HTTP requests this push sent (all accepted).
+    pub requests: usize,
+    /// How many requests the whole window splits into.
+    pub window_requests: usize,
+    /// Samples (OTLP: data points) this push sent.
+    pub samples: usize,
+    /// OTLP `partial_success.rejected_data_points` summed over the requests (always 0 for remote write).
+    pub rejected_points: u64,
+    /// Requests that exceed `max_request_bytes` because they hold one series larger than the limit.
+    pub oversized_requests: usize,
+}
+
+/// A window not (fully) delivered: what to do with it, and where the push stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushFailure {
+    /// [`Disposition::Retry`] or [`Disposition::Permanent`], never `Success`.
+    pub disposition: Disposition,
+    /// The HTTP status of the failing answer (`None` for transport and local failures), for metrics.
+    pub status: Option<u16>,
+    /// 0-based index of the request that failed; the ones before it were accepted.
+    pub failed_request: usize,
+    /// How many requests the whole window splits into.
+    pub window_requests: usize,
+}
+
+/// The result of pushing one window.
+pub type PushResult = Result<Delivered, PushFailure>;
+
+/// One output. A trait so the drain loop can be tested with a fake sink.
+pub trait Sink: Send + Sync {
+    /// Short name for metrics labels and logs: `remote_write`, `otlp`.
+    fn name(&self) -> &'static str;
+
+    /// Pushes requests `first_request..` of one window (labels sorted by name, samples of a series in
+    /// time order). The split is deterministic for a given window and `max_request_bytes`, so a retry
+    /// can resume at [`PushFailure::failed_request`] instead of re-sending accepted requests.
+    fn push_from(
+        &self,
+        window: &WriteRequest,
+        first_request: usize,
+    ) -> impl Future<Output = PushResult> + Send;
+
+    /// Pushes a whole window.
+    fn push(&self, window: &WriteRequest) -> impl Future<Output = PushResult> + Send {
+        self.push_from(window, 0)
+    }
+}
+
+/// The configured outputs, as one concrete type the wiring can hold in a `Vec`.
+pub enum Output {
+    RemoteWrite(RemoteWriteSink),
+    Otlp(OtlpSink),
+}
+
+impl Sink for Output {
+    fn name(&self) -> &'static str {
+        match self {
+            Output::RemoteWrite(s) => s.name(),
+            Output::Otlp(s) => s.name(),
+        }
+    }
+
+    async fn push_from(&self, window: &WriteRequest, first_request: usize) -> PushResult {
+        match self {
+            Output::RemoteWrite(s) => s.push_from(window, first_request).await,
+            Output::Otlp(s) => s.push_from(window, first_request).await,
+        }
+    }
+}

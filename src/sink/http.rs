@@ -1,0 +1,165 @@
+//! The HTTP edge shared by both sinks: one reused `reqwest::Client` per output (keep-alive connections),
+//! a POST with fixed headers, redirects not followed, a per-request timeout, and a response body read
+//! up to a cap. It turns whatever happened into an owned [`Sent`] for [`crate::sink::retry::classify`].
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+
+use super::retry::{Attempt, TransportFailure, parse_retry_after};
+use super::{MAX_RESPONSE_BODY, SinkError, USER_AGENT};
+
+/// What one POST produced, owned (the body is capped at [`MAX_RESPONSE_BODY`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sent {
+    Answered {
+        status: u16,
+        retry_after: Option<Duration>,
+        body: Vec<u8>,
+    },
+    Failed(TransportFailure),
+}
+
+impl Sent {
+    /// The body as text for dead-letter reasons (lossy: receivers may answer with anything).
+    pub fn body_text(&self) -> String {
+        match self {
+            Sent::Answered { body, .. } => String::from_utf8_lossy(body).into_owned(),
+            Sent::Failed(_) => String::new(),
+        }
+    }
+
+    /// The status, if the receiver answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Sent::Answered { status, .. } => Some(*status),
+            Sent::Failed(_) => None,
+        }
+    }
+
+    /// Borrowed view for classification; `text` is [`Sent::body_text`].
+    pub fn attempt<'a>(&self, text: &'a str) -> Attempt<'a> {
+        match self {
+            Sent::Answered {
+                status,
+                retry_after,
+                ..
+            } => Attempt::Answered {
+                status: *status,
+                retry_after: *retry_after,
+                body: text,
+            },
+            Sent::Failed(f) => Attempt::Failed(*f),
+        }
+    }
+}
+
+/// A POST target with its fixed headers.
+#[derive(Debug, Clone)]
+pub struct Poster {
+    client: reqwest::Client,
+    endpoint: url::Url,
+    headers: HeaderMap,
+}
+
+impl Poster {
+    /// Builds the client. `content_encoding` is `snappy` or `gzip`; `extra` are protocol headers.
+    pub fn new(
+        output: &'static str,
+        endpoint: url::Url,
+        timeout: Duration,
+        content_encoding: &'static str,
+        extra: &[(&'static str, &'static str)],
+    ) -> Result<Poster, SinkError> {
+        // reqwest is built with `rustls-no-provider`: a process-wide provider must exist before any
+        // client is built; a second install attempt is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|source| SinkError::Client { output, source })?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-protobuf"),
+        );
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static(content_encoding));
+        for (name, value) in extra {
+            headers.insert(*name, HeaderValue::from_static(value));
+        }
+        Ok(Poster {
+            client,
+            endpoint,
+            headers,
+        })
+    }
+
+    pub fn endpoint(&self) -> &url::Url {
+        &self.endpoint
+    }
+
+    /// POSTs `body` and reads at most [`MAX_RESPONSE_BODY`] bytes of the answer.
+    pub async fn post(&self, body: Bytes) -> Sent {
+        let sent = self
+            .client
+            .post(self.endpoint.clone())
+            .headers(self.headers.clone())
+            .body(body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => return Sent::Failed(transport_failure(&e)),
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        match read_capped(response, MAX_RESPONSE_BODY).await {
+            Ok(body) => Sent::Answered {
+                status,
+                retry_after,
+                body,
+            },
+            // A 2xx whose body broke was still accepted; anything else failed mid-answer.
+            Err(_) if (200..300).contains(&status) => Sent::Answered {
+                status,
+                retry_after,
+                body: Vec::new(),
+            },
+            Err(e) => Sent::Failed(transport_failure(&e)),
+        }
+    }
+}
+
+fn transport_failure(e: &reqwest::Error) -> TransportFailure {
+    if e.is_timeout() {
+        TransportFailure::Timeout
+    } else if e.is_connect() {
+        TransportFailure::Connect
+    } else {
+        TransportFailure::Broken
+    }
+}
+
+/// Reads the body up to `cap` bytes and drops the rest unread (the connection is then not reused).
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = cap.saturating_sub(out.len());
+        out.extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
+        if out.len() >= cap {
+            break;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,371 @@
+//! Prometheus remote write 1.0 output (SPEC §7): a window's series are split into requests of at most
+//! `max_request_bytes` uncompressed protobuf (series order kept, no series split), each encoded as a
+//! `prometheus.WriteRequest`, compressed with snappy **block** format (the framed format gets a 400
+//! `snappy: corrupt input`), and POSTed with the remote-write 0.1.0 headers.
+//!
+//! Encoding borrows the window: each request's bytes are the concatenation of its series' field-1
+//! encodings, written by a small direct encoder that produces exactly prost's bytes for a `WriteRequest`
+//! holding those series (property-tested) at about 3× prost's speed, since lengths are plain arithmetic
+//! instead of nested `encoded_len` walks. No series is cloned. The uncompressed buffer and the snappy
+//! state are reused across a window's requests.
+
+use std::time::Duration;
+
+use super::http::Poster;
+use super::retry::{Protocol, classify};
+use super::split::{Chunk, pack};
+use super::{
+    DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT, Delivered, Disposition, PushFailure, PushResult,
+    Sink, SinkError,
+};
+use crate::prompb::{Label, Sample, TimeSeries, WriteRequest};
+use bytes::Bytes;
+use prost::encoding::{encode_varint, encoded_len_varint};
+
+/// The `WriteRequest.timeseries` field number.
+const TIMESERIES_TAG: u32 = 1;
+
+/// Settings of the remote-write output.
+#[derive(Debug, Clone)]
+pub struct RemoteWriteConfig {
+    /// Full URL, e.g. `http://prometheus:9090/api/v1/write`.
+    pub endpoint: url::Url,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Bound on one request's uncompressed protobuf size.
+    pub max_request_bytes: usize,
+}
+
+impl RemoteWriteConfig {
+    pub fn new(endpoint: url::Url) -> RemoteWriteConfig {
+        RemoteWriteConfig {
+            endpoint,
+            timeout: DEFAULT_TIMEOUT,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        }
+    }
+}
+
+/// The remote-write output: holds one HTTP client for connection reuse.
+#[derive(Debug, Clone)]
+pub struct RemoteWriteSink {
+    poster: Poster,
+    max_request_bytes: usize,
+}
+
+impl RemoteWriteSink {
+    pub fn new(config: RemoteWriteConfig) -> Result<RemoteWriteSink, SinkError> {
+        if config.max_request_bytes < 1024 {
+            return Err(SinkError::RequestLimitTooSmall {
+                output: "remote_write",
+                got: config.max_request_bytes,
+            });
+        }
+        let poster = Poster::new(
+            "remote_write",
+            config.endpoint,
+            config.timeout,
+            "snappy",
+            &[("x-prometheus-remote-write-version", "0.1.0")],
+        )?;
+        Ok(RemoteWriteSink {
+            poster,
+            max_request_bytes: config.max_request_bytes,
+        })
+    }
+
+    pub fn endpoint(&self) -> &url::Url {
+        self.poster.endpoint()
+    }
+}
+
+impl Sink for RemoteWriteSink {
+    fn name(&self) -> &'static str {
+        "remote_write"
+    }
+
+    async fn push_from(&self, window: &WriteRequest, first_request: usize) -> PushResult {
+        let chunks = split_window(window, self.max_request_bytes);
+        let mut encoder = RemoteWriteEncoder::default();
+        let mut delivered = Delivered {
+            window_requests: chunks.len(),
+            ..Delivered::default()
+        };
+        for (k, chunk) in chunks.iter().enumerate().skip(first_request) {
+            let series = window
+                .timeseries
+                .get(chunk.range.clone())
+                .unwrap_or_default();
+            if chunk.oversized {
+                tracing::warn!(
+                    output = "remote_write",
+                    series = %series.first().map_or("", TimeSeries::metric_name),
+                    bytes = chunk.bytes,
+                    limit = self.max_request_bytes,
+                    "one series is larger than max_request_bytes; sending it alone"
+                );
+                delivered.oversized_requests += 1;
+            }
+            let failure = |disposition, status| PushFailure {
+                disposition,
+                status,
+                failed_request: k,
+                window_requests: chunks.len(),
+            };
+            let body = match encoder.encode(series) {
+                Ok(b) => b,
+                Err(e) => {
+                    let reason = Disposition::Permanent {
+                        reason: "encode",
+                        status: None,
+                        body: e.to_string(),
+                    };
+                    return Err(failure(reason, None));
+                }
+            };
+            let sent = self.poster.post(body).await;
+            let text = sent.body_text();
+            match classify(Protocol::RemoteWrite, &sent.attempt(&text)) {
+                Disposition::Success => {
+                    delivered.requests += 1;
+                    delivered.samples += series.iter().map(|s| s.samples.len()).sum::<usize>();
+                }
+                other => return Err(failure(other, sent.status())),
+            }
+        }
+        Ok(delivered)
+    }
+}
+
+/// Why a request could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteWriteError {
+    #[error(
+        "snappy cannot compress a {0}-byte request (block format limit); lower max_request_bytes"
+    )]
+    Snappy(usize, #[source] snap::Error),
+}
+
+/// Splits a window into requests of at most `max_bytes` uncompressed (see [`pack`]).
+pub fn split_window(window: &WriteRequest, max_bytes: usize) -> Vec<Chunk> {
+    pack(window.timeseries.len(), 0, max_bytes, |i, _| {
+        window
+            .timeseries
+            .get(i)
+            .map_or(0, |s| nested_len(series_body_len(s)))
+    })
+}
+
+// Field keys (tag << 3 | wire type) of the prompb messages.
+const KEY_WRITE_REQUEST_TIMESERIES: u8 = (TIMESERIES_TAG as u8) << 3 | 2;
+const KEY_SERIES_LABELS: u8 = 1 << 3 | 2;
+const KEY_SERIES_SAMPLES: u8 = 2 << 3 | 2;
+const KEY_LABEL_NAME: u8 = 1 << 3 | 2;
+const KEY_LABEL_VALUE: u8 = 2 << 3 | 2;
+const KEY_SAMPLE_VALUE: u8 = 1 << 3 | 1;
+const KEY_SAMPLE_TIMESTAMP: u8 = 2 << 3;
+
+/// A length-delimited field holding `len` bytes: key + length varint + payload.
+fn nested_len(len: usize) -> usize {
+    1 + encoded_len_varint(len as u64) + len
+}
+
+/// A proto3 string field: omitted when empty, like prost.
+fn string_len(s: &str) -> usize {
+    if s.is_empty() { 0 } else { nested_len(s.len()) }
+}
+
+fn label_len(l: &Label) -> usize {
+    string_len(&l.name) + string_len(&l.value)
+}
+
+/// Proto3 scalars equal to their default (`0.0`, which `-0.0` equals, and `0`) are omitted, like prost.
+fn sample_len(s: &Sample) -> usize {
+    let value = if s.value != 0.0 { 9 } else { 0 };
+    let timestamp = if s.timestamp != 0 {
+        1 + encoded_len_varint(s.timestamp as u64)
+    } else {
+        0
+    };
+    value + timestamp
+}
+
+fn series_body_len(s: &TimeSeries) -> usize {
+    let labels: usize = s.labels.iter().map(|l| nested_len(label_len(l))).sum();
+    let samples: usize = s.samples.iter().map(|p| nested_len(sample_len(p))).sum();
+    labels + samples
+}
+
+fn put_string(key: u8, s: &str, buf: &mut Vec<u8>) {
+    if !s.is_empty() {
+        buf.push(key);
+        encode_varint(s.len() as u64, buf);
+        buf.extend_from_slice(s.as_bytes());
+    }
+}
+
+/// Appends `WriteRequest.timeseries` field 1 holding `s`: the same bytes as prost's encoding.
+fn put_series(s: &TimeSeries, buf: &mut Vec<u8>) {
+    buf.push(KEY_WRITE_REQUEST_TIMESERIES);
+    encode_varint(series_body_len(s) as u64, buf);
+    for l in &s.labels {
+        buf.push(KEY_SERIES_LABELS);
+        encode_varint(label_len(l) as u64, buf);
+        put_string(KEY_LABEL_NAME, &l.name, buf);
+        put_string(KEY_LABEL_VALUE, &l.value, buf);
+    }
+    for p in &s.samples {
+        buf.push(KEY_SERIES_SAMPLES);
+        encode_varint(sample_len(p) as u64, buf);
+        if p.value != 0.0 {
+            buf.push(KEY_SAMPLE_VALUE);
+            buf.extend_from_slice(&p.value.to_le_bytes());
+        }
+        if p.timestamp != 0 {
+            buf.push(KEY_SAMPLE_TIMESTAMP);
+            encode_varint(p.timestamp as u64, buf);
+        }
+    }
+}
+
+/// Encodes series into snappy-compressed `WriteRequest` bodies, reusing its buffers between calls.
+pub struct RemoteWriteEncoder {
+    raw: Vec<u8>,
+    compressed: Vec<u8>,
+    snappy: snap::raw::Encoder,
+}
+
+impl Default for RemoteWriteEncoder {
+    fn default() -> Self {
+        RemoteWriteEncoder {
+            raw: Vec::new(),
+            compressed: Vec::new(),
+            snappy: snap::raw::Encoder::new(),
+        }
+    }
+}
+
+impl RemoteWriteEncoder {
+    /// The uncompressed `WriteRequest` bytes holding `series`, left in an internal buffer.
+    pub fn encode_raw(&mut self, series: &[TimeSeries]) -> &[u8] {
+        self.raw.clear();
+        let len: usize = series.iter().map(|s| nested_len(series_body_len(s))).sum();
+        self.raw.reserve(len);
+        for s in series {
+            put_series(s, &mut self.raw);
+        }
+        &self.raw
+    }
+
+    /// The snappy (block format) body of a `WriteRequest` holding `series`. Compresses into a reused
+    /// buffer and copies the (~6× smaller) result out, instead of faulting in a fresh worst-case buffer.
+    pub fn encode(&mut self, series: &[TimeSeries]) -> Result<Bytes, RemoteWriteError> {
+        self.encode_raw(series);
+        self.compressed
+            .resize(snap::raw::max_compress_len(self.raw.len()), 0);
+        let n = self
+            .snappy
+            .compress(&self.raw, &mut self.compressed)
+            .map_err(|e| RemoteWriteError::Snappy(self.raw.len(), e))?;
+        Ok(Bytes::copy_from_slice(
+            self.compressed.get(..n).unwrap_or_default(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use prost::Message;
+
+    fn series(name: &str, n: usize) -> TimeSeries {
+        TimeSeries {
+            labels: vec![Label::new("__name__", name), Label::new("job", "x")],
+            samples: (0..n)
+                .map(|i| Sample {
+                    value: i as f64,
+                    timestamp: 1_700_000_000_000 + i as i64,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn encoding_a_slice_equals_prost_encoding_of_the_request() {
+        let window = WriteRequest {
+            timeseries: vec![series("a", 3), series("b", 0), series("c", 50)],
+        };
+        let mut enc = RemoteWriteEncoder::default();
+        assert_eq!(enc.encode_raw(&window.timeseries), window.encode_to_vec());
+        let body = enc.encode(&window.timeseries[1..]).unwrap();
+        let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
+        let back = WriteRequest::decode(raw.as_slice()).unwrap();
+        assert_eq!(back.timeseries, window.timeseries[1..]);
+    }
+
+    #[test]
+    fn split_respects_the_limit_and_keeps_order() {
+        let window = WriteRequest {
+            timeseries: (0..100)
+                .map(|i| series(&format!("m{i}"), i % 7 + 1))
+                .collect(),
+        };
+        let chunks = split_window(&window, 300);
+        assert!(chunks.len() > 1);
+        let mut enc = RemoteWriteEncoder::default();
+        let mut all = Vec::new();
+        for c in &chunks {
+            let raw = enc.encode_raw(&window.timeseries[c.range.clone()]).to_vec();
+            assert_eq!(raw.len(), c.bytes, "the estimate is exact for remote write");
+            assert!(raw.len() <= 300);
+            all.extend(WriteRequest::decode(raw.as_slice()).unwrap().timeseries);
+        }
+        assert_eq!(all, window.timeseries);
+    }
+
+    #[test]
+    fn a_series_larger_than_the_limit_goes_alone() {
+        let window = WriteRequest {
+            timeseries: vec![series("small", 1), series("huge", 500), series("small2", 1)],
+        };
+        let chunks = split_window(&window, 1024);
+        assert_eq!(
+            chunks
+                .iter()
+                .map(|c| (c.range.clone(), c.oversized))
+                .collect::<Vec<_>>(),
+            vec![(0..1, false), (1..2, true), (2..3, false)]
+        );
+    }
+
+    fn arb_series() -> impl Strategy<Value = TimeSeries> {
+        let label = ("[a-z_]{0,6}", "\\PC{0,8}").prop_map(|(n, v)| Label::new(n, v));
+        let value = prop_oneof![
+            Just(0.0),
+            Just(-0.0),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            any::<f64>()
+        ];
+        let timestamp = prop_oneof![Just(0i64), Just(-1i64), any::<i64>()];
+        let sample = (value, timestamp).prop_map(|(value, timestamp)| Sample { value, timestamp });
+        (
+            proptest::collection::vec(label, 0..5),
+            proptest::collection::vec(sample, 0..5),
+        )
+            .prop_map(|(labels, samples)| TimeSeries { labels, samples })
+    }
+
+    proptest! {
+        #[test]
+        fn direct_encoding_is_byte_identical_to_prost(series in proptest::collection::vec(arb_series(), 0..6)) {
+            let window = WriteRequest { timeseries: series };
+            let mut enc = RemoteWriteEncoder::default();
+            let want = window.encode_to_vec();
+            prop_assert_eq!(enc.encode_raw(&window.timeseries), want.as_slice());
+            let chunks = split_window(&window, usize::MAX);
+            prop_assert_eq!(chunks.iter().map(|c| c.bytes).sum::<usize>(), window.encoded_len());
+        }
+    }
+}

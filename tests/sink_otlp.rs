@@ -1,0 +1,312 @@
+//! The OTLP/HTTP sink against independent decoders: the Python `opentelemetry-proto` package (via the
+//! scriptable sink `tests/peers/otlp_sink.py`), the Rust `opentelemetry-proto` crate, and rotel (a real
+//! Rust OTLP collector) relaying to the Python sink.
+
+mod common;
+mod sink_support;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use adxexporter::prompb::WriteRequest;
+use adxexporter::sink::otlp::{OtlpEncoder, OtlpTemplate};
+use adxexporter::sink::{OtlpConfig, OtlpSink, Sink};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest as UpstreamRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as UpstreamValue;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as UpstreamPointValue;
+use prost::Message;
+use sink_support::*;
+
+fn resource() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("cluster".to_owned(), "aks-west-1".to_owned()),
+        ("region".to_owned(), "westeurope".to_owned()),
+        ("team".to_owned(), "métriques/数据".to_owned()),
+    ])
+}
+
+fn otlp(url: &str, max_request_bytes: usize) -> OtlpSink {
+    let mut config = OtlpConfig::new(url.parse().unwrap(), resource());
+    config.max_request_bytes = max_request_bytes;
+    OtlpSink::new(config).unwrap()
+}
+
+fn resource_of(record: &serde_json::Value) -> BTreeMap<String, String> {
+    serde_json::from_value(record["resources"][0]["attrs"].clone()).unwrap()
+}
+
+#[tokio::test]
+async fn python_decoder_sees_exactly_what_we_sent() {
+    let sink = otlp_sink();
+    let window = awkward_window("adx_otlp", now_ms() - 60_000);
+    let delivered = otlp(&format!("{}/v1/metrics", sink.url), 4 << 20)
+        .push(&window)
+        .await
+        .unwrap();
+    assert_eq!(
+        (delivered.requests, delivered.samples),
+        (1, window.sample_count())
+    );
+    assert_eq!(delivered.rejected_points, 0);
+
+    let records = received(&sink).await;
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(r["path"], "/v1/metrics", "the endpoint is used as given");
+    assert_eq!(r["headers"]["content-type"], "application/x-protobuf");
+    assert_eq!(r["headers"]["content-encoding"], "gzip");
+    assert_eq!(
+        r["headers"]["user-agent"],
+        format!("adxexporter/{}", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(resource_of(r), resource());
+    let scopes = r["resources"][0]["scopes"].as_array().unwrap();
+    assert_eq!(scopes.len(), 1);
+    assert_eq!(scopes[0]["name"], "adxexporter");
+    assert_eq!(scopes[0]["version"], env!("CARGO_PKG_VERSION"));
+    let names: Vec<&str> = scopes[0]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["adx_otlp_special", "adx_otlp_unicode", "adx_otlp_many"],
+        "one Metric per name"
+    );
+    assert_same_points(&otlp_points(&records), &expected_otlp_points(&window));
+}
+
+#[tokio::test]
+async fn a_split_window_arrives_whole_in_requests_within_the_limit() {
+    let sink = otlp_sink();
+    let window = awkward_window("adx_otlp_split", now_ms() - 60_000);
+    let max = 8 * 1024;
+    let delivered = otlp(&format!("{}/custom/path", sink.url), max)
+        .push(&window)
+        .await
+        .unwrap();
+    assert!(delivered.requests >= 5, "{delivered:?}");
+    assert_eq!(delivered.oversized_requests, 0);
+    let records = received(&sink).await;
+    assert_eq!(records.len(), delivered.requests);
+    for r in &records {
+        assert_eq!(r["path"], "/custom/path");
+        assert!(
+            r["raw_bytes"].as_u64().unwrap() as usize <= max,
+            "{}",
+            r["raw_bytes"]
+        );
+        assert_eq!(
+            resource_of(r),
+            resource(),
+            "every request carries the resource"
+        );
+    }
+    assert_same_points(&otlp_points(&records), &expected_otlp_points(&window));
+}
+
+#[test]
+fn the_opentelemetry_proto_crate_decodes_our_bytes() {
+    let window = awkward_window("adx_otlp_crate", 1_790_000_000_000);
+    let template = OtlpTemplate::new(&resource(), 6).unwrap();
+    let plan = template.plan(&window, 4 << 20);
+    let mut encoder = OtlpEncoder::new(&template);
+    let gz = encoder.encode(&window, &plan.order).unwrap();
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    assert_eq!(raw, encoder.encode_raw(&window, &plan.order));
+
+    let req = UpstreamRequest::decode(raw.as_slice()).unwrap();
+    assert_eq!(req.resource_metrics.len(), 1);
+    let rm = &req.resource_metrics[0];
+    let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v
+        .as_ref()
+        .and_then(|v| v.value.clone())
+    {
+        Some(UpstreamValue::StringValue(s)) => s,
+        other => panic!("not a string value: {other:?}"),
+    };
+    let attrs: BTreeMap<String, String> = rm
+        .resource
+        .as_ref()
+        .unwrap()
+        .attributes
+        .iter()
+        .map(|kv| (kv.key.clone(), text(&kv.value)))
+        .collect();
+    assert_eq!(attrs, resource());
+    let sm = &rm.scope_metrics[0];
+    let scope = sm.scope.as_ref().unwrap();
+    assert_eq!(
+        (scope.name.as_str(), scope.version.as_str()),
+        ("adxexporter", env!("CARGO_PKG_VERSION"))
+    );
+    let mut got = Vec::new();
+    for m in &sm.metrics {
+        let Some(Data::Gauge(g)) = &m.data else {
+            panic!("{} is not a gauge", m.name)
+        };
+        for p in &g.data_points {
+            let Some(UpstreamPointValue::AsDouble(v)) = p.value else {
+                panic!("not as_double")
+            };
+            assert_eq!(p.start_time_unix_nano, 0);
+            let attrs = p
+                .attributes
+                .iter()
+                .map(|kv| (kv.key.clone(), text(&kv.value)))
+                .collect();
+            got.push((m.name.clone(), attrs, p.time_unix_nano, v));
+        }
+    }
+    assert_same_points(&got, &expected_otlp_points(&window));
+}
+
+/// rotel (`rotel-agent` from the PyPI wheel) receiving OTLP/HTTP and exporting OTLP/HTTP to `sink`.
+struct Rotel {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Rotel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rotel_agent() -> std::path::PathBuf {
+    let python = common::venv_bin("python");
+    let venv = python
+        .parent()
+        .and_then(|p| p.parent())
+        .unwrap()
+        .to_path_buf();
+    let lib = venv.join("lib");
+    for entry in std::fs::read_dir(&lib).unwrap().flatten() {
+        let candidate = entry.path().join("site-packages/rotel/rotel-agent");
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    panic!(
+        "rotel-agent not found under {}: run tests/peers/setup.sh (pip install rotel)",
+        lib.display()
+    );
+}
+
+async fn rotel(sink_url: &str) -> Rotel {
+    let port = common::free_port();
+    let grpc = common::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let child = Command::new(rotel_agent())
+        .args([
+            "start",
+            "--otlp-http-endpoint",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
+        .args(["--exporter", "otlp", "--otlp-exporter-protocol", "http"])
+        .args([
+            "--otlp-exporter-endpoint",
+            sink_url,
+            "--batch-timeout",
+            "100ms",
+        ])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start rotel-agent");
+    let mut rotel = Rotel {
+        child,
+        url: format!("http://127.0.0.1:{port}/v1/metrics"),
+        _dir: dir,
+    };
+    // rotel has no readiness endpoint: an empty export request answers 200 once it listens.
+    let url = rotel.url.clone();
+    eventually("rotel to accept OTLP/HTTP", Duration::from_secs(30), || {
+        let url = url.clone();
+        async move {
+            let r = client()
+                .post(url)
+                .header("content-type", "application/x-protobuf")
+                .send()
+                .await
+                .ok()?;
+            r.status().is_success().then_some(())
+        }
+    })
+    .await;
+    assert!(rotel.child.try_wait().unwrap().is_none(), "rotel exited");
+    rotel
+}
+
+#[tokio::test]
+async fn rotel_relays_our_requests_intact() {
+    let sink = otlp_sink();
+    let rotel = rotel(&sink.url).await;
+    let window = awkward_window("adx_otlp_rotel", now_ms() - 60_000);
+    let delivered = otlp(&rotel.url, 16 * 1024).push(&window).await.unwrap();
+    assert!(delivered.requests > 1);
+    let want = expected_otlp_points(&window);
+    let records = eventually(
+        "rotel to export every point to the sink",
+        Duration::from_secs(30),
+        || async {
+            let records = received(&sink).await;
+            (otlp_points(&records).len() >= want.len()).then_some(records)
+        },
+    )
+    .await;
+    for r in records
+        .iter()
+        .filter(|r| r["resources"].as_array().is_some_and(|a| !a.is_empty()))
+    {
+        assert_eq!(r["path"], "/v1/metrics", "rotel appends the signal path");
+        let agent = r["headers"]["user-agent"].as_str().unwrap_or_default();
+        assert!(
+            agent.starts_with("Rotel"),
+            "relayed by rotel, not sent by us: {agent}"
+        );
+        let attrs = resource_of(r);
+        for (k, v) in resource() {
+            assert_eq!(
+                attrs.get(&k),
+                Some(&v),
+                "resource attribute {k} survives rotel"
+            );
+        }
+        for scope in r["resources"][0]["scopes"].as_array().unwrap() {
+            assert_eq!(scope["name"], "adxexporter");
+        }
+    }
+    // rotel batches: requests may be merged, so compare as sorted multisets.
+    let key = |p: &Point| (p.0.clone(), p.1.clone(), p.2);
+    let mut got = otlp_points(&records);
+    let mut want = want;
+    got.sort_by_key(key);
+    want.sort_by_key(key);
+    assert_same_points(&got, &want);
+}
+
+#[test]
+fn empty_window_sends_nothing() {
+    let template = OtlpTemplate::new(&BTreeMap::new(), 1).unwrap();
+    assert!(
+        template
+            .plan(&WriteRequest::default(), 4096)
+            .chunks
+            .is_empty()
+    );
+}
