@@ -115,7 +115,11 @@ impl Model {
         self.records
             .values()
             .map(|r| allocation_estimate(r.stored))
-            .chain(self.dead.values().map(|d| allocation_estimate(d.record.stored)))
+            .chain(
+                self.dead
+                    .values()
+                    .map(|d| allocation_estimate(d.record.stored)),
+            )
             .sum()
     }
 
@@ -123,10 +127,10 @@ impl Model {
         let Some(record) = self.records.get(key) else {
             return;
         };
-        let still = record
-            .targets
-            .iter()
-            .any(|o| self.pending.contains_key(&(o.clone(), key.0.clone(), key.1)));
+        let still = record.targets.iter().any(|o| {
+            self.pending
+                .contains_key(&(o.clone(), key.0.clone(), key.1))
+        });
         if still {
             return;
         }
@@ -203,7 +207,8 @@ impl Model {
     }
 
     fn matches(filter: &Filter, output: &str, uid: &str) -> bool {
-        filter.output.is_none_or(|o| OUTPUTS[o] == output) && filter.exporter.is_none_or(|e| self::uid(e) == uid)
+        filter.output.is_none_or(|o| OUTPUTS[o] == output)
+            && filter.exporter.is_none_or(|e| self::uid(e) == uid)
     }
 }
 
@@ -362,7 +367,10 @@ impl Harness {
                 if self.model.used() >= self.model.max_bytes {
                     assert!(matches!(err, WalError::Full { .. }), "{err}");
                 } else {
-                    assert!(matches!(err, WalError::WindowBeforeWatermark { .. }), "{err}");
+                    assert!(
+                        matches!(err, WalError::WindowBeforeWatermark { .. }),
+                        "{err}"
+                    );
                 }
             }
             Op::Ack { output, pick } => {
@@ -428,15 +436,14 @@ impl Harness {
             }
             Op::SeedWatermark { exporter: e, at } => {
                 let at = BASE + at * INTERVAL;
-                let got = self.wal().set_watermark_if_absent(&exporter(e), Ticks(at)).unwrap();
-                let m = self
-                    .model
-                    .exporters
-                    .entry(uid(e))
-                    .or_insert(MExporter {
-                        watermark: at,
-                        forgotten: false,
-                    });
+                let got = self
+                    .wal()
+                    .set_watermark_if_absent(&exporter(e), Ticks(at))
+                    .unwrap();
+                let m = self.model.exporters.entry(uid(e)).or_insert(MExporter {
+                    watermark: at,
+                    forgotten: false,
+                });
                 m.forgotten = false;
                 assert_eq!(got, Ticks(m.watermark));
             }
@@ -444,9 +451,8 @@ impl Harness {
             Op::Reopen { outputs } => {
                 drop(self.wal.take());
                 let names = outputs_set(outputs);
-                self.wal = Some(
-                    Wal::open(self.dir.path(), config(&names, self.model.max_bytes)).unwrap(),
-                );
+                self.wal =
+                    Some(Wal::open(self.dir.path(), config(&names, self.model.max_bytes)).unwrap());
                 self.model.configured = names.iter().map(|s| s.to_string()).collect();
                 self.model.abandon_unconfigured();
             }
@@ -482,7 +488,10 @@ impl Harness {
         let result = self.wal().append(&header, &req);
         let unknown = requested.iter().any(|o| !self.model.configured.contains(o));
         if unknown {
-            assert!(matches!(result, Err(WalError::UnknownOutput { .. })), "{result:?}");
+            assert!(
+                matches!(result, Err(WalError::UnknownOutput { .. })),
+                "{result:?}"
+            );
             return;
         }
         if self.model.used() >= self.model.max_bytes {
@@ -496,7 +505,10 @@ impl Harness {
         }
         if self.model.records.contains_key(&(uid(e), start)) {
             // Only reachable via requeue of a dropped exporter's record, then a lower seeded watermark.
-            assert!(matches!(result, Err(WalError::DuplicateRecord { .. })), "{result:?}");
+            assert!(
+                matches!(result, Err(WalError::DuplicateRecord { .. })),
+                "{result:?}"
+            );
             return;
         }
         let got = result.unwrap();
@@ -540,7 +552,10 @@ impl Harness {
         if let Some(o) = f.output
             && !self.model.configured.iter().any(|c| c == OUTPUTS[o])
         {
-            assert!(matches!(result, Err(WalError::UnknownOutput { .. })), "{result:?}");
+            assert!(
+                matches!(result, Err(WalError::UnknownOutput { .. })),
+                "{result:?}"
+            );
             return;
         }
         let keys: Vec<OKey> = self
@@ -578,7 +593,9 @@ impl Harness {
         let mut expected = 0;
         if matches!(scope, PurgeScope::DeadLetters | PurgeScope::All) {
             let before = self.model.dead.len();
-            self.model.dead.retain(|k, _| !Model::matches(&f, &k.0, &k.1));
+            self.model
+                .dead
+                .retain(|k, _| !Model::matches(&f, &k.0, &k.1));
             expected += before - self.model.dead.len();
         }
         if matches!(scope, PurgeScope::Pending | PurgeScope::All) {
@@ -642,7 +659,10 @@ impl Harness {
             let records: Vec<&Key> = m.records.keys().filter(|k| k.0 == x.uid).collect();
             assert_eq!(x.records, records.len() as u64);
             assert_eq!(x.oldest_window, records.first().map(|k| Ticks(k.1)));
-            assert_eq!(x.watermark, m.exporters.get(&x.uid).map(|e| Ticks(e.watermark)));
+            assert_eq!(
+                x.watermark,
+                m.exporters.get(&x.uid).map(|e| Ticks(e.watermark))
+            );
         }
         // Records, their payloads and per-output states.
         let listed = wal.list(&WalFilter::default()).unwrap();
@@ -743,10 +763,18 @@ fn backoff_blocks_only_that_exporter_on_that_output() {
         .unwrap();
     let rw = wal.next_pending("remote_write", Ticks(50), 10).unwrap();
     let ids: Vec<RecordId> = rw.iter().map(|p| p.id.clone()).collect();
-    assert_eq!(ids, vec![id(1, BASE)], "exporter 0 waits; its later window too");
+    assert_eq!(
+        ids,
+        vec![id(1, BASE)],
+        "exporter 0 waits; its later window too"
+    );
     assert_eq!(wal.next_due("remote_write").unwrap(), Some(Ticks(0)));
     let otlp = wal.next_pending("otlp", Ticks(50), 10).unwrap();
-    assert_eq!(otlp.len(), 2, "otlp is not held back by remote_write's backoff");
+    assert_eq!(
+        otlp.len(),
+        2,
+        "otlp is not held back by remote_write's backoff"
+    );
     let later = wal.next_pending("remote_write", Ticks(100), 10).unwrap();
     assert_eq!(later[0].id, id(0, BASE));
     assert_eq!(later[0].attempts, 1);
@@ -783,7 +811,11 @@ fn record_leaves_when_every_output_is_done_and_dead_letter_keeps_payload() {
     rx.borrow_and_update();
     assert_eq!(wal.requeue(&WalFilter::default()).unwrap(), 1);
     assert!(rx.has_changed().unwrap(), "requeue wakes drain loops");
-    assert!(wal.next_pending("remote_write", Ticks(0), 10).unwrap().is_empty());
+    assert!(
+        wal.next_pending("remote_write", Ticks(0), 10)
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(wal.next_pending("otlp", Ticks(0), 10).unwrap()[0].id, rid);
     assert_eq!(wal.read_payload(&rid).unwrap(), req);
 }
@@ -815,10 +847,17 @@ fn full_store_refuses_then_accepts_after_acks_and_compaction() {
         }
         start += INTERVAL;
     };
-    assert!(matches!(err, WalError::Full { used, max: m } if used >= m && m == max), "{err}");
+    assert!(
+        matches!(err, WalError::Full { used, max: m } if used >= m && m == max),
+        "{err}"
+    );
     assert_eq!(ids.len(), 4);
     assert!(wal.is_full().unwrap());
-    assert_eq!(wal.watermark(&uid(0)).unwrap(), Some(Ticks(start)), "refused append left the watermark");
+    assert_eq!(
+        wal.watermark(&uid(0)).unwrap(),
+        Some(Ticks(start)),
+        "refused append left the watermark"
+    );
     for rid in &ids {
         wal.ack("remote_write", rid).unwrap();
     }
@@ -859,7 +898,10 @@ fn forgotten_exporter_keeps_delivering_then_drops_watermark() {
         .append(&header(0, BASE, BASE + INTERVAL, vec![]), &request(1, 1))
         .unwrap();
     wal.forget_exporter(&uid(0)).unwrap();
-    assert_eq!(wal.next_pending("remote_write", Ticks(0), 10).unwrap()[0].id, rid);
+    assert_eq!(
+        wal.next_pending("remote_write", Ticks(0), 10).unwrap()[0].id,
+        rid
+    );
     assert!(wal.watermark(&uid(0)).unwrap().is_some());
     wal.ack("remote_write", &rid).unwrap();
     assert_eq!(wal.watermark(&uid(0)).unwrap(), None);
@@ -870,7 +912,8 @@ fn watermark_is_seeded_only_when_absent_and_windows_must_not_go_back() {
     let dir = tempfile::tempdir().unwrap();
     let wal = open(dir.path(), &["remote_write"]);
     assert_eq!(
-        wal.set_watermark_if_absent(&exporter(0), Ticks(BASE)).unwrap(),
+        wal.set_watermark_if_absent(&exporter(0), Ticks(BASE))
+            .unwrap(),
         Ticks(BASE)
     );
     assert_eq!(
@@ -903,11 +946,22 @@ fn removed_output_becomes_dead_letters_and_returns_with_requeue() {
         let dead = wal.dead_letters(&WalFilter::default()).unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].output, "otlp");
-        assert!(dead[0].reason.contains("no longer configured"), "{}", dead[0].reason);
+        assert!(
+            dead[0].reason.contains("no longer configured"),
+            "{}",
+            dead[0].reason
+        );
         wal.ack("remote_write", &rid).unwrap();
-        assert_eq!(wal.stats().unwrap().records, 0, "unconfigured output does not pin the record");
+        assert_eq!(
+            wal.stats().unwrap().records,
+            0,
+            "unconfigured output does not pin the record"
+        );
         assert!(matches!(
-            wal.requeue(&WalFilter { output: Some("otlp".into()), ..WalFilter::default() }),
+            wal.requeue(&WalFilter {
+                output: Some("otlp".into()),
+                ..WalFilter::default()
+            }),
             Err(WalError::UnknownOutput { .. })
         ));
     }
@@ -961,7 +1015,10 @@ fn non_redb_file_is_refused_with_the_file_named() {
     let err = Wal::open(dir.path(), config(&OUTPUTS, BIG)).unwrap_err();
     assert!(matches!(err, WalError::CorruptStore { .. }), "{err}");
     let text = err.to_string();
-    assert!(text.contains(&path.display().to_string()) && text.contains("move the file aside"), "{text}");
+    assert!(
+        text.contains(&path.display().to_string()) && text.contains("move the file aside"),
+        "{text}"
+    );
     assert_eq!(std::fs::read(&path).unwrap(), junk, "file left untouched");
 }
 
@@ -996,14 +1053,22 @@ fn write_fixture(dir: &Path) {
     let wal = open(dir, &OUTPUTS);
     for w in 0..3 {
         let start = BASE + w * INTERVAL;
-        wal.append(&header(0, start, start + INTERVAL, vec![]).with_created(), &request(w as u64, 2))
-            .unwrap();
+        wal.append(
+            &header(0, start, start + INTERVAL, vec![]).with_created(),
+            &request(w as u64, 2),
+        )
+        .unwrap();
     }
     wal.ack("remote_write", &id(0, BASE)).unwrap();
     wal.ack("otlp", &id(0, BASE)).unwrap();
     wal.ack("remote_write", &id(0, BASE + INTERVAL)).unwrap();
-    wal.dead_letter("otlp", &id(0, BASE + INTERVAL), "400 Bad Request", "out of order sample")
-        .unwrap();
+    wal.dead_letter(
+        "otlp",
+        &id(0, BASE + INTERVAL),
+        "400 Bad Request",
+        "out of order sample",
+    )
+    .unwrap();
     wal.retry_later("otlp", &id(0, BASE + 2 * INTERVAL), Ticks(BASE + 99), "503")
         .unwrap();
     wal.set_watermark_if_absent(&exporter(1), Ticks(BASE + 7 * INTERVAL))
@@ -1039,8 +1104,14 @@ fn v1_fixture_opens_with_the_current_code() {
     std::fs::copy(fixture_path(), dir.path().join("wal.redb"))
         .expect("tests/fixtures/wal-v1.redb is committed; regenerate with WAL_WRITE_FIXTURE=1");
     let wal = open(dir.path(), &OUTPUTS);
-    assert_eq!(wal.watermark(&uid(0)).unwrap(), Some(Ticks(BASE + 3 * INTERVAL)));
-    assert_eq!(wal.watermark(&uid(1)).unwrap(), Some(Ticks(BASE + 7 * INTERVAL)));
+    assert_eq!(
+        wal.watermark(&uid(0)).unwrap(),
+        Some(Ticks(BASE + 3 * INTERVAL))
+    );
+    assert_eq!(
+        wal.watermark(&uid(1)).unwrap(),
+        Some(Ticks(BASE + 7 * INTERVAL))
+    );
     let listed = wal.list(&WalFilter::default()).unwrap();
     let ids: Vec<RecordId> = listed.iter().map(|l| l.id.clone()).collect();
     assert_eq!(ids, vec![id(0, BASE + 2 * INTERVAL)]);
@@ -1050,17 +1121,35 @@ fn v1_fixture_opens_with_the_current_code() {
     assert_eq!(wal.read_payload(&ids[0]).unwrap(), request(2, 2));
     let rw = wal.next_pending("remote_write", Ticks(BASE), 10).unwrap();
     assert_eq!(rw[0].id, ids[0]);
-    assert!(wal.next_pending("otlp", Ticks(BASE), 10).unwrap().is_empty(), "otlp in backoff");
+    assert!(
+        wal.next_pending("otlp", Ticks(BASE), 10)
+            .unwrap()
+            .is_empty(),
+        "otlp in backoff"
+    );
     let otlp = wal.next_pending("otlp", Ticks(BASE + 99), 10).unwrap();
-    assert_eq!((otlp[0].attempts, otlp[0].last_error.as_deref()), (1, Some("503")));
+    assert_eq!(
+        (otlp[0].attempts, otlp[0].last_error.as_deref()),
+        (1, Some("503"))
+    );
     let dead = wal.dead_letters(&WalFilter::default()).unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!((dead[0].output.as_str(), &dead[0].id), ("otlp", &id(0, BASE + INTERVAL)));
-    assert_eq!((dead[0].reason.as_str(), dead[0].body.as_str()), ("400 Bad Request", "out of order sample"));
-    assert_eq!(wal.read_dead_letter_payload("otlp", &dead[0].id).unwrap(), request(1, 2));
+    assert_eq!(
+        (dead[0].output.as_str(), &dead[0].id),
+        ("otlp", &id(0, BASE + INTERVAL))
+    );
+    assert_eq!(
+        (dead[0].reason.as_str(), dead[0].body.as_str()),
+        ("400 Bad Request", "out of order sample")
+    );
+    assert_eq!(
+        wal.read_dead_letter_payload("otlp", &dead[0].id).unwrap(),
+        request(1, 2)
+    );
     let stats = wal.stats().unwrap();
     assert_eq!(
         stats.used_bytes,
-        allocation_estimate(stored_len(&request(2, 2))) + allocation_estimate(stored_len(&request(1, 2)))
+        allocation_estimate(stored_len(&request(2, 2)))
+            + allocation_estimate(stored_len(&request(1, 2)))
     );
 }

@@ -31,7 +31,9 @@ pub(crate) const STEPS: &[Step] = &[];
 pub enum MigrateError {
     #[error("schema version {found} but this adxexporter understands up to {supported}")]
     TooNew { found: u32, supported: u32 },
-    #[error("a redb file that is not an adxexporter WAL (no `meta` table, or `format` is not adxexporter-wal)")]
+    #[error(
+        "a redb file that is not an adxexporter WAL (no `meta` table, or `format` is not adxexporter-wal)"
+    )]
     Foreign,
     #[error("meta `{key}` is malformed")]
     MalformedMeta { key: &'static str },
@@ -112,12 +114,12 @@ pub(crate) fn read_version(db: &Database) -> Result<Option<u32>, MigrateError> {
     if format.as_ref().map(|f| f.value()) != Some(FORMAT) {
         return Err(MigrateError::Foreign);
     }
-    let version = meta
-        .get(META_SCHEMA_VERSION)
-        .map_err(store)?
-        .ok_or(MigrateError::MalformedMeta {
-            key: META_SCHEMA_VERSION,
-        })?;
+    let version =
+        meta.get(META_SCHEMA_VERSION)
+            .map_err(store)?
+            .ok_or(MigrateError::MalformedMeta {
+                key: META_SCHEMA_VERSION,
+            })?;
     let bytes: [u8; 4] = version
         .value()
         .try_into()
@@ -153,7 +155,12 @@ fn run_step(db: &Database, step: &Step) -> Result<(), MigrateError> {
             .map_err(store)?;
     }
     tx.commit().map_err(store)?;
-    tracing::info!(from = step.from, to = step.from + 1, doc = step.doc, "WAL schema migrated");
+    tracing::info!(
+        from = step.from,
+        to = step.from + 1,
+        doc = step.doc,
+        "WAL schema migrated"
+    );
     Ok(())
 }
 
@@ -204,7 +211,12 @@ mod tests {
         assert_eq!(read_version(&db).unwrap(), Some(2));
         let tx = db.begin_read().unwrap();
         assert_eq!(
-            tx.open_table(MARK).unwrap().get("v2").unwrap().unwrap().value(),
+            tx.open_table(MARK)
+                .unwrap()
+                .get("v2")
+                .unwrap()
+                .unwrap()
+                .value(),
             2
         );
     }
@@ -219,7 +231,10 @@ mod tests {
             apply: failing,
         }];
         let err = prepare_with(&db, 2, &steps).unwrap_err();
-        assert!(matches!(err, MigrateError::StepFailed { from: 1, .. }), "{err}");
+        assert!(
+            matches!(err, MigrateError::StepFailed { from: 1, .. }),
+            "{err}"
+        );
         assert_eq!(read_version(&db).unwrap(), Some(1));
     }
 

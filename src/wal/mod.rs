@@ -161,7 +161,11 @@ pub struct ExporterRef {
 }
 
 impl ExporterRef {
-    pub fn new(uid: impl Into<String>, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(
+        uid: impl Into<String>,
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Self {
         ExporterRef {
             uid: uid.into(),
             namespace: namespace.into(),
@@ -325,7 +329,10 @@ impl WalFilter {
         self.exporter_uid
             .as_deref()
             .is_none_or(|u| u == envelope.exporter_uid)
-            && self.namespace.as_deref().is_none_or(|n| n == envelope.namespace)
+            && self
+                .namespace
+                .as_deref()
+                .is_none_or(|n| n == envelope.namespace)
             && self.name.as_deref().is_none_or(|n| n == envelope.name)
             && self
                 .window_start
@@ -407,7 +414,9 @@ pub enum WalError {
     },
     #[error("no output configured: a record would have nowhere to go")]
     NoOutputs,
-    #[error("record {id} is not pending for output {output} (already acked, dead-lettered or purged)")]
+    #[error(
+        "record {id} is not pending for output {output} (already acked, dead-lettered or purged)"
+    )]
     NotPending { output: String, id: RecordId },
     #[error("record {id} is not dead-lettered for output {output}")]
     NotDeadLettered { output: String, id: RecordId },
@@ -417,6 +426,14 @@ pub enum WalError {
         "WAL record {id} is corrupt ({detail}): it cannot be delivered; dead-letter or purge it (`adxexporter wal purge`)"
     )]
     CorruptRecord { id: RecordId, detail: String },
+    #[error(
+        "WAL table {table} row {key} does not decode ({detail}): the store is damaged; stop adxexporter and move wal.redb aside"
+    )]
+    CorruptRow {
+        table: &'static str,
+        key: String,
+        detail: String,
+    },
     #[error("WAL store error: {0}")]
     Store(#[from] redb::Error),
 }

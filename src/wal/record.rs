@@ -115,7 +115,9 @@ pub const MAX_BODY_BYTES: usize = 4096;
 pub enum RecordError {
     #[error("envelope does not decode: {0}")]
     Envelope(String),
-    #[error("envelope version {found} is newer than {RECORD_VERSION}, the newest this build understands")]
+    #[error(
+        "envelope version {found} is newer than {RECORD_VERSION}, the newest this build understands"
+    )]
     VersionTooNew { found: u32 },
     #[error("payload length {found} differs from the {expected} bytes the envelope records")]
     PayloadLength { expected: u64, found: u64 },
@@ -160,7 +162,10 @@ pub fn verify_payload(envelope: &RecordEnvelope, stored: &[u8]) -> Result<(), Re
 }
 
 /// Verify, decompress and decode stored payload bytes.
-pub fn decode_payload(envelope: &RecordEnvelope, stored: &[u8]) -> Result<WriteRequest, RecordError> {
+pub fn decode_payload(
+    envelope: &RecordEnvelope,
+    stored: &[u8],
+) -> Result<WriteRequest, RecordError> {
     verify_payload(envelope, stored)?;
     let plain = match Compression::try_from(envelope.compression) {
         Ok(Compression::SnappyRaw) => decompress(stored)?,
@@ -171,7 +176,8 @@ pub fn decode_payload(envelope: &RecordEnvelope, stored: &[u8]) -> Result<WriteR
 }
 
 fn decompress(stored: &[u8]) -> Result<Vec<u8>, RecordError> {
-    let len = snap::raw::decompress_len(stored).map_err(|e| RecordError::Decompress(e.to_string()))?;
+    let len =
+        snap::raw::decompress_len(stored).map_err(|e| RecordError::Decompress(e.to_string()))?;
     if len > MAX_DECOMPRESSED_BYTES {
         return Err(RecordError::Decompress(format!(
             "claims {len} bytes, more than the {MAX_DECOMPRESSED_BYTES} allowed"
@@ -319,7 +325,9 @@ mod tests {
         };
         assert_eq!(
             envelope.encode_to_vec(),
-            vec![8, 1, 18, 1, b'u', 48, 2, 72, 1, 82, 1, b'o', 101, 1, 0, 0, 0]
+            vec![
+                8, 1, 18, 1, b'u', 48, 2, 72, 1, 82, 1, b'o', 101, 1, 0, 0, 0
+            ]
         );
     }
 

@@ -10,8 +10,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use prost::Message;
 use redb::{
-    Builder, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable,
-    StorageError, Table, TableDefinition, WriteTransaction,
+    Builder, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, StorageError,
+    Table, TableDefinition, WriteTransaction,
 };
 use tokio::sync::watch;
 
@@ -21,8 +21,9 @@ use super::record::{
     RECORD_VERSION, RecordEnvelope,
 };
 use super::{
-    DeadLetter, DeliveryState, ExporterRef, ExporterStats, ListedRecord, OutputStats, PendingRecord,
-    PurgeScope, RecordHeader, RecordId, WAL_FILE_NAME, WalConfig, WalError, WalFilter, WalStats,
+    DeadLetter, DeliveryState, ExporterRef, ExporterStats, ListedRecord, OutputStats,
+    PendingRecord, PurgeScope, RecordHeader, RecordId, WAL_FILE_NAME, WalConfig, WalError,
+    WalFilter, WalStats,
 };
 use crate::prompb::WriteRequest;
 use crate::time::Ticks;
@@ -93,7 +94,9 @@ struct Inner {
 
 impl std::fmt::Debug for Wal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Wal").field("path", &self.inner.path).finish()
+        f.debug_struct("Wal")
+            .field("path", &self.inner.path)
+            .finish()
     }
 }
 
@@ -107,7 +110,8 @@ impl Wal {
         })?;
         let path = dir.join(WAL_FILE_NAME);
         let db = open_database(&path, dir, &config)?;
-        let prepared = guard(&path, || migrate::prepare(&db))?.map_err(|e| migrate_error(&path, e))?;
+        let prepared =
+            guard(&path, || migrate::prepare(&db))?.map_err(|e| migrate_error(&path, e))?;
         if let migrate::Prepared::Migrated { from } = prepared {
             tracing::info!(path = %path.display(), from, to = migrate::SCHEMA_VERSION, "WAL migrated");
         }
@@ -137,6 +141,11 @@ impl Wal {
         &self.inner.path
     }
 
+    /// The directory holding the store (for messages).
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
     /// The configured output names.
     pub fn outputs(&self) -> &[String] {
         &self.inner.config.outputs
@@ -160,12 +169,11 @@ impl Wal {
     ) -> Result<RecordId, WalError> {
         validate_window(header)?;
         let outputs = self.resolve_outputs(&header.outputs)?;
-        let (stored, crc) = record::encode_payload(write_request).map_err(|e| {
-            WalError::CorruptRecord {
+        let (stored, crc) =
+            record::encode_payload(write_request).map_err(|e| WalError::CorruptRecord {
                 id: header.id(),
                 detail: e.to_string(),
-            }
-        })?;
+            })?;
         let envelope = envelope_of(header, outputs, &stored, crc);
         let id = header.id();
         let max = self.inner.config.max_bytes;
@@ -182,7 +190,9 @@ impl Wal {
             t.records
                 .insert(key(&id), envelope.encode_to_vec().as_slice())
                 .map_err(store)?;
-            t.payloads.insert(key(&id), stored.as_slice()).map_err(store)?;
+            t.payloads
+                .insert(key(&id), stored.as_slice())
+                .map_err(store)?;
             let due = PendingState::default().encode_to_vec();
             for output in &envelope.outputs {
                 t.pending
@@ -277,12 +287,11 @@ impl Wal {
                         exporter_uid: head.uid,
                         window_start: Ticks(head.start),
                     };
-                    let envelope = read_envelope(&records, &id)?.ok_or_else(|| {
-                        WalError::CorruptRecord {
+                    let envelope =
+                        read_envelope(&records, &id)?.ok_or_else(|| WalError::CorruptRecord {
                             id: id.clone(),
                             detail: format!("pending for {output} but its header is missing"),
-                        }
-                    })?;
+                        })?;
                     Ok(PendingRecord {
                         payload_bytes: envelope.payload_len,
                         header: header_of(&envelope),
@@ -321,11 +330,17 @@ impl Wal {
 
     /// The stored payload, verified: the snappy block-compressed `WriteRequest` (see
     /// [`Compression`]), which Prometheus remote write can POST as it is.
-    pub fn read_payload_compressed(&self, id: &RecordId) -> Result<(Compression, Vec<u8>), WalError> {
+    pub fn read_payload_compressed(
+        &self,
+        id: &RecordId,
+    ) -> Result<(Compression, Vec<u8>), WalError> {
         let (envelope, stored) = self.read_stored(id)?;
         record::verify_payload(&envelope, &stored).map_err(|e| corrupt(id, e))?;
         let compression = Compression::try_from(envelope.compression).map_err(|_| {
-            corrupt(id, record::RecordError::UnknownCompression(envelope.compression))
+            corrupt(
+                id,
+                record::RecordError::UnknownCompression(envelope.compression),
+            )
         })?;
         Ok((compression, stored))
     }
@@ -385,8 +400,13 @@ impl Wal {
         if let Some(output) = &filter.output {
             self.check_output(output)?;
         }
-        let configured: BTreeSet<&str> =
-            self.inner.config.outputs.iter().map(String::as_str).collect();
+        let configured: BTreeSet<&str> = self
+            .inner
+            .config
+            .outputs
+            .iter()
+            .map(String::as_str)
+            .collect();
         let count = self.write(|tx| {
             let mut t = WriteTables::open(tx)?;
             let matching = t.matching_dead_letters(filter)?;
@@ -433,87 +453,17 @@ impl Wal {
     pub fn stats(&self) -> Result<WalStats, WalError> {
         let file_bytes = self.file_bytes();
         self.read(|tx| {
-            let mut exporters: BTreeMap<String, ExporterStats> = BTreeMap::new();
-            let records = tx.open_table(RECORDS).map_err(store)?;
-            let mut record_count = 0;
-            for entry in records.iter().map_err(store)? {
-                let (_, value) = entry.map_err(store)?;
-                let envelope = record::decode_envelope(value.value()).map_err(|e| {
-                    WalError::CorruptStore {
-                        path: self.inner.path.clone(),
-                        detail: format!("a record header does not decode: {e}"),
-                    }
-                })?;
-                record_count += 1;
-                let stats = exporters
-                    .entry(envelope.exporter_uid.clone())
-                    .or_insert_with(|| ExporterStats {
-                        uid: envelope.exporter_uid.clone(),
-                        namespace: envelope.namespace.clone(),
-                        name: envelope.name.clone(),
-                        ..ExporterStats::default()
-                    });
-                stats.records += 1;
-                // Keys iterate oldest window first within an exporter.
-                stats.oldest_window.get_or_insert(Ticks(envelope.window_start));
-            }
-            let table = tx.open_table(EXPORTERS).map_err(store)?;
-            for entry in table.iter().map_err(store)? {
-                let (uid, value) = entry.map_err(store)?;
-                let state = record::decode_exporter(value.value())
-                    .map_err(|e| self.corrupt_store("an exporter row", e))?;
-                let stats = exporters
-                    .entry(uid.value().to_string())
-                    .or_insert_with(|| ExporterStats {
-                        uid: uid.value().to_string(),
-                        ..ExporterStats::default()
-                    });
-                stats.namespace = state.namespace;
-                stats.name = state.name;
-                stats.watermark = Some(Ticks(state.watermark));
-                stats.forgotten = state.forgotten;
-            }
-            let mut outputs: BTreeMap<String, OutputStats> = self
-                .inner
-                .config
-                .outputs
-                .iter()
-                .map(|o| (o.clone(), OutputStats::new(o, true)))
-                .collect();
-            let pending = tx.open_table(PENDING).map_err(store)?;
-            for entry in pending.iter().map_err(store)? {
-                let (k, value) = entry.map_err(store)?;
-                let (output, _, start) = k.value();
-                let state = record::decode_pending(value.value())
-                    .map_err(|e| self.corrupt_store("a pending row", e))?;
-                let stats = outputs
-                    .entry(output.to_string())
-                    .or_insert_with(|| OutputStats::new(output, false));
-                stats.pending += 1;
-                stats.oldest_pending = min_opt(stats.oldest_pending, Ticks(start));
-                stats.next_attempt_at =
-                    min_opt(stats.next_attempt_at, Ticks(state.next_attempt_at));
-            }
-            let dead = tx.open_table(DEAD_LETTERS).map_err(store)?;
-            let mut dead_count = 0;
-            for entry in dead.iter().map_err(store)? {
-                let (k, _) = entry.map_err(store)?;
-                let (output, _, _) = k.value();
-                dead_count += 1;
-                outputs
-                    .entry(output.to_string())
-                    .or_insert_with(|| OutputStats::new(output, false))
-                    .dead_letters += 1;
-            }
+            let (records, exporters) = exporter_stats(tx)?;
+            let (dead_letters, outputs) = output_stats(tx, &self.inner.config.outputs)?;
             let meta = tx.open_table(META).map_err(store)?;
             Ok(WalStats {
-                records: record_count,
+                records,
                 used_bytes: read_used(&meta)?,
                 max_bytes: self.inner.config.max_bytes,
                 file_bytes,
-                dead_letters: dead_count,
-                exporters: exporters.into_values().collect(),
-                outputs: outputs.into_values().collect(),
+                dead_letters,
+                exporters,
+                outputs,
             })
         })
     }
@@ -529,7 +479,7 @@ impl Wal {
             for entry in records.iter().map_err(store)? {
                 let (_, value) = entry.map_err(store)?;
                 let envelope = record::decode_envelope(value.value())
-                    .map_err(|e| self.corrupt_store("a record header", e))?;
+                    .map_err(|e| corrupt_row("records", "(list)".to_string(), e))?;
                 if !filter.matches_record(&envelope) {
                     continue;
                 }
@@ -562,9 +512,13 @@ impl Wal {
             for entry in dead.iter().map_err(store)? {
                 let (_, value) = entry.map_err(store)?;
                 let letter = record::decode_dead_letter(value.value())
-                    .map_err(|e| self.corrupt_store("a dead letter", e))?;
+                    .map_err(|e| corrupt_row("dead_letters", "(list)".to_string(), e))?;
                 let Some(envelope) = &letter.record else {
-                    return Err(self.corrupt_store("a dead letter", "no record header"));
+                    return Err(corrupt_row(
+                        "dead_letters",
+                        letter.output.clone(),
+                        "no record header",
+                    ));
                 };
                 if !filter.matches(&letter.output, envelope) {
                     continue;
@@ -658,8 +612,13 @@ impl Wal {
     }
 
     fn abandon_unconfigured_outputs(&self) -> Result<usize, WalError> {
-        let configured: BTreeSet<&str> =
-            self.inner.config.outputs.iter().map(String::as_str).collect();
+        let configured: BTreeSet<&str> = self
+            .inner
+            .config
+            .outputs
+            .iter()
+            .map(String::as_str)
+            .collect();
         self.write(|tx| {
             let mut t = WriteTables::open(tx)?;
             let mut stale = Vec::new();
@@ -726,13 +685,6 @@ impl Wal {
         })
     }
 
-    fn corrupt_store(&self, what: &str, e: impl std::fmt::Display) -> WalError {
-        WalError::CorruptStore {
-            path: self.inner.path.clone(),
-            detail: format!("{what} does not decode: {e}"),
-        }
-    }
-
     fn notify(&self) {
         self.inner.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
@@ -772,11 +724,6 @@ impl Wal {
         let db = self.db();
         let tx = db.begin_read().map_err(store)?;
         body(&tx)
-    }
-
-    /// The directory holding the store (for messages).
-    pub fn dir(&self) -> &Path {
-        &self.inner.dir
     }
 }
 
@@ -950,7 +897,12 @@ impl<'t> WriteTables<'t> {
             .ok_or_else(|| corrupt(id, "pending but its payload is missing"))?
             .value()
             .to_vec();
-        if self.dead.get(output_key(output, id)).map_err(store)?.is_some() {
+        if self
+            .dead
+            .get(output_key(output, id))
+            .map_err(store)?
+            .is_some()
+        {
             self.remove_dead_letter(output, id)?;
         }
         let letter = DeadLetterEnvelope {
@@ -1035,7 +987,12 @@ impl<'t> WriteTables<'t> {
             return Ok(false);
         };
         for output in &envelope.outputs {
-            if self.pending.get(output_key(output, id)).map_err(store)?.is_some() {
+            if self
+                .pending
+                .get(output_key(output, id))
+                .map_err(store)?
+                .is_some()
+            {
                 return Ok(false);
             }
         }
@@ -1149,6 +1106,87 @@ fn heads(
     Ok(out)
 }
 
+/// (record count, per-exporter stats) from the `records` headers and the `exporters` rows.
+fn exporter_stats(tx: &redb::ReadTransaction) -> Result<(u64, Vec<ExporterStats>), WalError> {
+    let mut exporters: BTreeMap<String, ExporterStats> = BTreeMap::new();
+    let records = tx.open_table(RECORDS).map_err(store)?;
+    let mut count = 0;
+    for entry in records.iter().map_err(store)? {
+        let (k, value) = entry.map_err(store)?;
+        let (uid, start) = k.value();
+        let envelope = record::decode_envelope(value.value())
+            .map_err(|e| corrupt_row("records", format!("{uid}@{}", Ticks(start)), e))?;
+        count += 1;
+        let stats = exporters
+            .entry(envelope.exporter_uid.clone())
+            .or_insert_with(|| ExporterStats {
+                uid: envelope.exporter_uid.clone(),
+                namespace: envelope.namespace.clone(),
+                name: envelope.name.clone(),
+                ..ExporterStats::default()
+            });
+        stats.records += 1;
+        // Keys iterate oldest window first within an exporter.
+        stats
+            .oldest_window
+            .get_or_insert(Ticks(envelope.window_start));
+    }
+    let table = tx.open_table(EXPORTERS).map_err(store)?;
+    for entry in table.iter().map_err(store)? {
+        let (uid, value) = entry.map_err(store)?;
+        let uid = uid.value();
+        let state = record::decode_exporter(value.value())
+            .map_err(|e| corrupt_row("exporters", uid.to_string(), e))?;
+        let stats = exporters
+            .entry(uid.to_string())
+            .or_insert_with(|| ExporterStats {
+                uid: uid.to_string(),
+                ..ExporterStats::default()
+            });
+        stats.namespace = state.namespace;
+        stats.name = state.name;
+        stats.watermark = Some(Ticks(state.watermark));
+        stats.forgotten = state.forgotten;
+    }
+    Ok((count, exporters.into_values().collect()))
+}
+
+/// (dead-letter count, per-output stats) for the configured outputs and any other holding rows.
+fn output_stats(
+    tx: &redb::ReadTransaction,
+    configured: &[String],
+) -> Result<(u64, Vec<OutputStats>), WalError> {
+    let mut outputs: BTreeMap<String, OutputStats> = configured
+        .iter()
+        .map(|o| (o.clone(), OutputStats::new(o, true)))
+        .collect();
+    let pending = tx.open_table(PENDING).map_err(store)?;
+    for entry in pending.iter().map_err(store)? {
+        let (k, value) = entry.map_err(store)?;
+        let (output, uid, start) = k.value();
+        let state = record::decode_pending(value.value())
+            .map_err(|e| corrupt(&record_id(uid, start), e))?;
+        let stats = outputs
+            .entry(output.to_string())
+            .or_insert_with(|| OutputStats::new(output, false));
+        stats.pending += 1;
+        stats.oldest_pending = min_opt(stats.oldest_pending, Ticks(start));
+        stats.next_attempt_at = min_opt(stats.next_attempt_at, Ticks(state.next_attempt_at));
+    }
+    let dead = tx.open_table(DEAD_LETTERS).map_err(store)?;
+    let mut count = 0;
+    for entry in dead.iter().map_err(store)? {
+        let (k, _) = entry.map_err(store)?;
+        let (output, _, _) = k.value();
+        count += 1;
+        outputs
+            .entry(output.to_string())
+            .or_insert_with(|| OutputStats::new(output, false))
+            .dead_letters += 1;
+    }
+    Ok((count, outputs.into_values().collect()))
+}
+
 fn delivery_state(
     pending: &impl ReadableTable<OutputKey, &'static [u8]>,
     dead: &impl ReadableTable<OutputKey, &'static [u8]>,
@@ -1193,20 +1231,17 @@ fn read_exporter(
     };
     record::decode_exporter(bytes.value())
         .map(Some)
-        .map_err(|e| WalError::CorruptStore {
-            path: PathBuf::from(WAL_FILE_NAME),
-            detail: format!("exporter {uid}'s row does not decode: {e}"),
-        })
+        .map_err(|e| corrupt_row("exporters", uid.to_string(), e))
 }
 
 fn read_used(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64, WalError> {
     let Some(bytes) = meta.get(META_USED_BYTES).map_err(store)? else {
         return Ok(0);
     };
-    let bytes: [u8; 8] = bytes.value().try_into().map_err(|_| WalError::CorruptStore {
-        path: PathBuf::from(WAL_FILE_NAME),
-        detail: "meta used_bytes is not 8 bytes".to_string(),
-    })?;
+    let bytes: [u8; 8] = bytes
+        .value()
+        .try_into()
+        .map_err(|_| corrupt_row("meta", META_USED_BYTES.to_string(), "not 8 bytes"))?;
     Ok(u64::from_le_bytes(bytes))
 }
 
@@ -1222,7 +1257,12 @@ fn validate_window(header: &RecordHeader) -> Result<(), WalError> {
     Ok(())
 }
 
-fn envelope_of(header: &RecordHeader, outputs: Vec<String>, stored: &[u8], crc: u32) -> RecordEnvelope {
+fn envelope_of(
+    header: &RecordHeader,
+    outputs: Vec<String>,
+    stored: &[u8],
+    crc: u32,
+) -> RecordEnvelope {
     RecordEnvelope {
         version: RECORD_VERSION,
         exporter_uid: header.exporter.uid.clone(),
@@ -1272,6 +1312,14 @@ fn record_id(uid: &str, start: i64) -> RecordId {
 fn corrupt(id: &RecordId, e: impl std::fmt::Display) -> WalError {
     WalError::CorruptRecord {
         id: id.clone(),
+        detail: e.to_string(),
+    }
+}
+
+fn corrupt_row(table: &'static str, key: String, e: impl std::fmt::Display) -> WalError {
+    WalError::CorruptRow {
+        table,
+        key,
         detail: e.to_string(),
     }
 }
