@@ -5,6 +5,7 @@
 //! - `append/raw/<size>`: `write_all` of the same stored bytes to an append-only file + `fdatasync`.
 //! - `drain/wal/<size>`: `next_pending` + `read_payload` (decode) + `ack` (one commit) per record.
 //! - `drain/raw/<size>`: read the record back + write a 16-byte ack cursor + `fdatasync`.
+//! - `encode/encode_snappy_crc/<size>`: the CPU-only part of an append.
 //!
 //! Payloads are incompressible (random printable label values), 64 KiB, 512 KiB and 4 MiB. Files
 //! live under `target/wal-bench` (same disk as the repo; /tmp may be tmpfs elsewhere).
@@ -241,5 +242,25 @@ fn drain(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append, drain);
+/// CPU part of an append (protobuf encode + snappy + CRC), to split WAL cost into CPU and IO.
+fn encode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("encode");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    for size in SIZES {
+        let request = incompressible(size);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_function(BenchmarkId::new("encode_snappy_crc", size), |b| {
+            b.iter(|| {
+                let bytes = stored(&request);
+                std::hint::black_box(crc32fast::hash(&bytes))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, encode, append, drain);
 criterion_main!(benches);

@@ -835,9 +835,9 @@ fn append_notifies_subscribers() {
 #[test]
 fn full_store_refuses_then_accepts_after_acks_and_compaction() {
     let dir = tempfile::tempdir().unwrap();
-    let max = 4 * allocation_estimate(70_000);
-    let wal = Wal::open(dir.path(), config(&["remote_write"], max)).unwrap();
     let big = incompressible_request(64 * 1024);
+    let max = 4 * allocation_estimate(stored_len(&big));
+    let wal = Wal::open(dir.path(), config(&["remote_write"], max)).unwrap();
     let mut ids = Vec::new();
     let mut start = BASE;
     let err = loop {
@@ -1152,4 +1152,33 @@ fn v1_fixture_opens_with_the_current_code() {
         allocation_estimate(stored_len(&request(2, 2)))
             + allocation_estimate(stored_len(&request(1, 2)))
     );
+}
+
+#[test]
+fn multi_chunk_payload_round_trips_through_dead_letter_and_requeue() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path(), &["remote_write"]);
+    let big = incompressible_request(300 * 1024);
+    let rid = wal
+        .append(&header(0, BASE, BASE + INTERVAL, vec![]), &big)
+        .unwrap();
+    assert_eq!(
+        wal.used_bytes().unwrap(),
+        allocation_estimate(stored_len(&big))
+    );
+    assert_eq!(wal.read_payload(&rid).unwrap(), big);
+    wal.dead_letter("remote_write", &rid, "413", "too large")
+        .unwrap();
+    assert_eq!(
+        wal.read_dead_letter_payload("remote_write", &rid).unwrap(),
+        big
+    );
+    assert_eq!(
+        wal.used_bytes().unwrap(),
+        allocation_estimate(stored_len(&big))
+    );
+    assert_eq!(wal.requeue(&WalFilter::default()).unwrap(), 1);
+    assert_eq!(wal.read_payload(&rid).unwrap(), big);
+    wal.ack("remote_write", &rid).unwrap();
+    assert_eq!(wal.used_bytes().unwrap(), 0);
 }

@@ -2,7 +2,7 @@
 //!
 //! The `meta` table holds `format` = `adxexporter-wal` and `schema_version` (u32 little-endian).
 //! On open: a store with no tables is initialised at [`SCHEMA_VERSION`]; an older version runs every
-//! [`Step`] from its version up, each step and its version bump in ONE write transaction (a crash
+//! `Step` from its version up, each step and its version bump in ONE write transaction (a crash
 //! mid-migration leaves the store at the last completed step); a newer version is refused, never reset.
 //! A redb file holding other tables and no `meta` is not ours and is refused too.
 

@@ -41,22 +41,23 @@
 //! |---|---|---|
 //! | `meta` | `&str` | `format` = `adxexporter-wal`, `schema_version` = u32 LE, `used_bytes` = u64 LE |
 //! | `records` | (exporter uid, window start) | `RecordEnvelope` v1: version, uid, namespace, name, generation, window start/end, created, compression, target outputs, payload length and CRC-32 |
-//! | `payloads` | (exporter uid, window start) | the `WriteRequest` protobuf, snappy raw (block) compressed |
+//! | `payloads` | (scope, uid, window start, chunk u32) | the `WriteRequest` protobuf, snappy raw (block) compressed, in chunks of 63 KiB; scope `""` = the live record, an output name = that output's dead-letter copy |
 //! | `pending` | (output, uid, window start) | `PendingState`: attempts, next_attempt_at, last_error |
 //! | `dead_letters` | (output, uid, window start) | `DeadLetterEnvelope` v1: reason, response body (≤ 4 KiB), time, attempts, the record's envelope |
-//! | `dead_letter_payloads` | (output, uid, window start) | copy of the payload, so `requeue` can re-deliver |
 //! | `exporters` | uid | `ExporterState`: watermark (end of the newest appended window), forgotten, namespace, name |
 //!
 //! An (output, record) delivery is pending while its `pending` row exists, dead-lettered while its
-//! `dead_letters` row exists, and acked otherwise. Header and payload live in separate tables so
-//! scans (stats, next_pending) never read payload pages. Schema changes are steps in `migrate.rs`,
+//! `dead_letters` row exists (its payload copy is kept under scope = output, so `requeue` can
+//! re-deliver), and acked otherwise. Header and payload live in separate tables so scans (stats,
+//! next_pending) never read payload pages. Schema changes are steps in `migrate.rs`,
 //! one doc each under `migrations/`.
 //!
 //! # Capacity
 //!
-//! `used_bytes` = [`allocation_estimate`] of every stored payload copy (records and dead letters):
-//! redb allocates a large value in a power-of-two run of 4 KiB pages, so a payload just over a power
-//! of two takes twice its size (windows split just under one waste least). `append` refuses with
+//! `used_bytes` = [`allocation_estimate`] of every stored payload copy (records and dead letters).
+//! redb allocates a large value in a power-of-two run of 4 KiB pages, so a 4.1 MiB value would take
+//! 8 MiB (and be written as such); payloads are therefore stored in 63 KiB chunks that each fill a
+//! 64 KiB run, which keeps disk use and write volume at about 1× the payload. `append` refuses with
 //! [`WalError::Full`] once `used_bytes >= max_bytes`; the scheduler then pauses querying. Dead letters
 //! count: purge or requeue them. Freed pages are reused at once but the file shrinks only on
 //! [`Wal::compact`]; [`Wal::maybe_compact`] does it when the file exceeds twice the live bytes plus
@@ -74,7 +75,22 @@
 //!
 //! # Usage
 //!
-//! All calls block on disk IO: from async code use `tokio::task::spawn_blocking`.
+//! All calls block on disk IO: from async code use `tokio::task::spawn_blocking`. `Wal` is an `Arc`
+//! inside: clone it into each task.
+//!
+//! - Scheduler: [`Wal::watermark`] (else [`Wal::set_watermark_if_absent`] from status / adx-mon's
+//!   condition), [`Wal::is_full`] before querying, [`Wal::append`] after the transform
+//!   ([`WalError::Full`]: pause; [`WalError::WindowBeforeWatermark`]: a bug),
+//!   [`Wal::forget_exporter`] when the resource is deleted.
+//! - Drain loop per output: `let mut changes = wal.subscribe();` then loop: [`Wal::next_pending`]
+//!   `(output, Ticks::now(), n)`; for each, [`Wal::read_payload`] (or
+//!   [`Wal::read_payload_compressed`] for remote write's snappy body), push, then [`Wal::ack`],
+//!   [`Wal::retry_later`] (backoff computed by the sink) or [`Wal::dead_letter`]. When the batch is
+//!   empty: [`Wal::maybe_compact`], then sleep until [`Wal::next_due`] or `changes.changed()`,
+//!   whichever comes first. A [`WalError::CorruptRecord`] from `read_payload` should be
+//!   dead-lettered, not retried.
+//! - Status / metrics / `adxexporter wal`: [`Wal::stats`], [`Wal::list`], [`Wal::dead_letters`],
+//!   [`Wal::read_dead_letter_payload`], [`Wal::requeue`], [`Wal::purge`], [`Wal::compact`].
 //!
 //! ```
 //! use adxexporter::prompb::{Label, Sample, TimeSeries, WriteRequest};
@@ -113,7 +129,7 @@ use std::path::PathBuf;
 use crate::time::Ticks;
 
 pub mod migrate;
-pub mod record;
+mod record;
 mod store;
 
 pub use migrate::SCHEMA_VERSION;
@@ -412,6 +428,8 @@ pub enum WalError {
         output: String,
         configured: Vec<String>,
     },
+    #[error("an output name is empty: name every output (e.g. remote_write, otlp)")]
+    EmptyOutputName,
     #[error("no output configured: a record would have nowhere to go")]
     NoOutputs,
     #[error(

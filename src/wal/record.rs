@@ -25,8 +25,8 @@ pub enum Compression {
     SnappyRaw = 1,
 }
 
-/// Header of one record, table `records`. The payload bytes live in table `payloads` under the same
-/// key so scans (stats, next_pending) never read payload pages.
+/// Header of one record, table `records`. The payload bytes live in table `payloads` (chunked, same
+/// uid and window) so scans (stats, next_pending) never read payload pages.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RecordEnvelope {
     #[prost(uint32, tag = "1")]
@@ -73,7 +73,7 @@ pub struct PendingState {
     pub last_error: String,
 }
 
-/// One dead letter, table `dead_letters`; its payload copy lives in `dead_letter_payloads`.
+/// One dead letter, table `dead_letters`; its payload copy lives in `payloads` under scope = output.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct DeadLetterEnvelope {
     #[prost(uint32, tag = "1")]

@@ -30,14 +30,22 @@ use crate::time::Ticks;
 
 type RecordKey = (&'static str, i64);
 type OutputKey = (&'static str, &'static str, i64);
+type PayloadKey = (&'static str, &'static str, i64, u32);
+
+/// Payload scope of a live record (output names are never empty).
+const LIVE: &str = "";
+/// Payloads are stored in chunks of this size: a chunk plus its leaf overhead fills a 64 KiB page
+/// run, so a large payload takes about 1× its size on disk and in writes, not up to 2×.
+const CHUNK_BYTES: u64 = 64 * 1024 - 1024;
+const CHUNK_PAGE_RUN: u64 = 64 * 1024;
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const RECORDS: TableDefinition<RecordKey, &[u8]> = TableDefinition::new("records");
-const PAYLOADS: TableDefinition<RecordKey, &[u8]> = TableDefinition::new("payloads");
+/// (scope, uid, window start, chunk): scope is `LIVE` for a record's payload, the output name for
+/// a dead letter's copy.
+const PAYLOADS: TableDefinition<PayloadKey, &[u8]> = TableDefinition::new("payloads");
 const PENDING: TableDefinition<OutputKey, &[u8]> = TableDefinition::new("pending");
 const DEAD_LETTERS: TableDefinition<OutputKey, &[u8]> = TableDefinition::new("dead_letters");
-const DEAD_LETTER_PAYLOADS: TableDefinition<OutputKey, &[u8]> =
-    TableDefinition::new("dead_letter_payloads");
 const EXPORTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("exporters");
 const META_USED_BYTES: &str = "used_bytes";
 
@@ -48,14 +56,19 @@ const VALUE_OVERHEAD_BYTES: u64 = 128;
 /// `maybe_compact` runs only when the file holds at least this much more than twice the live bytes.
 const COMPACT_SLACK_BYTES: u64 = 64 << 20;
 
-/// Disk bytes redb allocates for one stored value: page runs are powers of two, so a value just over
-/// a power of two takes twice its size. This is what `used_bytes` adds per payload copy.
+/// Disk bytes redb allocates for one stored payload copy: full chunks take one 64 KiB page run each,
+/// the last partial chunk a power-of-two run (≥ 4 KiB). This is what `used_bytes` adds per copy.
 pub fn allocation_estimate(stored_len: u64) -> u64 {
-    stored_len
-        .saturating_add(VALUE_OVERHEAD_BYTES)
-        .checked_next_power_of_two()
-        .unwrap_or(u64::MAX)
-        .max(PAGE_BYTES)
+    let full = stored_len / CHUNK_BYTES;
+    let rest = stored_len % CHUNK_BYTES;
+    let tail = if rest == 0 {
+        0
+    } else {
+        (rest + VALUE_OVERHEAD_BYTES)
+            .next_power_of_two()
+            .max(PAGE_BYTES)
+    };
+    full * CHUNK_PAGE_RUN + tail
 }
 
 pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), redb::Error> {
@@ -63,7 +76,6 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), redb::Error> {
     tx.open_table(PAYLOADS)?;
     tx.open_table(PENDING)?;
     tx.open_table(DEAD_LETTERS)?;
-    tx.open_table(DEAD_LETTER_PAYLOADS)?;
     tx.open_table(EXPORTERS)?;
     let mut meta = tx.open_table(META)?;
     if meta.get(META_USED_BYTES)?.is_none() {
@@ -108,6 +120,9 @@ impl Wal {
             path: dir.to_path_buf(),
             source,
         })?;
+        if config.outputs.iter().any(String::is_empty) {
+            return Err(WalError::EmptyOutputName);
+        }
         let path = dir.join(WAL_FILE_NAME);
         let db = open_database(&path, dir, &config)?;
         let prepared =
@@ -190,9 +205,7 @@ impl Wal {
             t.records
                 .insert(key(&id), envelope.encode_to_vec().as_slice())
                 .map_err(store)?;
-            t.payloads
-                .insert(key(&id), stored.as_slice())
-                .map_err(store)?;
+            write_payload(&mut t.payloads, LIVE, &id, &stored)?;
             let due = PendingState::default().encode_to_vec();
             for output in &envelope.outputs {
                 t.pending
@@ -547,7 +560,7 @@ impl Wal {
     ) -> Result<WriteRequest, WalError> {
         self.read(|tx| {
             let dead = tx.open_table(DEAD_LETTERS).map_err(store)?;
-            let payloads = tx.open_table(DEAD_LETTER_PAYLOADS).map_err(store)?;
+            let payloads = tx.open_table(PAYLOADS).map_err(store)?;
             let letter = dead
                 .get(output_key(output, id))
                 .map_err(store)?
@@ -559,11 +572,8 @@ impl Wal {
             let envelope = letter
                 .record
                 .ok_or_else(|| corrupt(id, "dead letter without its record header"))?;
-            let stored = payloads
-                .get(output_key(output, id))
-                .map_err(store)?
-                .ok_or_else(|| corrupt(id, "dead letter without its payload"))?;
-            record::decode_payload(&envelope, stored.value()).map_err(|e| corrupt(id, e))
+            let stored = read_payload_chunks(&payloads, output, id)?;
+            record::decode_payload(&envelope, &stored).map_err(|e| corrupt(id, e))
         })
     }
 
@@ -647,11 +657,8 @@ impl Wal {
             let payloads = tx.open_table(PAYLOADS).map_err(store)?;
             let envelope = read_envelope(&records, id)?
                 .ok_or_else(|| WalError::NotFound { id: id.clone() })?;
-            let stored = payloads
-                .get(key(id))
-                .map_err(store)?
-                .ok_or_else(|| corrupt(id, "header present but payload missing"))?;
-            Ok((envelope, stored.value().to_vec()))
+            let stored = read_payload_chunks(&payloads, LIVE, id)?;
+            Ok((envelope, stored))
         })
     }
 
@@ -808,10 +815,9 @@ fn migrate_error(path: &Path, e: MigrateError) -> WalError {
 struct WriteTables<'t> {
     meta: Table<'t, &'static str, &'static [u8]>,
     records: Table<'t, RecordKey, &'static [u8]>,
-    payloads: Table<'t, RecordKey, &'static [u8]>,
+    payloads: Table<'t, PayloadKey, &'static [u8]>,
     pending: Table<'t, OutputKey, &'static [u8]>,
     dead: Table<'t, OutputKey, &'static [u8]>,
-    dead_payloads: Table<'t, OutputKey, &'static [u8]>,
     exporters: Table<'t, &'static str, &'static [u8]>,
 }
 
@@ -823,7 +829,6 @@ impl<'t> WriteTables<'t> {
             payloads: tx.open_table(PAYLOADS).map_err(store)?,
             pending: tx.open_table(PENDING).map_err(store)?,
             dead: tx.open_table(DEAD_LETTERS).map_err(store)?,
-            dead_payloads: tx.open_table(DEAD_LETTER_PAYLOADS).map_err(store)?,
             exporters: tx.open_table(EXPORTERS).map_err(store)?,
         })
     }
@@ -890,13 +895,7 @@ impl<'t> WriteTables<'t> {
     ) -> Result<(), WalError> {
         let envelope = read_envelope(&self.records, id)?
             .ok_or_else(|| corrupt(id, "pending but its header is missing"))?;
-        let stored = self
-            .payloads
-            .get(key(id))
-            .map_err(store)?
-            .ok_or_else(|| corrupt(id, "pending but its payload is missing"))?
-            .value()
-            .to_vec();
+        let stored = read_payload_chunks(&self.payloads, LIVE, id)?;
         if self
             .dead
             .get(output_key(output, id))
@@ -917,19 +916,13 @@ impl<'t> WriteTables<'t> {
         self.dead
             .insert(output_key(output, id), letter.encode_to_vec().as_slice())
             .map_err(store)?;
-        self.dead_payloads
-            .insert(output_key(output, id), stored.as_slice())
-            .map_err(store)?;
+        write_payload(&mut self.payloads, output, id, &stored)?;
         self.add_used(allocation_estimate(stored.len() as u64) as i128)
     }
 
     fn remove_dead_letter(&mut self, output: &str, id: &RecordId) -> Result<(), WalError> {
         self.dead.remove(output_key(output, id)).map_err(store)?;
-        let removed = self
-            .dead_payloads
-            .remove(output_key(output, id))
-            .map_err(store)?
-            .map(|v| v.value().len() as u64);
+        let removed = remove_payload(&mut self.payloads, output, id)?;
         if let Some(len) = removed {
             self.add_used(-(allocation_estimate(len) as i128))?;
         }
@@ -952,13 +945,7 @@ impl<'t> WriteTables<'t> {
             .record
             .ok_or_else(|| corrupt(id, "dead letter without its record header"))?;
         if self.records.get(key(id)).map_err(store)?.is_none() {
-            let stored = self
-                .dead_payloads
-                .get(output_key(output, id))
-                .map_err(store)?
-                .ok_or_else(|| corrupt(id, "dead letter without its payload"))?
-                .value()
-                .to_vec();
+            let stored = read_payload_chunks(&self.payloads, output, id)?;
             record::verify_payload(&envelope, &stored).map_err(|e| corrupt(id, e))?;
             if !envelope.outputs.iter().any(|o| o == output) {
                 envelope.outputs.push(output.to_string());
@@ -966,9 +953,7 @@ impl<'t> WriteTables<'t> {
             self.records
                 .insert(key(id), envelope.encode_to_vec().as_slice())
                 .map_err(store)?;
-            self.payloads
-                .insert(key(id), stored.as_slice())
-                .map_err(store)?;
+            write_payload(&mut self.payloads, LIVE, id, &stored)?;
             self.add_used(allocation_estimate(stored.len() as u64) as i128)?;
         }
         self.remove_dead_letter(output, id)?;
@@ -997,11 +982,7 @@ impl<'t> WriteTables<'t> {
             }
         }
         self.records.remove(key(id)).map_err(store)?;
-        let removed = self
-            .payloads
-            .remove(key(id))
-            .map_err(store)?
-            .map(|v| v.value().len() as u64);
+        let removed = remove_payload(&mut self.payloads, LIVE, id)?;
         if let Some(len) = removed {
             self.add_used(-(allocation_estimate(len) as i128))?;
         }
@@ -1185,6 +1166,65 @@ fn output_stats(
             .dead_letters += 1;
     }
     Ok((count, outputs.into_values().collect()))
+}
+
+fn payload_range<'a>(
+    scope: &'a str,
+    id: &'a RecordId,
+) -> std::ops::RangeInclusive<(&'a str, &'a str, i64, u32)> {
+    let (uid, start) = key(id);
+    (scope, uid, start, 0)..=(scope, uid, start, u32::MAX)
+}
+
+fn write_payload(
+    payloads: &mut Table<'_, PayloadKey, &'static [u8]>,
+    scope: &str,
+    id: &RecordId,
+    stored: &[u8],
+) -> Result<(), WalError> {
+    let (uid, start) = key(id);
+    for (index, chunk) in stored.chunks(CHUNK_BYTES as usize).enumerate() {
+        let index = u32::try_from(index).map_err(|_| corrupt(id, "payload has too many chunks"))?;
+        payloads
+            .insert((scope, uid, start, index), chunk)
+            .map_err(store)?;
+    }
+    Ok(())
+}
+
+/// The payload's chunks, concatenated; empty when there are none (the envelope's length check
+/// then reports a missing payload).
+fn read_payload_chunks(
+    payloads: &impl ReadableTable<PayloadKey, &'static [u8]>,
+    scope: &str,
+    id: &RecordId,
+) -> Result<Vec<u8>, WalError> {
+    let mut out = Vec::new();
+    for entry in payloads.range(payload_range(scope, id)).map_err(store)? {
+        let (_, chunk) = entry.map_err(store)?;
+        out.extend_from_slice(chunk.value());
+    }
+    Ok(out)
+}
+
+/// Remove every chunk; returns the payload length removed, `None` when there was none.
+fn remove_payload(
+    payloads: &mut Table<'_, PayloadKey, &'static [u8]>,
+    scope: &str,
+    id: &RecordId,
+) -> Result<Option<u64>, WalError> {
+    let mut chunks = Vec::new();
+    for entry in payloads.range(payload_range(scope, id)).map_err(store)? {
+        let (k, chunk) = entry.map_err(store)?;
+        chunks.push((k.value().3, chunk.value().len() as u64));
+    }
+    let (uid, start) = key(id);
+    for (index, _) in &chunks {
+        payloads
+            .remove((scope, uid, start, *index))
+            .map_err(store)?;
+    }
+    Ok((!chunks.is_empty()).then(|| chunks.iter().map(|(_, len)| len).sum()))
 }
 
 fn delivery_state(
