@@ -1,0 +1,1373 @@
+//! The redb-backed [`Wal`]: tables, transactions and the operations the scheduler, the drain loops and
+//! the `adxexporter wal` subcommands call. Every mutating operation is one `Durability::Immediate`
+//! write transaction, so each either happened completely and is on disk, or did not happen.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use prost::Message;
+use redb::{
+    Builder, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, StorageError,
+    Table, TableDefinition, WriteTransaction,
+};
+use tokio::sync::watch;
+
+use super::migrate::{self, MigrateError};
+use super::record::{
+    self, Compression, DeadLetterEnvelope, ExporterState, MAX_BODY_BYTES, PendingState,
+    RECORD_VERSION, RecordEnvelope,
+};
+use super::{
+    DeadLetter, DeliveryState, ExporterRef, ExporterStats, ListedRecord, OutputStats,
+    PendingRecord, PurgeScope, RecordHeader, RecordId, WAL_FILE_NAME, WalConfig, WalError,
+    WalFilter, WalStats,
+};
+use crate::prompb::WriteRequest;
+use crate::time::Ticks;
+
+type RecordKey = (&'static str, i64);
+type OutputKey = (&'static str, &'static str, i64);
+type PayloadKey = (&'static str, &'static str, i64, u32);
+
+/// Payload scope of a live record (output names are never empty).
+const LIVE: &str = "";
+/// Payloads are stored in chunks of this size: a chunk plus its leaf overhead fills a 64 KiB page
+/// run, so a large payload takes about 1× its size on disk and in writes, not up to 2×.
+const CHUNK_BYTES: u64 = 64 * 1024 - 1024;
+const CHUNK_PAGE_RUN: u64 = 64 * 1024;
+
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const RECORDS: TableDefinition<RecordKey, &[u8]> = TableDefinition::new("records");
+/// (scope, uid, window start, chunk): scope is `LIVE` for a record's payload, the output name for
+/// a dead letter's copy.
+const PAYLOADS: TableDefinition<PayloadKey, &[u8]> = TableDefinition::new("payloads");
+const PENDING: TableDefinition<OutputKey, &[u8]> = TableDefinition::new("pending");
+const DEAD_LETTERS: TableDefinition<OutputKey, &[u8]> = TableDefinition::new("dead_letters");
+const EXPORTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("exporters");
+const META_USED_BYTES: &str = "used_bytes";
+
+/// redb page size: the smallest allocation a large value takes.
+const PAGE_BYTES: u64 = 4096;
+/// Leaf header, key and offsets stored next to a large value (an estimate).
+const VALUE_OVERHEAD_BYTES: u64 = 128;
+/// `maybe_compact` runs only when the file holds at least this much more than twice the live bytes.
+const COMPACT_SLACK_BYTES: u64 = 64 << 20;
+
+/// Disk bytes redb allocates for one stored payload copy: full chunks take one 64 KiB page run each,
+/// the last partial chunk a power-of-two run (≥ 4 KiB). This is what `used_bytes` adds per copy.
+pub fn allocation_estimate(stored_len: u64) -> u64 {
+    let full = stored_len / CHUNK_BYTES;
+    let rest = stored_len % CHUNK_BYTES;
+    let tail = if rest == 0 {
+        0
+    } else {
+        (rest + VALUE_OVERHEAD_BYTES)
+            .next_power_of_two()
+            .max(PAGE_BYTES)
+    };
+    full * CHUNK_PAGE_RUN + tail
+}
+
+pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), redb::Error> {
+    tx.open_table(RECORDS)?;
+    tx.open_table(PAYLOADS)?;
+    tx.open_table(PENDING)?;
+    tx.open_table(DEAD_LETTERS)?;
+    tx.open_table(EXPORTERS)?;
+    let mut meta = tx.open_table(META)?;
+    if meta.get(META_USED_BYTES)?.is_none() {
+        meta.insert(META_USED_BYTES, 0u64.to_le_bytes().as_slice())?;
+    }
+    Ok(())
+}
+
+fn store(e: impl Into<redb::Error>) -> WalError {
+    WalError::Store(e.into())
+}
+
+/// The durable WAL. Cheap to clone (an `Arc`); `Send + Sync`. All calls block on disk IO: call them
+/// from `tokio::task::spawn_blocking` in async code.
+#[derive(Clone)]
+pub struct Wal {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Read-locked by every transaction; write-locked only by `compact`, which needs `&mut Database`.
+    db: RwLock<Database>,
+    dir: PathBuf,
+    path: PathBuf,
+    config: WalConfig,
+    changes: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+impl Wal {
+    /// Open (or create) `<dir>/wal.redb`, apply schema migrations, and dead-letter deliveries pending
+    /// for outputs that are no longer configured (see the module docs).
+    pub fn open(dir: &Path, config: WalConfig) -> Result<Wal, WalError> {
+        std::fs::create_dir_all(dir).map_err(|source| WalError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        if config.outputs.iter().any(String::is_empty) {
+            return Err(WalError::EmptyOutputName);
+        }
+        let path = dir.join(WAL_FILE_NAME);
+        let db = open_database(&path, dir, &config)?;
+        let prepared =
+            guard(&path, || migrate::prepare(&db))?.map_err(|e| migrate_error(&path, e))?;
+        if let migrate::Prepared::Migrated { from } = prepared {
+            tracing::info!(path = %path.display(), from, to = migrate::SCHEMA_VERSION, "WAL migrated");
+        }
+        let (changes, _) = watch::channel(0);
+        let wal = Wal {
+            inner: Arc::new(Inner {
+                db: RwLock::new(db),
+                dir: dir.to_path_buf(),
+                path,
+                config,
+                changes,
+            }),
+        };
+        let abandoned = wal.abandon_unconfigured_outputs()?;
+        if abandoned > 0 {
+            tracing::warn!(
+                path = %wal.inner.path.display(),
+                abandoned,
+                "deliveries pending for outputs no longer configured were dead-lettered; `adxexporter wal requeue` restores them once the output is configured again"
+            );
+        }
+        Ok(wal)
+    }
+
+    /// The store file, `<dir>/wal.redb`.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The directory holding the store (for messages).
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The configured output names.
+    pub fn outputs(&self) -> &[String] {
+        &self.inner.config.outputs
+    }
+
+    /// Make `header`'s window durable: insert the record, mark it pending for its outputs and advance
+    /// the exporter's watermark to `window_end`, in one fsynced transaction. Returns once on disk.
+    pub fn append(
+        &self,
+        header: &RecordHeader,
+        request: &WriteRequest,
+    ) -> Result<RecordId, WalError> {
+        self.append_encoded(header, &request.encode_to_vec())
+    }
+
+    /// `append` for a `WriteRequest` already encoded as protobuf (not compressed).
+    pub fn append_encoded(
+        &self,
+        header: &RecordHeader,
+        write_request: &[u8],
+    ) -> Result<RecordId, WalError> {
+        validate_window(header)?;
+        let outputs = self.resolve_outputs(&header.outputs)?;
+        let (stored, crc) =
+            record::encode_payload(write_request).map_err(|e| WalError::CorruptRecord {
+                id: header.id(),
+                detail: e.to_string(),
+            })?;
+        let envelope = envelope_of(header, outputs, &stored, crc);
+        let id = header.id();
+        let max = self.inner.config.max_bytes;
+        self.write(|tx| {
+            let mut t = WriteTables::open(tx)?;
+            let used = t.used()?;
+            if used >= max {
+                return Err(WalError::Full { used, max });
+            }
+            t.check_window(header)?;
+            if t.records.get(key(&id)).map_err(store)?.is_some() {
+                return Err(WalError::DuplicateRecord { id: id.clone() });
+            }
+            t.records
+                .insert(key(&id), envelope.encode_to_vec().as_slice())
+                .map_err(store)?;
+            write_payload(&mut t.payloads, LIVE, &id, &stored)?;
+            let due = PendingState::default().encode_to_vec();
+            for output in &envelope.outputs {
+                t.pending
+                    .insert(output_key(output, &id), due.as_slice())
+                    .map_err(store)?;
+            }
+            t.add_used(allocation_estimate(stored.len() as u64) as i128)?;
+            let state = ExporterState {
+                watermark: header.window_end.0,
+                forgotten: false,
+                namespace: header.exporter.namespace.clone(),
+                name: header.exporter.name.clone(),
+            };
+            t.put_exporter(&header.exporter.uid, &state)?;
+            Ok(())
+        })?;
+        self.notify();
+        Ok(id)
+    }
+
+    /// End of the newest appended window of this exporter, if the store knows it.
+    pub fn watermark(&self, exporter_uid: &str) -> Result<Option<Ticks>, WalError> {
+        self.read(|tx| {
+            let exporters = tx.open_table(EXPORTERS).map_err(store)?;
+            Ok(read_exporter(&exporters, exporter_uid)?.map(|s| Ticks(s.watermark)))
+        })
+    }
+
+    /// Seed the watermark (from status or adx-mon's condition) when the store has none; returns the
+    /// watermark in effect afterwards. Also clears a pending `forget_exporter`.
+    pub fn set_watermark_if_absent(
+        &self,
+        exporter: &ExporterRef,
+        watermark: Ticks,
+    ) -> Result<Ticks, WalError> {
+        self.write(|tx| {
+            let mut t = WriteTables::open(tx)?;
+            let existing = read_exporter(&t.exporters, &exporter.uid)?;
+            let state = match existing {
+                Some(mut state) => {
+                    state.forgotten = false;
+                    state
+                }
+                None => ExporterState {
+                    watermark: watermark.0,
+                    forgotten: false,
+                    namespace: exporter.namespace.clone(),
+                    name: exporter.name.clone(),
+                },
+            };
+            t.put_exporter(&exporter.uid, &state)?;
+            Ok(Ticks(state.watermark))
+        })
+    }
+
+    /// The resource was deleted: its records already appended are still delivered; its watermark is
+    /// dropped when the last of them leaves (at once when none is left).
+    pub fn forget_exporter(&self, exporter_uid: &str) -> Result<(), WalError> {
+        self.write(|tx| {
+            let mut t = WriteTables::open(tx)?;
+            let Some(mut state) = read_exporter(&t.exporters, exporter_uid)? else {
+                return Ok(());
+            };
+            state.forgotten = true;
+            t.put_exporter(exporter_uid, &state)?;
+            t.drop_exporter_if_done(exporter_uid)
+        })
+    }
+
+    /// For each exporter, its oldest record pending for `output`, if due at `now` (a record in backoff
+    /// holds back that exporter's later windows on this output only). Oldest windows first, at most
+    /// `limit`.
+    pub fn next_pending(
+        &self,
+        output: &str,
+        now: Ticks,
+        limit: usize,
+    ) -> Result<Vec<PendingRecord>, WalError> {
+        self.check_output(output)?;
+        self.read(|tx| {
+            let pending = tx.open_table(PENDING).map_err(store)?;
+            let records = tx.open_table(RECORDS).map_err(store)?;
+            let mut due: Vec<Head> = heads(&pending, output)?
+                .into_iter()
+                .filter(|h| h.state.next_attempt_at <= now.0)
+                .collect();
+            due.sort_by(|a, b| (a.start, &a.uid).cmp(&(b.start, &b.uid)));
+            due.truncate(limit);
+            due.into_iter()
+                .map(|head| {
+                    let id = RecordId {
+                        exporter_uid: head.uid,
+                        window_start: Ticks(head.start),
+                    };
+                    let envelope =
+                        read_envelope(&records, &id)?.ok_or_else(|| WalError::CorruptRecord {
+                            id: id.clone(),
+                            detail: format!("pending for {output} but its header is missing"),
+                        })?;
+                    Ok(PendingRecord {
+                        payload_bytes: envelope.payload_len,
+                        header: header_of(&envelope),
+                        id,
+                        attempts: head.state.attempts,
+                        last_error: non_empty(head.state.last_error),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Earliest `next_attempt_at` among the records `next_pending` could return for `output`: the
+    /// drain loop sleeps until then (or until [`Wal::subscribe`] fires). `None` = nothing pending.
+    pub fn next_due(&self, output: &str) -> Result<Option<Ticks>, WalError> {
+        self.check_output(output)?;
+        self.read(|tx| {
+            let pending = tx.open_table(PENDING).map_err(store)?;
+            Ok(heads(&pending, output)?
+                .iter()
+                .map(|h| Ticks(h.state.next_attempt_at))
+                .min())
+        })
+    }
+
+    /// Changes whenever a record becomes pending (append, requeue): drain loops `changed().await`.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Decode a record's `WriteRequest`, verifying its checksum.
+    pub fn read_payload(&self, id: &RecordId) -> Result<WriteRequest, WalError> {
+        let (envelope, stored) = self.read_stored(id)?;
+        record::decode_payload(&envelope, &stored).map_err(|e| corrupt(id, e))
+    }
+
+    /// The stored payload, verified: the snappy block-compressed `WriteRequest` (see
+    /// [`Compression`]), which Prometheus remote write can POST as it is.
+    pub fn read_payload_compressed(
+        &self,
+        id: &RecordId,
+    ) -> Result<(Compression, Vec<u8>), WalError> {
+        let (envelope, stored) = self.read_stored(id)?;
+        record::verify_payload(&envelope, &stored).map_err(|e| corrupt(id, e))?;
+        let compression = Compression::try_from(envelope.compression).map_err(|_| {
+            corrupt(
+                id,
+                record::RecordError::UnknownCompression(envelope.compression),
+            )
+        })?;
+        Ok((compression, stored))
+    }
+
+    /// `output` delivered the record; it leaves the WAL when no output has it pending any more.
+    pub fn ack(&self, output: &str, id: &RecordId) -> Result<(), WalError> {
+        self.write(|tx| {
+            let mut t = WriteTables::open(tx)?;
+            t.take_pending(output, id)?;
+            t.finish_if_done(id)?;
+            Ok(())
+        })
+    }
+
+    /// `output` failed transiently: count the attempt and keep the record until `next_attempt_at`.
+    pub fn retry_later(
+        &self,
+        output: &str,
+        id: &RecordId,
+        next_attempt_at: Ticks,
+        error: &str,
+    ) -> Result<(), WalError> {
+        self.write(|tx| {
+            let mut t = WriteTables::open(tx)?;
+            let mut state = t.pending_state(output, id)?;
+            state.attempts = state.attempts.saturating_add(1);
+            state.next_attempt_at = next_attempt_at.0;
+            state.last_error = record::cap_text(error, MAX_BODY_BYTES);
+            t.pending
+                .insert(output_key(output, id), state.encode_to_vec().as_slice())
+                .map_err(store)?;
+            Ok(())
+        })
+    }
+
+    /// `output` refused the record for good: keep it (payload included) as a dead letter of that
+    /// output, then drop the record if no output has it pending any more.
+    pub fn dead_letter(
+        &self,
+        output: &str,
+        id: &RecordId,
+        reason: &str,
+        body: &str,
+    ) -> Result<(), WalError> {
+        self.write(|tx| {
+            let mut t = WriteTables::open(tx)?;
+            let state = t.take_pending(output, id)?;
+            t.insert_dead_letter(output, id, reason, body, state.attempts)?;
+            t.finish_if_done(id)?;
+            Ok(())
+        })
+    }
+
+    /// Dead letters matching `filter` become pending again (attempts reset) for their output.
+    /// Dead letters of outputs not configured now are skipped. Returns how many were requeued.
+    pub fn requeue(&self, filter: &WalFilter) -> Result<usize, WalError> {
+        if let Some(output) = &filter.output {
+            self.check_output(output)?;
+        }
+        let configured: BTreeSet<&str> = self
+            .inner
+            .config
+            .outputs
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let count = self.write(|tx| {
+            let mut t = WriteTables::open(tx)?;
+            let matching = t.matching_dead_letters(filter)?;
+            let mut count = 0;
+            for (output, id) in matching {
+                if !configured.contains(output.as_str()) {
+                    continue;
+                }
+                t.requeue_one(&output, &id)?;
+                count += 1;
+            }
+            Ok(count)
+        })?;
+        if count > 0 {
+            self.notify();
+        }
+        Ok(count)
+    }
+
+    /// Drop dead letters and/or pending deliveries matching `filter` (an operator's explicit choice:
+    /// that data is not delivered). Returns how many (output, record) entries were removed.
+    pub fn purge(&self, filter: &WalFilter, scope: PurgeScope) -> Result<usize, WalError> {
+        self.write(|tx| {
+            let mut t = WriteTables::open(tx)?;
+            let mut count = 0;
+            if matches!(scope, PurgeScope::DeadLetters | PurgeScope::All) {
+                for (output, id) in t.matching_dead_letters(filter)? {
+                    t.remove_dead_letter(&output, &id)?;
+                    count += 1;
+                }
+            }
+            if matches!(scope, PurgeScope::Pending | PurgeScope::All) {
+                for (output, id) in t.matching_pending(filter)? {
+                    t.take_pending(&output, &id)?;
+                    t.finish_if_done(&id)?;
+                    count += 1;
+                }
+            }
+            Ok(count)
+        })
+    }
+
+    /// Counts for status, metrics and `adxexporter wal stats`. Reads headers only, never payloads.
+    pub fn stats(&self) -> Result<WalStats, WalError> {
+        let file_bytes = self.file_bytes();
+        self.read(|tx| {
+            let (records, exporters) = exporter_stats(tx)?;
+            let (dead_letters, outputs) = output_stats(tx, &self.inner.config.outputs)?;
+            let meta = tx.open_table(META).map_err(store)?;
+            Ok(WalStats {
+                records,
+                used_bytes: read_used(&meta)?,
+                max_bytes: self.inner.config.max_bytes,
+                file_bytes,
+                dead_letters,
+                exporters,
+                outputs,
+            })
+        })
+    }
+
+    /// Every record still in the WAL matching `filter`, oldest first per exporter, with each target
+    /// output's state.
+    pub fn list(&self, filter: &WalFilter) -> Result<Vec<ListedRecord>, WalError> {
+        self.read(|tx| {
+            let records = tx.open_table(RECORDS).map_err(store)?;
+            let pending = tx.open_table(PENDING).map_err(store)?;
+            let dead = tx.open_table(DEAD_LETTERS).map_err(store)?;
+            let mut out = Vec::new();
+            for entry in records.iter().map_err(store)? {
+                let (_, value) = entry.map_err(store)?;
+                let envelope = record::decode_envelope(value.value())
+                    .map_err(|e| corrupt_row("records", "(list)".to_string(), e))?;
+                if !filter.matches_record(&envelope) {
+                    continue;
+                }
+                let header = header_of(&envelope);
+                let id = header.id();
+                let mut deliveries = Vec::new();
+                for output in &envelope.outputs {
+                    if filter.output.as_ref().is_some_and(|o| o != output) {
+                        continue;
+                    }
+                    let state = delivery_state(&pending, &dead, output, &id)?;
+                    deliveries.push((output.clone(), state));
+                }
+                out.push(ListedRecord {
+                    id,
+                    header,
+                    payload_bytes: envelope.payload_len,
+                    deliveries,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Dead letters matching `filter`, by output then exporter then window.
+    pub fn dead_letters(&self, filter: &WalFilter) -> Result<Vec<DeadLetter>, WalError> {
+        self.read(|tx| {
+            let dead = tx.open_table(DEAD_LETTERS).map_err(store)?;
+            let mut out = Vec::new();
+            for entry in dead.iter().map_err(store)? {
+                let (_, value) = entry.map_err(store)?;
+                let letter = record::decode_dead_letter(value.value())
+                    .map_err(|e| corrupt_row("dead_letters", "(list)".to_string(), e))?;
+                let Some(envelope) = &letter.record else {
+                    return Err(corrupt_row(
+                        "dead_letters",
+                        letter.output.clone(),
+                        "no record header",
+                    ));
+                };
+                if !filter.matches(&letter.output, envelope) {
+                    continue;
+                }
+                let header = header_of(envelope);
+                out.push(DeadLetter {
+                    id: header.id(),
+                    output: letter.output.clone(),
+                    header,
+                    reason: letter.reason.clone(),
+                    body: letter.body.clone(),
+                    at: Ticks(letter.dead_lettered_at),
+                    attempts: letter.attempts,
+                    payload_bytes: envelope.payload_len,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Decode a dead letter's payload copy (for inspection), verifying its checksum.
+    pub fn read_dead_letter_payload(
+        &self,
+        output: &str,
+        id: &RecordId,
+    ) -> Result<WriteRequest, WalError> {
+        self.read(|tx| {
+            let dead = tx.open_table(DEAD_LETTERS).map_err(store)?;
+            let payloads = tx.open_table(PAYLOADS).map_err(store)?;
+            let letter = dead
+                .get(output_key(output, id))
+                .map_err(store)?
+                .ok_or_else(|| WalError::NotDeadLettered {
+                    output: output.to_string(),
+                    id: id.clone(),
+                })?;
+            let letter = record::decode_dead_letter(letter.value()).map_err(|e| corrupt(id, e))?;
+            let envelope = letter
+                .record
+                .ok_or_else(|| corrupt(id, "dead letter without its record header"))?;
+            let stored = read_payload_chunks(&payloads, output, id)?;
+            record::decode_payload(&envelope, &stored).map_err(|e| corrupt(id, e))
+        })
+    }
+
+    /// Bytes counted against `max_bytes`: [`allocation_estimate`] of every stored payload copy
+    /// (records and dead letters). Headers and delivery rows (~100 B each) are not counted.
+    pub fn used_bytes(&self) -> Result<u64, WalError> {
+        self.read(|tx| {
+            let meta = tx.open_table(META).map_err(store)?;
+            read_used(&meta)
+        })
+    }
+
+    /// Length of `wal.redb` on disk; shrinks only on compaction.
+    pub fn file_bytes(&self) -> u64 {
+        std::fs::metadata(&self.inner.path).map_or(0, |m| m.len())
+    }
+
+    /// True when `append` would refuse with [`WalError::Full`]: the scheduler stops querying.
+    pub fn is_full(&self) -> Result<bool, WalError> {
+        Ok(self.used_bytes()? >= self.inner.config.max_bytes)
+    }
+
+    /// Compact when the file holds much more than the live data (backlog drained): call it from a
+    /// drain loop when idle. Waits for in-flight operations. Returns whether it compacted.
+    pub fn maybe_compact(&self) -> Result<bool, WalError> {
+        let slack = COMPACT_SLACK_BYTES.min(self.inner.config.max_bytes / 4);
+        let threshold = self.used_bytes()?.saturating_mul(2).saturating_add(slack);
+        if self.file_bytes() <= threshold {
+            return Ok(false);
+        }
+        self.compact()
+    }
+
+    /// Give freed pages back to the file system now. Blocks every other operation meanwhile.
+    pub fn compact(&self) -> Result<bool, WalError> {
+        let mut db = self
+            .inner
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = std::fs::metadata(&self.inner.path).map_or(0, |m| m.len());
+        let compacted = db.compact().map_err(store)?;
+        let after = std::fs::metadata(&self.inner.path).map_or(0, |m| m.len());
+        tracing::info!(path = %self.inner.path.display(), before, after, "WAL compacted");
+        Ok(compacted)
+    }
+
+    fn abandon_unconfigured_outputs(&self) -> Result<usize, WalError> {
+        let configured: BTreeSet<&str> = self
+            .inner
+            .config
+            .outputs
+            .iter()
+            .map(String::as_str)
+            .collect();
+        self.write(|tx| {
+            let mut t = WriteTables::open(tx)?;
+            let mut stale = Vec::new();
+            for entry in t.pending.iter().map_err(store)? {
+                let (k, _) = entry.map_err(store)?;
+                let (output, uid, start) = k.value();
+                if !configured.contains(output) {
+                    stale.push((output.to_string(), record_id(uid, start)));
+                }
+            }
+            for (output, id) in &stale {
+                let state = t.take_pending(output, id)?;
+                let reason = format!(
+                    "output {output} is no longer configured (dead-lettered when the WAL was opened)"
+                );
+                t.insert_dead_letter(output, id, &reason, "", state.attempts)?;
+                t.finish_if_done(id)?;
+            }
+            Ok(stale.len())
+        })
+    }
+
+    fn read_stored(&self, id: &RecordId) -> Result<(RecordEnvelope, Vec<u8>), WalError> {
+        self.read(|tx| {
+            let records = tx.open_table(RECORDS).map_err(store)?;
+            let payloads = tx.open_table(PAYLOADS).map_err(store)?;
+            let envelope = read_envelope(&records, id)?
+                .ok_or_else(|| WalError::NotFound { id: id.clone() })?;
+            let stored = read_payload_chunks(&payloads, LIVE, id)?;
+            Ok((envelope, stored))
+        })
+    }
+
+    fn resolve_outputs(&self, requested: &[String]) -> Result<Vec<String>, WalError> {
+        let configured = &self.inner.config.outputs;
+        let wanted = if requested.is_empty() {
+            configured
+        } else {
+            requested
+        };
+        let mut outputs: Vec<String> = Vec::with_capacity(wanted.len());
+        for output in wanted {
+            self.check_output(output)?;
+            if !outputs.contains(output) {
+                outputs.push(output.clone());
+            }
+        }
+        if outputs.is_empty() {
+            return Err(WalError::NoOutputs);
+        }
+        Ok(outputs)
+    }
+
+    fn check_output(&self, output: &str) -> Result<(), WalError> {
+        if self.inner.config.outputs.iter().any(|o| o == output) {
+            return Ok(());
+        }
+        Err(WalError::UnknownOutput {
+            output: output.to_string(),
+            configured: self.inner.config.outputs.clone(),
+        })
+    }
+
+    fn notify(&self) {
+        self.inner.changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    fn db(&self) -> RwLockReadGuard<'_, Database> {
+        // A panic elsewhere cannot leave the store half-written (transactions), so poison is moot.
+        self.inner
+            .db
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write<T>(
+        &self,
+        body: impl FnOnce(&WriteTransaction) -> Result<T, WalError>,
+    ) -> Result<T, WalError> {
+        let db = self.db();
+        let mut tx = db.begin_write().map_err(store)?;
+        tx.set_durability(Durability::Immediate).map_err(store)?;
+        tx.set_two_phase_commit(self.inner.config.two_phase_commit);
+        match body(&tx) {
+            Ok(value) => {
+                tx.commit().map_err(store)?;
+                Ok(value)
+            }
+            Err(e) => {
+                tx.abort().map_err(store)?;
+                Err(e)
+            }
+        }
+    }
+
+    fn read<T>(
+        &self,
+        body: impl FnOnce(&redb::ReadTransaction) -> Result<T, WalError>,
+    ) -> Result<T, WalError> {
+        let db = self.db();
+        let tx = db.begin_read().map_err(store)?;
+        body(&tx)
+    }
+}
+
+/// Open the redb file, mapping each failure to what the operator should do.
+fn open_database(path: &Path, dir: &Path, config: &WalConfig) -> Result<Database, WalError> {
+    let mut builder = Builder::new();
+    builder
+        .set_cache_size(config.cache_bytes)
+        .set_check_integrity_on_open(config.verify_on_open);
+    let exists = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+    let opened = guard(path, || {
+        if exists {
+            builder.open(path)
+        } else {
+            builder.create(path)
+        }
+    })?;
+    opened.map_err(|e| match e {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            WalError::Locked {
+                dir: dir.to_path_buf(),
+            }
+        }
+        DatabaseError::UpgradeRequired(version) => WalError::CorruptStore {
+            path: path.to_path_buf(),
+            detail: format!("written in redb file format {version}, which this build cannot read"),
+        },
+        DatabaseError::Storage(StorageError::Corrupted(detail)) => WalError::CorruptStore {
+            path: path.to_path_buf(),
+            detail,
+        },
+        DatabaseError::Storage(StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            WalError::CorruptStore {
+                path: path.to_path_buf(),
+                detail: io.to_string(),
+            }
+        }
+        other => WalError::Open {
+            path: path.to_path_buf(),
+            source: other,
+        },
+    })
+}
+
+/// redb may panic (debug assertions) on a file altered behind its back: report that as corruption
+/// of the named file instead of crashing the process.
+fn guard<T>(path: &Path, body: impl FnOnce() -> T) -> Result<T, WalError> {
+    catch_unwind(AssertUnwindSafe(body)).map_err(|panic| {
+        let detail = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "redb panicked while reading it".to_string());
+        WalError::CorruptStore {
+            path: path.to_path_buf(),
+            detail,
+        }
+    })
+}
+
+fn migrate_error(path: &Path, e: MigrateError) -> WalError {
+    match e {
+        MigrateError::TooNew { found, supported } => WalError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found,
+            supported,
+        },
+        MigrateError::Foreign | MigrateError::MalformedMeta { .. } => WalError::CorruptStore {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
+        other => WalError::Migration {
+            path: path.to_path_buf(),
+            source: other,
+        },
+    }
+}
+
+/// All tables of one write transaction, opened once (redb refuses to open a table twice).
+struct WriteTables<'t> {
+    meta: Table<'t, &'static str, &'static [u8]>,
+    records: Table<'t, RecordKey, &'static [u8]>,
+    payloads: Table<'t, PayloadKey, &'static [u8]>,
+    pending: Table<'t, OutputKey, &'static [u8]>,
+    dead: Table<'t, OutputKey, &'static [u8]>,
+    exporters: Table<'t, &'static str, &'static [u8]>,
+}
+
+impl<'t> WriteTables<'t> {
+    fn open(tx: &'t WriteTransaction) -> Result<WriteTables<'t>, WalError> {
+        Ok(WriteTables {
+            meta: tx.open_table(META).map_err(store)?,
+            records: tx.open_table(RECORDS).map_err(store)?,
+            payloads: tx.open_table(PAYLOADS).map_err(store)?,
+            pending: tx.open_table(PENDING).map_err(store)?,
+            dead: tx.open_table(DEAD_LETTERS).map_err(store)?,
+            exporters: tx.open_table(EXPORTERS).map_err(store)?,
+        })
+    }
+
+    fn used(&self) -> Result<u64, WalError> {
+        read_used(&self.meta)
+    }
+
+    fn add_used(&mut self, delta: i128) -> Result<(), WalError> {
+        let used = i128::from(self.used()?) + delta;
+        let clamped = u64::try_from(used.max(0)).unwrap_or(u64::MAX);
+        self.meta
+            .insert(META_USED_BYTES, clamped.to_le_bytes().as_slice())
+            .map_err(store)?;
+        Ok(())
+    }
+
+    fn check_window(&self, header: &RecordHeader) -> Result<(), WalError> {
+        let Some(state) = read_exporter(&self.exporters, &header.exporter.uid)? else {
+            return Ok(());
+        };
+        if header.window_start.0 < state.watermark {
+            return Err(WalError::WindowBeforeWatermark {
+                exporter_uid: header.exporter.uid.clone(),
+                window_start: header.window_start,
+                watermark: Ticks(state.watermark),
+            });
+        }
+        Ok(())
+    }
+
+    fn put_exporter(&mut self, uid: &str, state: &ExporterState) -> Result<(), WalError> {
+        self.exporters
+            .insert(uid, state.encode_to_vec().as_slice())
+            .map_err(store)?;
+        Ok(())
+    }
+
+    fn pending_state(&self, output: &str, id: &RecordId) -> Result<PendingState, WalError> {
+        let bytes = self
+            .pending
+            .get(output_key(output, id))
+            .map_err(store)?
+            .ok_or_else(|| WalError::NotPending {
+                output: output.to_string(),
+                id: id.clone(),
+            })?;
+        record::decode_pending(bytes.value()).map_err(|e| corrupt(id, e))
+    }
+
+    fn take_pending(&mut self, output: &str, id: &RecordId) -> Result<PendingState, WalError> {
+        let state = self.pending_state(output, id)?;
+        self.pending.remove(output_key(output, id)).map_err(store)?;
+        Ok(state)
+    }
+
+    fn insert_dead_letter(
+        &mut self,
+        output: &str,
+        id: &RecordId,
+        reason: &str,
+        body: &str,
+        attempts: u32,
+    ) -> Result<(), WalError> {
+        let envelope = read_envelope(&self.records, id)?
+            .ok_or_else(|| corrupt(id, "pending but its header is missing"))?;
+        let stored = read_payload_chunks(&self.payloads, LIVE, id)?;
+        if self
+            .dead
+            .get(output_key(output, id))
+            .map_err(store)?
+            .is_some()
+        {
+            self.remove_dead_letter(output, id)?;
+        }
+        let letter = DeadLetterEnvelope {
+            version: RECORD_VERSION,
+            output: output.to_string(),
+            reason: record::cap_text(reason, MAX_BODY_BYTES),
+            body: record::cap_text(body, MAX_BODY_BYTES),
+            dead_lettered_at: Ticks::now().0,
+            attempts,
+            record: Some(envelope),
+        };
+        self.dead
+            .insert(output_key(output, id), letter.encode_to_vec().as_slice())
+            .map_err(store)?;
+        write_payload(&mut self.payloads, output, id, &stored)?;
+        self.add_used(allocation_estimate(stored.len() as u64) as i128)
+    }
+
+    fn remove_dead_letter(&mut self, output: &str, id: &RecordId) -> Result<(), WalError> {
+        self.dead.remove(output_key(output, id)).map_err(store)?;
+        let removed = remove_payload(&mut self.payloads, output, id)?;
+        if let Some(len) = removed {
+            self.add_used(-(allocation_estimate(len) as i128))?;
+        }
+        Ok(())
+    }
+
+    /// Dead letter → pending again; the record (header + payload) comes back if it had left.
+    fn requeue_one(&mut self, output: &str, id: &RecordId) -> Result<(), WalError> {
+        let letter = self
+            .dead
+            .get(output_key(output, id))
+            .map_err(store)?
+            .map(|v| v.value().to_vec())
+            .ok_or_else(|| WalError::NotDeadLettered {
+                output: output.to_string(),
+                id: id.clone(),
+            })?;
+        let letter = record::decode_dead_letter(&letter).map_err(|e| corrupt(id, e))?;
+        let mut envelope = letter
+            .record
+            .ok_or_else(|| corrupt(id, "dead letter without its record header"))?;
+        if self.records.get(key(id)).map_err(store)?.is_none() {
+            let stored = read_payload_chunks(&self.payloads, output, id)?;
+            record::verify_payload(&envelope, &stored).map_err(|e| corrupt(id, e))?;
+            if !envelope.outputs.iter().any(|o| o == output) {
+                envelope.outputs.push(output.to_string());
+            }
+            self.records
+                .insert(key(id), envelope.encode_to_vec().as_slice())
+                .map_err(store)?;
+            write_payload(&mut self.payloads, LIVE, id, &stored)?;
+            self.add_used(allocation_estimate(stored.len() as u64) as i128)?;
+        }
+        self.remove_dead_letter(output, id)?;
+        self.pending
+            .insert(
+                output_key(output, id),
+                PendingState::default().encode_to_vec().as_slice(),
+            )
+            .map_err(store)?;
+        Ok(())
+    }
+
+    /// Drop the record when none of its outputs has it pending; returns whether it left.
+    fn finish_if_done(&mut self, id: &RecordId) -> Result<bool, WalError> {
+        let Some(envelope) = read_envelope(&self.records, id)? else {
+            return Ok(false);
+        };
+        for output in &envelope.outputs {
+            if self
+                .pending
+                .get(output_key(output, id))
+                .map_err(store)?
+                .is_some()
+            {
+                return Ok(false);
+            }
+        }
+        self.records.remove(key(id)).map_err(store)?;
+        let removed = remove_payload(&mut self.payloads, LIVE, id)?;
+        if let Some(len) = removed {
+            self.add_used(-(allocation_estimate(len) as i128))?;
+        }
+        self.drop_exporter_if_done(&id.exporter_uid)?;
+        Ok(true)
+    }
+
+    fn drop_exporter_if_done(&mut self, uid: &str) -> Result<(), WalError> {
+        let Some(state) = read_exporter(&self.exporters, uid)? else {
+            return Ok(());
+        };
+        if !state.forgotten {
+            return Ok(());
+        }
+        let has_records = self
+            .records
+            .range((uid, i64::MIN)..=(uid, i64::MAX))
+            .map_err(store)?
+            .next()
+            .is_some();
+        if !has_records {
+            self.exporters.remove(uid).map_err(store)?;
+        }
+        Ok(())
+    }
+
+    fn matching_dead_letters(
+        &self,
+        filter: &WalFilter,
+    ) -> Result<Vec<(String, RecordId)>, WalError> {
+        let mut out = Vec::new();
+        for entry in self.dead.iter().map_err(store)? {
+            let (k, value) = entry.map_err(store)?;
+            let (output, uid, start) = k.value();
+            let id = record_id(uid, start);
+            let letter = record::decode_dead_letter(value.value()).map_err(|e| corrupt(&id, e))?;
+            let matches = letter
+                .record
+                .as_ref()
+                .is_some_and(|envelope| filter.matches(output, envelope));
+            if matches {
+                out.push((output.to_string(), id));
+            }
+        }
+        Ok(out)
+    }
+
+    fn matching_pending(&self, filter: &WalFilter) -> Result<Vec<(String, RecordId)>, WalError> {
+        let mut out = Vec::new();
+        for entry in self.pending.iter().map_err(store)? {
+            let (k, _) = entry.map_err(store)?;
+            let (output, uid, start) = k.value();
+            let id = record_id(uid, start);
+            let Some(envelope) = read_envelope(&self.records, &id)? else {
+                continue;
+            };
+            if filter.matches(output, &envelope) {
+                out.push((output.to_string(), id));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The oldest pending row of one exporter for one output.
+struct Head {
+    uid: String,
+    start: i64,
+    state: PendingState,
+}
+
+/// One seek per exporter: the first pending row of each uid for `output`.
+fn heads(
+    pending: &impl ReadableTable<OutputKey, &'static [u8]>,
+    output: &str,
+) -> Result<Vec<Head>, WalError> {
+    let mut out: Vec<Head> = Vec::new();
+    loop {
+        let lower = match out.last() {
+            None => Bound::Included((output, "", i64::MIN)),
+            Some(prev) => Bound::Excluded((output, prev.uid.as_str(), i64::MAX)),
+        };
+        let mut range = pending
+            .range::<(&str, &str, i64)>((lower, Bound::Unbounded))
+            .map_err(store)?;
+        let Some(entry) = range.next() else {
+            break;
+        };
+        let (k, value) = entry.map_err(store)?;
+        let (found_output, uid, start) = k.value();
+        if found_output != output {
+            break;
+        }
+        let id = record_id(uid, start);
+        let state = record::decode_pending(value.value()).map_err(|e| corrupt(&id, e))?;
+        out.push(Head {
+            uid: uid.to_string(),
+            start,
+            state,
+        });
+    }
+    Ok(out)
+}
+
+/// (record count, per-exporter stats) from the `records` headers and the `exporters` rows.
+fn exporter_stats(tx: &redb::ReadTransaction) -> Result<(u64, Vec<ExporterStats>), WalError> {
+    let mut exporters: BTreeMap<String, ExporterStats> = BTreeMap::new();
+    let records = tx.open_table(RECORDS).map_err(store)?;
+    let mut count = 0;
+    for entry in records.iter().map_err(store)? {
+        let (k, value) = entry.map_err(store)?;
+        let (uid, start) = k.value();
+        let envelope = record::decode_envelope(value.value())
+            .map_err(|e| corrupt_row("records", format!("{uid}@{}", Ticks(start)), e))?;
+        count += 1;
+        let stats = exporters
+            .entry(envelope.exporter_uid.clone())
+            .or_insert_with(|| ExporterStats {
+                uid: envelope.exporter_uid.clone(),
+                namespace: envelope.namespace.clone(),
+                name: envelope.name.clone(),
+                ..ExporterStats::default()
+            });
+        stats.records += 1;
+        // Keys iterate oldest window first within an exporter.
+        stats
+            .oldest_window
+            .get_or_insert(Ticks(envelope.window_start));
+    }
+    let table = tx.open_table(EXPORTERS).map_err(store)?;
+    for entry in table.iter().map_err(store)? {
+        let (uid, value) = entry.map_err(store)?;
+        let uid = uid.value();
+        let state = record::decode_exporter(value.value())
+            .map_err(|e| corrupt_row("exporters", uid.to_string(), e))?;
+        let stats = exporters
+            .entry(uid.to_string())
+            .or_insert_with(|| ExporterStats {
+                uid: uid.to_string(),
+                ..ExporterStats::default()
+            });
+        stats.namespace = state.namespace;
+        stats.name = state.name;
+        stats.watermark = Some(Ticks(state.watermark));
+        stats.forgotten = state.forgotten;
+    }
+    Ok((count, exporters.into_values().collect()))
+}
+
+/// (dead-letter count, per-output stats) for the configured outputs and any other holding rows.
+fn output_stats(
+    tx: &redb::ReadTransaction,
+    configured: &[String],
+) -> Result<(u64, Vec<OutputStats>), WalError> {
+    let mut outputs: BTreeMap<String, OutputStats> = configured
+        .iter()
+        .map(|o| (o.clone(), OutputStats::new(o, true)))
+        .collect();
+    let pending = tx.open_table(PENDING).map_err(store)?;
+    for entry in pending.iter().map_err(store)? {
+        let (k, value) = entry.map_err(store)?;
+        let (output, uid, start) = k.value();
+        let state = record::decode_pending(value.value())
+            .map_err(|e| corrupt(&record_id(uid, start), e))?;
+        let stats = outputs
+            .entry(output.to_string())
+            .or_insert_with(|| OutputStats::new(output, false));
+        stats.pending += 1;
+        stats.oldest_pending = min_opt(stats.oldest_pending, Ticks(start));
+        stats.next_attempt_at = min_opt(stats.next_attempt_at, Ticks(state.next_attempt_at));
+    }
+    let dead = tx.open_table(DEAD_LETTERS).map_err(store)?;
+    let mut count = 0;
+    for entry in dead.iter().map_err(store)? {
+        let (k, _) = entry.map_err(store)?;
+        let (output, _, _) = k.value();
+        count += 1;
+        outputs
+            .entry(output.to_string())
+            .or_insert_with(|| OutputStats::new(output, false))
+            .dead_letters += 1;
+    }
+    Ok((count, outputs.into_values().collect()))
+}
+
+fn payload_range<'a>(
+    scope: &'a str,
+    id: &'a RecordId,
+) -> std::ops::RangeInclusive<(&'a str, &'a str, i64, u32)> {
+    let (uid, start) = key(id);
+    (scope, uid, start, 0)..=(scope, uid, start, u32::MAX)
+}
+
+fn write_payload(
+    payloads: &mut Table<'_, PayloadKey, &'static [u8]>,
+    scope: &str,
+    id: &RecordId,
+    stored: &[u8],
+) -> Result<(), WalError> {
+    let (uid, start) = key(id);
+    for (index, chunk) in stored.chunks(CHUNK_BYTES as usize).enumerate() {
+        let index = u32::try_from(index).map_err(|_| corrupt(id, "payload has too many chunks"))?;
+        payloads
+            .insert((scope, uid, start, index), chunk)
+            .map_err(store)?;
+    }
+    Ok(())
+}
+
+/// The payload's chunks, concatenated; empty when there are none (the envelope's length check
+/// then reports a missing payload).
+fn read_payload_chunks(
+    payloads: &impl ReadableTable<PayloadKey, &'static [u8]>,
+    scope: &str,
+    id: &RecordId,
+) -> Result<Vec<u8>, WalError> {
+    let mut out = Vec::new();
+    for entry in payloads.range(payload_range(scope, id)).map_err(store)? {
+        let (_, chunk) = entry.map_err(store)?;
+        out.extend_from_slice(chunk.value());
+    }
+    Ok(out)
+}
+
+/// Remove every chunk; returns the payload length removed, `None` when there was none.
+fn remove_payload(
+    payloads: &mut Table<'_, PayloadKey, &'static [u8]>,
+    scope: &str,
+    id: &RecordId,
+) -> Result<Option<u64>, WalError> {
+    let mut chunks = Vec::new();
+    for entry in payloads.range(payload_range(scope, id)).map_err(store)? {
+        let (k, chunk) = entry.map_err(store)?;
+        chunks.push((k.value().3, chunk.value().len() as u64));
+    }
+    let (uid, start) = key(id);
+    for (index, _) in &chunks {
+        payloads
+            .remove((scope, uid, start, *index))
+            .map_err(store)?;
+    }
+    Ok((!chunks.is_empty()).then(|| chunks.iter().map(|(_, len)| len).sum()))
+}
+
+fn delivery_state(
+    pending: &impl ReadableTable<OutputKey, &'static [u8]>,
+    dead: &impl ReadableTable<OutputKey, &'static [u8]>,
+    output: &str,
+    id: &RecordId,
+) -> Result<DeliveryState, WalError> {
+    if let Some(bytes) = pending.get(output_key(output, id)).map_err(store)? {
+        let state = record::decode_pending(bytes.value()).map_err(|e| corrupt(id, e))?;
+        return Ok(DeliveryState::Pending {
+            attempts: state.attempts,
+            next_attempt_at: Ticks(state.next_attempt_at),
+            last_error: non_empty(state.last_error),
+        });
+    }
+    if let Some(bytes) = dead.get(output_key(output, id)).map_err(store)? {
+        let letter = record::decode_dead_letter(bytes.value()).map_err(|e| corrupt(id, e))?;
+        return Ok(DeliveryState::DeadLettered {
+            reason: letter.reason,
+        });
+    }
+    Ok(DeliveryState::Acked)
+}
+
+fn read_envelope(
+    records: &impl ReadableTable<RecordKey, &'static [u8]>,
+    id: &RecordId,
+) -> Result<Option<RecordEnvelope>, WalError> {
+    let Some(bytes) = records.get(key(id)).map_err(store)? else {
+        return Ok(None);
+    };
+    record::decode_envelope(bytes.value())
+        .map(Some)
+        .map_err(|e| corrupt(id, e))
+}
+
+fn read_exporter(
+    exporters: &impl ReadableTable<&'static str, &'static [u8]>,
+    uid: &str,
+) -> Result<Option<ExporterState>, WalError> {
+    let Some(bytes) = exporters.get(uid).map_err(store)? else {
+        return Ok(None);
+    };
+    record::decode_exporter(bytes.value())
+        .map(Some)
+        .map_err(|e| corrupt_row("exporters", uid.to_string(), e))
+}
+
+fn read_used(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64, WalError> {
+    let Some(bytes) = meta.get(META_USED_BYTES).map_err(store)? else {
+        return Ok(0);
+    };
+    let bytes: [u8; 8] = bytes
+        .value()
+        .try_into()
+        .map_err(|_| corrupt_row("meta", META_USED_BYTES.to_string(), "not 8 bytes"))?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+fn validate_window(header: &RecordHeader) -> Result<(), WalError> {
+    let (start, end) = (header.window_start, header.window_end);
+    if header.exporter.uid.is_empty() || start < Ticks::MIN || end > Ticks::MAX || end <= start {
+        return Err(WalError::InvalidWindow {
+            exporter_uid: header.exporter.uid.clone(),
+            window_start: start,
+            window_end: end,
+        });
+    }
+    Ok(())
+}
+
+fn envelope_of(
+    header: &RecordHeader,
+    outputs: Vec<String>,
+    stored: &[u8],
+    crc: u32,
+) -> RecordEnvelope {
+    RecordEnvelope {
+        version: RECORD_VERSION,
+        exporter_uid: header.exporter.uid.clone(),
+        namespace: header.exporter.namespace.clone(),
+        name: header.exporter.name.clone(),
+        generation: header.generation,
+        window_start: header.window_start.0,
+        window_end: header.window_end.0,
+        created: header.created.0,
+        compression: Compression::SnappyRaw as i32,
+        outputs,
+        payload_len: stored.len() as u64,
+        payload_crc32: crc,
+    }
+}
+
+fn header_of(envelope: &RecordEnvelope) -> RecordHeader {
+    RecordHeader {
+        exporter: ExporterRef {
+            uid: envelope.exporter_uid.clone(),
+            namespace: envelope.namespace.clone(),
+            name: envelope.name.clone(),
+        },
+        generation: envelope.generation,
+        window_start: Ticks(envelope.window_start),
+        window_end: Ticks(envelope.window_end),
+        created: Ticks(envelope.created),
+        outputs: envelope.outputs.clone(),
+    }
+}
+
+fn key(id: &RecordId) -> (&str, i64) {
+    (id.exporter_uid.as_str(), id.window_start.0)
+}
+
+fn output_key<'a>(output: &'a str, id: &'a RecordId) -> (&'a str, &'a str, i64) {
+    (output, id.exporter_uid.as_str(), id.window_start.0)
+}
+
+fn record_id(uid: &str, start: i64) -> RecordId {
+    RecordId {
+        exporter_uid: uid.to_string(),
+        window_start: Ticks(start),
+    }
+}
+
+fn corrupt(id: &RecordId, e: impl std::fmt::Display) -> WalError {
+    WalError::CorruptRecord {
+        id: id.clone(),
+        detail: e.to_string(),
+    }
+}
+
+fn corrupt_row(table: &'static str, key: String, e: impl std::fmt::Display) -> WalError {
+    WalError::CorruptRow {
+        table,
+        key,
+        detail: e.to_string(),
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn min_opt(current: Option<Ticks>, candidate: Ticks) -> Option<Ticks> {
+    Some(current.map_or(candidate, |c| c.min(candidate)))
+}
