@@ -20,6 +20,7 @@
 //! - [`time`]: Kusto ticks, RFC 3339, timespans and durations.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod cli;
 pub mod crd;
 pub mod criteria;
@@ -27,8 +28,11 @@ pub mod exposition;
 pub mod preview;
 pub mod prompb;
 pub mod query;
+pub mod registry;
 pub mod schedule;
 pub mod sink;
+pub mod source;
+pub mod status;
 pub mod telemetry;
 pub mod time;
 pub mod transform;

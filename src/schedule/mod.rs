@@ -7,3 +7,4 @@
 pub mod window;
 
 pub use window::Window;
+pub mod scheduler;

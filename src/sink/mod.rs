@@ -134,3 +134,4 @@ impl Sink for Output {
         }
     }
 }
+pub mod drain;

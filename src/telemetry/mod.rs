@@ -14,6 +14,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
+use crate::cli::LogFormat;
 use crate::time::{Span, Ticks};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,14 +28,6 @@ pub enum TelemetryError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-}
-
-/// Log output format (`--log-format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
 }
 
 /// Installs the global `tracing` subscriber: `RUST_LOG` filters (default `info`), output on stderr.
