@@ -34,7 +34,9 @@ fn primary(set: &DataSet) -> &Table {
 }
 
 fn cell<'a>(t: &'a Table, row: usize, col: &str) -> &'a Value {
-    let c = t.column_index(col).unwrap_or_else(|| panic!("no column {col}"));
+    let c = t
+        .column_index(col)
+        .unwrap_or_else(|| panic!("no column {col}"));
     &t.row(row)[c]
 }
 
@@ -83,14 +85,20 @@ fn assert_deft(set: &DataSet) {
         cell(t, 2, "xtime"),
         &Value::TimeSpan(Span(86_400 * TICKS_PER_SECOND + 10_010_001))
     );
-    assert_eq!(cell(t, 2, "xdynamicWithNulls"), &dynamic(r#"{"rowId":1,"arr":[0,1]}"#));
+    assert_eq!(
+        cell(t, 2, "xdynamicWithNulls"),
+        &dynamic(r#"{"rowId":1,"arr":[0,1]}"#)
+    );
     assert_eq!(cell(t, 2, "xsmalltext"), &s("One"));
     // Row 3: the sign applies to the whole timespan.
     assert_eq!(
         cell(t, 3, "xtime"),
         &Value::TimeSpan(Span(-(2 * 86_400 * TICKS_PER_SECOND + 20_020_002)))
     );
-    assert_eq!(t.columns[t.column_index("xdate").unwrap()].ty, ColumnType::DateTime);
+    assert_eq!(
+        t.columns[t.column_index("xdate").unwrap()].ty,
+        ColumnType::DateTime
+    );
     // QCI levels 4 and 6 are neither errors nor warnings.
     assert!(set.warnings.is_empty());
 }
@@ -118,7 +126,12 @@ fn deft_with_stray_progress_frame_still_decodes() {
 fn dataframe_year_zero_is_a_clean_error_naming_row_and_column() {
     let err = v2("python/dataframe.json").unwrap_err();
     match &err {
-        QueryError::BadCell { table, row, column, detail } => {
+        QueryError::BadCell {
+            table,
+            row,
+            column,
+            detail,
+        } => {
             assert_eq!(table, "temp");
             assert_eq!(*row, 1);
             assert_eq!(column, "RecordTime");
@@ -132,6 +145,7 @@ fn dataframe_year_zero_is_a_clean_error_naming_row_and_column() {
 
 /// dataframe.json with the year-0 datetime moved to year 1 and the ragged row (7) removed.
 #[test]
+#[allow(clippy::approx_constant)] // 3.14159 is the fixture's data, not π
 fn dataframe_special_values_without_invalid_rows() {
     let text = String::from_utf8(read("python/dataframe.json")).unwrap();
     let text = text.replace("0000-01-01T00:00:00Z", "0001-01-01T00:00:00Z");
@@ -154,7 +168,9 @@ fn dataframe_special_values_without_invalid_rows() {
     assert_eq!(cell(t, 0, "RecordReal"), &Value::Real(3.14159));
     assert_eq!(cell(t, 0, "RecordDouble"), &Value::Real(7.89));
     assert_eq!(cell(t, 0, "RecordDecimal"), &Value::Decimal("1.2".into()));
-    assert!(matches!(cell(t, 0, "RecordDynamic"), Value::Dynamic(d) if d.starts_with("\"{\\\"Visualization")));
+    assert!(
+        matches!(cell(t, 0, "RecordDynamic"), Value::Dynamic(d) if d.starts_with("\"{\\\"Visualization"))
+    );
     // Unknown type: kept as raw JSON, column typed Other.
     let miss = t.column_index("MissingType").unwrap();
     assert_eq!(t.columns[miss].ty, ColumnType::Other("missing".into()));
@@ -169,7 +185,10 @@ fn dataframe_special_values_without_invalid_rows() {
     assert_eq!(cell(t, 3, "RecordDouble"), &Value::Real(f64::NEG_INFINITY));
     assert_eq!(cell(t, 3, "RecordTime"), &dt("1677-09-21T00:12:44Z"));
     // Integer ticks and a "1.01:01:01.0" string timespan.
-    assert_eq!(cell(t, 5, "RecordOffset"), &Value::TimeSpan(Span(600_000_000)));
+    assert_eq!(
+        cell(t, 5, "RecordOffset"),
+        &Value::TimeSpan(Span(600_000_000))
+    );
     assert_eq!(
         cell(t, 6, "RecordOffset"),
         &Value::TimeSpan(Span((86_400 + 3_661) * TICKS_PER_SECOND))
@@ -182,8 +201,13 @@ fn dataframe_row_seven_is_a_clean_error() {
     let fixed = body.replace("0000-01-01T00:00:00Z", "0001-01-01T00:00:00Z");
     // Row 7 has "" in its datetime column (and only 6 of 13 cells): the first problem is named.
     match decode_v2(fixed.as_bytes(), &limits()).unwrap_err() {
-        QueryError::BadCell { table, row, column, .. } => {
-            assert_eq!((table.as_str(), row, column.as_str()), ("temp", 7, "RecordTime"));
+        QueryError::BadCell {
+            table, row, column, ..
+        } => {
+            assert_eq!(
+                (table.as_str(), row, column.as_str()),
+                ("temp", 7, "RecordTime")
+            );
         }
         other => panic!("expected BadCell, got {other:?}"),
     }
@@ -198,7 +222,12 @@ fn dataframe_row_seven_is_a_clean_error() {
     table["Rows"][7][1] = serde_json::Value::Null;
     let ragged = doc.to_string();
     match decode_v2(ragged.as_bytes(), &limits()).unwrap_err() {
-        QueryError::RaggedRow { table, row, cells, columns } => {
+        QueryError::RaggedRow {
+            table,
+            row,
+            cells,
+            columns,
+        } => {
             assert_eq!((table.as_str(), row, cells, columns), ("temp", 7, 6, 13));
         }
         other => panic!("expected RaggedRow, got {other:?}"),
@@ -232,7 +261,9 @@ fn null_values_every_type() {
     use ColumnType::*;
     assert_eq!(
         types,
-        [String, Int, Bool, DateTime, Dynamic, Guid, Long, Real, TimeSpan, Decimal]
+        [
+            String, Int, Bool, DateTime, Dynamic, Guid, Long, Real, TimeSpan, Decimal
+        ]
     );
     // The QueryProperties row [null, null, null] too.
     assert!(set.tables[0].row(0).iter().all(|v| *v == Value::Null));
@@ -337,7 +368,11 @@ fn v1_admin_then_query_table_of_contents() {
     // The Stats row's StatusDescription is a JSON object in a string column: kept as its JSON text.
     let status = &set.tables[2];
     let desc = status.column_index("StatusDescription").unwrap();
-    assert!(status.rows().any(|r| matches!(&r[desc], Value::String(x) if x.starts_with('{'))));
+    assert!(
+        status
+            .rows()
+            .any(|r| matches!(&r[desc], Value::String(x) if x.starts_with('{')))
+    );
 }
 
 // ---------- go/v2 ----------
@@ -370,7 +405,11 @@ fn go_valid_frames_all_types() {
     assert_valid_row0(t);
     let row1 = t.row(1);
     assert_eq!(row1[7], s(""));
-    assert!(row1.iter().enumerate().all(|(i, v)| i == 7 || *v == Value::Null));
+    assert!(
+        row1.iter()
+            .enumerate()
+            .all(|(i, v)| i == 7 || *v == Value::Null)
+    );
     let qci = set
         .tables
         .iter()
@@ -378,7 +417,10 @@ fn go_valid_frames_all_types() {
         .find(|(_, k)| **k == TableKind::QueryCompletionInformation)
         .unwrap()
         .0;
-    assert_eq!(cell(qci, 0, "Timestamp"), &dt("2023-11-26T13:34:17.0731478Z"));
+    assert_eq!(
+        cell(qci, 0, "Timestamp"),
+        &dt("2023-11-26T13:34:17.0731478Z")
+    );
 }
 
 #[test]
@@ -388,7 +430,12 @@ fn go_aliases_decode_like_valid_frames() {
     assert_valid_row0(t);
     use ColumnType::*;
     let types: Vec<_> = t.columns.iter().map(|c| c.ty.clone()).collect();
-    assert_eq!(types, [Int, Decimal, DateTime, TimeSpan, Dynamic, Bool, Real, String, Long, Guid]);
+    assert_eq!(
+        types,
+        [
+            Int, Decimal, DateTime, TimeSpan, Dynamic, Bool, Real, String, Long, Guid
+        ]
+    );
 }
 
 #[test]
@@ -459,7 +506,10 @@ fn go_v1_success_and_data_type_only_agree() {
         assert_eq!(a, [Value::Int(1), Value::Int(2), Value::Int(3)], "{name}");
         assert_eq!(prim[1].row(2), &[s("c"), Value::Int(3)], "{name}");
     }
-    assert_eq!(v1("go/v1/success.json").unwrap(), v1("go/v1/dataTypeOnly.json").unwrap());
+    assert_eq!(
+        v1("go/v1/success.json").unwrap(),
+        v1("go/v1/dataTypeOnly.json").unwrap()
+    );
 }
 
 #[test]
@@ -467,14 +517,20 @@ fn go_v1_bool_as_int() {
     let set = v1("go/v1/booleanInt.json").unwrap();
     let got: Vec<_> = primary(&set).rows().map(|r| r[0].clone()).collect();
     use Value::*;
-    assert_eq!(got, [Bool(false), Bool(false), Bool(true), Bool(true), Null]);
+    assert_eq!(
+        got,
+        [Bool(false), Bool(false), Bool(true), Bool(true), Null]
+    );
 }
 
 #[test]
 fn go_v1_partial_error() {
     let err = v1("go/v1/partialError.json").unwrap_err();
     assert!(matches!(err, QueryError::PartialFailure { .. }));
-    assert!(err.to_string().contains("Query execution has exceeded the allowed limits"));
+    assert!(
+        err.to_string()
+            .contains("Query execution has exceeded the allowed limits")
+    );
 }
 
 // ---------- channels, limits, truncation (synthetic bodies) ----------
@@ -498,7 +554,11 @@ fn decode_str(b: &str) -> Result<DataSet, QueryError> {
 
 #[test]
 fn small_body_decodes() {
-    let b = body(&[HEADER, &primary_frame(r#"[[1,"a"],[2,"b\"q\u00e9"]]"#), DONE]);
+    let b = body(&[
+        HEADER,
+        &primary_frame(r#"[[1,"a"],[2,"b\"q\u00e9"]]"#),
+        DONE,
+    ]);
     let set = decode_str(&b).unwrap();
     assert_eq!(primary(&set).row(1), &[Value::Long(2), s("b\"qé")]);
 }
@@ -548,8 +608,14 @@ fn replace_frees_row_budget() {
         r#"{"FrameType":"TableCompletion","TableId":1,"RowCount":2}"#,
         DONE,
     ]);
-    let tight = QueryLimits { max_rows: 2, max_bytes: 1 << 20 };
-    assert_eq!(primary(&decode_v2(b.as_bytes(), &tight).unwrap()).row_count(), 2);
+    let tight = QueryLimits {
+        max_rows: 2,
+        max_bytes: 1 << 20,
+    };
+    assert_eq!(
+        primary(&decode_v2(b.as_bytes(), &tight).unwrap()).row_count(),
+        2
+    );
 }
 
 #[test]
@@ -605,7 +671,10 @@ fn channel_dataset_completion_has_errors_and_cancelled() {
         &primary_frame("[]"),
         r#"{"FrameType":"DataSetCompletion","HasErrors":true,"Cancelled":false}"#,
     ]);
-    assert!(matches!(decode_str(&b), Err(QueryError::PartialFailure { .. })));
+    assert!(matches!(
+        decode_str(&b),
+        Err(QueryError::PartialFailure { .. })
+    ));
     let b = body(&[
         HEADER,
         &primary_frame("[]"),
@@ -620,7 +689,12 @@ fn channel_dataset_completion_has_errors_and_cancelled() {
         &primary_frame("[]"),
         r#"{"FrameType":"DataSetCompletion","HasErrors":true,"Cancelled":false,"OneApiErrors":[{"error":{"code":"D","@message":"dataset level"}}]}"#,
     ]);
-    assert!(decode_str(&b).unwrap_err().to_string().contains("dataset level"));
+    assert!(
+        decode_str(&b)
+            .unwrap_err()
+            .to_string()
+            .contains("dataset level")
+    );
 }
 
 #[test]
@@ -634,22 +708,42 @@ fn channel_completion_information_levels() {
     assert!(err.to_string().contains("something happened"));
     let set = decode_str(&body(&[HEADER, &primary_frame("[]"), &qci(3), DONE])).unwrap();
     assert_eq!(set.warnings, ["something happened"]);
-    assert!(decode_str(&body(&[HEADER, &primary_frame("[]"), &qci(4), DONE])).unwrap().warnings.is_empty());
+    assert!(
+        decode_str(&body(&[HEADER, &primary_frame("[]"), &qci(4), DONE]))
+            .unwrap()
+            .warnings
+            .is_empty()
+    );
 }
 
 #[test]
 fn row_limit_names_the_limit() {
     let b = body(&[HEADER, &primary_frame(r#"[[1,"a"],[2,"b"],[3,"c"]]"#), DONE]);
-    let ok = QueryLimits { max_rows: 3, max_bytes: 1 << 20 };
-    assert_eq!(primary(&decode_v2(b.as_bytes(), &ok).unwrap()).row_count(), 3);
-    let tight = QueryLimits { max_rows: 2, max_bytes: 1 << 20 };
+    let ok = QueryLimits {
+        max_rows: 3,
+        max_bytes: 1 << 20,
+    };
+    assert_eq!(
+        primary(&decode_v2(b.as_bytes(), &ok).unwrap()).row_count(),
+        3
+    );
+    let tight = QueryLimits {
+        max_rows: 2,
+        max_bytes: 1 << 20,
+    };
     let err = decode_v2(b.as_bytes(), &tight).unwrap_err();
     assert!(matches!(err, QueryError::TooManyRows { limit: 2 }));
     assert!(err.to_string().contains("maxRows"));
     assert!(err.is_permanent());
     assert_eq!(err.kind(), "too_many_rows");
     // Non-primary tables do not count.
-    let set = decode_v2(read("python/deft.json").as_slice(), &QueryLimits { max_rows: 11, max_bytes: 1 << 20 });
+    let set = decode_v2(
+        read("python/deft.json").as_slice(),
+        &QueryLimits {
+            max_rows: 11,
+            max_bytes: 1 << 20,
+        },
+    );
     assert!(set.is_ok());
 }
 
@@ -662,15 +756,30 @@ fn type_mismatches_name_table_row_and_column() {
         (r#"[[1,"a"],[9223372036854775808,"b"]]"#, "long range"),
     ] {
         match decode_str(&body(&[HEADER, &primary_frame(rows), DONE])).unwrap_err() {
-            QueryError::BadCell { table, row, detail: d, .. } => {
+            QueryError::BadCell {
+                table,
+                row,
+                detail: d,
+                ..
+            } => {
                 assert_eq!((table.as_str(), row), ("PrimaryResult", 1));
                 assert!(d.contains(detail), "{d}");
             }
             other => panic!("{rows}: {other:?}"),
         }
     }
-    match decode_str(&body(&[HEADER, &primary_frame(r#"[[1,"a","extra"]]"#), DONE])).unwrap_err() {
-        QueryError::RaggedRow { cells: 3, columns: 2, .. } => {}
+    match decode_str(&body(&[
+        HEADER,
+        &primary_frame(r#"[[1,"a","extra"]]"#),
+        DONE,
+    ]))
+    .unwrap_err()
+    {
+        QueryError::RaggedRow {
+            cells: 3,
+            columns: 2,
+            ..
+        } => {}
         other => panic!("{other:?}"),
     }
 }
@@ -707,7 +816,12 @@ fn missing_completion_is_truncated_and_transient() {
 #[test]
 fn every_fixture_prefix_is_an_error_never_a_panic() {
     let full = read("go/v2/twoTables.json");
-    let end = full.len() - (full.iter().rev().take_while(|b| b.is_ascii_whitespace()).count());
+    let end = full.len()
+        - (full
+            .iter()
+            .rev()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count());
     for cut in 0..end {
         let r = decode_v2(&full[..cut], &limits());
         assert!(r.is_err(), "prefix of {cut} bytes decoded");

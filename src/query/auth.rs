@@ -40,7 +40,9 @@ pub enum KustoAuth {
 /// A bad `--kusto-auth` value, or no token could be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    #[error("unknown Kusto auth mode {0:?}: expected auto, workload-identity, managed-identity, client-secret, azure-cli, none or token-file:PATH")]
+    #[error(
+        "unknown Kusto auth mode {0:?}: expected auto, workload-identity, managed-identity, client-secret, azure-cli, none or token-file:PATH"
+    )]
     UnknownMode(String),
 
     #[error("Kusto auth mode {mode} is not usable: {detail}")]
@@ -271,17 +273,19 @@ fn build_credential(name: &str) -> Result<Arc<dyn TokenCredential>, String> {
             Ok(c)
         }
         "managed-identity" => {
-            let options = std::env::var("AZURE_CLIENT_ID").ok().map(|id| {
-                ManagedIdentityCredentialOptions {
-                    user_assigned_id: Some(UserAssignedId::ClientId(id)),
-                    ..Default::default()
-                }
-            });
+            let options =
+                std::env::var("AZURE_CLIENT_ID")
+                    .ok()
+                    .map(|id| ManagedIdentityCredentialOptions {
+                        user_assigned_id: Some(UserAssignedId::ClientId(id)),
+                        ..Default::default()
+                    });
             let c = ManagedIdentityCredential::new(options).map_err(|e| e.to_string())?;
             Ok(c)
         }
         "client-secret" => {
-            let missing = missing_env(&["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"]);
+            let missing =
+                missing_env(&["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"]);
             if !missing.is_empty() {
                 return Err(format!(
                     "client-secret needs AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET; missing: {}",
@@ -455,7 +459,14 @@ mod tests {
         );
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         assert_eq!(cache.token_at(t0).await.unwrap().secret(), "tok0");
-        assert_eq!(cache.token_at(t0 + Duration::from_secs(3000)).await.unwrap().secret(), "tok0");
+        assert_eq!(
+            cache
+                .token_at(t0 + Duration::from_secs(3000))
+                .await
+                .unwrap()
+                .secret(),
+            "tok0"
+        );
         assert_eq!(cache.fetch.calls.load(Ordering::SeqCst), 1);
         // Inside the last 5 minutes: refreshed.
         let late = t0 + Duration::from_secs(3600) - REFRESH_EARLY + Duration::from_secs(1);
@@ -503,6 +514,12 @@ mod tests {
         file.set_modified(mtime + Duration::from_secs(10)).unwrap();
         assert!(matches!(f.token().await, Err(AuthError::NoToken { .. })));
         std::fs::remove_file(&path).unwrap();
-        assert!(f.token().await.unwrap_err().to_string().contains("cannot stat"));
+        assert!(
+            f.token()
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("cannot stat")
+        );
     }
 }

@@ -235,7 +235,9 @@ fn raw_decimal(raw: &str) -> Cell {
             .map(|s| Value::Decimal(s.into()))
             .map_err(|e| e.to_string()),
         Some(b'-' | b'0'..=b'9') => Ok(Value::Decimal(raw.into())),
-        _ => Err(format!("expected a decimal (string or number) but got {raw}")),
+        _ => Err(format!(
+            "expected a decimal (string or number) but got {raw}"
+        )),
     }
 }
 
@@ -251,7 +253,10 @@ fn raw_v1_string(raw: &str) -> Cell {
 
 /// Strips insignificant whitespace (outside strings) so dynamic values are compact JSON text.
 pub(crate) fn compact_json(raw: &str) -> Box<str> {
-    if !raw.bytes().any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t')) {
+    if !raw
+        .bytes()
+        .any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+    {
         return raw.into();
     }
     let mut out = String::with_capacity(raw.len());

@@ -96,7 +96,9 @@ pub enum QueryError {
         message: String,
     },
 
-    #[error("Kusto refused the credentials (HTTP {status}) for auth mode {auth}: {message}; check that this identity has viewer rights on the database")]
+    #[error(
+        "Kusto refused the credentials (HTTP {status}) for auth mode {auth}: {message}; check that this identity has viewer rights on the database"
+    )]
     Unauthorized {
         status: u16,
         auth: String,
@@ -107,15 +109,16 @@ pub enum QueryError {
     DatabaseNotFound { database: String, message: String },
 
     #[error("Kusto answered HTTP {status}: {error}")]
-    Http {
-        status: u16,
-        error: KustoErrorInfo,
-    },
+    Http { status: u16, error: KustoErrorInfo },
 
-    #[error("the Kusto response exceeded {limit} bytes; narrow or aggregate the query, or raise the byte limit")]
+    #[error(
+        "the Kusto response exceeded {limit} bytes; narrow or aggregate the query, or raise the byte limit"
+    )]
     TooManyBytes { limit: usize },
 
-    #[error("the primary result has more than {limit} rows; aggregate more in the query or raise the resource's maxRows")]
+    #[error(
+        "the primary result has more than {limit} rows; aggregate more in the query or raise the resource's maxRows"
+    )]
     TooManyRows { limit: usize },
 
     #[error("Kusto reported a partial query failure ({} error(s){}): {}", errors.len(),

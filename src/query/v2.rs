@@ -288,7 +288,10 @@ impl FrameDecoder {
     }
 
     fn open_index(&self, id: i64) -> Option<usize> {
-        self.open.iter().find(|(i, _)| *i == id).map(|(_, idx)| *idx)
+        self.open
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, idx)| *idx)
     }
 
     /// Decodes `Rows` straight into its table when the frame already said everything needed, else
@@ -388,12 +391,13 @@ impl FrameDecoder {
         let mut table = match f.built {
             Some(t) => t,
             None => {
-                let columns = f.columns.ok_or_else(|| {
-                    protocol(format!("DataTable {name:?} has no Columns"))
-                })?;
+                let columns = f
+                    .columns
+                    .ok_or_else(|| protocol(format!("DataTable {name:?} has no Columns")))?;
                 let mut t = Table::new(name.clone(), columns);
                 if let Some(raw) = f.raw_rows {
-                    let ctx = self.rows_ctx(table_label(Some(&name), f.table_id), &kind, Dialect::V2);
+                    let ctx =
+                        self.rows_ctx(table_label(Some(&name), f.table_id), &kind, Dialect::V2);
                     decode_raw_rows(raw, &mut t, &ctx, &mut self.side)?;
                 }
                 t
@@ -430,9 +434,11 @@ impl FrameDecoder {
         let id = f
             .table_id
             .ok_or_else(|| protocol("a TableFragment without TableId".into()))?;
-        let idx = self
-            .open_index(id)
-            .ok_or_else(|| protocol(format!("a TableFragment for table id {id} outside TableHeader..TableCompletion")))?;
+        let idx = self.open_index(id).ok_or_else(|| {
+            protocol(format!(
+                "a TableFragment for table id {id} outside TableHeader..TableCompletion"
+            ))
+        })?;
         if f.replace == Some(true) {
             self.replace_rows(idx);
         }
