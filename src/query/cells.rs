@@ -5,6 +5,12 @@
 //! shape for its column type is a [`QueryError::BadCell`] naming table, row and column; an object inside
 //! `Rows` is Kusto's in-data error report and is collected, not pushed. Errors are parked in
 //! [`Sideband::fatal`] and the serde error only unwinds the parse, so the caller reports the precise one.
+//!
+//! Cell rules (SPEC §5): JSON `null` is [`Value::Null`] for every type, strings included (Kusto strings
+//! cannot be null, but captured responses contain `null` there; keeping it distinct from `""` loses
+//! nothing). `long` is read as an exact integer, never via f64. `real` takes numbers (integral too) and
+//! the strings `"NaN"`, `"Infinity"`, `"-Infinity"`. `decimal` keeps the text of a string or number.
+//! `timespan` takes Kusto text or integer ticks. `dynamic` and unknown types keep the raw JSON, compacted.
 
 use std::fmt;
 
@@ -75,28 +81,34 @@ impl<'de> Visitor<'de> for RowsSeed<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let columns: Vec<Column> = self.table.columns.clone();
-        let mut cells: Vec<Value> = Vec::with_capacity(columns.len());
         let mut row = self.table.row_count();
+        let cells = self.table.cells_mut();
         loop {
+            let start = cells.len();
             let seed = RowSeed {
                 columns: &columns,
-                cells: &mut cells,
+                cells: &mut *cells,
                 ctx: self.ctx,
                 row,
                 side: self.side,
             };
-            match seq.next_element_seed(seed)? {
-                None => return Ok(()),
-                Some(RowOutcome::ErrorReport) => {}
-                Some(RowOutcome::Row) => {
+            match seq.next_element_seed(seed) {
+                Ok(None) => return Ok(()),
+                Ok(Some(RowOutcome::ErrorReport)) => {}
+                Ok(Some(RowOutcome::Row)) => {
                     if let Some(limit) = self.ctx.max_rows {
                         if self.side.primary_rows >= limit {
+                            cells.truncate(start);
                             return Err(self.side.fail(QueryError::TooManyRows { limit }));
                         }
                         self.side.primary_rows += 1;
                     }
-                    self.table.push_row(cells.drain(..));
                     row += 1;
+                }
+                Err(e) => {
+                    // Keep whole rows only, whatever failed mid-row.
+                    cells.truncate(start);
+                    return Err(e);
                 }
             }
         }
@@ -156,7 +168,6 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
             n += 1;
         }
         if n != self.columns.len() {
-            self.cells.clear();
             return Err(self.side.fail(QueryError::RaggedRow {
                 table: self.ctx.label.clone(),
                 row: self.row,
@@ -406,7 +417,7 @@ pub fn parse_column_type(name: &str) -> ColumnType {
 /// A v1 `DataType` (.NET type name) as a Kusto type, for services that send no `ColumnType`.
 pub fn parse_v1_data_type(name: &str) -> ColumnType {
     let lower = name.to_ascii_lowercase();
-    let short = lower.strip_prefix("system.").unwrap_or(&lower);
+    let short = lower.rsplit('.').next().unwrap_or(&lower);
     match short {
         "sbyte" => ColumnType::Bool,
         "single" => ColumnType::Real,
@@ -448,4 +459,65 @@ pub(crate) fn decode_raw_rows(
                 detail: e.to_string(),
             })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn compact_json_strips_only_insignificant_whitespace() {
+        assert_eq!(&*compact_json(r#"{"a":1}"#), r#"{"a":1}"#);
+        assert_eq!(
+            &*compact_json("{ \"a b\" : [ 1 , \"x \\\" y\" ],\n\t\"c\": null }"),
+            r#"{"a b":[1,"x \" y"],"c":null}"#
+        );
+    }
+
+    proptest! {
+        /// Compaction never changes the JSON value.
+        #[test]
+        fn compact_json_preserves_the_value(v in json_value(), pretty in any::<bool>()) {
+            let text = if pretty { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) };
+            let text = text.unwrap();
+            let compact = compact_json(&text);
+            prop_assert!(!compact.contains('\n'));
+            let back: serde_json::Value = serde_json::from_str(&compact).unwrap();
+            prop_assert_eq!(back, v);
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[ a-z\"\\\\\n\t{}:,é]{0,8}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[ a-z\"]{0,4}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    #[test]
+    fn type_names_round_trip() {
+        for name in [
+            "bool", "int", "long", "real", "decimal", "datetime", "timespan", "guid", "string",
+            "dynamic",
+        ] {
+            assert_eq!(column_type_name(&parse_column_type(name)), name);
+        }
+        assert_eq!(parse_column_type("uniqueid"), ColumnType::Guid);
+        assert_eq!(parse_v1_data_type("System.SByte"), ColumnType::Bool);
+        assert_eq!(parse_v1_data_type("Int64"), ColumnType::Long);
+        assert_eq!(
+            parse_v1_data_type("System.Data.SqlTypes.SqlDecimal"),
+            ColumnType::Decimal
+        );
+    }
 }

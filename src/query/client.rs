@@ -47,6 +47,16 @@ pub struct KustoClient {
     config: KustoConfig,
 }
 
+impl std::fmt::Debug for KustoClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KustoClient")
+            .field("endpoint", &self.endpoint)
+            .field("auth", &self.auth.describe())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
 /// reqwest is built with `rustls-no-provider`: the ring provider must be installed once per process.
 pub(crate) fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -87,6 +97,16 @@ impl KustoClient {
             auth,
             config,
         })
+    }
+
+    /// The cluster URL (no trailing slash).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The identity in use (never the token), for status messages.
+    pub fn auth_description(&self) -> String {
+        self.auth.describe()
     }
 
     /// Runs `csl` against `database` and decodes the full result.

@@ -11,6 +11,8 @@
 //! objects inside `Rows`, `TableCompletion.OneApiErrors`, `DataSetCompletion.HasErrors`/`OneApiErrors`/
 //! `Cancelled`, and QueryCompletionInformation rows with `Level` ≤ 2. A body without
 //! `DataSetCompletion` is [`QueryError::Truncated`]: no metrics ever come from a cut response.
+//! `TableCompletion.RowCount` is not cross-checked (its meaning under `DataReplace` is undocumented);
+//! unknown frame types and frames after `DataSetCompletion` are ignored.
 
 use std::fmt;
 
