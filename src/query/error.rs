@@ -72,7 +72,7 @@ impl fmt::Display for KustoErrorInfo {
 }
 
 /// A failed query. Messages name the thing that failed and, where there is one, the fix.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueryError {
     #[error("invalid Kusto endpoint {endpoint:?}: {detail}")]
     BadEndpoint { endpoint: String, detail: String },
