@@ -1,3 +1,159 @@
-//! The Kusto REST v2 query client (SPEC §5).
+//! The Kusto REST query client (SPEC §5): the schedule hands it a database and KQL text, it returns a
+//! [`DataSet`] of typed [`Table`]s for the transform, or a classified [`QueryError`].
+//!
+//! Layout: [`client`] does the HTTP (POST `/v2/rest/query`, bounded body read, status mapping), [`auth`]
+//! gets and caches bearer tokens, [`decode_v2`]/[`decode_v1`] are pure body decoders, [`table`] holds the
+//! only types the transform sees. Invariant: a `DataSet` is returned only for a complete response with no
+//! partial failure in any channel and at most `QueryLimits::max_rows` primary rows.
+
+pub mod auth;
+mod cells;
+pub mod client;
+mod error;
 pub mod table;
+mod v1;
+mod v2;
+
+pub use auth::{AuthError, KustoAuth};
+pub use cells::{column_type_name, parse_column_type};
+pub use client::{KustoClient, KustoConfig};
+pub use error::{KustoErrorInfo, QueryError, error_from_body, http_error};
 pub use table::{Column, ColumnType, Table, Value};
+pub use v1::decode_v1;
+pub use v2::decode_v2;
+
+/// Bounds on what one query may materialise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Rows across the primary result tables (the resource's `maxRows`).
+    pub max_rows: usize,
+    /// Decompressed response body bytes.
+    pub max_bytes: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        // Kusto's own default truncation limits (500k records, 64 MiB), with headroom for JSON framing.
+        QueryLimits {
+            max_rows: 500_000,
+            max_bytes: 256 << 20,
+        }
+    }
+}
+
+/// What a table is for (v2 `TableKind`; v1 derived from the TableOfContents).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TableKind {
+    PrimaryResult,
+    QueryCompletionInformation,
+    QueryProperties,
+    TableOfContents,
+    QueryTraceLog,
+    QueryPerfLog,
+    QueryPlan,
+    /// Any other kind name, or none given.
+    Other(String),
+}
+
+impl TableKind {
+    pub fn parse(s: &str) -> TableKind {
+        match s {
+            "PrimaryResult" => TableKind::PrimaryResult,
+            "QueryCompletionInformation" => TableKind::QueryCompletionInformation,
+            "QueryProperties" => TableKind::QueryProperties,
+            "TableOfContents" => TableKind::TableOfContents,
+            "QueryTraceLog" => TableKind::QueryTraceLog,
+            "QueryPerfLog" => TableKind::QueryPerfLog,
+            "QueryPlan" => TableKind::QueryPlan,
+            other => TableKind::Other(other.to_owned()),
+        }
+    }
+}
+
+/// A decoded response: every table in wire order, with `kinds[i]` the kind of `tables[i]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DataSet {
+    pub tables: Vec<Table>,
+    pub kinds: Vec<TableKind>,
+    /// Warning-level (Level/Severity 3) QueryCompletionInformation events, as text.
+    pub warnings: Vec<String>,
+}
+
+impl DataSet {
+    /// The first PrimaryResult table (a query with several — batches, `fork` — has more, see
+    /// [`DataSet::primary_tables`]).
+    pub fn primary(&self) -> Option<&Table> {
+        self.primary_tables().next()
+    }
+
+    pub fn primary_tables(&self) -> impl Iterator<Item = &Table> + '_ {
+        self.tables
+            .iter()
+            .zip(&self.kinds)
+            .filter(|(_, k)| **k == TableKind::PrimaryResult)
+            .map(|(t, _)| t)
+    }
+
+    /// Takes the first PrimaryResult table out without copying its rows.
+    pub fn into_primary(self) -> Option<Table> {
+        self.tables
+            .into_iter()
+            .zip(self.kinds)
+            .find(|(_, k)| *k == TableKind::PrimaryResult)
+            .map(|(t, _)| t)
+    }
+
+    /// Errors (level ≤ 2) and warnings (level 3) from QueryCompletionInformation (v2 `Level`) or
+    /// QueryStatus (v1 `Severity`) tables.
+    fn completion_events(&self) -> (Vec<KustoErrorInfo>, Vec<String>) {
+        let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+        let status_tables = self
+            .tables
+            .iter()
+            .zip(&self.kinds)
+            .filter(|(_, k)| **k == TableKind::QueryCompletionInformation);
+        for (table, _) in status_tables {
+            let level = table
+                .column_index("Level")
+                .or_else(|| table.column_index("Severity"));
+            let Some(level) = level else { continue };
+            let text_cols: Vec<usize> = [
+                "EventTypeName",
+                "StatusCodeName",
+                "StatusDescription",
+                "Payload",
+            ]
+            .iter()
+            .filter_map(|c| table.column_index(c))
+            .collect();
+            for row in table.rows() {
+                let lvl = match row.get(level) {
+                    Some(Value::Int(l)) => *l as i64,
+                    Some(Value::Long(l)) => *l,
+                    _ => continue,
+                };
+                if lvl > 3 {
+                    continue;
+                }
+                let text = text_cols
+                    .iter()
+                    .filter_map(|i| match row.get(*i) {
+                        Some(Value::String(s)) if !s.is_empty() => Some(s.as_ref()),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+                    .join(": ");
+                if lvl == 3 {
+                    warnings.push(text);
+                } else {
+                    errors.push(KustoErrorInfo {
+                        code: Some(format!("QueryCompletionInformation level {lvl}")),
+                        message: error::truncate_text(&text),
+                        permanent: None,
+                    });
+                }
+            }
+        }
+        (errors, warnings)
+    }
+}

@@ -75,6 +75,12 @@ impl Table {
         self.cells.clear();
     }
 
+    /// The flat cell storage, for the decoder to append in place; it keeps the length a multiple of
+    /// `columns.len()` (truncating a half-decoded row before returning).
+    pub(crate) fn cells_mut(&mut self) -> &mut Vec<Value> {
+        &mut self.cells
+    }
+
     pub fn reserve_rows(&mut self, rows: usize) {
         self.cells.reserve(rows.saturating_mul(self.columns.len()));
     }

@@ -1,0 +1,523 @@
+//! Streaming decode of a `Rows` array into a [`Table`]: one serde visitor per row and per cell, no
+//! intermediate `serde_json::Value`. Shared by the v2 frame decoder and the v1 decoder.
+//!
+//! Invariants: a row is pushed only when it has exactly one cell per column; a cell of the wrong JSON
+//! shape for its column type is a [`QueryError::BadCell`] naming table, row and column; an object inside
+//! `Rows` is Kusto's in-data error report and is collected, not pushed. Errors are parked in
+//! [`Sideband::fatal`] and the serde error only unwinds the parse, so the caller reports the precise one.
+//!
+//! Cell rules (SPEC §5): JSON `null` is [`Value::Null`] for every type, strings included (Kusto strings
+//! cannot be null, but captured responses contain `null` there; keeping it distinct from `""` loses
+//! nothing). `long` is read as an exact integer, never via f64. `real` takes numbers (integral too) and
+//! the strings `"NaN"`, `"Infinity"`, `"-Infinity"`. `decimal` keeps the text of a string or number.
+//! `timespan` takes Kusto text or integer ticks. `dynamic` and unknown types keep the raw JSON, compacted.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::error::{KustoErrorInfo, QueryError};
+use super::table::{Column, ColumnType, Table, Value};
+use crate::time::{Span, Ticks};
+
+/// Wire flavour: v1 tolerates non-string JSON in string columns (QueryStatus carries objects there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    V1,
+    V2,
+}
+
+/// State shared by every table of one response: the primary-row budget and what went wrong.
+#[derive(Debug, Default)]
+pub(crate) struct Sideband {
+    pub primary_rows: usize,
+    pub partial: Vec<KustoErrorInfo>,
+    pub fatal: Option<QueryError>,
+}
+
+impl Sideband {
+    /// Parks `err` and returns a serde error that unwinds the parse.
+    pub fn fail<E: de::Error>(&mut self, err: QueryError) -> E {
+        let e = E::custom(&err);
+        self.fatal = Some(err);
+        e
+    }
+}
+
+/// How to decode one table's rows.
+pub(crate) struct RowsCtx {
+    /// Table name for messages.
+    pub label: String,
+    pub dialect: Dialect,
+    /// `Some(max)` for primary tables: the row budget shared through [`Sideband::primary_rows`].
+    pub max_rows: Option<usize>,
+}
+
+/// Decodes a whole `Rows` array into `table`.
+pub(crate) struct RowsSeed<'a> {
+    pub table: &'a mut Table,
+    pub ctx: &'a RowsCtx,
+    pub side: &'a mut Sideband,
+}
+
+impl<'de> DeserializeSeed<'de> for RowsSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowsSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of rows")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(()) // `"Rows": null` — no rows.
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let columns: Vec<Column> = self.table.columns.clone();
+        let mut row = self.table.row_count();
+        let cells = self.table.cells_mut();
+        loop {
+            let start = cells.len();
+            let seed = RowSeed {
+                columns: &columns,
+                cells: &mut *cells,
+                ctx: self.ctx,
+                row,
+                side: self.side,
+            };
+            match seq.next_element_seed(seed) {
+                Ok(None) => return Ok(()),
+                Ok(Some(RowOutcome::ErrorReport)) => {}
+                Ok(Some(RowOutcome::Row)) => {
+                    if let Some(limit) = self.ctx.max_rows {
+                        if self.side.primary_rows >= limit {
+                            cells.truncate(start);
+                            return Err(self.side.fail(QueryError::TooManyRows { limit }));
+                        }
+                        self.side.primary_rows += 1;
+                    }
+                    row += 1;
+                }
+                Err(e) => {
+                    // Keep whole rows only, whatever failed mid-row.
+                    cells.truncate(start);
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+enum RowOutcome {
+    Row,
+    ErrorReport,
+}
+
+/// One element of `Rows`: an array of cells, or an error object (`OneApiErrors` / `Exceptions`).
+struct RowSeed<'a> {
+    columns: &'a [Column],
+    cells: &'a mut Vec<Value>,
+    ctx: &'a RowsCtx,
+    row: usize,
+    side: &'a mut Sideband,
+}
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = RowOutcome;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RowOutcome, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_> {
+    type Value = RowOutcome;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a row (array of cells) or an error object")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RowOutcome, A::Error> {
+        let mut n = 0;
+        while let Some(column) = self.columns.get(n) {
+            let seed = CellSeed {
+                ty: &column.ty,
+                dialect: self.ctx.dialect,
+            };
+            match seq.next_element_seed(seed)? {
+                None => break,
+                Some(Ok(v)) => self.cells.push(v),
+                Some(Err(detail)) => {
+                    return Err(self.side.fail(QueryError::BadCell {
+                        table: self.ctx.label.clone(),
+                        row: self.row,
+                        column: column.name.clone(),
+                        detail,
+                    }));
+                }
+            }
+            n += 1;
+        }
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            n += 1;
+        }
+        if n != self.columns.len() {
+            return Err(self.side.fail(QueryError::RaggedRow {
+                table: self.ctx.label.clone(),
+                row: self.row,
+                cells: n,
+                columns: self.columns.len(),
+            }));
+        }
+        Ok(RowOutcome::Row)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RowOutcome, A::Error> {
+        let mut found = false;
+        while let Some(key) = map.next_key::<String>()? {
+            let v: serde_json::Value = map.next_value()?;
+            if key == "OneApiErrors" || key == "Exceptions" {
+                found = true;
+                self.side.partial.extend(KustoErrorInfo::list_from_json(&v));
+            }
+        }
+        if !found {
+            return Err(self.side.fail(QueryError::Protocol {
+                detail: format!(
+                    "table {:?} row {}: an object in Rows that is neither OneApiErrors nor Exceptions",
+                    self.ctx.label, self.row
+                ),
+            }));
+        }
+        Ok(RowOutcome::ErrorReport)
+    }
+}
+
+/// One cell. Yields `Err(detail)` for a well-formed JSON value of the wrong shape for the column type.
+struct CellSeed<'a> {
+    ty: &'a ColumnType,
+    dialect: Dialect,
+}
+
+type Cell = Result<Value, String>;
+
+impl<'de> DeserializeSeed<'de> for CellSeed<'_> {
+    type Value = Cell;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cell, D::Error> {
+        match self.ty {
+            ColumnType::Dynamic | ColumnType::Other(_) => {
+                let raw = <&RawValue>::deserialize(d)?;
+                Ok(Ok(raw_dynamic(raw.get())))
+            }
+            ColumnType::Decimal => {
+                let raw = <&RawValue>::deserialize(d)?;
+                Ok(raw_decimal(raw.get()))
+            }
+            ColumnType::String if self.dialect == Dialect::V1 => {
+                let raw = <&RawValue>::deserialize(d)?;
+                Ok(raw_v1_string(raw.get()))
+            }
+            ty => d.deserialize_any(CellVisitor { ty }),
+        }
+    }
+}
+
+use serde::Deserialize;
+
+fn raw_dynamic(raw: &str) -> Value {
+    if raw == "null" {
+        Value::Null
+    } else {
+        Value::Dynamic(compact_json(raw))
+    }
+}
+
+/// Decimals arrive as strings (real services) or numbers (hand-made files): both kept as text.
+fn raw_decimal(raw: &str) -> Cell {
+    match raw.as_bytes().first() {
+        _ if raw == "null" => Ok(Value::Null),
+        Some(b'"') => serde_json::from_str::<String>(raw)
+            .map(|s| Value::Decimal(s.into()))
+            .map_err(|e| e.to_string()),
+        Some(b'-' | b'0'..=b'9') => Ok(Value::Decimal(raw.into())),
+        _ => Err(format!(
+            "expected a decimal (string or number) but got {raw}"
+        )),
+    }
+}
+
+fn raw_v1_string(raw: &str) -> Cell {
+    match raw.as_bytes().first() {
+        _ if raw == "null" => Ok(Value::Null),
+        Some(b'"') => serde_json::from_str::<String>(raw)
+            .map(|s| Value::String(s.into()))
+            .map_err(|e| e.to_string()),
+        _ => Ok(Value::String(compact_json(raw))),
+    }
+}
+
+/// Strips insignificant whitespace (outside strings) so dynamic values are compact JSON text.
+pub(crate) fn compact_json(raw: &str) -> Box<str> {
+    if !raw
+        .bytes()
+        .any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+    {
+        return raw.into();
+    }
+    let mut out = String::with_capacity(raw.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in raw.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\n' | '\r' | '\t') {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
+struct CellVisitor<'a> {
+    ty: &'a ColumnType,
+}
+
+impl CellVisitor<'_> {
+    fn mismatch(&self, got: impl fmt::Display) -> Cell {
+        Err(format!(
+            "expected {} but got {got}",
+            column_type_name(self.ty)
+        ))
+    }
+
+    fn text(&self, s: &str) -> Cell {
+        match self.ty {
+            ColumnType::String => Ok(Value::String(s.into())),
+            ColumnType::Guid => Ok(Value::Guid(s.into())),
+            ColumnType::DateTime => Ticks::parse(s)
+                .map(Value::DateTime)
+                .map_err(|e| e.to_string()),
+            ColumnType::TimeSpan => Span::parse_timespan(s)
+                .map(Value::TimeSpan)
+                .map_err(|e| e.to_string()),
+            ColumnType::Real => match s {
+                "NaN" => Ok(Value::Real(f64::NAN)),
+                "Infinity" => Ok(Value::Real(f64::INFINITY)),
+                "-Infinity" => Ok(Value::Real(f64::NEG_INFINITY)),
+                _ => s
+                    .parse::<f64>()
+                    .map(Value::Real)
+                    .or_else(|_| self.mismatch(format_args!("the string {s:?}"))),
+            },
+            _ => self.mismatch(format_args!("the string {s:?}")),
+        }
+    }
+
+    fn integer(&self, v: i128) -> Cell {
+        match self.ty {
+            ColumnType::Int => i32::try_from(v)
+                .map(Value::Int)
+                .or_else(|_| self.mismatch(format_args!("{v}, outside the int range"))),
+            ColumnType::Long => i64::try_from(v)
+                .map(Value::Long)
+                .or_else(|_| self.mismatch(format_args!("{v}, outside the long range"))),
+            ColumnType::Real => Ok(Value::Real(v as f64)),
+            ColumnType::Bool if v == 0 || v == 1 => Ok(Value::Bool(v == 1)),
+            ColumnType::TimeSpan => i64::try_from(v)
+                .map(|t| Value::TimeSpan(Span(t)))
+                .or_else(|_| self.mismatch(format_args!("{v} ticks, out of range"))),
+            _ => self.mismatch(format_args!("the number {v}")),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for CellVisitor<'_> {
+    type Value = Cell;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a {} cell", column_type_name(self.ty))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Cell, E> {
+        Ok(Ok(Value::Null))
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Cell, E> {
+        Ok(match self.ty {
+            ColumnType::Bool => Ok(Value::Bool(b)),
+            _ => self.mismatch(b),
+        })
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Cell, E> {
+        Ok(self.integer(v as i128))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Cell, E> {
+        Ok(self.integer(v as i128))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Cell, E> {
+        Ok(match self.ty {
+            ColumnType::Real => Ok(Value::Real(v)),
+            _ => self.mismatch(v),
+        })
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Cell, E> {
+        Ok(self.text(s))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Cell, E> {
+        Ok(self.text(s))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Cell, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(self.mismatch("an array"))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Cell, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(self.mismatch("an object"))
+    }
+}
+
+/// Kusto's `ColumnType` names, aliases included; anything else is [`ColumnType::Other`].
+pub fn parse_column_type(name: &str) -> ColumnType {
+    match name.to_ascii_lowercase().as_str() {
+        "bool" | "boolean" => ColumnType::Bool,
+        "int" | "int32" => ColumnType::Int,
+        "long" | "int64" => ColumnType::Long,
+        "real" | "double" | "float" => ColumnType::Real,
+        "decimal" => ColumnType::Decimal,
+        "datetime" | "date" => ColumnType::DateTime,
+        "timespan" | "time" => ColumnType::TimeSpan,
+        "guid" | "uuid" | "uniqueid" => ColumnType::Guid,
+        "string" => ColumnType::String,
+        "dynamic" => ColumnType::Dynamic,
+        _ => ColumnType::Other(name.to_owned()),
+    }
+}
+
+/// A v1 `DataType` (.NET type name) as a Kusto type, for services that send no `ColumnType`.
+pub fn parse_v1_data_type(name: &str) -> ColumnType {
+    let lower = name.to_ascii_lowercase();
+    let short = lower.rsplit('.').next().unwrap_or(&lower);
+    match short {
+        "sbyte" => ColumnType::Bool,
+        "single" => ColumnType::Real,
+        "object" => ColumnType::Dynamic,
+        "sqldecimal" => ColumnType::Decimal,
+        other => parse_column_type(other),
+    }
+}
+
+/// The canonical Kusto name of a type, for messages.
+pub fn column_type_name(ty: &ColumnType) -> &str {
+    match ty {
+        ColumnType::Bool => "bool",
+        ColumnType::Int => "int",
+        ColumnType::Long => "long",
+        ColumnType::Real => "real",
+        ColumnType::Decimal => "decimal",
+        ColumnType::DateTime => "datetime",
+        ColumnType::TimeSpan => "timespan",
+        ColumnType::Guid => "guid",
+        ColumnType::String => "string",
+        ColumnType::Dynamic => "dynamic",
+        ColumnType::Other(name) => name,
+    }
+}
+
+/// Decodes a buffered raw `Rows` value (rows that arrived before the columns or the table id).
+pub(crate) fn decode_raw_rows(
+    raw: &RawValue,
+    table: &mut Table,
+    ctx: &RowsCtx,
+    side: &mut Sideband,
+) -> Result<(), QueryError> {
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    RowsSeed { table, ctx, side }
+        .deserialize(&mut de)
+        .map_err(|e| {
+            side.fatal.take().unwrap_or(QueryError::Malformed {
+                detail: e.to_string(),
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn compact_json_strips_only_insignificant_whitespace() {
+        assert_eq!(&*compact_json(r#"{"a":1}"#), r#"{"a":1}"#);
+        assert_eq!(
+            &*compact_json("{ \"a b\" : [ 1 , \"x \\\" y\" ],\n\t\"c\": null }"),
+            r#"{"a b":[1,"x \" y"],"c":null}"#
+        );
+    }
+
+    proptest! {
+        /// Compaction never changes the JSON value.
+        #[test]
+        fn compact_json_preserves_the_value(v in json_value(), pretty in any::<bool>()) {
+            let text = if pretty { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) };
+            let text = text.unwrap();
+            let compact = compact_json(&text);
+            prop_assert!(!compact.contains('\n'));
+            let back: serde_json::Value = serde_json::from_str(&compact).unwrap();
+            prop_assert_eq!(back, v);
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[ a-z\"\\\\\n\t{}:,é]{0,8}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[ a-z\"]{0,4}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    #[test]
+    fn type_names_round_trip() {
+        for name in [
+            "bool", "int", "long", "real", "decimal", "datetime", "timespan", "guid", "string",
+            "dynamic",
+        ] {
+            assert_eq!(column_type_name(&parse_column_type(name)), name);
+        }
+        assert_eq!(parse_column_type("uniqueid"), ColumnType::Guid);
+        assert_eq!(parse_v1_data_type("System.SByte"), ColumnType::Bool);
+        assert_eq!(parse_v1_data_type("Int64"), ColumnType::Long);
+        assert_eq!(
+            parse_v1_data_type("System.Data.SqlTypes.SqlDecimal"),
+            ColumnType::Decimal
+        );
+    }
+}

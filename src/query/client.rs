@@ -1,0 +1,584 @@
+//! The HTTP side of a Kusto query: one `POST {endpoint}/v2/rest/query` per call over a shared,
+//! connection-reusing reqwest client, with SPEC §5 headers, a client timeout of server timeout + 30 s,
+//! no redirects, gzip, and a body read that stops at `QueryLimits::max_bytes` (never unbounded).
+//! Non-2xx answers become classified [`QueryError`]s; 200 bodies go to the pure [`decode_v2`].
+
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+
+use super::auth::{Authenticator, KustoAuth};
+use super::error::{QueryError, http_error};
+use super::{DataSet, QueryLimits, decode_v2};
+use crate::time::Span;
+
+/// Client settings with defaults that match the Kusto SDKs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KustoConfig {
+    /// Sent as `servertimeout`; the HTTP timeout is this plus 30 s.
+    pub server_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// `x-ms-app`.
+    pub app_name: String,
+}
+
+impl Default for KustoConfig {
+    fn default() -> Self {
+        KustoConfig {
+            server_timeout: Duration::from_secs(4 * 60),
+            connect_timeout: Duration::from_secs(10),
+            app_name: "adxexporter".into(),
+        }
+    }
+}
+
+/// Client-side slack over the server timeout, as in the Python SDK.
+const CLIENT_TIMEOUT_SLACK: Duration = Duration::from_secs(30);
+
+/// Kusto API version header value sent by the current Go and Python SDKs.
+const KUSTO_API_VERSION: &str = "2024-12-12";
+
+/// A Kusto cluster endpoint plus how we authenticate to it. Cheap to share behind an `Arc`.
+pub struct KustoClient {
+    http: reqwest::Client,
+    query_url: url::Url,
+    endpoint: String,
+    auth: Authenticator,
+    config: KustoConfig,
+}
+
+impl std::fmt::Debug for KustoClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KustoClient")
+            .field("endpoint", &self.endpoint)
+            .field("auth", &self.auth.describe())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// reqwest is built with `rustls-no-provider`: the ring provider must be installed once per process.
+pub(crate) fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl KustoClient {
+    pub fn new(
+        endpoint: url::Url,
+        auth: KustoAuth,
+        config: KustoConfig,
+    ) -> Result<KustoClient, QueryError> {
+        let bad = |detail: &str| QueryError::BadEndpoint {
+            endpoint: endpoint.to_string(),
+            detail: detail.to_owned(),
+        };
+        if !matches!(endpoint.scheme(), "http" | "https") {
+            return Err(bad("the scheme must be http or https"));
+        }
+        if endpoint.query().is_some() || endpoint.fragment().is_some() {
+            return Err(bad("the endpoint must not carry a query or fragment"));
+        }
+        let base = endpoint.as_str().trim_end_matches('/').to_owned();
+        let query_url =
+            url::Url::parse(&format!("{base}/v2/rest/query")).map_err(|e| bad(&e.to_string()))?;
+        let auth = Authenticator::new(&auth, format!("{base}/.default"))?;
+        install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(config.server_timeout + CLIENT_TIMEOUT_SLACK)
+            .connect_timeout(config.connect_timeout)
+            .gzip(true)
+            .build()
+            .map_err(|e| QueryError::Client(error_chain(&e)))?;
+        Ok(KustoClient {
+            http,
+            query_url,
+            endpoint: base,
+            auth,
+            config,
+        })
+    }
+
+    /// The cluster URL (no trailing slash).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The identity in use (never the token), for status messages.
+    pub fn auth_description(&self) -> String {
+        self.auth.describe()
+    }
+
+    /// Runs `csl` against `database` and decodes the full result.
+    pub async fn query(
+        &self,
+        database: &str,
+        csl: &str,
+        limits: &QueryLimits,
+    ) -> Result<DataSet, QueryError> {
+        let body = serde_json::json!({
+            "db": database,
+            "csl": csl,
+            "properties": {"Options": {
+                "servertimeout": Span::from_std(self.config.server_timeout).kusto_text(),
+            }},
+        });
+        let mut request = self
+            .http
+            .post(self.query_url.clone())
+            .header(ACCEPT, "application/json")
+            .header(CONTENT_TYPE, "application/json; charset=utf-8")
+            .header(
+                "x-ms-client-request-id",
+                format!("adxexporter;{}", uuid::Uuid::new_v4()),
+            )
+            .header("x-ms-app", self.config.app_name.as_str())
+            .header(
+                "x-ms-client-version",
+                concat!("adxexporter:", env!("CARGO_PKG_VERSION")),
+            )
+            .header("x-ms-version", KUSTO_API_VERSION)
+            .body(body.to_string());
+        if let Some(token) = self.auth.bearer().await? {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = request.send().await.map_err(|e| self.transport_error(e))?;
+        let status = response.status().as_u16();
+        let retry_after = parse_retry_after(response.headers());
+        let body = self.read_body(response, limits.max_bytes).await?;
+        if status == 200 {
+            return decode_v2(&body, limits);
+        }
+        Err(http_error(
+            status,
+            retry_after,
+            &body,
+            &self.auth.describe(),
+            database,
+        ))
+    }
+
+    /// Reads the (decompressed) body chunk by chunk, failing as soon as it passes `max_bytes`.
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        max_bytes: usize,
+    ) -> Result<Vec<u8>, QueryError> {
+        if let Some(len) = response.content_length()
+            && len > max_bytes as u64
+            && response
+                .headers()
+                .get(reqwest::header::CONTENT_ENCODING)
+                .is_none()
+        {
+            return Err(QueryError::TooManyBytes { limit: max_bytes });
+        }
+        let mut body = Vec::with_capacity(
+            response
+                .content_length()
+                .map_or(64 << 10, |l| l as usize)
+                .min(max_bytes),
+        );
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            if e.is_timeout() {
+                self.transport_error(e)
+            } else {
+                QueryError::Truncated {
+                    detail: format!("reading the body failed: {}", error_chain(&e)),
+                }
+            }
+        })? {
+            if body.len() + chunk.len() > max_bytes {
+                return Err(QueryError::TooManyBytes { limit: max_bytes });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> QueryError {
+        if e.is_timeout() {
+            QueryError::Timeout {
+                after: self.config.server_timeout + CLIENT_TIMEOUT_SLACK,
+            }
+        } else {
+            QueryError::Network {
+                endpoint: self.endpoint.clone(),
+                detail: error_chain(&e),
+            }
+        }
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
+/// reqwest's Display is terse; the causes say what actually failed (refused, DNS, TLS).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    const OK_BODY: &str = r#"[{"FrameType":"DataSetHeader","IsProgressive":false,"Version":"v2.0"},
+{"FrameType":"DataTable","TableId":1,"TableKind":"PrimaryResult","TableName":"PrimaryResult","Columns":[{"ColumnName":"x","ColumnType":"long"}],"Rows":[[42]]},
+{"FrameType":"DataSetCompletion","HasErrors":false,"Cancelled":false}]"#;
+
+    /// What the fake server saw: the request head (lower-cased header names) and the body.
+    struct Seen {
+        head: String,
+        body: String,
+    }
+
+    impl Seen {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.eq_ignore_ascii_case(name)).then(|| v.trim())
+            })
+        }
+    }
+
+    /// Serves one connection: reads one request, answers `response` verbatim, closes.
+    async fn serve_once(response: Vec<u8>) -> (url::Url, tokio::task::JoinHandle<Seen>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let task = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let head_end = loop {
+                let n = sock.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "client closed before sending a request");
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break p + 4;
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+            let seen = Seen {
+                head,
+                body: String::new(),
+            };
+            let len: usize = seen
+                .header("content-length")
+                .unwrap_or("0")
+                .parse()
+                .unwrap();
+            while buf.len() < head_end + len {
+                let n = sock.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).into_owned();
+            let _ = sock.write_all(&response).await;
+            let _ = sock.shutdown().await;
+            Seen { body, ..seen }
+        });
+        (url, task)
+    }
+
+    fn response(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+        let mut r = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
+        for (k, v) in headers {
+            r.push_str(&format!("{k}: {v}\r\n"));
+        }
+        r.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        let mut r = r.into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    fn limits() -> QueryLimits {
+        QueryLimits {
+            max_rows: 100,
+            max_bytes: 1 << 20,
+        }
+    }
+
+    async fn run(auth: KustoAuth, reply: Vec<u8>) -> (Result<DataSet, QueryError>, Seen) {
+        let (url, seen) = serve_once(reply).await;
+        let client = KustoClient::new(url, auth, KustoConfig::default()).unwrap();
+        let result = client.query("db1", "T | take 1", &limits()).await;
+        (result, seen.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn sends_spec_headers_and_body_and_decodes() {
+        let reply = response(
+            "200 OK",
+            &[("Content-Type", "application/json")],
+            OK_BODY.as_bytes(),
+        );
+        let (result, seen) = run(KustoAuth::None, reply).await;
+        let set = result.unwrap();
+        assert_eq!(
+            set.primary().unwrap().row(0),
+            &[crate::query::Value::Long(42)]
+        );
+        assert!(
+            seen.head.starts_with("POST /v2/rest/query HTTP/1.1\r\n"),
+            "{}",
+            seen.head
+        );
+        assert_eq!(seen.header("accept"), Some("application/json"));
+        assert_eq!(
+            seen.header("content-type"),
+            Some("application/json; charset=utf-8")
+        );
+        assert_eq!(seen.header("accept-encoding"), Some("gzip"));
+        assert_eq!(seen.header("x-ms-app"), Some("adxexporter"));
+        assert_eq!(seen.header("x-ms-version"), Some("2024-12-12"));
+        assert_eq!(
+            seen.header("x-ms-client-version"),
+            Some(concat!("adxexporter:", env!("CARGO_PKG_VERSION")))
+        );
+        let id = seen.header("x-ms-client-request-id").unwrap();
+        let uuid = id.strip_prefix("adxexporter;").unwrap();
+        assert!(uuid::Uuid::parse_str(uuid).is_ok(), "{id}");
+        assert_eq!(seen.header("authorization"), None);
+        let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"db": "db1", "csl": "T | take 1",
+                "properties": {"Options": {"servertimeout": "00:04:00"}}})
+        );
+    }
+
+    #[tokio::test]
+    async fn token_file_sends_bearer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tok");
+        std::fs::write(&path, "abc.def\n").unwrap();
+        let reply = response("200 OK", &[], OK_BODY.as_bytes());
+        let (result, seen) = run(KustoAuth::TokenFile(path), reply).await;
+        assert!(result.is_ok());
+        assert_eq!(seen.header("authorization"), Some("Bearer abc.def"));
+    }
+
+    #[tokio::test]
+    async fn gzip_response_is_decoded() {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(OK_BODY.as_bytes()).unwrap();
+        let gz = enc.finish().unwrap();
+        let reply = response("200 OK", &[("Content-Encoding", "gzip")], &gz);
+        let (result, _) = run(KustoAuth::None, reply).await;
+        assert_eq!(result.unwrap().primary().unwrap().row_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn byte_limit_stops_the_read() {
+        let big = vec![b' '; 2 << 20];
+        // Without Content-Length (read until close), so the streaming check is what stops it.
+        let mut reply = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+        reply.extend_from_slice(&big);
+        let (result, _) = run(KustoAuth::None, reply).await;
+        let err = result.unwrap_err();
+        assert!(
+            matches!(err, QueryError::TooManyBytes { limit } if limit == 1 << 20),
+            "{err:?}"
+        );
+        assert!(err.is_permanent());
+        // With a Content-Length beyond the limit it fails before reading.
+        let (result, _) = run(KustoAuth::None, response("200 OK", &[], &big)).await;
+        assert!(matches!(result, Err(QueryError::TooManyBytes { .. })));
+    }
+
+    #[tokio::test]
+    async fn throttled_carries_retry_after() {
+        let reply = response(
+            "429 Too Many Requests",
+            &[("Retry-After", "7")],
+            b"slow down",
+        );
+        let (result, _) = run(KustoAuth::None, reply).await;
+        let err = result.unwrap_err();
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+        assert!(!err.is_permanent());
+        assert_eq!(err.kind(), "throttled");
+        assert!(err.to_string().contains("slow down"));
+    }
+
+    #[tokio::test]
+    async fn service_unavailable_is_transient() {
+        let reply = response("503 Service Unavailable", &[], b"");
+        let (result, _) = run(KustoAuth::None, reply).await;
+        let err = result.unwrap_err();
+        assert!(!err.is_permanent());
+        assert_eq!(err.kind(), "server");
+    }
+
+    #[tokio::test]
+    async fn bad_request_one_api_error_is_permanent_with_message() {
+        let body = br#"{"error":{"code":"General_BadRequest","message":"Request is invalid and cannot be executed.","@type":"Kusto.Data.Exceptions.KustoBadRequestException","@message":"Semantic error: SEM0100: 'x' column not found","@permanent":true}}"#;
+        let (result, _) = run(KustoAuth::None, response("400 Bad Request", &[], body)).await;
+        let err = result.unwrap_err();
+        assert!(err.is_permanent());
+        assert_eq!(err.kind(), "bad_request");
+        match &err {
+            QueryError::Http { status: 400, error } => {
+                assert_eq!(error.code.as_deref(), Some("General_BadRequest"));
+                assert_eq!(
+                    error.message,
+                    "Semantic error: SEM0100: 'x' column not found"
+                );
+                assert_eq!(error.permanent, Some(true));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn unauthorized_names_the_auth_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tok");
+        std::fs::write(&path, "t").unwrap();
+        let (result, _) = run(
+            KustoAuth::TokenFile(path.clone()),
+            response("401 Unauthorized", &[], b""),
+        )
+        .await;
+        let err = result.unwrap_err();
+        assert!(err.is_permanent());
+        assert_eq!(err.kind(), "auth");
+        assert!(
+            err.to_string()
+                .contains(&format!("token-file:{}", path.display())),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn not_found_and_redirects_are_permanent() {
+        let (result, _) = run(
+            KustoAuth::None,
+            response(
+                "404 Not Found",
+                &[],
+                b"{\"error\":{\"code\":\"General_DatabaseNotFound\",\"message\":\"no db\"}}",
+            ),
+        )
+        .await;
+        let err = result.unwrap_err();
+        assert!(matches!(&err, QueryError::DatabaseNotFound { database, .. } if database == "db1"));
+        assert!(err.is_permanent());
+        let (result, _) = run(
+            KustoAuth::None,
+            response("302 Found", &[("Location", "http://127.0.0.1:1/")], b""),
+        )
+        .await;
+        assert!(matches!(result, Err(QueryError::Http { status: 302, .. })));
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_transient_network() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let url = url::Url::parse(&format!("http://{addr}")).unwrap();
+        let client = KustoClient::new(url, KustoAuth::None, KustoConfig::default()).unwrap();
+        let err = client.query("db", "T", &limits()).await.unwrap_err();
+        assert!(matches!(err, QueryError::Network { .. }), "{err:?}");
+        assert!(!err.is_permanent());
+        assert_eq!(err.kind(), "network");
+    }
+
+    #[tokio::test]
+    async fn cut_body_is_truncated() {
+        let cut = &OK_BODY.as_bytes()[..OK_BODY.len() - 20];
+        let mut reply = format!(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            OK_BODY.len()
+        )
+        .into_bytes();
+        reply.extend_from_slice(cut);
+        let (result, _) = run(KustoAuth::None, reply).await;
+        let err = result.unwrap_err();
+        assert!(matches!(err, QueryError::Truncated { .. }), "{err:?}");
+        assert!(!err.is_permanent());
+    }
+
+    #[test]
+    fn endpoint_validation() {
+        let bad = url::Url::parse("ftp://x").unwrap();
+        assert!(matches!(
+            KustoClient::new(bad, KustoAuth::None, KustoConfig::default()),
+            Err(QueryError::BadEndpoint { .. })
+        ));
+    }
+
+    #[test]
+    fn client_secret_without_env_says_what_is_missing() {
+        // The test environment carries no Azure credentials.
+        assert!(std::env::var_os("AZURE_CLIENT_SECRET").is_none());
+        let url = url::Url::parse("https://c.kusto.windows.net").unwrap();
+        let err = KustoClient::new(url, KustoAuth::ClientSecret, KustoConfig::default())
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .contains("client-secret needs AZURE_TENANT_ID"),
+            "{err}"
+        );
+        assert!(err.is_permanent());
+    }
+
+    #[test]
+    fn azure_modes_build_or_explain() {
+        // Managed identity and Azure CLI credentials can always be built; they fail at token time.
+        for mode in [
+            KustoAuth::ManagedIdentity,
+            KustoAuth::AzureCli,
+            KustoAuth::Auto,
+        ] {
+            let url = url::Url::parse("https://c.kusto.windows.net").unwrap();
+            assert!(
+                KustoClient::new(url, mode.clone(), KustoConfig::default()).is_ok(),
+                "{mode}"
+            );
+        }
+        let url = url::Url::parse("https://c.kusto.windows.net").unwrap();
+        let err = KustoClient::new(url, KustoAuth::WorkloadIdentity, KustoConfig::default())
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("AZURE_FEDERATED_TOKEN_FILE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn retry_after_parses_seconds_and_dates() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "12".parse().unwrap());
+        assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(12)));
+        h.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(parse_retry_after(&h), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(parse_retry_after(&h), None);
+    }
+}

@@ -1,0 +1,280 @@
+//! What can go wrong while querying Kusto, and what happens next: every failure is a [`QueryError`]
+//! whose [`QueryError::is_permanent`] follows SPEC §3 (transient: network, timeouts, 429, 5xx,
+//! truncated bodies; permanent: semantic 400s, `@permanent: true`, missing database, auth refusals,
+//! limits, schema/type errors) and whose [`QueryError::kind`] is a short, bounded metric label.
+//!
+//! Kusto's own error objects (OneApiErrors) are read leniently into [`KustoErrorInfo`]: a field of an
+//! unexpected shape is skipped, never allowed to mask the real error.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::auth::AuthError;
+
+/// Error bodies and Kusto messages are cut to this many bytes in messages.
+const MAX_ERROR_TEXT: usize = 1024;
+
+/// One error as Kusto reports it (a OneApiError `error` object, a v1 exception string, or a
+/// QueryCompletionInformation row).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KustoErrorInfo {
+    /// Kusto's `code`, e.g. `LimitsExceeded`, `General_BadRequest`.
+    pub code: Option<String>,
+    /// `@message` when present (the detailed text), else `message`.
+    pub message: String,
+    /// `@permanent` when present.
+    pub permanent: Option<bool>,
+}
+
+impl KustoErrorInfo {
+    /// Reads one OneApiError: either `{"error":{...}}` or the inner object itself; a bare string is a message.
+    pub fn from_json(v: &serde_json::Value) -> KustoErrorInfo {
+        if let Some(s) = v.as_str() {
+            return KustoErrorInfo {
+                message: truncate_text(s),
+                ..KustoErrorInfo::default()
+            };
+        }
+        let e = v.get("error").unwrap_or(v);
+        let text = |k: &str| e.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+        let message = text("@message")
+            .or_else(|| text("message"))
+            .unwrap_or_else(|| e.to_string());
+        KustoErrorInfo {
+            code: text("code"),
+            message: truncate_text(&message),
+            permanent: e.get("@permanent").and_then(|p| p.as_bool()),
+        }
+    }
+
+    /// Every error in a `OneApiErrors` array or a v1 `Exceptions` array (anything else yields one error).
+    pub fn list_from_json(v: &serde_json::Value) -> Vec<KustoErrorInfo> {
+        match v.as_array() {
+            Some(items) => items.iter().map(KustoErrorInfo::from_json).collect(),
+            None if v.is_null() => Vec::new(),
+            None => vec![KustoErrorInfo::from_json(v)],
+        }
+    }
+
+    /// Kusto result-size limits: retrying the same query cannot succeed, whatever `@permanent` says.
+    fn is_result_too_large(&self) -> bool {
+        self.message.contains("E_QUERY_RESULT_SET_TOO_LARGE")
+    }
+}
+
+impl fmt::Display for KustoErrorInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "{code}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// A failed query. Messages name the thing that failed and, where there is one, the fix.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum QueryError {
+    #[error("invalid Kusto endpoint {endpoint:?}: {detail}")]
+    BadEndpoint { endpoint: String, detail: String },
+
+    #[error("cannot build the HTTP client for Kusto: {0}")]
+    Client(String),
+
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+
+    #[error("network error talking to Kusto at {endpoint}: {detail}")]
+    Network { endpoint: String, detail: String },
+
+    #[error("Kusto query timed out after {after:?} (client timeout = server timeout + 30 s)")]
+    Timeout { after: Duration },
+
+    #[error("Kusto throttled the query (HTTP 429){}: {message}",
+        retry_after.map(|d| format!(", retry after {d:?}")).unwrap_or_default())]
+    Throttled {
+        retry_after: Option<Duration>,
+        message: String,
+    },
+
+    #[error(
+        "Kusto refused the credentials (HTTP {status}) for auth mode {auth}: {message}; check that this identity has viewer rights on the database"
+    )]
+    Unauthorized {
+        status: u16,
+        auth: String,
+        message: String,
+    },
+
+    #[error("Kusto database {database:?} not found (HTTP 404): {message}")]
+    DatabaseNotFound { database: String, message: String },
+
+    #[error("Kusto answered HTTP {status}: {error}")]
+    Http { status: u16, error: KustoErrorInfo },
+
+    #[error(
+        "the Kusto response exceeded {limit} bytes; narrow or aggregate the query, or raise the byte limit"
+    )]
+    TooManyBytes { limit: usize },
+
+    #[error(
+        "the primary result has more than {limit} rows; aggregate more in the query or raise the resource's maxRows"
+    )]
+    TooManyRows { limit: usize },
+
+    #[error("Kusto reported a partial query failure ({} error(s){}): {}", errors.len(),
+        if *cancelled { ", query cancelled" } else { "" },
+        errors.first().map(|e| e.to_string()).unwrap_or_default())]
+    PartialFailure {
+        errors: Vec<KustoErrorInfo>,
+        cancelled: bool,
+    },
+
+    #[error("the Kusto response was cut short: {detail}")]
+    Truncated { detail: String },
+
+    #[error("Kusto answered with a body that is not a result: {text}")]
+    UnexpectedBody { text: String },
+
+    #[error("the Kusto response is not valid JSON: {detail}")]
+    Malformed { detail: String },
+
+    #[error("the Kusto response breaks the v2 frame protocol: {detail}")]
+    Protocol { detail: String },
+
+    #[error("table {table:?} row {row} has {cells} cells but {columns} columns")]
+    RaggedRow {
+        table: String,
+        row: usize,
+        cells: usize,
+        columns: usize,
+    },
+
+    #[error("table {table:?} row {row} column {column:?}: {detail}")]
+    BadCell {
+        table: String,
+        row: usize,
+        column: String,
+        detail: String,
+    },
+}
+
+impl QueryError {
+    /// SPEC §3: permanent errors retry slowly until the spec or the data change; transient ones retry quickly.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            QueryError::Network { .. }
+            | QueryError::Timeout { .. }
+            | QueryError::Throttled { .. }
+            | QueryError::Truncated { .. } => false,
+            QueryError::Auth(e) => e.is_permanent(),
+            QueryError::Http { status, error } => match error.permanent {
+                Some(p) => p,
+                None => (400..500).contains(status) && *status != 408,
+            },
+            QueryError::PartialFailure { errors, .. } => errors
+                .iter()
+                .any(|e| e.permanent == Some(true) || e.is_result_too_large()),
+            QueryError::BadEndpoint { .. }
+            | QueryError::Client(_)
+            | QueryError::Unauthorized { .. }
+            | QueryError::DatabaseNotFound { .. }
+            | QueryError::TooManyBytes { .. }
+            | QueryError::TooManyRows { .. }
+            | QueryError::UnexpectedBody { .. }
+            | QueryError::Malformed { .. }
+            | QueryError::Protocol { .. }
+            | QueryError::RaggedRow { .. }
+            | QueryError::BadCell { .. } => true,
+        }
+    }
+
+    /// A short label for metrics (bounded set).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            QueryError::BadEndpoint { .. } | QueryError::Client(_) => "config",
+            QueryError::Auth(_) | QueryError::Unauthorized { .. } => "auth",
+            QueryError::Network { .. } => "network",
+            QueryError::Timeout { .. } => "timeout",
+            QueryError::Throttled { .. } => "throttled",
+            QueryError::DatabaseNotFound { .. } => "not_found",
+            QueryError::Http { status, .. } if *status >= 500 => "server",
+            QueryError::Http { .. } => "bad_request",
+            QueryError::TooManyBytes { .. } => "too_large",
+            QueryError::TooManyRows { .. } => "too_many_rows",
+            QueryError::PartialFailure { .. } => "partial_failure",
+            QueryError::Truncated { .. } => "truncated",
+            QueryError::UnexpectedBody { .. }
+            | QueryError::Malformed { .. }
+            | QueryError::Protocol { .. }
+            | QueryError::RaggedRow { .. }
+            | QueryError::BadCell { .. } => "decode",
+        }
+    }
+
+    /// How long Kusto asked us to wait (429 `Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            QueryError::Throttled { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Maps a non-2xx answer to an error: a OneApiErrors JSON body gives `code`/`@message`/`@permanent`, any
+/// other body is surfaced as (truncated) text. `auth` names the auth mode for 401/403.
+pub fn http_error(
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+    auth: &str,
+    database: &str,
+) -> QueryError {
+    let error = error_from_body(body, status);
+    match status {
+        401 | 403 => QueryError::Unauthorized {
+            status,
+            auth: auth.to_owned(),
+            message: error.to_string(),
+        },
+        404 => QueryError::DatabaseNotFound {
+            database: database.to_owned(),
+            message: error.to_string(),
+        },
+        429 => QueryError::Throttled {
+            retry_after,
+            message: error.to_string(),
+        },
+        _ => QueryError::Http { status, error },
+    }
+}
+
+/// The Kusto error in an error body: JSON `{"error":{...}}` when it parses, else the text itself.
+pub fn error_from_body(body: &[u8], status: u16) -> KustoErrorInfo {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)
+        && v.get("error").is_some()
+    {
+        return KustoErrorInfo::from_json(&v);
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    KustoErrorInfo {
+        message: if text.is_empty() {
+            format!("empty body with HTTP status {status}")
+        } else {
+            truncate_text(text)
+        },
+        ..KustoErrorInfo::default()
+    }
+}
+
+/// Cuts text to [`MAX_ERROR_TEXT`] bytes on a char boundary.
+pub(crate) fn truncate_text(s: &str) -> String {
+    if s.len() <= MAX_ERROR_TEXT {
+        return s.to_owned();
+    }
+    let mut end = MAX_ERROR_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &s[..end], s.len())
+}
