@@ -38,7 +38,8 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
     let admin_stop = CancellationToken::new();
     let router = telemetry::admin_router(Some(metrics), health.clone());
-    let mut admin = vec![telemetry::serve(config.metrics_addr, router.clone(), admin_stop.clone()).await?];
+    let mut admin =
+        vec![telemetry::serve(config.metrics_addr, router.clone(), admin_stop.clone()).await?];
     if config.health_probe_addr != config.metrics_addr {
         admin.push(telemetry::serve(config.health_probe_addr, router, admin_stop.clone()).await?);
     }
@@ -143,7 +144,10 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             None => anyhow::anyhow!("no task running"),
         }),
     };
-    tracing::info!("shutting down: querying stops, outputs get up to {} to drain", config.shutdown_grace);
+    tracing::info!(
+        "shutting down: querying stops, outputs get up to {} to drain",
+        config.shutdown_grace
+    );
     query_stop.cancel();
     if failure.is_none() {
         drain_within(&wal, config.shutdown_grace.to_std()).await;
@@ -193,7 +197,13 @@ async fn drain_within(wal: &Wal, grace: Duration) {
             .await
             .ok()
             .and_then(Result::ok)
-            .map(|s| s.outputs.iter().filter(|o| o.configured).map(|o| o.pending).sum::<u64>());
+            .map(|s| {
+                s.outputs
+                    .iter()
+                    .filter(|o| o.configured)
+                    .map(|o| o.pending)
+                    .sum::<u64>()
+            });
         match pending {
             Some(0) => return,
             Some(n) => tracing::info!(pending = n, "waiting for outputs to drain"),
@@ -201,7 +211,9 @@ async fn drain_within(wal: &Wal, grace: Duration) {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            tracing::warn!("shutdown grace over: undelivered windows stay in the WAL for the next start");
+            tracing::warn!(
+                "shutdown grace over: undelivered windows stay in the WAL for the next start"
+            );
             return;
         }
         // Acks do not notify; re-check a few times a second.

@@ -9,7 +9,7 @@ async fn main() -> ExitCode {
         Command::Crd => crd(),
         Command::Check(args) => check(args),
         Command::Preview(args) => adxexporter::preview::run(args).await,
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(args).await,
     };
     result.unwrap_or_else(|e| {
         eprintln!("adxexporter: {e:#}");
@@ -52,17 +52,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let config = args.validate()?;
-    let endpoints: Vec<String> = config
-        .kusto_endpoints
-        .iter()
-        .map(|(db, url)| format!("{db}={url}"))
-        .collect();
-    eprintln!(
-        "adxexporter run: flags are valid (kusto endpoints: {})",
-        endpoints.join(",")
-    );
-    eprintln!("adxexporter run: not built yet (standalone/Kubernetes run mode is issue #4/#5)");
-    Ok(ExitCode::from(2))
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    adxexporter::app::run(args.validate()?).await?;
+    Ok(ExitCode::SUCCESS)
 }

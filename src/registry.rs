@@ -47,13 +47,18 @@ impl Exporter {
         let spec = resource.spec.validate().map_err(|problems| {
             Rejected::Invalid(problems.iter().map(ToString::to_string).collect())
         })?;
-        if let CriteriaMatch::NoMatch { reason } = criteria::evaluate(&spec.criteria, cluster_labels)
+        if let CriteriaMatch::NoMatch { reason } =
+            criteria::evaluate(&spec.criteria, cluster_labels)
         {
             return Err(Rejected::Skipped(reason));
         }
         let mapping = mapping_for(&spec, cli_prefix)
             .map_err(|e| Rejected::Invalid(vec![format!("spec.transform: {e}")]))?;
-        let namespace = resource.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let namespace = resource
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let name = resource.metadata.name.clone().unwrap_or_default();
         let uid = resource
             .metadata
@@ -121,13 +126,24 @@ mod tests {
     use super::*;
 
     fn resource(name: &str, interval: &str, criteria: &str) -> MetricsExporter {
-        let yaml = format!(
-            "apiVersion: adx-mon.azure.com/v1\nkind: MetricsExporter\nmetadata:\n  name: {name}\n  namespace: ns\n\
-             spec:\n  database: db\n  interval: {interval}\n  body: T\n  criteria: {criteria}\n\
-             transform:\n    valueColumns: [v]\n    timestampColumn: ts\n    defaultMetricName: m\n"
-        );
+        let yaml = [
+            "apiVersion: adx-mon.azure.com/v1",
+            "kind: MetricsExporter",
+            &format!("metadata: {{name: {name}, namespace: ns}}"),
+            "spec:",
+            "  database: db",
+            &format!("  interval: {interval}"),
+            "  body: T",
+            &format!("  criteria: {criteria}"),
+            "  transform: {valueColumns: [v], timestampColumn: ts, defaultMetricName: m}",
+        ]
+        .join("\n");
         let docs = crate::crd::load_documents(&yaml).expect("parses");
-        docs.into_iter().next().expect("one").expect("valid").resource
+        docs.into_iter()
+            .next()
+            .expect("one")
+            .expect("valid")
+            .resource
     }
 
     fn desired(list: &[MetricsExporter]) -> Desired {
@@ -162,7 +178,10 @@ mod tests {
         let r = resource("a", "0s", "{}");
         match Exporter::from_resource(&r, &labels, "") {
             Err(Rejected::Invalid(lines)) => {
-                assert!(lines.iter().any(|l| l.starts_with("spec.interval")), "{lines:?}")
+                assert!(
+                    lines.iter().any(|l| l.starts_with("spec.interval")),
+                    "{lines:?}"
+                )
             }
             other => panic!("expected invalid, got {other:?}"),
         }
@@ -171,7 +190,11 @@ mod tests {
     #[test]
     fn diff_starts_new_and_changed_and_stops_removed() {
         let old = desired(&[resource("a", "1m", "{}"), resource("b", "1m", "{}")]);
-        let new = desired(&[resource("a", "1m", "{}"), resource("b", "5m", "{}"), resource("c", "1m", "{}")]);
+        let new = desired(&[
+            resource("a", "1m", "{}"),
+            resource("b", "5m", "{}"),
+            resource("c", "1m", "{}"),
+        ]);
         let changes = diff(&old, &new);
         let started: Vec<_> = changes.start.iter().map(|e| e.id.uid.as_str()).collect();
         assert_eq!(started, ["ns/b", "ns/c"]);

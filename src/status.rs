@@ -27,7 +27,9 @@ pub const STATUS_FILE_NAME: &str = "status.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
-    #[error("cannot write the status file {path}: {source} (check free space and permissions of --wal-dir)")]
+    #[error(
+        "cannot write the status file {path}: {source} (check free space and permissions of --wal-dir)"
+    )]
     Write {
         path: PathBuf,
         source: std::io::Error,
@@ -94,11 +96,12 @@ pub fn exporter_status(
     let (windows, oldest) = stats.map_or((0, None), |s| (s.records, s.oldest_window));
     // Every window before the oldest pending one has been delivered (or dead-lettered).
     let last_successful = if windows == 0 { watermark } else { oldest };
-    let bytes = if wal.records == 0 {
-        0
-    } else {
-        wal.used_bytes.saturating_mul(windows) / wal.records
-    };
+    // The WAL tracks bytes in total; share them by record count (an estimate, said so in the docs).
+    let bytes = wal
+        .used_bytes
+        .saturating_mul(windows)
+        .checked_div(wal.records)
+        .unwrap_or(0);
     let stamp = now.to_string();
     let condition = |type_: &str, ok: bool, reason: &str, message: String| Condition {
         type_: type_.to_owned(),
@@ -109,7 +112,12 @@ pub fn exporter_status(
         observed_generation: Some(exporter.generation),
     };
     let query = match &runtime.query_problem {
-        None => condition("QueryHealthy", true, "QuerySucceeded", "the last query succeeded".into()),
+        None => condition(
+            "QueryHealthy",
+            true,
+            "QuerySucceeded",
+            "the last query succeeded".into(),
+        ),
         Some(p) => condition("QueryHealthy", false, p.reason, p.message.clone()),
     };
     let delivery = if dead.windows > 0 {
@@ -124,7 +132,12 @@ pub fn exporter_status(
             ),
         )
     } else {
-        condition("DeliveryHealthy", true, "Delivering", format!("{windows} window(s) pending delivery"))
+        condition(
+            "DeliveryHealthy",
+            true,
+            "Delivering",
+            format!("{windows} window(s) pending delivery"),
+        )
     };
     let ready_ok = query.status == "True" && delivery.status == "True";
     let ready = condition(
@@ -225,7 +238,10 @@ impl StatusWriter {
         for exporter in snap.desired.values() {
             let runtime = self.board.get(&exporter.id.uid);
             let d = dead.get(&exporter.id.uid).cloned().unwrap_or_default();
-            out.insert(exporter.key(), exporter_status(exporter, &runtime, &stats, &d, now));
+            out.insert(
+                exporter.key(),
+                exporter_status(exporter, &runtime, &stats, &d, now),
+            );
         }
         for (key, why) in &snap.rejected {
             if let Rejected::Invalid(lines) = why {

@@ -129,7 +129,11 @@ impl Scheduler {
                     stop(task).await;
                 }
                 let cancel = shutdown.child_token();
-                let handle = tokio::spawn(run_exporter(exporter.clone(), self.ctx.clone(), cancel.clone()));
+                let handle = tokio::spawn(run_exporter(
+                    exporter.clone(),
+                    self.ctx.clone(),
+                    cancel.clone(),
+                ));
                 tasks.insert(exporter.id.uid.clone(), Running { cancel, handle });
             }
             current = desired;
@@ -294,7 +298,12 @@ async fn run_exporter(ex: Arc<Exporter>, ctx: Arc<SchedulerContext>, cancel: Can
                                 message: format!("cannot append to the WAL: {e}"),
                             })
                         });
-                        let d = backoff::delay(failures, TRANSIENT_BASE, TRANSIENT_CAP, &mut backoff::fastrand01);
+                        let d = backoff::delay(
+                            failures,
+                            TRANSIENT_BASE,
+                            TRANSIENT_CAP,
+                            &mut backoff::fastrand01,
+                        );
                         if !pause(d, &cancel).await {
                             return;
                         }
@@ -306,24 +315,42 @@ async fn run_exporter(ex: Arc<Exporter>, ctx: Arc<SchedulerContext>, cancel: Can
                 let permanent = e.is_permanent();
                 metrics::counter!("adxexporter_queries_total", "exporter" => key.clone(), "outcome" => e.kind()).increment(1);
                 let d = if permanent {
-                    backoff::delay(failures, PERMANENT_BASE, PERMANENT_CAP, &mut backoff::fastrand01)
-                        .max(PERMANENT_BASE)
+                    backoff::delay(
+                        failures,
+                        PERMANENT_BASE,
+                        PERMANENT_CAP,
+                        &mut backoff::fastrand01,
+                    )
+                    .max(PERMANENT_BASE)
                 } else if let WindowError::Query(q) = &e
                     && let Some(after) = q.retry_after()
                 {
                     after.min(TRANSIENT_CAP * 5)
                 } else {
-                    backoff::delay(failures, TRANSIENT_BASE, TRANSIENT_CAP, &mut backoff::fastrand01)
+                    backoff::delay(
+                        failures,
+                        TRANSIENT_BASE,
+                        TRANSIENT_CAP,
+                        &mut backoff::fastrand01,
+                    )
                 };
                 tracing::warn!(exporter = %key, window_start = %window.start, window_end = %window.end, permanent, retry_in = ?d, "window failed: {e}");
                 let message = e.to_string();
                 ctx.board.update(&uid, |r| {
                     r.last_query = Some(last_query(&window, 0, elapsed, Some(message.clone())));
                     r.query_problem = Some(Problem {
-                        reason: if permanent { "QueryRejected" } else { "QueryFailing" },
+                        reason: if permanent {
+                            "QueryRejected"
+                        } else {
+                            "QueryFailing"
+                        },
                         message: format!(
                             "{message} ({}; retrying the same window, no window is skipped)",
-                            if permanent { "fix the query or the transform" } else { "transient" }
+                            if permanent {
+                                "fix the query or the transform"
+                            } else {
+                                "transient"
+                            }
                         ),
                     });
                 });
@@ -372,7 +399,8 @@ async fn run_window(
 }
 
 fn record_transform_metrics(key: &str, t: &Transformed) {
-    metrics::counter!("adxexporter_rows_read_total", "exporter" => key.to_owned()).increment(t.stats.rows);
+    metrics::counter!("adxexporter_rows_read_total", "exporter" => key.to_owned())
+        .increment(t.stats.rows);
     metrics::counter!("adxexporter_samples_produced_total", "exporter" => key.to_owned())
         .increment(t.stats.samples);
     for (reason, n) in &t.stats.skipped {
@@ -381,7 +409,12 @@ fn record_transform_metrics(key: &str, t: &Transformed) {
     }
 }
 
-fn last_query(window: &Window, rows: u64, elapsed: Duration, error: Option<String>) -> LastQueryStatus {
+fn last_query(
+    window: &Window,
+    rows: u64,
+    elapsed: Duration,
+    error: Option<String>,
+) -> LastQueryStatus {
     LastQueryStatus {
         window_start: Some(window.start.to_string()),
         window_end: Some(window.end.to_string()),

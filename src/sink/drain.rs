@@ -55,7 +55,8 @@ impl<S: Sink + 'static> Drain<S> {
             if batch.is_empty() {
                 let wal = self.wal.clone();
                 let next_due = blocking(move || wal.next_due(name)).await?;
-                let wait = next_due.map_or(IDLE_MAX, |t| t.since(Ticks::now()).to_std().min(IDLE_MAX));
+                let wait =
+                    next_due.map_or(IDLE_MAX, |t| t.since(Ticks::now()).to_std().min(IDLE_MAX));
                 if next_due.is_none() {
                     let wal = self.wal.clone();
                     if let Err(e) = blocking(move || wal.maybe_compact()).await {
@@ -87,7 +88,10 @@ impl<S: Sink + 'static> Drain<S> {
     /// Pushes one window and records the outcome.
     async fn deliver(&self, record: PendingRecord) -> Result<(), WalError> {
         let name = self.sink.name();
-        let exporter = format!("{}/{}", record.header.exporter.namespace, record.header.exporter.name);
+        let exporter = format!(
+            "{}/{}",
+            record.header.exporter.namespace, record.header.exporter.name
+        );
         let (start, end) = (record.header.window_start, record.header.window_end);
         let id = record.id.clone();
         let payload = {
@@ -114,7 +118,8 @@ impl<S: Sink + 'static> Drain<S> {
         match result {
             Ok(delivered) => {
                 metrics::counter!("adxexporter_pushes_total", "output" => name, "outcome" => "ok", "status" => "2xx").increment(1);
-                metrics::counter!("adxexporter_samples_pushed_total", "output" => name).increment(delivered.samples as u64);
+                metrics::counter!("adxexporter_samples_pushed_total", "output" => name)
+                    .increment(delivered.samples as u64);
                 if delivered.rejected_points > 0 {
                     metrics::counter!("adxexporter_points_rejected_total", "output" => name)
                         .increment(delivered.rejected_points);
@@ -123,17 +128,31 @@ impl<S: Sink + 'static> Drain<S> {
                 blocking(move || wal.ack(name, &id)).await
             }
             Err(failure) => {
-                let status = failure.status.map_or_else(|| "none".to_owned(), |s| s.to_string());
+                let status = failure
+                    .status
+                    .map_or_else(|| "none".to_owned(), |s| s.to_string());
                 match failure.disposition {
                     Disposition::Retry { after, reason } => {
-                        let delay = backoff::next_delay(record.attempts, after, &self.policy, &mut backoff::fastrand01);
-                        let next = Ticks::now().checked_add(Span::from_std(delay)).unwrap_or(Ticks::MAX);
+                        let delay = backoff::next_delay(
+                            record.attempts,
+                            after,
+                            &self.policy,
+                            &mut backoff::fastrand01,
+                        );
+                        let next = Ticks::now()
+                            .checked_add(Span::from_std(delay))
+                            .unwrap_or(Ticks::MAX);
                         metrics::counter!("adxexporter_pushes_total", "output" => name, "outcome" => reason, "status" => status).increment(1);
-                        metrics::counter!("adxexporter_push_retries_total", "output" => name).increment(1);
+                        metrics::counter!("adxexporter_push_retries_total", "output" => name)
+                            .increment(1);
                         tracing::warn!(output = name, %exporter, window_start = %start, window_end = %end, attempts = record.attempts + 1, retry_in = ?delay, "push failed ({reason}); will retry");
                         blocking(move || wal.retry_later(name, &id, next, reason)).await
                     }
-                    Disposition::Permanent { reason, status: code, body } => {
+                    Disposition::Permanent {
+                        reason,
+                        status: code,
+                        body,
+                    } => {
                         metrics::counter!("adxexporter_pushes_total", "output" => name, "outcome" => reason, "status" => status).increment(1);
                         metrics::counter!("adxexporter_dead_letters_total", "output" => name, "reason" => reason).increment(1);
                         let why = match code {

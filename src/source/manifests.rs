@@ -24,18 +24,23 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("cannot read the --manifests directory {dir}: {source} (check the path and permissions)")]
+    #[error(
+        "cannot read the --manifests directory {dir}: {source} (check the path and permissions)"
+    )]
     Dir {
         dir: PathBuf,
         source: std::io::Error,
     },
 }
 
+/// One resource of a file: an exporter to run, or its key and why it does not run.
+type Entry = Result<Exporter, (String, Rejected)>;
+
 /// What one file yielded the last time it was read successfully.
 #[derive(Debug, Clone)]
 struct FileState {
     stamp: (u64, Option<SystemTime>),
-    exporters: Vec<Result<Exporter, (String, Rejected)>>,
+    exporters: Vec<Entry>,
 }
 
 /// Reads the directory into snapshots, remembering each file's last good content.
@@ -75,7 +80,8 @@ impl ManifestSource {
             match self.read_file(path) {
                 Ok(exporters) => {
                     self.file_errors.remove(path);
-                    self.files.insert(path.clone(), FileState { stamp, exporters });
+                    self.files
+                        .insert(path.clone(), FileState { stamp, exporters });
                 }
                 Err(message) => {
                     if self.file_errors.get(path) != Some(&message) {
@@ -88,7 +94,7 @@ impl ManifestSource {
         Ok(self.snapshot())
     }
 
-    fn read_file(&self, path: &Path) -> Result<Vec<Result<Exporter, (String, Rejected)>>, String> {
+    fn read_file(&self, path: &Path) -> Result<Vec<Entry>, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
         let docs = load_documents(&text).map_err(|e| e.to_string())?;
         let mut out = Vec::new();
@@ -97,8 +103,12 @@ impl ManifestSource {
                 Ok(loaded) => {
                     let key = loaded.resource.key();
                     out.push(
-                        Exporter::from_resource(&loaded.resource, &self.cluster_labels, &self.cli_prefix)
-                            .map_err(|r| (key, r)),
+                        Exporter::from_resource(
+                            &loaded.resource,
+                            &self.cluster_labels,
+                            &self.cli_prefix,
+                        )
+                        .map_err(|r| (key, r)),
                     );
                 }
                 Err(e) => out.push(Err((
@@ -129,7 +139,8 @@ impl ManifestSource {
                             continue;
                         }
                         origin.insert(key, path);
-                        snap.desired.insert(exporter.id.uid.clone(), Arc::new(exporter.clone()));
+                        snap.desired
+                            .insert(exporter.id.uid.clone(), Arc::new(exporter.clone()));
                     }
                     Err((key, why)) => {
                         snap.rejected.insert(key.clone(), why.clone());
@@ -227,7 +238,10 @@ mod tests {
         assert_eq!(first.desired.len(), 1);
         std::fs::write(&file, "spec: [unclosed\n  - x: {").unwrap();
         let second = src.load().unwrap();
-        assert_eq!(second.desired, first.desired, "the previous good version keeps running");
+        assert_eq!(
+            second.desired, first.desired,
+            "the previous good version keeps running"
+        );
         assert!(src.file_errors.contains_key(&file));
     }
 
@@ -237,7 +251,8 @@ mod tests {
         std::fs::write(dir.path().join("a.yaml"), GOOD).unwrap();
         std::fs::write(
             dir.path().join("b.yaml"),
-            GOOD.replace("name: a", "name: b").replace("interval: 1m", "interval: 0s"),
+            GOOD.replace("name: a", "name: b")
+                .replace("interval: 1m", "interval: 0s"),
         )
         .unwrap();
         std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
@@ -246,7 +261,9 @@ mod tests {
             .unwrap();
         assert_eq!(snap.desired.keys().collect::<Vec<_>>(), ["ns/a"]);
         match snap.rejected.get("ns/b") {
-            Some(Rejected::Invalid(lines)) => assert!(lines[0].starts_with("spec.interval"), "{lines:?}"),
+            Some(Rejected::Invalid(lines)) => {
+                assert!(lines[0].starts_with("spec.interval"), "{lines:?}")
+            }
             other => panic!("expected ns/b invalid, got {other:?}"),
         }
     }
