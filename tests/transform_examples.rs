@@ -4,11 +4,10 @@
 //! SPEC §3 window prefix for the window named in its `# preview window:` comment, turn the rows into a
 //! [`Table`], run [`transform`] and [`exposition::to_text`], and compare with the expected file.
 //!
-//! Why the query goes through Python: the Rust Kusto client is being written in parallel, so for now
-//! the official client (azure-kusto-data, from the test venv) runs the query and hands us the raw v2
-//! `Columns`/`Rows` JSON, which this file decodes the way the wire format defines. That also checks
-//! every example against an independent client. The same check through the real
-//! `adxexporter preview` binary belongs beside this once the client exists.
+//! The query goes through the official Python client (azure-kusto-data, from the test venv), which
+//! hands us the raw v2 `Columns`/`Rows` JSON: this checks every example independently of our own
+//! Kusto client. `tests/preview_examples.rs` runs the same examples through the real
+//! `adxexporter preview` binary.
 
 mod common;
 
@@ -18,6 +17,7 @@ use std::process::{Command, Stdio};
 
 use adxexporter::exposition;
 use adxexporter::query::{Column, ColumnType, Table, Value};
+use adxexporter::schedule::window::{Window, query_text};
 use adxexporter::time::{Span, Ticks};
 use adxexporter::transform::{Mapping, MappingSpec, transform};
 
@@ -72,13 +72,9 @@ fn preview_window(yaml: &str) -> (Ticks, Ticks) {
     (arg("--start"), arg("--end"))
 }
 
-/// The query text exactly as SPEC §3 builds it (no cluster labels).
+/// The query text exactly as `run` and `preview` build it (no cluster labels).
 fn window_query(body: &str, start: Ticks, end: Ticks) -> String {
-    let end_inclusive = end.checked_sub(Span(1)).expect("end after 0001-01-01");
-    format!(
-        "let _startTime=datetime({start});\nlet _endTime=datetime({end_inclusive});\n\n{}",
-        body.trim()
-    )
+    query_text(&Window { start, end }, &Default::default(), body)
 }
 
 fn run_query(url: &str, database: &str, query: &str) -> serde_json::Value {
