@@ -44,6 +44,7 @@ pub fn decode_v2(body: &[u8], limits: &QueryLimits) -> Result<DataSet, QueryErro
     }
     let mut dec = FrameDecoder {
         limits: *limits,
+        body_len: body.len(),
         tables: Vec::new(),
         kinds: Vec::new(),
         open: Vec::new(),
@@ -77,6 +78,7 @@ pub(crate) fn json_error(e: serde_json::Error) -> QueryError {
 
 struct FrameDecoder {
     limits: QueryLimits,
+    body_len: usize,
     tables: Vec<Table>,
     kinds: Vec<TableKind>,
     /// `(TableId, index into tables)` of tables with a header and no completion yet.
@@ -289,6 +291,12 @@ impl FrameDecoder {
         }
     }
 
+    /// Rows to reserve for a primary table: what the body could hold at ≥ 8 bytes per cell, capped by
+    /// the row limit. Saves the repeated regrowth of a large table; untouched capacity costs no RSS.
+    fn row_capacity_hint(&self, columns: usize) -> usize {
+        (self.body_len / (columns.max(1) * 8)).min(self.limits.max_rows)
+    }
+
     fn open_index(&self, id: i64) -> Option<usize> {
         self.open
             .iter()
@@ -307,6 +315,9 @@ impl FrameDecoder {
             (Some(FrameType::DataTable), Some(columns), Some(kind), _, _) => {
                 let label = table_label(f.name.as_deref(), f.table_id);
                 let mut table = Table::new(f.name.clone().unwrap_or_default(), columns.clone());
+                if *kind == TableKind::PrimaryResult {
+                    table.reserve_rows(self.row_capacity_hint(columns.len()));
+                }
                 let ctx = self.rows_ctx(label, kind, Dialect::V2);
                 map.next_value_seed(RowsSeed {
                     table: &mut table,
