@@ -34,6 +34,14 @@ const MAX_RESPONSE_BYTES: usize = 512 << 20;
 
 pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     telemetry::init_logging(config.log_format);
+    let endpoints: Vec<String> = (config.kusto_endpoints.iter())
+        .map(|(db, url)| format!("{db}={url}"))
+        .collect();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "starting; kusto endpoints: {}",
+        endpoints.join(",")
+    );
     let metrics = telemetry::install_metrics()?;
     let health = Arc::new(Health::default());
     let admin_stop = CancellationToken::new();

@@ -203,13 +203,23 @@ fn run_keeps_a_url_with_equals_signs() {
             "http://c:4318/v1/metrics",
             "--kusto-endpoint",
             "db=https://x/?a=b",
+            // Stop right after start-up: the WAL directory cannot be created.
+            "--wal-dir",
+            "/dev/null/wal",
+            "--metrics-port",
+            "127.0.0.1:0",
+            "--health-probe-port",
+            "127.0.0.1:0",
         ],
         &[],
     );
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("kusto endpoints: db=https://x/?a=b)"), "{err}");
-    assert!(err.contains("not built yet"), "{err}");
+    assert!(err.contains("kusto endpoints: db=https://x/?a=b"), "{err}");
+    assert!(
+        err.contains("cannot create --wal-dir /dev/null/wal"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -224,12 +234,14 @@ fn run_reads_every_flag_from_the_environment() {
             ),
             ("ADXEXPORTER_CLUSTER_LABELS", "region=eastus"),
             ("ADXEXPORTER_WAL_MAX_BYTES", "512MiB"),
-            ("ADXEXPORTER_HEALTH_PROBE_PORT", ":8081"),
+            ("ADXEXPORTER_HEALTH_PROBE_PORT", "127.0.0.1:0"),
+            ("ADXEXPORTER_METRICS_PORT", "127.0.0.1:0"),
+            ("ADXEXPORTER_WAL_DIR", "/dev/null/wal"),
         ],
     );
     let err = stderr(&out);
     assert!(
-        err.contains("kusto endpoints: a=https://a/?x=y,b=http://127.0.0.1:1/)"),
+        err.contains("kusto endpoints: a=https://a/?x=y,b=http://127.0.0.1:1/"),
         "{err}"
     );
 
