@@ -111,7 +111,8 @@ impl<S: Sink + 'static> Drain<S> {
             Err(e) => return Err(e),
         };
         let started = Instant::now();
-        let result = self.sink.push(&payload).await;
+        let first = usize::try_from(record.resume_from).unwrap_or(0);
+        let result = self.sink.push_from(&payload, first).await;
         metrics::histogram!("adxexporter_push_duration_seconds", "output" => name)
             .record(started.elapsed().as_secs_f64());
         let wal = self.wal.clone();
@@ -146,7 +147,9 @@ impl<S: Sink + 'static> Drain<S> {
                         metrics::counter!("adxexporter_push_retries_total", "output" => name)
                             .increment(1);
                         tracing::warn!(output = name, %exporter, window_start = %start, window_end = %end, attempts = record.attempts + 1, retry_in = ?delay, "push failed ({reason}); will retry");
-                        blocking(move || wal.retry_later(name, &id, next, reason)).await
+                        let resume = u32::try_from(failure.failed_request).ok();
+                        blocking(move || wal.retry_later_from(name, &id, next, reason, resume))
+                            .await
                     }
                     Disposition::Permanent {
                         reason,
@@ -166,5 +169,96 @@ impl<S: Sink + 'static> Drain<S> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::prompb::{Label, Sample, TimeSeries, WriteRequest};
+    use crate::sink::{Delivered, PushFailure, PushResult};
+    use crate::wal::{ExporterRef, RecordHeader, WalConfig};
+
+    /// Fails the first push at request 1 (retryable), then accepts; records every `first_request`.
+    struct FlakySink {
+        calls: Mutex<Vec<usize>>,
+    }
+
+    impl Sink for FlakySink {
+        fn name(&self) -> &'static str {
+            "remote_write"
+        }
+
+        async fn push_from(&self, _window: &WriteRequest, first_request: usize) -> PushResult {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(first_request);
+            if calls.len() == 1 {
+                return Err(PushFailure {
+                    disposition: Disposition::Retry {
+                        after: Some(Duration::ZERO),
+                        reason: "unavailable",
+                    },
+                    status: Some(503),
+                    failed_request: 1,
+                    window_requests: 3,
+                });
+            }
+            Ok(Delivered {
+                requests: 3 - first_request,
+                window_requests: 3,
+                samples: 1,
+                ..Default::default()
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_resumes_after_the_requests_already_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), WalConfig::new(1 << 30, ["remote_write"])).unwrap();
+        let header = RecordHeader {
+            exporter: ExporterRef::new("u", "ns", "e"),
+            generation: 1,
+            window_start: Ticks(0),
+            window_end: Ticks(600_000_000),
+            created: Ticks::now(),
+            outputs: vec![],
+        };
+        let request = WriteRequest {
+            timeseries: vec![TimeSeries {
+                labels: vec![Label::new("__name__", "m")],
+                samples: vec![Sample {
+                    value: 1.0,
+                    timestamp: 0,
+                }],
+            }],
+        };
+        wal.append(&header, &request).unwrap();
+        let sink = Arc::new(FlakySink {
+            calls: Mutex::new(Vec::new()),
+        });
+        let drain = Drain {
+            sink: sink.clone(),
+            wal: wal.clone(),
+            policy: BackoffPolicy::default(),
+            concurrency: 1,
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(drain.run(stop.clone()));
+        // Delivered when the record leaves the WAL; the watch channel announces nothing for acks.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while wal.stats().unwrap().records > 0 {
+            assert!(std::time::Instant::now() < deadline, "not delivered");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        task.await.unwrap().unwrap();
+        assert_eq!(
+            *sink.calls.lock().unwrap(),
+            [0, 1],
+            "the retry starts at the failed request"
+        );
     }
 }

@@ -234,6 +234,8 @@ pub struct PendingRecord {
     pub header: RecordHeader,
     /// Failed attempts so far on this output.
     pub attempts: u32,
+    /// Requests of the window this output already accepted: push from here.
+    pub resume_from: u32,
     pub last_error: Option<String>,
     /// Stored (compressed) payload size.
     pub payload_bytes: u64,

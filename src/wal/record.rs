@@ -71,6 +71,9 @@ pub struct PendingState {
     pub next_attempt_at: i64,
     #[prost(string, tag = "3")]
     pub last_error: String,
+    /// Requests of the window this output already accepted (added compatibly in v1: absent = 0).
+    #[prost(uint32, tag = "4")]
+    pub resume_from: u32,
 }
 
 /// One dead letter, table `dead_letters`; its payload copy lives in `payloads` under scope = output.

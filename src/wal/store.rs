@@ -310,6 +310,7 @@ impl Wal {
                         header: header_of(&envelope),
                         id,
                         attempts: head.state.attempts,
+                        resume_from: head.state.resume_from,
                         last_error: non_empty(head.state.last_error),
                     })
                 })
@@ -376,10 +377,27 @@ impl Wal {
         next_attempt_at: Ticks,
         error: &str,
     ) -> Result<(), WalError> {
+        self.retry_later_from(output, id, next_attempt_at, error, None)
+    }
+
+    /// [`Wal::retry_later`], also recording how many of the window's requests the output already
+    /// accepted (`Some`), so the next attempt resumes there instead of re-sending them: Prometheus
+    /// refuses an identical re-send of an older sample as out of order. `None` keeps the stored point.
+    pub fn retry_later_from(
+        &self,
+        output: &str,
+        id: &RecordId,
+        next_attempt_at: Ticks,
+        error: &str,
+        resume_from: Option<u32>,
+    ) -> Result<(), WalError> {
         self.write(|tx| {
             let mut t = WriteTables::open(tx)?;
             let mut state = t.pending_state(output, id)?;
             state.attempts = state.attempts.saturating_add(1);
+            if let Some(r) = resume_from {
+                state.resume_from = r;
+            }
             state.next_attempt_at = next_attempt_at.0;
             state.last_error = record::cap_text(error, MAX_BODY_BYTES);
             t.pending
