@@ -196,6 +196,24 @@ async fn run_exporter(ex: Arc<Exporter>, ctx: Arc<SchedulerContext>, cancel: Can
         cancel.cancelled().await;
         return;
     };
+    let configured = ctx.wal.outputs();
+    let unknown: Vec<&String> = (ex.spec.outputs.iter().flatten())
+        .filter(|o| !configured.contains(o))
+        .collect();
+    if !unknown.is_empty() {
+        let message = format!(
+            "spec.outputs names {unknown:?}, but this instance's outputs are {configured:?}: fix spec.outputs or configure the output"
+        );
+        tracing::error!(exporter = %key, "{message}");
+        ctx.board.update(&uid, |r| {
+            r.query_problem = Some(Problem {
+                reason: "OutputNotConfigured",
+                message,
+            })
+        });
+        cancel.cancelled().await;
+        return;
+    }
     let mut watermark = match resume_point(&ex, &ctx).await {
         Ok(w) => w,
         Err(e) => {
