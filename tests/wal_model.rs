@@ -138,10 +138,13 @@ impl Model {
         self.drop_exporter_if_done(&key.0);
     }
 
+    /// A forgotten exporter's watermark outlives its records and its dead letters (which requeue
+    /// can bring back), so no append can reuse a key still stored.
     fn drop_exporter_if_done(&mut self, uid: &str) {
         let forgotten = self.exporters.get(uid).is_some_and(|e| e.forgotten);
         let has_records = self.records.keys().any(|(u, _)| u == uid);
-        if forgotten && !has_records {
+        let has_dead = self.dead.keys().any(|(_, u, _)| u == uid);
+        if forgotten && !has_records && !has_dead {
             self.exporters.remove(uid);
         }
     }
@@ -503,14 +506,18 @@ impl Harness {
             }
             return;
         }
-        if self.model.records.contains_key(&(uid(e), start)) {
-            // Only reachable via requeue of a dropped exporter's record, then a lower seeded watermark.
-            assert!(
-                matches!(result, Err(WalError::DuplicateRecord { .. })),
-                "{result:?}"
-            );
-            return;
-        }
+        // Keys are never reused while stored: an exporter with records or dead letters keeps its
+        // watermark, and windows start at or after it.
+        assert!(
+            !self.model.records.contains_key(&(uid(e), start))
+                && !self
+                    .model
+                    .dead
+                    .keys()
+                    .any(|k| (&k.1, k.2) == (&uid(e), start)),
+            "model appends over a stored key {}@{start}",
+            uid(e)
+        );
         let got = result.unwrap();
         assert_eq!(got, id(e, start));
         let targets = if requested.is_empty() {
@@ -569,6 +576,14 @@ impl Harness {
         for k in keys {
             let dead = self.model.dead.remove(&k).unwrap();
             let rk = (k.1.clone(), k.2);
+            if let Some(live) = self.model.records.get(&rk) {
+                // Still in the WAL for another output: it can only be the same append.
+                assert_eq!(
+                    (live.header_with(&[]), &live.request),
+                    (dead.record.header_with(&[]), &dead.record.request),
+                    "requeue of {k:?} meets a different record"
+                );
+            }
             let record = self.model.records.entry(rk).or_insert(dead.record);
             if !record.targets.contains(&k.0) {
                 record.targets.push(k.0.clone());
@@ -592,11 +607,20 @@ impl Harness {
         let count = self.wal().purge(&f.to_wal(), scope).unwrap();
         let mut expected = 0;
         if matches!(scope, PurgeScope::DeadLetters | PurgeScope::All) {
-            let before = self.model.dead.len();
-            self.model
+            let purged: Vec<OKey> = self
+                .model
                 .dead
-                .retain(|k, _| !Model::matches(&f, &k.0, &k.1));
-            expected += before - self.model.dead.len();
+                .keys()
+                .filter(|k| Model::matches(&f, &k.0, &k.1))
+                .cloned()
+                .collect();
+            expected += purged.len();
+            for k in &purged {
+                self.model.dead.remove(k);
+            }
+            for k in &purged {
+                self.model.drop_exporter_if_done(&k.1);
+            }
         }
         if matches!(scope, PurgeScope::Pending | PurgeScope::All) {
             let keys: Vec<OKey> = self
@@ -1181,4 +1205,52 @@ fn multi_chunk_payload_round_trips_through_dead_letter_and_requeue() {
     assert_eq!(wal.read_payload(&rid).unwrap(), big);
     wal.ack("remote_write", &rid).unwrap();
     assert_eq!(wal.used_bytes().unwrap(), 0);
+}
+
+#[test]
+fn forgotten_exporter_keeps_its_watermark_while_dead_letters_remain() {
+    // The shrunk proptest case: without this, the window was appended again after `forget` and
+    // requeue mixed the dead letter into the new record.
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path(), &OUTPUTS);
+    let rid = wal
+        .append(
+            &header(0, BASE, BASE + INTERVAL, vec!["remote_write".into()]),
+            &request(1, 1),
+        )
+        .unwrap();
+    wal.dead_letter("remote_write", &rid, "400 bad", "")
+        .unwrap();
+    wal.forget_exporter(&uid(0)).unwrap();
+    assert_eq!(
+        wal.watermark(&uid(0)).unwrap(),
+        Some(Ticks(BASE + INTERVAL))
+    );
+    let err = wal
+        .append(
+            &header(0, BASE, BASE + INTERVAL, vec!["otlp".into()]),
+            &request(2, 1),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, WalError::WindowBeforeWatermark { .. }),
+        "{err}"
+    );
+    assert_eq!(wal.requeue(&WalFilter::default()).unwrap(), 1);
+    let listed = wal.list(&WalFilter::default()).unwrap();
+    assert_eq!(listed[0].header.outputs, ["remote_write"]);
+    assert_eq!(wal.read_payload(&rid).unwrap(), request(1, 1));
+    wal.dead_letter("remote_write", &rid, "400 bad", "")
+        .unwrap();
+    assert!(wal.watermark(&uid(0)).unwrap().is_some());
+    assert_eq!(
+        wal.purge(&WalFilter::default(), PurgeScope::DeadLetters)
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        wal.watermark(&uid(0)).unwrap(),
+        None,
+        "last dead letter purged: the forgotten exporter's row goes"
+    );
 }

@@ -63,10 +63,20 @@
 //! [`Wal::compact`]; [`Wal::maybe_compact`] does it when the file exceeds twice the live bytes plus
 //! slack — call it when a drain loop is idle. Size the volume at about `max_bytes` plus that slack.
 //!
-//! # Exporters and outputs over time
+//! # Lifecycle: exporters, outputs and record keys over time
 //!
+//! - A record key (exporter uid, window start) belongs to ONE append for as long as anything of it
+//!   is stored (the record, a pending mark or a dead letter): `append` refuses windows before the
+//!   exporter's watermark, the watermark only moves forward, and the exporter's watermark row stays
+//!   while the exporter has records OR dead letters.
 //! - `forget_exporter` (resource deleted): its appended records are still delivered; its watermark
-//!   row goes when its last record leaves.
+//!   row goes once it has neither records nor dead letters (`purge` of its last dead letter drops
+//!   it too). Until then a late append of that uid still cannot reuse a dead letter's key.
+//! - `requeue` of a dead letter: when the record has left, it comes back from the dead letter's
+//!   copy; when it is still in the WAL (other outputs pending), it is the same append, and the
+//!   output is pending on it again. A live record under that key that is a different append
+//!   (header or payload checksum differ; only in a store written before the rule above) is never
+//!   overwritten nor merged: `requeue` fails with [`WalError::RequeueConflict`] and changes nothing.
 //! - An output configured before but not now: on open, its pending deliveries become dead letters
 //!   (reason "output X is no longer configured"), so they neither block record removal nor vanish;
 //!   `requeue` restores them once the output is configured again, `purge` drops them.
@@ -440,6 +450,10 @@ pub enum WalError {
     NotPending { output: String, id: RecordId },
     #[error("record {id} is not dead-lettered for output {output}")]
     NotDeadLettered { output: String, id: RecordId },
+    #[error(
+        "dead letter {id} of output {output} cannot be requeued: a different record with the same exporter and window is in the WAL (a store written before WAL watermarks outlived dead letters); nothing was requeued: narrow the filter to skip it, requeue it once that record is delivered, or purge it"
+    )]
+    RequeueConflict { output: String, id: RecordId },
     #[error("record {id} is not in the WAL (delivered or purged)")]
     NotFound { id: RecordId },
     #[error(

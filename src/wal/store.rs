@@ -262,7 +262,7 @@ impl Wal {
     }
 
     /// The resource was deleted: its records already appended are still delivered; its watermark is
-    /// dropped when the last of them leaves (at once when none is left).
+    /// dropped once it has neither records nor dead letters (at once when none is left).
     pub fn forget_exporter(&self, exporter_uid: &str) -> Result<(), WalError> {
         self.write(|tx| {
             let mut t = WriteTables::open(tx)?;
@@ -427,6 +427,7 @@ impl Wal {
 
     /// Dead letters matching `filter` become pending again (attempts reset) for their output.
     /// Dead letters of outputs not configured now are skipped. Returns how many were requeued.
+    /// All or nothing: [`WalError::RequeueConflict`] when one collides with a different record.
     pub fn requeue(&self, filter: &WalFilter) -> Result<usize, WalError> {
         if let Some(output) = &filter.output {
             self.check_output(output)?;
@@ -464,9 +465,14 @@ impl Wal {
             let mut t = WriteTables::open(tx)?;
             let mut count = 0;
             if matches!(scope, PurgeScope::DeadLetters | PurgeScope::All) {
+                let mut uids = BTreeSet::new();
                 for (output, id) in t.matching_dead_letters(filter)? {
                     t.remove_dead_letter(&output, &id)?;
+                    uids.insert(id.exporter_uid);
                     count += 1;
+                }
+                for uid in &uids {
+                    t.drop_exporter_if_done(uid)?;
                 }
             }
             if matches!(scope, PurgeScope::Pending | PurgeScope::All) {
@@ -947,7 +953,9 @@ impl<'t> WriteTables<'t> {
         Ok(())
     }
 
-    /// Dead letter → pending again; the record (header + payload) comes back if it had left.
+    /// Dead letter → pending again; the record (header + payload) comes back if it had left. A live
+    /// record under the same key must be the same append (see the module docs' lifecycle), else
+    /// [`WalError::RequeueConflict`]: neither copy is overwritten.
     fn requeue_one(&mut self, output: &str, id: &RecordId) -> Result<(), WalError> {
         let letter = self
             .dead
@@ -962,17 +970,30 @@ impl<'t> WriteTables<'t> {
         let mut envelope = letter
             .record
             .ok_or_else(|| corrupt(id, "dead letter without its record header"))?;
-        if self.records.get(key(id)).map_err(store)?.is_none() {
-            let stored = read_payload_chunks(&self.payloads, output, id)?;
-            record::verify_payload(&envelope, &stored).map_err(|e| corrupt(id, e))?;
-            if !envelope.outputs.iter().any(|o| o == output) {
-                envelope.outputs.push(output.to_string());
+        match read_envelope(&self.records, id)? {
+            None => {
+                let stored = read_payload_chunks(&self.payloads, output, id)?;
+                record::verify_payload(&envelope, &stored).map_err(|e| corrupt(id, e))?;
+                add_output(&mut envelope, output);
+                self.records
+                    .insert(key(id), envelope.encode_to_vec().as_slice())
+                    .map_err(store)?;
+                write_payload(&mut self.payloads, LIVE, id, &stored)?;
+                self.add_used(allocation_estimate(stored.len() as u64) as i128)?;
             }
-            self.records
-                .insert(key(id), envelope.encode_to_vec().as_slice())
-                .map_err(store)?;
-            write_payload(&mut self.payloads, LIVE, id, &stored)?;
-            self.add_used(allocation_estimate(stored.len() as u64) as i128)?;
+            Some(mut live) if same_append(&live, &envelope) => {
+                if add_output(&mut live, output) {
+                    self.records
+                        .insert(key(id), live.encode_to_vec().as_slice())
+                        .map_err(store)?;
+                }
+            }
+            Some(_) => {
+                return Err(WalError::RequeueConflict {
+                    output: output.to_string(),
+                    id: id.clone(),
+                });
+            }
         }
         self.remove_dead_letter(output, id)?;
         self.pending
@@ -1021,7 +1042,9 @@ impl<'t> WriteTables<'t> {
             .map_err(store)?
             .next()
             .is_some();
-        if !has_records {
+        // A dead letter can be requeued: its window must stay before the watermark, so that no
+        // append ever reuses its key.
+        if !has_records && !has_dead_letters(&self.dead, uid)? {
             self.exporters.remove(uid).map_err(store)?;
         }
         Ok(())
@@ -1103,6 +1126,56 @@ fn heads(
         });
     }
     Ok(out)
+}
+
+/// Whether `uid` has a dead letter on any output: one seek per output name in the table.
+fn has_dead_letters(
+    dead: &impl ReadableTable<OutputKey, &'static [u8]>,
+    uid: &str,
+) -> Result<bool, WalError> {
+    let mut from = String::new();
+    loop {
+        let mut range = dead
+            .range::<(&str, &str, i64)>((from.as_str(), "", i64::MIN)..)
+            .map_err(store)?;
+        let Some(entry) = range.next() else {
+            return Ok(false);
+        };
+        let output = entry.map_err(store)?.0.value().0.to_string();
+        let found = dead
+            .range::<(&str, &str, i64)>(
+                (output.as_str(), uid, i64::MIN)..=(output.as_str(), uid, i64::MAX),
+            )
+            .map_err(store)?
+            .next()
+            .is_some();
+        if found {
+            return Ok(true);
+        }
+        // The smallest name after `output`: skips the rest of its rows.
+        from = output + "\0";
+    }
+}
+
+/// Whether two envelopes describe the same append (target outputs aside): header and payload
+/// checksum equal.
+fn same_append(live: &RecordEnvelope, letter: &RecordEnvelope) -> bool {
+    RecordEnvelope {
+        outputs: Vec::new(),
+        ..live.clone()
+    } == RecordEnvelope {
+        outputs: Vec::new(),
+        ..letter.clone()
+    }
+}
+
+/// Add `output` to the record's targets; returns whether it was missing.
+fn add_output(envelope: &mut RecordEnvelope, output: &str) -> bool {
+    if envelope.outputs.iter().any(|o| o == output) {
+        return false;
+    }
+    envelope.outputs.push(output.to_string());
+    true
 }
 
 /// (record count, per-exporter stats) from the `records` headers and the `exporters` rows.
@@ -1388,4 +1461,105 @@ fn non_empty(s: String) -> Option<String> {
 
 fn min_opt(current: Option<Ticks>, candidate: Ticks) -> Option<Ticks> {
     Some(current.map_or(candidate, |c| c.min(candidate)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prompb::{Label, Sample, TimeSeries};
+
+    const START: i64 = 638_000_000_000_000_000;
+    const INTERVAL: i64 = 600_000_000;
+
+    fn open(dir: &Path) -> Wal {
+        Wal::open(dir, WalConfig::new(1 << 30, ["remote_write", "otlp"])).unwrap()
+    }
+
+    fn header(outputs: &[&str]) -> RecordHeader {
+        RecordHeader {
+            exporter: ExporterRef::new("uid-0", "ns", "cpu"),
+            generation: 1,
+            window_start: Ticks(START),
+            window_end: Ticks(START + INTERVAL),
+            created: Ticks(START),
+            outputs: outputs.iter().map(|o| o.to_string()).collect(),
+        }
+    }
+
+    fn request(value: f64) -> WriteRequest {
+        WriteRequest {
+            timeseries: vec![TimeSeries {
+                labels: vec![Label::new("__name__", "cpu")],
+                samples: vec![Sample {
+                    value,
+                    timestamp: 0,
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn requeue_onto_the_same_live_record_makes_the_output_pending_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = open(dir.path());
+        let id = wal.append(&header(&[]), &request(1.0)).unwrap();
+        wal.dead_letter("remote_write", &id, "400", "").unwrap();
+        assert_eq!(wal.requeue(&WalFilter::default()).unwrap(), 1);
+        let listed = wal.list(&WalFilter::default()).unwrap();
+        assert_eq!(listed[0].header.outputs, ["remote_write", "otlp"]);
+        assert!(
+            listed[0]
+                .deliveries
+                .iter()
+                .all(|(_, s)| matches!(s, DeliveryState::Pending { .. }))
+        );
+        assert_eq!(wal.read_payload(&id).unwrap(), request(1.0));
+        assert_eq!(wal.stats().unwrap().dead_letters, 0);
+    }
+
+    #[test]
+    fn requeue_refuses_a_dead_letter_colliding_with_a_different_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = open(dir.path());
+        let id = wal
+            .append(&header(&["remote_write"]), &request(1.0))
+            .unwrap();
+        wal.dead_letter("remote_write", &id, "400", "").unwrap();
+        wal.forget_exporter("uid-0").unwrap();
+        assert!(
+            wal.watermark("uid-0").unwrap().is_some(),
+            "kept while a dead letter exists"
+        );
+        // A store written before that rule: the watermark row is gone, so the key is appended again.
+        wal.write(|tx| {
+            let mut exporters = tx.open_table(EXPORTERS).map_err(store)?;
+            exporters.remove("uid-0").map_err(store)?;
+            Ok(())
+        })
+        .unwrap();
+        wal.append(&header(&["otlp"]), &request(2.0)).unwrap();
+        let used = wal.used_bytes().unwrap();
+
+        let err = wal.requeue(&WalFilter::default()).unwrap_err();
+        assert!(matches!(err, WalError::RequeueConflict { .. }), "{err}");
+        assert!(err.to_string().contains("nothing was requeued"), "{err}");
+        assert_eq!(wal.read_payload(&id).unwrap(), request(2.0));
+        assert_eq!(
+            wal.read_dead_letter_payload("remote_write", &id).unwrap(),
+            request(1.0)
+        );
+        let listed = wal.list(&WalFilter::default()).unwrap();
+        assert_eq!(listed[0].header.outputs, ["otlp"]);
+        assert!(
+            wal.next_pending("remote_write", Ticks(0), 10)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(wal.used_bytes().unwrap(), used);
+
+        // Once the live record is delivered, the dead letter comes back with its own payload.
+        wal.ack("otlp", &id).unwrap();
+        assert_eq!(wal.requeue(&WalFilter::default()).unwrap(), 1);
+        assert_eq!(wal.read_payload(&id).unwrap(), request(1.0));
+    }
 }
