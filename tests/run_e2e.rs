@@ -10,7 +10,7 @@ mod run_support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{duckdb_kql, http_get, prometheus};
+use common::{duckdb_kql, http_get};
 use run_support::*;
 
 /// Bound for every wait on the system under test.
@@ -20,7 +20,7 @@ struct Setup {
     data: Dataset,
     work: tempfile::TempDir,
     kusto: common::Peer,
-    prom: common::Peer,
+    prom: Prometheus,
     otlp: OtlpSink,
 }
 
@@ -28,10 +28,15 @@ impl Setup {
     /// Peers loaded with `windows` windows of `interval_s` seconds ending at the last boundary.
     fn new(interval_s: i64, windows: i64) -> Setup {
         let data = Dataset::ending_now(interval_s, windows);
-        let work = tempfile::tempdir().unwrap();
+        // E2E_KEEP=1 keeps the work directory (logs, WAL, status) for a look after the run.
+        let work = tempfile::Builder::new()
+            .prefix("adxexporter-e2e-")
+            .disable_cleanup(std::env::var_os("E2E_KEEP").is_some())
+            .tempdir()
+            .unwrap();
         let init = write_init_sql(work.path(), &data);
         let kusto = duckdb_kql(&init);
-        let prom = prometheus();
+        let prom = Prometheus::start();
         let otlp = OtlpSink::start();
         std::fs::create_dir(work.path().join("manifests")).unwrap();
         Setup {
@@ -59,19 +64,20 @@ impl Setup {
     fn outputs(&self) -> Vec<String> {
         vec![
             "--remote-write-endpoint".into(),
-            format!("{}/api/v1/write", self.prom.url),
+            self.prom.write_url(),
             "--otlp-endpoint".into(),
             self.otlp.url(),
         ]
     }
 
     fn start(&self) -> Exporter {
-        Exporter::start(
-            self.work.path(),
-            &self.kusto.url,
-            &self.manifests(),
-            &self.outputs(),
-        )
+        self.start_with(&[])
+    }
+
+    fn start_with(&self, extra: &[&str]) -> Exporter {
+        let mut args = self.outputs();
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        Exporter::start(self.work.path(), &self.kusto.url, &self.manifests(), &args)
     }
 }
 
@@ -98,6 +104,17 @@ fn backfill_delivers_every_window_exactly() {
         "{status}"
     );
     assert_eq!(status["deadLettered"]["windows"], 0, "{status}");
+
+    // A later write keeps the conditions' transition times: nothing flipped.
+    let ready_since = |st: &serde_json::Value| {
+        st["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .map(|c| c["lastTransitionTime"].clone())
+    };
+    exporter.wait_status_write(LIMIT);
+    let later = exporter.status_of("cpu").unwrap();
+    assert_eq!(ready_since(&later), ready_since(&status), "{later}");
 
     let (code, _) = http_get(exporter.health_port, "/readyz").unwrap();
     assert_eq!(code, 200);
@@ -264,6 +281,7 @@ fn receiver_outage_grows_backlog_then_recovers() {
             exporter.status_of("cpu").filter(|st| {
                 watermark_ms(st).is_some_and(|w| w >= s.data.end_ms())
                     && backlog_windows(st) >= missing_at_otlp
+                    && condition(st, "DeliveryHealthy").is_some_and(|c| c.0 == "False")
             })
         },
         || format!("{:?}\n{}", exporter.status_of("cpu"), exporter.log_tail()),
@@ -279,6 +297,12 @@ fn receiver_outage_grows_backlog_then_recovers() {
         "lastSuccessfulExecution must stay behind while OTLP is down: {down}"
     );
     assert_eq!(down["deadLettered"]["windows"], 0, "{down}");
+    // The failing output is named, with its error, while nothing is dropped.
+    let (_, reason, message) = condition(&down, "DeliveryHealthy").unwrap();
+    assert_eq!(reason, "DeliveryRetrying", "{down}");
+    assert!(message.contains("otlp"), "{message}");
+    assert_eq!(condition(&down, "Ready").unwrap().0, "False", "{down}");
+    eprintln!("while OTLP is down: {message}");
     exporter.assert_running();
 
     s.otlp.restart();
@@ -408,19 +432,29 @@ fn restart_resumes_without_re_export() {
     let (code, _) = http_get(exporter.health_port, "/readyz").unwrap();
     assert_eq!(code, 200);
     // One more status round after the start, so a re-export would have begun.
-    let modified = std::fs::metadata(exporter.wal_dir.join("status.json"))
-        .unwrap()
-        .modified()
-        .unwrap();
+    exporter.wait_status_write(LIMIT);
+    // A spec edit while running restarts the exporter task, which continues from the watermark.
+    std::fs::write(
+        s.manifests().join("cpu.yaml"),
+        resource_yaml(
+            "cpu",
+            "1m",
+            s.data.first_start_ms,
+            &format!("{GOOD_BODY}\n| where isnotempty(Host)"),
+        ),
+    )
+    .unwrap();
     eventually(
-        "another status write",
+        "the exporter to restart on the edited spec",
         LIMIT,
         || {
-            let m = std::fs::metadata(exporter.wal_dir.join("status.json")).ok()?;
-            (m.modified().ok()? > modified).then_some(())
+            let log = exporter.log_text();
+            let second = log.split("===== start 2 =====").nth(1)?.to_owned();
+            (second.matches(" started").count() >= 2).then_some(())
         },
         || exporter.log_tail(),
     );
+    exporter.wait_status_write(LIMIT);
     assert!(exporter.terminate(Duration::from_secs(30)).success());
 
     let log = exporter.log_text();
@@ -451,5 +485,65 @@ fn restart_resumes_without_re_export() {
         "restart: watermark {}, OTLP requests before {records_before}, after {}",
         rfc3339(watermark),
         records.len()
+    );
+}
+
+/// Test 3b: Prometheus is down for part of the catch-up (OTLP keeps flowing to the end); a SIGTERM
+/// during the outage exits 0 after `--shutdown-grace` with the backlog kept in the WAL; after
+/// Prometheus (same port, same TSDB) and adxexporter restart, remote write completes exactly.
+#[test]
+fn remote_write_outage_survives_a_clean_stop() {
+    let mut s = Setup::new(30, 88);
+    s.write_good("30s");
+    let mut exporter = s.start_with(&["--shutdown-grace", "2s"]);
+    eventually(
+        "a few windows in Prometheus before the outage",
+        LIMIT,
+        || (prometheus_samples(s.prom.port).len() >= 5 * HOSTS.len()).then_some(()),
+        || exporter.log_tail(),
+    );
+    s.prom.stop();
+    let expected = s.data.expected();
+    eventually(
+        "OTLP to receive every window while Prometheus is down",
+        LIMIT,
+        || (otlp_windows(&s.otlp) == s.data.windows as usize).then_some(()),
+        || exporter.log_tail(),
+    );
+    let down = eventually(
+        "status to show the remote-write backlog",
+        LIMIT,
+        || {
+            exporter.status_of("cpu").filter(|st| {
+                watermark_ms(st).is_some_and(|w| w >= s.data.end_ms())
+                    && (1..u64::MAX).contains(&backlog_windows(st))
+                    && condition(st, "DeliveryHealthy")
+                        .is_some_and(|c| c.0 == "False" && c.2.contains("remote_write"))
+            })
+        },
+        || format!("{:?}\n{}", exporter.status_of("cpu"), exporter.log_tail()),
+    );
+    let exit = exporter.terminate(Duration::from_secs(30));
+    assert!(exit.success(), "exit {exit:?}\n{}", exporter.log_tail());
+    let kept = exporter.status_of("cpu").unwrap();
+    assert!(
+        backlog_windows(&kept) > 0,
+        "the undelivered windows must stay in the WAL: {kept}"
+    );
+    assert_eq!(kept["deadLettered"]["windows"], 0, "{kept}");
+
+    s.prom.restart();
+    exporter.restart();
+    exporter.wait_caught_up("cpu", s.data.end_ms(), LIMIT);
+    assert!(exporter.terminate(Duration::from_secs(30)).success());
+    assert_prometheus_matches(s.prom.port, &expected);
+    let points = s.otlp.points();
+    let dups = assert_otlp_matches(&points, &expected);
+    assert!(dups.is_empty(), "OTLP had no fault: {dups:?}");
+    eprintln!(
+        "remote-write outage: {} windows, backlog while down {}, kept at SIGTERM {}",
+        s.data.windows,
+        backlog_windows(&down),
+        backlog_windows(&kept)
     );
 }

@@ -314,6 +314,19 @@ impl Exporter {
         self.status()?.get(&format!("e2e/{name}")).cloned()
     }
 
+    /// Waits for the next write of `status.json` (its modification time moves).
+    pub fn wait_status_write(&self, limit: Duration) {
+        let path = self.wal_dir.join("status.json");
+        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let before = mtime(&path);
+        eventually(
+            "the next status.json write",
+            limit,
+            || (mtime(&path) != before).then_some(()),
+            || self.log_tail(),
+        );
+    }
+
     /// Waits until `e2e/<name>` has watermark ≥ `end_ms` and an empty backlog; returns its status.
     pub fn wait_caught_up(
         &mut self,
@@ -562,5 +575,97 @@ pub fn assert_prometheus_matches(port: u16, expected: &BTreeMap<(String, i64), f
     );
     for (k, want) in expected {
         assert_eq!(got[k].to_bits(), want.to_bits(), "Prometheus sample {k:?}");
+    }
+}
+
+/// Prometheus as a strict remote-write receiver that can be stopped and restarted on the same
+/// port and TSDB directory (a receiver outage, not a data loss).
+pub struct Prometheus {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Prometheus {
+    pub fn start() -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("prometheus.yml"),
+            "global:\n  scrape_interval: 15s\nscrape_configs: []\n",
+        )
+        .unwrap();
+        let mut p = Prometheus {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        p.restart();
+        p
+    }
+
+    pub fn write_url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v1/write", self.port)
+    }
+
+    /// SIGTERM (a clean stop, so no acknowledged sample is lost on the receiver's side);
+    /// connections are refused until [`Prometheus::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none());
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("log"))
+            .unwrap();
+        let mut child = Command::new(crate::common::system_bin("prometheus"))
+            .arg(format!(
+                "--config.file={}",
+                d.join("prometheus.yml").display()
+            ))
+            .arg(format!("--storage.tsdb.path={}", d.join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+            .arg("--web.enable-remote-write-receiver")
+            .current_dir(d)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(self.port, "/-/ready").is_none_or(|(c, _)| c != 200) {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "prometheus exited with {status}: {}",
+                    std::fs::read_to_string(d.join("log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
     }
 }
