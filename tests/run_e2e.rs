@@ -224,6 +224,25 @@ fn kill_during_catch_up_loses_nothing() {
         "the catch-up ended before the last kill, so not every kill hit it"
     );
 
+    // A clean stop in the middle of the catch-up: querying stops, what was appended is pushed
+    // (both receivers are up), exit 0; then the catch-up continues from the watermark. (Once its
+    // port listens the process handles SIGTERM; before that, during exec, nothing can.)
+    exporter.wait_listening(LIMIT);
+    let exit = exporter.terminate(Duration::from_secs(30));
+    assert!(exit.success(), "exit {exit:?}\n{}", exporter.log_tail());
+    let at_term = exporter.status_of("cpu").unwrap();
+    assert_eq!(
+        backlog_windows(&at_term),
+        0,
+        "drained at SIGTERM: {at_term}"
+    );
+    let term_watermark = watermark_ms(&at_term).unwrap();
+    assert!(
+        term_watermark < s.data.end_ms(),
+        "the SIGTERM was meant to land during the catch-up: {at_term}"
+    );
+    exporter.restart();
+
     let status = exporter.wait_caught_up("cpu", s.data.end_ms(), LIMIT);
     assert_eq!(status["deadLettered"]["windows"], 0, "{status}");
     assert_eq!(condition(&status, "Ready").unwrap().0, "True", "{status}");
@@ -237,8 +256,9 @@ fn kill_during_catch_up_loses_nothing() {
     let extra = extra_deliveries(&points);
     let total_extra: usize = extra.values().sum();
     eprintln!(
-        "kill: {} windows, {kills} kills (OTLP windows seen at each: {kill_points:?}), re-delivered at OTLP: {:?}",
+        "kill: {} windows, {kills} kills (OTLP windows seen at each: {kill_points:?}), SIGTERM at {}, re-delivered at OTLP: {:?}",
         s.data.windows,
+        rfc3339(term_watermark),
         extra.keys().map(|t| rfc3339(*t)).collect::<Vec<_>>()
     );
     assert!(
@@ -413,6 +433,17 @@ fn restart_resumes_without_re_export() {
     assert_otlp_matches(&s.otlp.points(), &expected);
     let records_before = s.otlp.records().len();
 
+    // A SIGTERM during start-up (as soon as the health port listens, while the WAL is opened) is
+    // a clean stop too.
+    exporter.restart();
+    exporter.wait_listening(LIMIT);
+    let exit = exporter.terminate(Duration::from_secs(30));
+    assert!(
+        exit.success(),
+        "SIGTERM during start-up: {exit:?}\n{}",
+        exporter.log_tail()
+    );
+
     std::fs::remove_file(exporter.wal_dir.join("status.json")).unwrap();
     exporter.restart();
     // The restarted exporter has resumed once its status (rebuilt from the WAL) is written and
@@ -423,7 +454,7 @@ fn restart_resumes_without_re_export() {
         || {
             let st = exporter.status_of("cpu")?;
             let log = exporter.log_text();
-            let second = log.split("===== start 2 =====").nth(1)?;
+            let second = log.split("===== start 3 =====").nth(1)?;
             second.contains("started").then_some(st)
         },
         || exporter.log_tail(),
@@ -449,7 +480,7 @@ fn restart_resumes_without_re_export() {
         LIMIT,
         || {
             let log = exporter.log_text();
-            let second = log.split("===== start 2 =====").nth(1)?.to_owned();
+            let second = log.split("===== start 3 =====").nth(1)?.to_owned();
             (second.matches(" started").count() >= 2).then_some(())
         },
         || exporter.log_tail(),
@@ -458,7 +489,7 @@ fn restart_resumes_without_re_export() {
     assert!(exporter.terminate(Duration::from_secs(30)).success());
 
     let log = exporter.log_text();
-    let second = log.split("===== start 2 =====").nth(1).unwrap();
+    let second = log.split("===== start 3 =====").nth(1).unwrap();
     for line in second.lines().filter(|l| l.contains("window_start=")) {
         let start = line
             .split("window_start=")
@@ -546,4 +577,51 @@ fn remote_write_outage_survives_a_clean_stop() {
         backlog_windows(&down),
         backlog_windows(&kept)
     );
+}
+
+/// Test 4b: a resource deleted while its windows wait in the WAL (OTLP down): the windows are still
+/// delivered once the receiver is back, and nothing new is queried for it.
+#[test]
+fn deleted_resource_backlog_is_still_delivered() {
+    let mut s = Setup::new(60, 10);
+    s.otlp.stop();
+    s.write_good("1m");
+    let mut exporter = s.start();
+    let expected = s.data.expected();
+    eventually(
+        "Prometheus to hold every window while OTLP is down",
+        LIMIT,
+        || (prometheus_samples(s.prom.port).len() == expected.len()).then_some(()),
+        || exporter.log_tail(),
+    );
+    std::fs::remove_file(s.manifests().join("cpu.yaml")).unwrap();
+    eventually(
+        "the exporter to stop and leave the status",
+        LIMIT,
+        || {
+            let gone = exporter.log_text().contains("no longer desired")
+                && exporter
+                    .status()
+                    .is_some_and(|st| !st.contains_key("e2e/cpu"));
+            gone.then_some(())
+        },
+        || exporter.log_tail(),
+    );
+    assert!(
+        otlp_windows(&s.otlp) == 0,
+        "OTLP was down, nothing can have arrived"
+    );
+    s.otlp.restart();
+    eventually(
+        "OTLP to receive the deleted exporter's backlog",
+        LIMIT,
+        || (otlp_windows(&s.otlp) == s.data.windows as usize).then_some(()),
+        || exporter.log_tail(),
+    );
+    let exit = exporter.terminate(Duration::from_secs(30));
+    assert!(exit.success(), "exit {exit:?}\n{}", exporter.log_tail());
+    assert_prometheus_matches(s.prom.port, &expected);
+    let points = s.otlp.points();
+    let dups = assert_otlp_matches(&points, &expected);
+    assert!(dups.is_empty(), "{dups:?}");
 }

@@ -314,6 +314,17 @@ impl Exporter {
         self.status()?.get(&format!("e2e/{name}")).cloned()
     }
 
+    /// Waits (polling every millisecond) until the health port accepts connections: from then on
+    /// the process handles SIGTERM (the handler is installed before the admin ports open).
+    pub fn wait_listening(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while std::net::TcpStream::connect(("127.0.0.1", self.health_port)).is_err() {
+            self.assert_running();
+            assert!(Instant::now() < deadline, "the health port never listened");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Waits for the next write of `status.json` (its modification time moves).
     pub fn wait_status_write(&self, limit: Duration) {
         let path = self.wal_dir.join("status.json");
