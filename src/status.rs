@@ -230,7 +230,8 @@ pub fn carry_transition_times(previous: &MetricsExporterStatus, next: &mut Metri
     }
 }
 
-/// Writes `<wal-dir>/status.json` every [`STATUS_INTERVAL`] and once more at shutdown.
+/// Writes `<wal-dir>/status.json` every [`STATUS_INTERVAL`] and once more at shutdown, from the
+/// source's first snapshot on (a stop before that leaves the previous file as it was).
 pub struct StatusWriter {
     pub path: PathBuf,
     pub wal: Wal,
@@ -256,13 +257,20 @@ impl StatusWriter {
     ) -> Result<(), StatusError> {
         let this = Arc::new(self);
         loop {
-            let snap = snapshots.borrow().clone();
-            let writer = this.clone();
-            let written = tokio::task::spawn_blocking(move || writer.write_once(&snap)).await;
-            match written {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!("{e}"),
-                Err(e) => tracing::warn!("status writer task failed: {e}"),
+            // Until the source has published once (never marked seen here), the snapshot is the
+            // empty placeholder: writing it would wipe the previous run's status.
+            let (synced, snap) = {
+                let current = snapshots.borrow();
+                (current.has_changed(), current.clone())
+            };
+            if synced {
+                let writer = this.clone();
+                let written = tokio::task::spawn_blocking(move || writer.write_once(&snap)).await;
+                match written {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!("{e}"),
+                    Err(e) => tracing::warn!("status writer task failed: {e}"),
+                }
             }
             if shutdown.is_cancelled() {
                 return Ok(());

@@ -443,6 +443,12 @@ fn restart_resumes_without_re_export() {
         "SIGTERM during start-up: {exit:?}\n{}",
         exporter.log_tail()
     );
+    let kept = exporter.status_of("cpu");
+    assert_eq!(
+        kept.as_ref().and_then(watermark_ms),
+        Some(watermark),
+        "a stop during start-up must leave the status as it was: {kept:?}"
+    );
 
     std::fs::remove_file(exporter.wal_dir.join("status.json")).unwrap();
     exporter.restart();
