@@ -42,6 +42,9 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         "starting; kusto endpoints: {}",
         endpoints.join(",")
     );
+    // Listen before anything slow (WAL open verifies the whole file): a SIGTERM during start-up
+    // must be a clean stop, not the default action that kills the process.
+    let mut shutdown = ShutdownSignal::install();
     let metrics = telemetry::install_metrics()?;
     let health = Arc::new(Health::default());
     let admin_stop = CancellationToken::new();
@@ -144,7 +147,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     }
 
     let failure = tokio::select! {
-        _ = shutdown_signal() => None,
+        _ = shutdown.recv() => None,
         ended = tasks.join_next() => Some(match ended {
             Some(Ok(Ok(name))) => anyhow::anyhow!("the {name} task stopped unexpectedly"),
             Some(Ok(Err(e))) => e,
@@ -232,24 +235,40 @@ async fn drain_within(wal: &Wal, grace: Duration) {
     }
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or Ctrl-C. SIGTERM's handler is installed by [`ShutdownSignal::install`], so one that
+/// arrives before [`ShutdownSignal::recv`] is awaited is kept, not fatal.
+struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    fn install() -> ShutdownSignal {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let term = signal(SignalKind::terminate())
+                .inspect_err(|e| {
+                    tracing::warn!("cannot listen for SIGTERM ({e}): only Ctrl-C stops cleanly")
+                })
+                .ok();
+            ShutdownSignal { term }
+        }
+        #[cfg(not(unix))]
+        {
+            ShutdownSignal {}
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(term) = self.term.as_mut() {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }

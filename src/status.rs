@@ -83,12 +83,22 @@ pub struct DeadLetterSummary {
     pub last_reason: Option<String>,
 }
 
+/// An output whose oldest pending window of one exporter has failed and waits for a retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryingOutput {
+    pub output: String,
+    pub window_start: Ticks,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
 /// The status of one exporter from the runtime facts and the WAL. Pure.
 pub fn exporter_status(
     exporter: &Exporter,
     runtime: &ExporterRuntime,
     wal: &WalStats,
     dead: &DeadLetterSummary,
+    retrying: &[RetryingOutput],
     now: Ticks,
 ) -> MetricsExporterStatus {
     let stats = wal.exporters.iter().find(|e| e.uid == exporter.id.uid);
@@ -129,6 +139,29 @@ pub fn exporter_status(
                 "{} window(s) were refused for good ({}): inspect with `adxexporter wal dead-letters`, fix the cause, then `adxexporter wal requeue`",
                 dead.windows,
                 dead.last_reason.as_deref().unwrap_or("no reason recorded")
+            ),
+        )
+    } else if !retrying.is_empty() {
+        // An output that keeps failing must show even though nothing is dropped (SPEC §2).
+        let outputs: Vec<String> = retrying
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} failed {} time(s) on the window starting {} ({})",
+                    r.output,
+                    r.attempts,
+                    r.window_start,
+                    r.last_error.as_deref().unwrap_or("no error recorded")
+                )
+            })
+            .collect();
+        condition(
+            "DeliveryHealthy",
+            false,
+            "DeliveryRetrying",
+            format!(
+                "{}; retrying with backoff, {windows} window(s) kept in the WAL, nothing is dropped: check that output's endpoint",
+                outputs.join("; ")
             ),
         )
     } else {
@@ -183,11 +216,28 @@ pub fn invalid_status(lines: &[String], now: Ticks) -> MetricsExporterStatus {
     }
 }
 
-/// Writes `<wal-dir>/status.json` every [`STATUS_INTERVAL`] and once more at shutdown.
+/// Keeps each condition's `lastTransitionTime` from `previous` while its status is unchanged, so
+/// the time says when it last flipped, not when the file was last written. Pure.
+pub fn carry_transition_times(previous: &MetricsExporterStatus, next: &mut MetricsExporterStatus) {
+    for c in &mut next.conditions {
+        if let Some(p) = previous
+            .conditions
+            .iter()
+            .find(|p| p.type_ == c.type_ && p.status == c.status)
+        {
+            c.last_transition_time.clone_from(&p.last_transition_time);
+        }
+    }
+}
+
+/// Writes `<wal-dir>/status.json` every [`STATUS_INTERVAL`] and once more at shutdown, from the
+/// source's first snapshot on (a stop before that leaves the previous file as it was).
 pub struct StatusWriter {
     pub path: PathBuf,
     pub wal: Wal,
     pub board: Arc<Board>,
+    /// What was written last (first: the file left by the previous run), for transition times.
+    previous: Mutex<Option<BTreeMap<String, MetricsExporterStatus>>>,
 }
 
 impl StatusWriter {
@@ -196,6 +246,7 @@ impl StatusWriter {
             path: wal_dir.join(STATUS_FILE_NAME),
             wal,
             board,
+            previous: Mutex::new(None),
         }
     }
 
@@ -206,13 +257,20 @@ impl StatusWriter {
     ) -> Result<(), StatusError> {
         let this = Arc::new(self);
         loop {
-            let snap = snapshots.borrow().clone();
-            let writer = this.clone();
-            let written = tokio::task::spawn_blocking(move || writer.write_once(&snap)).await;
-            match written {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!("{e}"),
-                Err(e) => tracing::warn!("status writer task failed: {e}"),
+            // Until the source has published once (never marked seen here), the snapshot is the
+            // empty placeholder: writing it would wipe the previous run's status.
+            let (synced, snap) = {
+                let current = snapshots.borrow();
+                (current.has_changed(), current.clone())
+            };
+            if synced {
+                let writer = this.clone();
+                let written = tokio::task::spawn_blocking(move || writer.write_once(&snap)).await;
+                match written {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!("{e}"),
+                    Err(e) => tracing::warn!("status writer task failed: {e}"),
+                }
             }
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -234,19 +292,57 @@ impl StatusWriter {
             d.windows += 1;
             d.last_reason = Some(format!("{}: {}", letter.output, letter.reason));
         }
+        let mut retrying: BTreeMap<String, Vec<RetryingOutput>> = BTreeMap::new();
+        for output in stats
+            .outputs
+            .iter()
+            .filter(|o| o.configured && o.pending > 0)
+        {
+            // Each exporter's oldest pending window on this output, due or in backoff.
+            for head in self
+                .wal
+                .next_pending(&output.output, Ticks::MAX, usize::MAX)?
+                .into_iter()
+                .filter(|h| h.attempts > 0)
+            {
+                retrying
+                    .entry(head.id.exporter_uid.clone())
+                    .or_default()
+                    .push(RetryingOutput {
+                        output: output.output.clone(),
+                        window_start: head.header.window_start,
+                        attempts: head.attempts,
+                        last_error: head.last_error,
+                    });
+            }
+        }
         let mut out: BTreeMap<String, MetricsExporterStatus> = BTreeMap::new();
         for exporter in snap.desired.values() {
             let runtime = self.board.get(&exporter.id.uid);
             let d = dead.get(&exporter.id.uid).cloned().unwrap_or_default();
+            let r = retrying
+                .get(&exporter.id.uid)
+                .map_or(&[][..], Vec::as_slice);
             out.insert(
                 exporter.key(),
-                exporter_status(exporter, &runtime, &stats, &d, now),
+                exporter_status(exporter, &runtime, &stats, &d, r, now),
             );
         }
         for (key, why) in &snap.rejected {
             if let Rejected::Invalid(lines) = why {
                 out.insert(key.clone(), invalid_status(lines, now));
             }
+        }
+        {
+            let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
+            let previous =
+                previous.get_or_insert_with(|| read_status_file(&self.path).unwrap_or_default());
+            for (key, status) in &mut out {
+                if let Some(p) = previous.get(key) {
+                    carry_transition_times(p, status);
+                }
+            }
+            previous.clone_from(&out);
         }
         let json = serde_json::to_vec_pretty(&out).unwrap_or_default();
         write_atomically(&self.path, &json).map_err(|source| StatusError::Write {
@@ -269,4 +365,39 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub fn read_status_file(path: &Path) -> Option<BTreeMap<String, MetricsExporterStatus>> {
     let bytes = std::fs::read(path).ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_with(conditions: &[(&str, &str, &str)]) -> MetricsExporterStatus {
+        MetricsExporterStatus {
+            conditions: conditions
+                .iter()
+                .map(|(t, s, at)| Condition {
+                    type_: (*t).into(),
+                    status: (*s).into(),
+                    reason: String::new(),
+                    message: String::new(),
+                    last_transition_time: (*at).into(),
+                    observed_generation: None,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_the_status_flips() {
+        let previous = status_with(&[("Ready", "True", "t0"), ("DeliveryHealthy", "True", "t0")]);
+        let mut next = status_with(&[("Ready", "True", "t1"), ("DeliveryHealthy", "False", "t1")]);
+        carry_transition_times(&previous, &mut next);
+        let times: Vec<&str> = next
+            .conditions
+            .iter()
+            .map(|c| c.last_transition_time.as_str())
+            .collect();
+        assert_eq!(times, ["t0", "t1"]);
+    }
 }
