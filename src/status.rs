@@ -228,12 +228,7 @@ impl StatusWriter {
     pub fn write_once(&self, snap: &Snapshot) -> Result<(), StatusError> {
         let now = Ticks::now();
         let stats = self.wal.stats()?;
-        let mut dead: BTreeMap<String, DeadLetterSummary> = BTreeMap::new();
-        for letter in self.wal.dead_letters(&WalFilter::default())? {
-            let d = dead.entry(letter.id.exporter_uid.clone()).or_default();
-            d.windows += 1;
-            d.last_reason = Some(format!("{}: {}", letter.output, letter.reason));
-        }
+        let dead = dead_letter_summaries(&self.wal)?;
         let mut out: BTreeMap<String, MetricsExporterStatus> = BTreeMap::new();
         for exporter in snap.desired.values() {
             let runtime = self.board.get(&exporter.id.uid);
@@ -253,6 +248,37 @@ impl StatusWriter {
             path: self.path.clone(),
             source,
         })
+    }
+}
+
+/// Dead letters per exporter uid, from the WAL (blocking).
+pub fn dead_letter_summaries(
+    wal: &Wal,
+) -> Result<BTreeMap<String, DeadLetterSummary>, StatusError> {
+    let mut dead: BTreeMap<String, DeadLetterSummary> = BTreeMap::new();
+    for letter in wal.dead_letters(&WalFilter::default())? {
+        let d = dead.entry(letter.id.exporter_uid.clone()).or_default();
+        d.windows += 1;
+        d.last_reason = Some(format!("{}: {}", letter.output, letter.reason));
+    }
+    Ok(dead)
+}
+
+/// Keeps each condition's `lastTransitionTime` from `previous` while its status is unchanged, so
+/// the time says when the condition last flipped, not when the status was last written.
+pub fn carry_transition_times(
+    previous: Option<&MetricsExporterStatus>,
+    next: &mut MetricsExporterStatus,
+) {
+    let Some(previous) = previous else {
+        return;
+    };
+    for c in &mut next.conditions {
+        if let Some(p) = previous.condition(&c.type_)
+            && p.status == c.status
+        {
+            c.last_transition_time = p.last_transition_time.clone();
+        }
     }
 }
 
