@@ -229,10 +229,12 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
 /// A client for the cluster of `KUBECONFIG` (or `~/.kube/config`), or the in-cluster service account.
 async fn kube_client() -> anyhow::Result<kube::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    kube::Client::try_default().await.context(
-        "Kubernetes mode (no --manifests) needs a cluster: run in a pod with a service account, or set KUBECONFIG; \
-         or run standalone with --manifests DIR",
-    )
+    kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!(
+            "Kubernetes mode (no --manifests) needs a cluster: run in a pod with a service account or set KUBECONFIG, \
+             or run standalone with --manifests DIR ({e})"
+        )
+    })
 }
 
 fn build_outputs(config: &RunConfig) -> anyhow::Result<Vec<Output>> {

@@ -26,6 +26,8 @@ pub mod cli;
 pub mod crd;
 pub mod criteria;
 pub mod exposition;
+#[cfg(test)]
+mod kube_fake;
 pub mod preview;
 pub mod prompb;
 pub mod query;

@@ -404,4 +404,99 @@ mod tests {
         );
         assert_eq!(t[0].status.observed_generation, Some(0));
     }
+
+    #[tokio::test]
+    async fn patches_the_status_subresource_by_merge_patch_only_when_changed() {
+        use crate::kube_fake::FakeApi;
+        let fake = FakeApi::start(vec![], vec!["ns/gone".into()]).await;
+        let mut patches = fake.patches;
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(
+            dir.path(),
+            crate::wal::WalConfig::new(1 << 20, ["remote_write"]),
+        )
+        .unwrap();
+        let yaml = [
+            "apiVersion: adx-mon.azure.com/v1",
+            "kind: MetricsExporter",
+            "metadata: {name: a, namespace: ns, uid: u-a, generation: 4}",
+            "spec:",
+            "  database: db",
+            "  interval: 1m",
+            "  body: T",
+            "  transform: {valueColumns: [v], timestampColumn: ts, defaultMetricName: m}",
+        ]
+        .join("\n");
+        let resource = crate::crd::load_documents(&yaml)
+            .unwrap()
+            .remove(0)
+            .unwrap()
+            .resource;
+        let exporter =
+            crate::registry::Exporter::from_resource(&resource, &BTreeMap::new(), "").unwrap();
+        let mut snap = Snapshot::default();
+        snap.desired.insert("u-a".into(), Arc::new(exporter));
+        snap.rejected.insert(
+            "ns/gone".into(),
+            Rejected::Invalid(vec!["spec.body: missing".into()]),
+        );
+        snap.rejected.insert(
+            "ns/other".into(),
+            Rejected::Skipped("owned by replica 1 of 2".into()),
+        );
+        let snap = Arc::new(snap);
+        let mut writer = KubeStatusWriter::new(
+            fake_client(&fake.url).await,
+            wal,
+            Arc::new(Board::default()),
+        );
+
+        writer.round(&snap).await;
+        let mut got = Vec::new();
+        while let Ok(p) = patches.try_recv() {
+            got.push(p);
+        }
+        got.sort_by(|x, y| x.path.cmp(&y.path));
+        assert_eq!(got.len(), 2, "{got:?}");
+        let a = &got[0];
+        assert_eq!(
+            a.path,
+            "/apis/adx-mon.azure.com/v1/namespaces/ns/metricsexporters/a/status"
+        );
+        assert_eq!(a.content_type, "application/merge-patch+json");
+        assert!(a.query.contains("fieldManager=adxexporter"), "{}", a.query);
+        assert_eq!(a.body["status"]["observedGeneration"], 4);
+        let types: Vec<&str> = (a.body["status"]["conditions"].as_array().unwrap().iter())
+            .map(|c| c["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["Ready", "QueryHealthy", "DeliveryHealthy"]);
+        assert!(
+            got[1]
+                .path
+                .ends_with("/namespaces/ns/metricsexporters/gone/status")
+        );
+        assert!(writer.written.contains_key("ns/a"));
+        assert!(
+            !writer.written.contains_key("ns/gone"),
+            "404 is forgotten, not an error"
+        );
+        assert!(writer.failing.is_empty());
+
+        // Nothing changed for ns/a: no second patch (the deleted one is tried until it leaves the snapshot).
+        writer.round(&snap).await;
+        let mut again = Vec::new();
+        while let Ok(p) = patches.try_recv() {
+            again.push(p.path);
+        }
+        assert!(
+            again.iter().all(|p| !p.contains("/metricsexporters/a/")),
+            "{again:?}"
+        );
+    }
+
+    async fn fake_client(url: &str) -> kube::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = kube::Config::new(url.parse().unwrap());
+        kube::Client::try_from(config).unwrap()
+    }
 }

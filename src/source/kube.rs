@@ -365,4 +365,68 @@ mod tests {
         state.apply(Ok(Event::InitDone), &f);
         assert_eq!(state.snapshot().desired.keys().collect::<Vec<_>>(), ["u-c"]);
     }
+
+    /// Guards against a hang; never a timing assertion.
+    async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(std::time::Duration::from_secs(20), f)
+            .await
+            .expect("the fake API server answered")
+    }
+
+    #[tokio::test]
+    async fn lists_then_watches_the_api_server() {
+        use crate::kube_fake::{FakeApi, resource as object};
+        use serde_json::json;
+        let a = object(
+            "n1",
+            "a",
+            "u-a",
+            json!({}),
+            json!({"watermark": "2026-11-25T10:00:00Z"}),
+        );
+        let b = object("n1", "b", "u-b", json!({"region": ["westus"]}), json!({}));
+        let fake = FakeApi::start(vec![a.clone(), b], vec![]).await;
+        let source = KubeSource::new(fake.client().await, None, filter(Shard::SINGLE));
+        let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
+        let health = Arc::new(Health::default());
+        health.set_wal_open();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(source.run(tx, health.clone(), stop.clone()));
+
+        within(rx.changed()).await.unwrap();
+        let snap = rx.borrow_and_update().clone();
+        let e = snap.desired.get("u-a").expect("a runs");
+        assert_eq!(e.generation, 2);
+        assert_eq!(
+            e.status_watermark,
+            Some(crate::time::Ticks::parse("2026-11-25T10:00:00Z").unwrap())
+        );
+        assert!(matches!(
+            snap.rejected.get("n1/b"),
+            Some(Rejected::Skipped(_))
+        ));
+        assert_eq!(health.ready(), Ok(()), "ready once the list is synced");
+
+        fake.events
+            .send(json!({"type": "DELETED", "object": a}).to_string())
+            .unwrap();
+        within(rx.changed()).await.unwrap();
+        assert!(
+            rx.borrow_and_update().desired.is_empty(),
+            "a deleted resource stops"
+        );
+
+        let c = object("n2", "c", "u-c", json!({"region": ["EastUS"]}), json!({}));
+        fake.events
+            .send(json!({"type": "ADDED", "object": c}).to_string())
+            .unwrap();
+        within(rx.changed()).await.unwrap();
+        assert_eq!(
+            rx.borrow_and_update().desired.keys().collect::<Vec<_>>(),
+            ["u-c"]
+        );
+
+        stop.cancel();
+        assert!(within(task).await.unwrap().is_ok());
+    }
 }
