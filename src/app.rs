@@ -98,6 +98,11 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     };
     match (&config.manifests, &kube_client) {
         (Some(dir), _) => {
+            if config.shard.replicas > 1 {
+                tracing::warn!(
+                    "--replicas is ignored with --manifests: this instance runs every resource of the directory"
+                );
+            }
             let source = ManifestSource::new(
                 dir.clone(),
                 config.cluster_labels.clone(),
