@@ -55,6 +55,10 @@ pub enum CliError {
     EmptyWindow { start: Ticks, end: Ticks },
     #[error(transparent)]
     Shard(#[from] ShardError),
+    #[error(
+        "--replicas {0} shares resources between Kubernetes replicas; with --manifests every instance runs the whole directory: drop one of them"
+    )]
+    ReplicasWithManifests(u32),
 }
 
 /// adxexporter: exports Kusto query results as metrics to OTLP and Prometheus remote write.
@@ -254,6 +258,9 @@ impl RunArgs {
         let mut resource_attributes = cluster_labels.clone();
         resource_attributes.extend(extra);
         let pod_name = (self.pod_name.clone()).or_else(|| std::env::var("HOSTNAME").ok());
+        if self.manifests.is_some() && self.replicas > 1 {
+            return Err(CliError::ReplicasWithManifests(self.replicas));
+        }
         let shard = Shard::from_pod_name(pod_name.as_deref(), self.replicas)?;
         Ok(RunConfig {
             cluster_labels,
@@ -628,6 +635,8 @@ mod tests {
             "{err}"
         );
         assert!(cli(&[OUT, "--replicas=0"]).is_err());
+        let err = run(&[OUT, "--replicas=2", "--manifests=/x"]).unwrap_err();
+        assert_eq!(err, CliError::ReplicasWithManifests(2));
     }
 
     #[test]
