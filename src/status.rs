@@ -243,6 +243,11 @@ impl StatusWriter {
                 out.insert(key.clone(), invalid_status(lines, now));
             }
         }
+        // Conditions keep their transition time while unchanged (across restarts too).
+        let previous = read_status_file(&self.path).unwrap_or_default();
+        for (key, status) in &mut out {
+            carry_transition_times(previous.get(key), status);
+        }
         let json = serde_json::to_vec_pretty(&out).unwrap_or_default();
         write_atomically(&self.path, &json).map_err(|source| StatusError::Write {
             path: self.path.clone(),
@@ -295,4 +300,31 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub fn read_status_file(path: &Path) -> Option<BTreeMap<String, MetricsExporterStatus>> {
     let bytes = std::fs::read(path).ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_file_keeps_transition_times_of_unchanged_conditions() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(
+            &dir.path().join("wal"),
+            crate::wal::WalConfig::new(1 << 20, ["otlp"]),
+        )
+        .unwrap();
+        let writer = StatusWriter::new(dir.path(), wal, Arc::new(Board::default()));
+        let lines = vec!["spec.body: missing".to_owned()];
+        let earlier = Ticks::parse("2020-01-01T00:00:00Z").unwrap();
+        let before = BTreeMap::from([("ns/a".to_owned(), invalid_status(&lines, earlier))]);
+        std::fs::write(&writer.path, serde_json::to_vec(&before).unwrap()).unwrap();
+        let mut snap = Snapshot::default();
+        snap.rejected
+            .insert("ns/a".into(), Rejected::Invalid(lines.clone()));
+        writer.write_once(&snap).unwrap();
+        let after = read_status_file(&writer.path).unwrap();
+        let ready = after["ns/a"].condition("Ready").unwrap();
+        assert_eq!(ready.last_transition_time, "2020-01-01T00:00:00Z");
+    }
 }
