@@ -1,5 +1,7 @@
 //! The only wiring: open the WAL, build the Kusto clients and the outputs, and run the source, the
 //! scheduler, one drain loop per output, the status writer and the admin endpoints until SIGTERM.
+//! With `--manifests` the source is the directory and status goes to `status.json`; without it the
+//! source is the Kubernetes watch and status is patched onto each resource.
 //!
 //! Shutdown (SIGTERM or Ctrl-C): stop querying (an in-flight append completes), let the drain loops
 //! push what they can within `--shutdown-grace`, write the status once more, exit 0. Appended
@@ -22,8 +24,10 @@ use crate::sink::backoff::BackoffPolicy;
 use crate::sink::drain::Drain;
 use crate::sink::{OtlpConfig, OtlpSink, Output, RemoteWriteConfig, RemoteWriteSink, Sink};
 use crate::source::Snapshot;
+use crate::source::kube::{Filter, KubeSource};
 use crate::source::manifests::ManifestSource;
 use crate::status::{Board, StatusWriter};
+use crate::status_kube::KubeStatusWriter;
 use crate::telemetry::{self, Health};
 use crate::wal::{Wal, WalConfig};
 
@@ -85,28 +89,65 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         clients.insert(database.clone(), Arc::new(client));
     }
 
-    let Some(manifests) = config.manifests.clone() else {
-        bail!(
-            "Kubernetes mode is not built yet (issue #5): run in standalone mode with --manifests DIR"
-        );
-    };
     let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
     let board = Arc::new(Board::default());
     let query_stop = CancellationToken::new();
     let drain_stop = CancellationToken::new();
     let mut tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
 
-    let source = ManifestSource::new(
-        manifests,
-        config.cluster_labels.clone(),
-        config.metric_name_prefix.clone(),
-    );
-    {
-        let (health, stop) = (health.clone(), query_stop.clone());
-        tasks.spawn(async move {
-            source.run(tx, health, stop).await?;
-            Ok("source")
-        });
+    let kube_client = match &config.manifests {
+        Some(_) => None,
+        None => Some(kube_client().await?),
+    };
+    match (&config.manifests, &kube_client) {
+        (Some(dir), _) => {
+            if config.shard.replicas > 1 {
+                tracing::warn!(
+                    "--replicas is ignored with --manifests: this instance runs every resource of the directory"
+                );
+            }
+            let source = ManifestSource::new(
+                dir.clone(),
+                config.cluster_labels.clone(),
+                config.metric_name_prefix.clone(),
+            );
+            let (health, stop) = (health.clone(), query_stop.clone());
+            tasks.spawn(async move {
+                source.run(tx, health, stop).await?;
+                Ok("source")
+            });
+        }
+        (None, Some(client)) => {
+            let shard = config.shard;
+            if shard.ordinal >= shard.replicas {
+                tracing::warn!(
+                    "ordinal {} is not below --replicas {}: this replica runs no exporter and only drains its WAL",
+                    shard.ordinal,
+                    shard.replicas
+                );
+            }
+            tracing::info!(
+                namespace = config.namespace.as_deref().unwrap_or("<all>"),
+                replica = shard.ordinal,
+                replicas = shard.replicas,
+                "Kubernetes mode: watching MetricsExporter resources"
+            );
+            let source = KubeSource::new(
+                client.clone(),
+                config.namespace.as_deref(),
+                Filter {
+                    cluster_labels: config.cluster_labels.clone(),
+                    cli_prefix: config.metric_name_prefix.clone(),
+                    shard,
+                },
+            );
+            let (health, stop) = (health.clone(), query_stop.clone());
+            tasks.spawn(async move {
+                source.run(tx, health, stop).await?;
+                Ok("source")
+            });
+        }
+        (None, None) => bail!("no source of MetricsExporter resources"),
     }
     let scheduler = Scheduler::new(SchedulerContext {
         wal: wal.clone(),
@@ -137,13 +178,24 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             Ok("drain")
         });
     }
-    let status = StatusWriter::new(&config.wal_dir, wal.clone(), board);
     {
         let stop = drain_stop.clone();
-        tasks.spawn(async move {
-            status.run(rx, stop).await?;
-            Ok("status")
-        });
+        match kube_client {
+            Some(client) => {
+                let status = KubeStatusWriter::new(client, wal.clone(), board);
+                tasks.spawn(async move {
+                    status.run(rx, stop).await?;
+                    Ok("status")
+                });
+            }
+            None => {
+                let status = StatusWriter::new(&config.wal_dir, wal.clone(), board);
+                tasks.spawn(async move {
+                    status.run(rx, stop).await?;
+                    Ok("status")
+                });
+            }
+        }
     }
 
     let failure = tokio::select! {
@@ -180,6 +232,17 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A client for the cluster of `KUBECONFIG` (or `~/.kube/config`), or the in-cluster service account.
+async fn kube_client() -> anyhow::Result<kube::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!(
+            "Kubernetes mode (no --manifests) needs a cluster: run in a pod with a service account or set KUBECONFIG, \
+             or run standalone with --manifests DIR ({e})"
+        )
+    })
 }
 
 fn build_outputs(config: &RunConfig) -> anyhow::Result<Vec<Output>> {

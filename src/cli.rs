@@ -20,6 +20,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
 use crate::schedule::window::{WINDOW_VARIABLES, kql_identifier};
+use crate::shard::{Shard, ShardError};
 use crate::time::{Span, Ticks};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -52,6 +53,12 @@ pub enum CliError {
     NoOutput,
     #[error("--start {start} must be before --end {end}")]
     EmptyWindow { start: Ticks, end: Ticks },
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    #[error(
+        "--replicas {0} shares resources between Kubernetes replicas; with --manifests every instance runs the whole directory: drop one of them"
+    )]
+    ReplicasWithManifests(u32),
 }
 
 /// adxexporter: exports Kusto query results as metrics to OTLP and Prometheus remote write.
@@ -198,6 +205,12 @@ pub struct RunArgs {
     /// Kusto server-side query timeout.
     #[arg(long, env = "ADXEXPORTER_KUSTO_SERVER_TIMEOUT", default_value = "4m", value_parser = parse_positive_duration)]
     pub kusto_server_timeout: Span,
+    /// Kubernetes mode: replicas sharing the resources (the StatefulSet's replica count); each runs those rendezvous hashing of the uid gives its ordinal.
+    #[arg(long, env = "ADXEXPORTER_REPLICAS", default_value = "1", value_parser = parse_replicas)]
+    pub replicas: u32,
+    /// This pod's name (default: $HOSTNAME); with --replicas > 1 its ordinal is the number after the last -, as in a StatefulSet (adxexporter-2).
+    #[arg(long, env = "ADXEXPORTER_POD_NAME")]
+    pub pod_name: Option<String>,
 }
 
 /// `run`'s flags, validated.
@@ -222,6 +235,8 @@ pub struct RunConfig {
     pub shutdown_grace: Span,
     pub log_format: LogFormat,
     pub kusto_server_timeout: Span,
+    /// This replica's ordinal among `--replicas` (Kubernetes mode).
+    pub shard: Shard,
 }
 
 impl RunArgs {
@@ -242,6 +257,11 @@ impl RunArgs {
         let extra = parse_pairs("--add-resource-attributes", &self.add_resource_attributes)?;
         let mut resource_attributes = cluster_labels.clone();
         resource_attributes.extend(extra);
+        let pod_name = (self.pod_name.clone()).or_else(|| std::env::var("HOSTNAME").ok());
+        if self.manifests.is_some() && self.replicas > 1 {
+            return Err(CliError::ReplicasWithManifests(self.replicas));
+        }
+        let shard = Shard::from_pod_name(pod_name.as_deref(), self.replicas)?;
         Ok(RunConfig {
             cluster_labels,
             kusto_endpoints,
@@ -261,6 +281,7 @@ impl RunArgs {
             shutdown_grace: self.shutdown_grace,
             log_format: self.log_format,
             kusto_server_timeout: self.kusto_server_timeout,
+            shard,
         })
     }
 }
@@ -534,6 +555,13 @@ fn parse_positive(s: &str) -> Result<usize, String> {
     }
 }
 
+fn parse_replicas(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number of at least 1")),
+    }
+}
+
 fn parse_non_negative_duration(s: &str) -> Result<Span, String> {
     match Span::parse_duration(s.trim()) {
         Ok(d) if d >= Span::ZERO => Ok(d),
@@ -588,6 +616,27 @@ mod tests {
             _ => unreachable!(),
         };
         assert_eq!(explicit, c);
+    }
+
+    #[test]
+    fn replicas_take_the_ordinal_from_the_pod_name() {
+        assert_eq!(run(&[OUT]).unwrap().shard, Shard::SINGLE);
+        let c = run(&[OUT, "--replicas=3", "--pod-name=adxexporter-2"]).unwrap();
+        assert_eq!(
+            c.shard,
+            Shard {
+                ordinal: 2,
+                replicas: 3
+            }
+        );
+        let err = run(&[OUT, "--replicas", "3", "--pod-name", "laptop"]).unwrap_err();
+        assert!(
+            matches!(err, CliError::Shard(ShardError::NoOrdinal { .. })),
+            "{err}"
+        );
+        assert!(cli(&[OUT, "--replicas=0"]).is_err());
+        let err = run(&[OUT, "--replicas=2", "--manifests=/x"]).unwrap_err();
+        assert_eq!(err, CliError::ReplicasWithManifests(2));
     }
 
     #[test]

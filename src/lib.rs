@@ -17,6 +17,7 @@
 //! - [`prompb`]: the remote-write messages every later stage carries.
 //! - [`sink`]: remote write and OTLP/HTTP outputs, retry classification and backoff.
 //! - [`wal`]: the durable store between the transform and the sinks.
+//! - [`shard`]: which StatefulSet replica runs which resource (rendezvous hashing).
 //! - [`time`]: Kusto ticks, RFC 3339, timespans and durations.
 #![forbid(unsafe_code)]
 
@@ -25,14 +26,18 @@ pub mod cli;
 pub mod crd;
 pub mod criteria;
 pub mod exposition;
+#[cfg(test)]
+mod kube_fake;
 pub mod preview;
 pub mod prompb;
 pub mod query;
 pub mod registry;
 pub mod schedule;
+pub mod shard;
 pub mod sink;
 pub mod source;
 pub mod status;
+pub mod status_kube;
 pub mod telemetry;
 pub mod time;
 pub mod transform;

@@ -216,20 +216,6 @@ pub fn invalid_status(lines: &[String], now: Ticks) -> MetricsExporterStatus {
     }
 }
 
-/// Keeps each condition's `lastTransitionTime` from `previous` while its status is unchanged, so
-/// the time says when it last flipped, not when the file was last written. Pure.
-pub fn carry_transition_times(previous: &MetricsExporterStatus, next: &mut MetricsExporterStatus) {
-    for c in &mut next.conditions {
-        if let Some(p) = previous
-            .conditions
-            .iter()
-            .find(|p| p.type_ == c.type_ && p.status == c.status)
-        {
-            c.last_transition_time.clone_from(&p.last_transition_time);
-        }
-    }
-}
-
 /// Writes `<wal-dir>/status.json` every [`STATUS_INTERVAL`] and once more at shutdown, from the
 /// source's first snapshot on (a stop before that leaves the previous file as it was).
 pub struct StatusWriter {
@@ -286,36 +272,8 @@ impl StatusWriter {
     pub fn write_once(&self, snap: &Snapshot) -> Result<(), StatusError> {
         let now = Ticks::now();
         let stats = self.wal.stats()?;
-        let mut dead: BTreeMap<String, DeadLetterSummary> = BTreeMap::new();
-        for letter in self.wal.dead_letters(&WalFilter::default())? {
-            let d = dead.entry(letter.id.exporter_uid.clone()).or_default();
-            d.windows += 1;
-            d.last_reason = Some(format!("{}: {}", letter.output, letter.reason));
-        }
-        let mut retrying: BTreeMap<String, Vec<RetryingOutput>> = BTreeMap::new();
-        for output in stats
-            .outputs
-            .iter()
-            .filter(|o| o.configured && o.pending > 0)
-        {
-            // Each exporter's oldest pending window on this output, due or in backoff.
-            for head in self
-                .wal
-                .next_pending(&output.output, Ticks::MAX, usize::MAX)?
-                .into_iter()
-                .filter(|h| h.attempts > 0)
-            {
-                retrying
-                    .entry(head.id.exporter_uid.clone())
-                    .or_default()
-                    .push(RetryingOutput {
-                        output: output.output.clone(),
-                        window_start: head.header.window_start,
-                        attempts: head.attempts,
-                        last_error: head.last_error,
-                    });
-            }
-        }
+        let dead = dead_letter_summaries(&self.wal)?;
+        let retrying = retrying_outputs(&self.wal, &stats)?;
         let mut out: BTreeMap<String, MetricsExporterStatus> = BTreeMap::new();
         for exporter in snap.desired.values() {
             let runtime = self.board.get(&exporter.id.uid);
@@ -334,13 +292,12 @@ impl StatusWriter {
             }
         }
         {
+            // Conditions keep their transition time while unchanged (across restarts too).
             let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
             let previous =
                 previous.get_or_insert_with(|| read_status_file(&self.path).unwrap_or_default());
             for (key, status) in &mut out {
-                if let Some(p) = previous.get(key) {
-                    carry_transition_times(p, status);
-                }
+                carry_transition_times(previous.get(key), status);
             }
             previous.clone_from(&out);
         }
@@ -349,6 +306,68 @@ impl StatusWriter {
             path: self.path.clone(),
             source,
         })
+    }
+}
+
+/// Per exporter uid, the outputs whose oldest pending window has failed at least once (blocking).
+pub fn retrying_outputs(
+    wal: &Wal,
+    stats: &WalStats,
+) -> Result<BTreeMap<String, Vec<RetryingOutput>>, StatusError> {
+    let mut retrying: BTreeMap<String, Vec<RetryingOutput>> = BTreeMap::new();
+    for output in stats
+        .outputs
+        .iter()
+        .filter(|o| o.configured && o.pending > 0)
+    {
+        // Each exporter's oldest pending window on this output, due or in backoff.
+        for head in wal
+            .next_pending(&output.output, Ticks::MAX, usize::MAX)?
+            .into_iter()
+            .filter(|h| h.attempts > 0)
+        {
+            retrying
+                .entry(head.id.exporter_uid.clone())
+                .or_default()
+                .push(RetryingOutput {
+                    output: output.output.clone(),
+                    window_start: head.header.window_start,
+                    attempts: head.attempts,
+                    last_error: head.last_error,
+                });
+        }
+    }
+    Ok(retrying)
+}
+
+/// Dead letters per exporter uid, from the WAL (blocking).
+pub fn dead_letter_summaries(
+    wal: &Wal,
+) -> Result<BTreeMap<String, DeadLetterSummary>, StatusError> {
+    let mut dead: BTreeMap<String, DeadLetterSummary> = BTreeMap::new();
+    for letter in wal.dead_letters(&WalFilter::default())? {
+        let d = dead.entry(letter.id.exporter_uid.clone()).or_default();
+        d.windows += 1;
+        d.last_reason = Some(format!("{}: {}", letter.output, letter.reason));
+    }
+    Ok(dead)
+}
+
+/// Keeps each condition's `lastTransitionTime` from `previous` while its status is unchanged, so
+/// the time says when the condition last flipped, not when the status was last written.
+pub fn carry_transition_times(
+    previous: Option<&MetricsExporterStatus>,
+    next: &mut MetricsExporterStatus,
+) {
+    let Some(previous) = previous else {
+        return;
+    };
+    for c in &mut next.conditions {
+        if let Some(p) = previous.condition(&c.type_)
+            && p.status == c.status
+        {
+            c.last_transition_time = p.last_transition_time.clone();
+        }
     }
 }
 
@@ -392,12 +411,34 @@ mod tests {
     fn transition_time_moves_only_when_the_status_flips() {
         let previous = status_with(&[("Ready", "True", "t0"), ("DeliveryHealthy", "True", "t0")]);
         let mut next = status_with(&[("Ready", "True", "t1"), ("DeliveryHealthy", "False", "t1")]);
-        carry_transition_times(&previous, &mut next);
+        carry_transition_times(Some(&previous), &mut next);
         let times: Vec<&str> = next
             .conditions
             .iter()
             .map(|c| c.last_transition_time.as_str())
             .collect();
         assert_eq!(times, ["t0", "t1"]);
+    }
+
+    #[test]
+    fn the_status_file_keeps_transition_times_of_unchanged_conditions() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(
+            &dir.path().join("wal"),
+            crate::wal::WalConfig::new(1 << 20, ["otlp"]),
+        )
+        .unwrap();
+        let writer = StatusWriter::new(dir.path(), wal, Arc::new(Board::default()));
+        let lines = vec!["spec.body: missing".to_owned()];
+        let earlier = Ticks::parse("2020-01-01T00:00:00Z").unwrap();
+        let before = BTreeMap::from([("ns/a".to_owned(), invalid_status(&lines, earlier))]);
+        std::fs::write(&writer.path, serde_json::to_vec(&before).unwrap()).unwrap();
+        let mut snap = Snapshot::default();
+        snap.rejected
+            .insert("ns/a".into(), Rejected::Invalid(lines.clone()));
+        writer.write_once(&snap).unwrap();
+        let after = read_status_file(&writer.path).unwrap();
+        let ready = after["ns/a"].condition("Ready").unwrap();
+        assert_eq!(ready.last_transition_time, "2020-01-01T00:00:00Z");
     }
 }
