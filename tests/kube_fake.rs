@@ -402,11 +402,35 @@ async fn kube_watcher_lists_watches_and_recovers_from_410() {
         e => panic!("{e:?}"),
     }
 
+    // What kube-rs puts on the wire for the two patch kinds.
+    let patches = api.status_patches();
+    assert_eq!(patches.len(), 2);
+    assert_eq!(patches[0].content_type, "application/merge-patch+json");
+    assert_eq!(
+        patches[0].body,
+        json!({ "status": { "watermark": "2026-11-25T10:00:00Z" } })
+    );
+    assert_eq!(patches[1].content_type, "application/apply-patch+yaml");
+    let apply_query = api
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "PATCH" && r.content_type.contains("apply"))
+        .unwrap()
+        .query;
+    assert!(
+        apply_query.contains("fieldManager=kubetest") && apply_query.contains("force=true"),
+        "{apply_query}"
+    );
+
     let requests: Vec<String> = api
         .requests()
         .iter()
-        .filter(|r| r.method == "GET")
-        .map(|r| format!("{} {}?{} [{}]", r.method, r.path, r.query, r.user_agent))
+        .map(|r| {
+            format!(
+                "{} {}?{} [{}] ua={:?}",
+                r.method, r.path, r.query, r.content_type, r.user_agent
+            )
+        })
         .collect();
     println!("kube-rs GET requests:\n{}", requests.join("\n"));
     assert!(
