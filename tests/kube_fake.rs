@@ -440,3 +440,117 @@ async fn kube_watcher_lists_watches_and_recovers_from_410() {
         "{requests:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_replaces_and_namespaced_watches_see_only_their_namespace() {
+    let api = FakeApi::start().await;
+    let mut labelled = exporter("ns1", "a", spec("1m"));
+    labelled["metadata"]["labels"] = json!({ "team": "x" });
+    let created = api.create(labelled);
+    api.create(exporter("ns2", "b", spec("1m")));
+    let c = http();
+    let url = format!("{}{COLLECTION}/a", api.url);
+
+    // PUT replaces the object: a label it leaves out is gone; a stale resourceVersion is a conflict.
+    let mut replacement = created.clone();
+    replacement["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("labels");
+    replacement["spec"]["interval"] = json!("2m");
+    let (code, replaced) = send(
+        c.put(&url)
+            .header("content-type", "application/json")
+            .body(replacement.to_string()),
+    )
+    .await;
+    assert_eq!(code, 200, "{replaced}");
+    assert!(replaced["metadata"].get("labels").is_none(), "{replaced}");
+    assert_eq!(replaced["metadata"]["generation"], 2);
+    assert_eq!(replaced["metadata"]["uid"], created["metadata"]["uid"]);
+    let (code, conflict) = send(
+        c.put(&url)
+            .header("content-type", "application/json")
+            .body(replacement.to_string()),
+    )
+    .await;
+    assert_eq!((code, conflict["reason"].as_str()), (409, Some("Conflict")));
+
+    // Namespaced watch from "0": synthetic ADDED for its namespace only, then later changes there.
+    api.set_spec("ns2", "b", spec("5m"));
+    api.delete("ns1", "a");
+    let events = watch_lines(&format!(
+        "{}/apis/adx-mon.azure.com/v1/namespaces/ns2/metricsexporters?watch=true&resourceVersion={}&timeoutSeconds=1",
+        api.url,
+        rv(&created)
+    ))
+    .await;
+    let seen: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap(),
+                e["object"]["metadata"]["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [("ADDED", "b"), ("MODIFIED", "b")]);
+    let initial = watch_lines(&format!(
+        "{}{COLLECTION}?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1",
+        api.url
+    ))
+    .await;
+    assert_eq!(
+        initial.len(),
+        2,
+        "no objects left in ns1: the end bookmark, then the closing one"
+    );
+    assert_eq!(
+        initial[0]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_streaming_list_watcher_on_one_namespace() {
+    let api = FakeApi::start().await;
+    api.create(exporter("ns1", "a", spec("1m")));
+    api.create(exporter("ns2", "other", spec("1m")));
+    let dir = tempfile::tempdir().unwrap();
+    let ns1: Api<MetricsExporter> = Api::namespaced(kube_client(&api, &dir).await, "ns1");
+    let mut events = watcher(ns1, watcher::Config::default().streaming_lists()).boxed();
+    assert!(matches!(
+        next(&mut events).await.unwrap(),
+        watcher::Event::Init
+    ));
+    match next(&mut events).await.unwrap() {
+        watcher::Event::InitApply(o) => assert_eq!(name_of(&o), "a"),
+        e => panic!("{e:?}"),
+    }
+    assert!(matches!(
+        next(&mut events).await.unwrap(),
+        watcher::Event::InitDone
+    ));
+    api.create(exporter("ns2", "other2", spec("1m")));
+    api.set_spec("ns1", "a", spec("2m"));
+    match next(&mut events).await.unwrap() {
+        watcher::Event::Apply(o) => {
+            assert_eq!((name_of(&o), o.metadata.generation), ("a", Some(2)))
+        }
+        e => panic!("{e:?}"),
+    }
+    let watch = api
+        .requests()
+        .into_iter()
+        .find(|r| r.query.contains("watch=true"))
+        .unwrap();
+    assert_eq!(
+        watch.path,
+        "/apis/adx-mon.azure.com/v1/namespaces/ns1/metricsexporters"
+    );
+    assert!(
+        watch.query.contains("sendInitialEvents=true"),
+        "{}",
+        watch.query
+    );
+}

@@ -180,12 +180,11 @@ impl FakeApi {
 
     /// Replaces `spec` as a merge patch on the main resource would (bumps generation when it changes).
     pub fn set_spec(&self, namespace: &str, name: &str, spec: Value) -> Value {
-        let (code, body) = self.shared.patch_main(
-            namespace,
-            name,
-            json!({ "spec": Value::Null }),
-            Some(json!({ "spec": spec })),
-        );
+        let mut object = self
+            .get(namespace, name)
+            .expect("set_spec of a stored object");
+        object["spec"] = spec;
+        let (code, body) = self.shared.patch_main(namespace, name, None, Some(object));
         assert_eq!(code, StatusCode::OK, "{body}");
         body
     }
@@ -380,12 +379,13 @@ impl Shared {
     }
 
     /// Writes the main resource: `replacement` (PUT) or `patch` merged onto the stored object;
+    /// a PUT whose `metadata.resourceVersion` is stale gets 409 Conflict;
     /// status and server-owned metadata are kept; generation grows when spec changes.
     fn patch_main(
         &self,
         namespace: &str,
         name: &str,
-        patch: Value,
+        patch: Option<Value>,
         replacement: Option<Value>,
     ) -> (StatusCode, Value) {
         let mut store = self.store.lock().unwrap();
@@ -413,12 +413,11 @@ impl Shared {
                     ),
                 );
             }
-            merge_patch(&mut new, &patch);
-            merge_patch(&mut new, &r);
-            if r.get("spec").is_some() {
-                new["spec"] = r["spec"].clone();
+            new = r; // PUT replaces; server-owned fields are restored below
+            if !new["metadata"].is_object() {
+                new["metadata"] = json!({});
             }
-        } else {
+        } else if let Some(patch) = patch {
             merge_patch(&mut new, &patch);
         }
         for field in [
@@ -631,7 +630,7 @@ async fn handle(State((shared, client)): State<(Arc<Shared>, Arc<str>)>, req: Re
             }
         }
         (&Method::PUT, Target::Object(ns, name)) => match parse_body(&bytes, &content_type) {
-            Ok(object) => shared.patch_main(&ns, &name, json!({}), Some(object)),
+            Ok(object) => shared.patch_main(&ns, &name, None, Some(object)),
             Err(e) => e,
         },
         (&Method::PUT, Target::Status(ns, name)) => match parse_body(&bytes, &content_type) {
@@ -643,7 +642,7 @@ async fn handle(State((shared, client)): State<(Arc<Shared>, Arc<str>)>, req: Re
         },
         (&Method::PATCH, Target::Object(ns, name)) => {
             match parse_patch(&bytes, &content_type, &query) {
-                Ok(patch) => shared.patch_main(&ns, &name, patch, None),
+                Ok(patch) => shared.patch_main(&ns, &name, Some(patch), None),
                 Err(e) => e,
             }
         }
