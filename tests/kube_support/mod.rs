@@ -1,0 +1,883 @@
+//! A faithful in-process fake of the Kubernetes API server for one custom resource, MetricsExporter
+//! (`adx-mon.azure.com/v1`, plural `metricsexporters`, namespaced, with a status subresource).
+//! It speaks the real wire format so that the real binary (through kube-rs) and tests can drive it.
+//!
+//! Semantics kept from kube-apiserver:
+//! - one global, strictly increasing `resourceVersion` (decimal string); every stored object carries
+//!   `metadata.{name,namespace,uid,resourceVersion,generation,creationTimestamp}`;
+//! - `generation` starts at 1 and grows only when `spec` changes; writes to the main resource ignore
+//!   `status`, writes to `/status` change only `status`; a write that changes nothing is a no-op
+//!   (no new resourceVersion, no event) — as the real server does;
+//! - list answers `MetricsExporterList` with the current resourceVersion (no pagination: `limit` is
+//!   ignored and no `continue` is returned, which is legal);
+//! - `?watch=true&resourceVersion=N` replays every change after N from a bounded event log, then streams
+//!   new ones as newline-delimited JSON, and ends after `timeoutSeconds` (a BOOKMARK first when
+//!   `allowWatchBookmarks=true`). `resourceVersion` absent or `"0"` starts with synthetic ADDED events
+//!   for every object; `sendInitialEvents=true` ends those with a BOOKMARK annotated
+//!   `k8s.io/initial-events-end`. N older than the retained log gets, like the real server, HTTP 200
+//!   and one `ERROR` event carrying a `Status` with `code: 410, reason: "Expired"` (kube-rs re-lists on
+//!   it); [`FakeOptions::expired_as_http_410`] answers a plain HTTP 410 instead;
+//! - merge patch (`application/merge-patch+json`, RFC 7386) and server-side apply
+//!   (`application/apply-patch+yaml`, needs `fieldManager`) are both applied as a JSON merge patch:
+//!   enough for a status subtree; managed fields are not tracked. Strategic merge and JSON patch get
+//!   415, as for any custom resource;
+//! - errors are `Status` objects with the real `reason`s (NotFound, AlreadyExists, Conflict, Expired…).
+//!
+//! Every request is recorded with the name of the listener it came in on: [`FakeApi::add_client`]
+//! opens one more port on the same store, so two processes given two kubeconfigs can be told apart.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+pub const GROUP: &str = "adx-mon.azure.com";
+pub const API_VERSION: &str = "adx-mon.azure.com/v1";
+pub const KIND: &str = "MetricsExporter";
+pub const PLURAL: &str = "metricsexporters";
+const PREFIX: &str = "/apis/adx-mon.azure.com/v1";
+/// What the real server uses when a watch names no timeout (it picks 30–60 min).
+const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// Knobs a test can turn.
+#[derive(Clone, Debug)]
+pub struct FakeOptions {
+    /// How many events the watch log keeps; older resourceVersions get 410 Expired.
+    pub event_retention: usize,
+    /// Answer a too-old watch with HTTP 410 instead of the real server's 200 + ERROR event.
+    pub expired_as_http_410: bool,
+}
+
+impl Default for FakeOptions {
+    fn default() -> Self {
+        FakeOptions {
+            event_retention: 10_000,
+            expired_as_http_410: false,
+        }
+    }
+}
+
+/// One request as the fake saw it.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    pub client: String,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub content_type: String,
+    pub user_agent: String,
+}
+
+/// One `PATCH …/status`, recorded whether or not it changed anything.
+#[derive(Clone, Debug)]
+pub struct StatusPatch {
+    pub at: Instant,
+    pub client: String,
+    pub namespace: String,
+    pub name: String,
+    pub content_type: String,
+    pub body: Value,
+    /// The answer's HTTP status.
+    pub code: u16,
+}
+
+#[derive(Clone, Debug)]
+struct LoggedEvent {
+    rv: u64,
+    type_: &'static str,
+    object: Value,
+}
+
+#[derive(Default)]
+struct Store {
+    rv: u64,
+    objects: BTreeMap<(String, String), Value>,
+    log: VecDeque<LoggedEvent>,
+    /// The newest resourceVersion dropped from `log`; a watch from before it has missed events.
+    compacted_through: u64,
+    requests: Vec<RecordedRequest>,
+    status_patches: Vec<StatusPatch>,
+}
+
+struct Shared {
+    options: FakeOptions,
+    store: Mutex<Store>,
+    /// Current resourceVersion, to wake watch streams; `u64::MAX` means shutting down.
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+/// A running fake API server; its listeners stop when it drops.
+pub struct FakeApi {
+    shared: Arc<Shared>,
+    /// `http://127.0.0.1:PORT` of the first listener (client name `default`).
+    pub url: String,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        self.shared.changed.send_replace(u64::MAX);
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl FakeApi {
+    pub async fn start() -> FakeApi {
+        FakeApi::start_with(FakeOptions::default()).await
+    }
+
+    pub async fn start_with(options: FakeOptions) -> FakeApi {
+        let (changed, _) = tokio::sync::watch::channel(0);
+        let shared = Arc::new(Shared {
+            options,
+            store: Mutex::new(Store::default()),
+            changed,
+        });
+        let mut api = FakeApi {
+            shared,
+            url: String::new(),
+            tasks: Mutex::new(Vec::new()),
+        };
+        api.url = api.add_client("default").await;
+        api
+    }
+
+    /// Opens another port on the same store; requests through it are recorded as `client`.
+    pub async fn add_client(&self, client: &str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .fallback(handle)
+            .with_state((self.shared.clone(), Arc::<str>::from(client)));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        self.tasks.lock().unwrap().push(task);
+        format!("http://{addr}")
+    }
+
+    /// Creates an object as `POST` would; panics on conflict (test setup).
+    pub fn create(&self, object: Value) -> Value {
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_owned();
+        let (code, body) = self.shared.create(&ns, object);
+        assert_eq!(code, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// Replaces `spec` as a merge patch on the main resource would (bumps generation when it changes).
+    pub fn set_spec(&self, namespace: &str, name: &str, spec: Value) -> Value {
+        let mut object = self
+            .get(namespace, name)
+            .expect("set_spec of a stored object");
+        object["spec"] = spec;
+        let (code, body) = self.shared.patch_main(namespace, name, None, Some(object));
+        assert_eq!(code, StatusCode::OK, "{body}");
+        body
+    }
+
+    pub fn delete(&self, namespace: &str, name: &str) -> Value {
+        let (code, body) = self.shared.delete(namespace, name);
+        assert_eq!(code, StatusCode::OK, "{body}");
+        body
+    }
+
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Value> {
+        let store = self.shared.store.lock().unwrap();
+        store
+            .objects
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    pub fn resource_version(&self) -> u64 {
+        self.shared.store.lock().unwrap().rv
+    }
+
+    /// Like an etcd compaction after some other kind changed: the resourceVersion moves on by one
+    /// and every retained event is dropped, so each open watch and any watch from an older
+    /// resourceVersion gets 410 Expired, while a fresh list (at the new resourceVersion) recovers.
+    pub fn compact(&self) {
+        let mut store = self.shared.store.lock().unwrap();
+        store.rv += 1;
+        store.log.clear();
+        store.compacted_through = store.rv;
+        self.shared.changed.send_replace(store.rv);
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.store.lock().unwrap().requests.clone()
+    }
+
+    pub fn status_patches(&self) -> Vec<StatusPatch> {
+        self.shared.store.lock().unwrap().status_patches.clone()
+    }
+
+    /// Writes a kubeconfig (no auth) whose current context points at `server_url`, namespace `default`.
+    pub fn write_kubeconfig(server_url: &str, path: &Path) {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server_url}\n\
+             users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    \
+             user: fake\n    namespace: default\ncurrent-context: fake\n"
+        );
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+/// A MetricsExporter object with the given spec (no server fields).
+pub fn exporter(namespace: &str, name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": { "name": name, "namespace": namespace },
+        "spec": spec,
+    })
+}
+
+/// RFC 7386 JSON merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Default::default());
+            }
+            let t = target.as_object_mut().unwrap();
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+fn status_object(code: StatusCode, reason: &str, message: String, name: Option<&str>) -> Value {
+    let mut s = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code.as_u16(),
+    });
+    if let Some(name) = name {
+        s["details"] = json!({ "name": name, "group": GROUP, "kind": PLURAL });
+    }
+    s
+}
+
+fn not_found(name: &str) -> (StatusCode, Value) {
+    (
+        StatusCode::NOT_FOUND,
+        status_object(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("{PLURAL}.{GROUP} \"{name}\" not found"),
+            Some(name),
+        ),
+    )
+}
+
+fn expired(rv: u64, oldest: u64) -> Value {
+    status_object(
+        StatusCode::GONE,
+        "Expired",
+        format!("too old resource version: {rv} ({oldest})"),
+        None,
+    )
+}
+
+fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap()
+        .to_string()
+}
+
+impl Shared {
+    /// Stores `object` at a new resourceVersion and logs the event (caller holds the lock).
+    fn commit(&self, store: &mut Store, type_: &'static str, mut object: Value) -> Value {
+        store.rv += 1;
+        let rv = store.rv;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let key = key_of(&object);
+        if type_ == "DELETED" {
+            store.objects.remove(&key);
+        } else {
+            store.objects.insert(key, object.clone());
+        }
+        store.log.push_back(LoggedEvent {
+            rv,
+            type_,
+            object: object.clone(),
+        });
+        while store.log.len() > self.options.event_retention {
+            if let Some(e) = store.log.pop_front() {
+                store.compacted_through = e.rv;
+            }
+        }
+        self.changed.send_replace(rv);
+        object
+    }
+
+    fn create(&self, namespace: &str, mut object: Value) -> (StatusCode, Value) {
+        let Some(name) = object["metadata"]["name"].as_str().map(str::to_owned) else {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                status_object(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    "metadata.name: Required value: name is required".into(),
+                    None,
+                ),
+            );
+        };
+        let mut store = self.store.lock().unwrap();
+        if store
+            .objects
+            .contains_key(&(namespace.to_owned(), name.clone()))
+        {
+            return (
+                StatusCode::CONFLICT,
+                status_object(
+                    StatusCode::CONFLICT,
+                    "AlreadyExists",
+                    format!("{PLURAL}.{GROUP} \"{name}\" already exists"),
+                    Some(&name),
+                ),
+            );
+        }
+        object["apiVersion"] = json!(API_VERSION);
+        object["kind"] = json!(KIND);
+        if let Some(o) = object.as_object_mut() {
+            o.remove("status"); // the status subresource ignores status on create
+        }
+        let meta = &mut object["metadata"];
+        meta["namespace"] = json!(namespace);
+        meta["uid"] = json!(uuid::Uuid::new_v4().to_string());
+        meta["generation"] = json!(1);
+        meta["creationTimestamp"] = json!(now_rfc3339());
+        let stored = self.commit(&mut store, "ADDED", object);
+        (StatusCode::CREATED, stored)
+    }
+
+    /// Writes the main resource: `replacement` (PUT) or `patch` merged onto the stored object;
+    /// a PUT whose `metadata.resourceVersion` is stale gets 409 Conflict;
+    /// status and server-owned metadata are kept; generation grows when spec changes.
+    fn patch_main(
+        &self,
+        namespace: &str,
+        name: &str,
+        patch: Option<Value>,
+        replacement: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut store = self.store.lock().unwrap();
+        let Some(old) = store
+            .objects
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+        else {
+            return not_found(name);
+        };
+        let mut new = old.clone();
+        if let Some(r) = replacement {
+            if let Some(rv) = r["metadata"]["resourceVersion"].as_str()
+                && rv != old["metadata"]["resourceVersion"].as_str().unwrap_or("")
+            {
+                return (
+                    StatusCode::CONFLICT,
+                    status_object(
+                        StatusCode::CONFLICT,
+                        "Conflict",
+                        format!(
+                            "Operation cannot be fulfilled on {PLURAL}.{GROUP} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+                        ),
+                        Some(name),
+                    ),
+                );
+            }
+            new = r; // PUT replaces; server-owned fields are restored below
+            if !new["metadata"].is_object() {
+                new["metadata"] = json!({});
+            }
+        } else if let Some(patch) = patch {
+            merge_patch(&mut new, &patch);
+        }
+        for field in [
+            "name",
+            "namespace",
+            "uid",
+            "generation",
+            "creationTimestamp",
+            "resourceVersion",
+        ] {
+            new["metadata"][field] = old["metadata"][field].clone();
+        }
+        new["apiVersion"] = json!(API_VERSION);
+        new["kind"] = json!(KIND);
+        match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+        if new == old {
+            return (StatusCode::OK, old);
+        }
+        if new["spec"] != old["spec"] {
+            new["metadata"]["generation"] =
+                json!(old["metadata"]["generation"].as_i64().unwrap_or(0) + 1);
+        }
+        (StatusCode::OK, self.commit(&mut store, "MODIFIED", new))
+    }
+
+    fn patch_status(&self, namespace: &str, name: &str, patch: &Value) -> (StatusCode, Value) {
+        let mut store = self.store.lock().unwrap();
+        let Some(old) = store
+            .objects
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+        else {
+            return not_found(name);
+        };
+        let mut merged = old.clone();
+        merge_patch(&mut merged, patch);
+        let mut new = old.clone();
+        match merged.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+        if new == old {
+            return (StatusCode::OK, old);
+        }
+        (StatusCode::OK, self.commit(&mut store, "MODIFIED", new))
+    }
+
+    fn delete(&self, namespace: &str, name: &str) -> (StatusCode, Value) {
+        let mut store = self.store.lock().unwrap();
+        let Some(old) = store
+            .objects
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+        else {
+            return not_found(name);
+        };
+        (StatusCode::OK, self.commit(&mut store, "DELETED", old))
+    }
+
+    fn list(&self, namespace: Option<&str>) -> Value {
+        let store = self.store.lock().unwrap();
+        let items: Vec<Value> = store
+            .objects
+            .iter()
+            .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
+            .map(|(_, o)| o.clone())
+            .collect();
+        json!({
+            "apiVersion": API_VERSION,
+            "kind": "MetricsExporterList",
+            "metadata": { "resourceVersion": store.rv.to_string() },
+            "items": items,
+        })
+    }
+}
+
+fn key_of(object: &Value) -> (String, String) {
+    (
+        object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned(),
+        object["metadata"]["name"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+fn json_response(code: StatusCode, body: &Value) -> Response {
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Which resource path a request names.
+enum Target {
+    Collection(Option<String>),
+    Object(String, String),
+    Status(String, String),
+}
+
+fn parse_target(path: &str) -> Option<Target> {
+    let rest = path.strip_prefix(PREFIX)?.trim_end_matches('/');
+    let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    match parts.as_slice() {
+        [p] if *p == PLURAL => Some(Target::Collection(None)),
+        ["namespaces", ns, p] if *p == PLURAL => Some(Target::Collection(Some((*ns).to_owned()))),
+        ["namespaces", ns, p, name] if *p == PLURAL => {
+            Some(Target::Object((*ns).to_owned(), (*name).to_owned()))
+        }
+        ["namespaces", ns, p, name, "status"] if *p == PLURAL => {
+            Some(Target::Status((*ns).to_owned(), (*name).to_owned()))
+        }
+        _ => None,
+    }
+}
+
+fn discovery(path: &str) -> Option<Value> {
+    match path.trim_end_matches('/') {
+        "/version" => Some(json!({
+            "major": "1", "minor": "33", "gitVersion": "v1.33.0-fake", "platform": "linux/amd64"
+        })),
+        "/apis/adx-mon.azure.com/v1" => Some(json!({
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": API_VERSION,
+            "resources": [
+                { "name": PLURAL, "singularName": "metricsexporter", "namespaced": true, "kind": KIND,
+                  "verbs": ["delete","deletecollection","get","list","patch","create","update","watch"],
+                  "shortNames": ["mexp"] },
+                { "name": format!("{PLURAL}/status"), "singularName": "", "namespaced": true, "kind": KIND,
+                  "verbs": ["get","patch","update"] },
+            ],
+        })),
+        _ => None,
+    }
+}
+
+async fn handle(State((shared, client)): State<(Arc<Shared>, Arc<str>)>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let query: BTreeMap<String, String> =
+        url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let content_type = header_str(&parts.headers, header::CONTENT_TYPE);
+    shared.store.lock().unwrap().requests.push(RecordedRequest {
+        client: client.to_string(),
+        method: parts.method.to_string(),
+        path: path.clone(),
+        query: parts.uri.query().unwrap_or("").to_owned(),
+        content_type: content_type.clone(),
+        user_agent: header_str(&parts.headers, header::USER_AGENT),
+    });
+    let bytes = axum::body::to_bytes(body, 16 << 20)
+        .await
+        .unwrap_or_default();
+
+    if parts.method == Method::GET
+        && let Some(d) = discovery(&path)
+    {
+        return json_response(StatusCode::OK, &d);
+    }
+    let Some(target) = parse_target(&path) else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &status_object(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the server could not find the requested resource".into(),
+                None,
+            ),
+        );
+    };
+    let (code, body) = match (&parts.method, target) {
+        (&Method::GET, Target::Collection(ns)) => {
+            if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
+                return watch(shared, ns, &query);
+            }
+            (StatusCode::OK, shared.list(ns.as_deref()))
+        }
+        (&Method::POST, Target::Collection(Some(ns))) => match parse_body(&bytes, &content_type) {
+            Ok(object) => shared.create(&ns, object),
+            Err(e) => e,
+        },
+        (&Method::GET, Target::Object(ns, name)) | (&Method::GET, Target::Status(ns, name)) => {
+            let store = shared.store.lock().unwrap();
+            match store.objects.get(&(ns, name.clone())) {
+                Some(o) => (StatusCode::OK, o.clone()),
+                None => not_found(&name),
+            }
+        }
+        (&Method::PUT, Target::Object(ns, name)) => match parse_body(&bytes, &content_type) {
+            Ok(object) => shared.patch_main(&ns, &name, None, Some(object)),
+            Err(e) => e,
+        },
+        (&Method::PUT, Target::Status(ns, name)) => match parse_body(&bytes, &content_type) {
+            Ok(object) => {
+                let status = object.get("status").cloned().unwrap_or(Value::Null);
+                shared.patch_status(&ns, &name, &json!({ "status": status }))
+            }
+            Err(e) => e,
+        },
+        (&Method::PATCH, Target::Object(ns, name)) => {
+            match parse_patch(&bytes, &content_type, &query) {
+                Ok(patch) => shared.patch_main(&ns, &name, Some(patch), None),
+                Err(e) => e,
+            }
+        }
+        (&Method::PATCH, Target::Status(ns, name)) => {
+            let parsed = parse_patch(&bytes, &content_type, &query);
+            let (code, body) = match &parsed {
+                Ok(patch) => shared.patch_status(&ns, &name, patch),
+                Err(e) => e.clone(),
+            };
+            shared
+                .store
+                .lock()
+                .unwrap()
+                .status_patches
+                .push(StatusPatch {
+                    at: Instant::now(),
+                    client: client.to_string(),
+                    namespace: ns,
+                    name,
+                    content_type,
+                    body: parsed.unwrap_or_else(|_| {
+                        Value::String(String::from_utf8_lossy(&bytes).into_owned())
+                    }),
+                    code: code.as_u16(),
+                });
+            (code, body)
+        }
+        (&Method::DELETE, Target::Object(ns, name)) => shared.delete(&ns, &name),
+        (method, _) => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            status_object(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!(
+                    "the server does not allow this method on the requested resource: {method}"
+                ),
+                None,
+            ),
+        ),
+    };
+    json_response(code, &body)
+}
+
+fn bad_request(message: String) -> (StatusCode, Value) {
+    (
+        StatusCode::BAD_REQUEST,
+        status_object(StatusCode::BAD_REQUEST, "BadRequest", message, None),
+    )
+}
+
+fn parse_body(bytes: &Bytes, content_type: &str) -> Result<Value, (StatusCode, Value)> {
+    if content_type.contains("yaml") {
+        let text = std::str::from_utf8(bytes).map_err(|e| bad_request(e.to_string()))?;
+        return serde_saphyr::from_str(text).map_err(|e| bad_request(e.to_string()));
+    }
+    serde_json::from_slice(bytes).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn parse_patch(
+    bytes: &Bytes,
+    content_type: &str,
+    query: &BTreeMap<String, String>,
+) -> Result<Value, (StatusCode, Value)> {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    match media {
+        "application/merge-patch+json" => parse_body(bytes, "json"),
+        "application/apply-patch+yaml" => {
+            if query.get("fieldManager").is_none_or(|m| m.is_empty()) {
+                return Err((
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    status_object(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "Invalid",
+                        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into(),
+                        None,
+                    ),
+                ));
+            }
+            parse_body(bytes, "yaml")
+        }
+        other => Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            status_object(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?}; this fake does not do json-patch)"
+                ),
+                None,
+            ),
+        )),
+    }
+}
+
+fn event_line(type_: &str, object: &Value) -> Bytes {
+    let mut line = json!({ "type": type_, "object": object }).to_string();
+    line.push('\n');
+    Bytes::from(line)
+}
+
+fn bookmark(rv: u64, initial_end: bool) -> Bytes {
+    let mut meta = json!({ "resourceVersion": rv.to_string() });
+    if initial_end {
+        meta["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
+    }
+    event_line(
+        "BOOKMARK",
+        &json!({ "apiVersion": API_VERSION, "kind": KIND, "metadata": meta }),
+    )
+}
+
+struct WatchState {
+    shared: Arc<Shared>,
+    namespace: Option<String>,
+    cursor: u64,
+    deadline: tokio::time::Instant,
+    bookmarks: bool,
+    pending: VecDeque<Bytes>,
+    done: bool,
+    rx: tokio::sync::watch::Receiver<u64>,
+}
+
+fn watch(
+    shared: Arc<Shared>,
+    namespace: Option<String>,
+    query: &BTreeMap<String, String>,
+) -> Response {
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_WATCH_TIMEOUT);
+    let bookmarks = query
+        .get("allowWatchBookmarks")
+        .is_some_and(|b| b == "true");
+    let initial_events = query.get("sendInitialEvents").is_some_and(|b| b == "true");
+    let requested = query
+        .get("resourceVersion")
+        .map(String::as_str)
+        .unwrap_or("");
+    let rx = shared.changed.subscribe();
+    let mut pending = VecDeque::new();
+    let cursor = {
+        let store = shared.store.lock().unwrap();
+        if requested.is_empty() || requested == "0" || initial_events {
+            for ((ns, _), o) in &store.objects {
+                if namespace.as_ref().is_none_or(|n| n == ns) {
+                    pending.push_back(event_line("ADDED", o));
+                }
+            }
+            if initial_events {
+                pending.push_back(bookmark(store.rv, true));
+            }
+            store.rv
+        } else {
+            let Ok(rv) = requested.parse::<u64>() else {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &bad_request(format!("invalid resource version {requested:?}")).1,
+                );
+            };
+            if rv < store.compacted_through {
+                let status = expired(rv, store.compacted_through + 1);
+                if shared.options.expired_as_http_410 {
+                    return json_response(StatusCode::GONE, &status);
+                }
+                pending.push_back(event_line("ERROR", &status));
+                let body = futures::stream::iter(
+                    pending.into_iter().map(Ok::<_, std::convert::Infallible>),
+                );
+                return Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from_stream(body))
+                    .unwrap();
+            }
+            rv
+        }
+    };
+    let state = WatchState {
+        shared,
+        namespace,
+        cursor,
+        deadline: tokio::time::Instant::now() + timeout,
+        bookmarks,
+        pending,
+        done: false,
+        rx,
+    };
+    let stream = futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(line) = s.pending.pop_front() {
+                return Some((Ok::<_, std::convert::Infallible>(line), s));
+            }
+            if s.done {
+                return None;
+            }
+            {
+                let store = s.shared.store.lock().unwrap();
+                if s.cursor < store.compacted_through {
+                    s.pending.push_back(event_line(
+                        "ERROR",
+                        &expired(s.cursor, store.compacted_through + 1),
+                    ));
+                    s.done = true;
+                    continue;
+                }
+                let from = s.cursor;
+                for e in store.log.iter().filter(|e| e.rv > from) {
+                    s.cursor = e.rv;
+                    let ns = e.object["metadata"]["namespace"].as_str().unwrap_or("");
+                    if s.namespace.as_deref().is_none_or(|n| n == ns) {
+                        s.pending.push_back(event_line(e.type_, &e.object));
+                    }
+                }
+                if !s.pending.is_empty() {
+                    continue;
+                }
+            }
+            let shutting_down = *s.rx.borrow_and_update() == u64::MAX;
+            let woke = !shutting_down
+                && tokio::time::timeout_at(s.deadline, s.rx.changed())
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+            if !woke {
+                if s.bookmarks && !shutting_down {
+                    s.pending.push_back(bookmark(s.cursor, false));
+                }
+                s.done = true;
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
