@@ -283,10 +283,6 @@ fn dockerfile_is_multi_stage_locked_non_root_with_the_binary_as_entrypoint() {
     }
 }
 
-/// Flags the StatefulSet uses that belong to Kubernetes mode (issue #5), built on another branch:
-/// remove each from this list once `adxexporter run --help` shows it.
-const FLAGS_PENDING_KUBERNETES_MODE: &[&str] = &["--replicas"];
-
 #[test]
 fn every_flag_in_the_statefulset_is_one_adxexporter_run_accepts() {
     let help = Command::new(env!("CARGO_BIN_EXE_adxexporter"))
@@ -314,7 +310,7 @@ fn every_flag_in_the_statefulset_is_one_adxexporter_run_accepts() {
                 .any(|word| word == flag)
         });
         assert!(
-            known || FLAGS_PENDING_KUBERNETES_MODE.contains(&flag.as_str()),
+            known,
             "statefulset.yaml passes {flag}, which `adxexporter run` does not accept:\n{help}"
         );
     }
