@@ -68,10 +68,10 @@ fn same(ours: &Value, theirs: &serde_json::Value) -> bool {
             let theirs: f64 = t.parse().unwrap_or_else(|_| panic!("python real {t:?}"));
             (r.is_nan() && theirs.is_nan()) || *r == theirs
         }
-        (Value::Decimal(d), Some(t)) => d.as_ref() == t,
+        (Value::Decimal(d), Some(t)) => d.as_str() == t,
         (Value::DateTime(ts), Some(t)) => Ticks::parse(t).ok() == Some(*ts),
         (Value::TimeSpan(s), Some(t)) => s.0 % 10 == 0 && (s.0 / 10).to_string() == t,
-        (Value::Guid(g), Some(t)) | (Value::String(g), Some(t)) => g.as_ref() == t,
+        (Value::Guid(g), Some(t)) | (Value::String(g), Some(t)) => g.as_str() == t,
         (Value::Dynamic(raw), Some(t)) => {
             let a: serde_json::Value = serde_json::from_str(raw).expect("our dynamic is JSON");
             let b: serde_json::Value = serde_json::from_str(t).expect("python dynamic is JSON");

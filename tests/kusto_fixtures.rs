@@ -805,6 +805,68 @@ fn pretty_printed_dynamic_is_compacted() {
 }
 
 #[test]
+fn repeated_text_cells_share_one_allocation() {
+    let b = body(&[
+        HEADER,
+        &primary_frame(r#"[[1,"a"],[2,"b"],[3,"a"],[4,"x\"q"],[5,"x\"q"],[6,""],[7,""]]"#),
+        DONE,
+    ]);
+    let set = decode_str(&b).unwrap();
+    let t = primary(&set);
+    let texts: Vec<&Value> = t.rows().map(|r| &r[1]).collect();
+    assert_eq!(
+        texts,
+        [
+            &s("a"),
+            &s("b"),
+            &s("a"),
+            &s("x\"q"),
+            &s("x\"q"),
+            &s(""),
+            &s("")
+        ]
+    );
+    let shared = |a: usize, b: usize| match (&t.row(a)[1], &t.row(b)[1]) {
+        (Value::String(x), Value::String(y)) => arcstr::ArcStr::ptr_eq(x, y),
+        other => panic!("{other:?}"),
+    };
+    assert!(shared(0, 2), "a value seen earlier in the column is shared");
+    assert!(shared(3, 4), "an escaped value is shared too");
+    assert!(shared(5, 6));
+}
+
+#[test]
+fn a_column_of_distinct_values_decodes_exactly() {
+    // More distinct values than the interning cache holds or tries, with repeats in between.
+    let rows: Vec<String> = (0..10_000)
+        .map(|i| format!(r#"[{i},"v{}"]"#, (i * 7919) % 8_000))
+        .collect();
+    let b = body(&[
+        HEADER,
+        &primary_frame(&format!("[{}]", rows.join(","))),
+        DONE,
+    ]);
+    let set = decode_str(&b).unwrap();
+    let t = primary(&set);
+    assert_eq!(t.row_count(), 10_000);
+    for (i, row) in t.rows().enumerate() {
+        assert_eq!(row[1], s(&format!("v{}", (i * 7919) % 8_000)));
+    }
+}
+
+#[test]
+fn a_body_that_is_not_utf8_is_malformed_or_truncated() {
+    let ok = body(&[HEADER, &primary_frame(r#"[[1,"é"]]"#), DONE]).into_bytes();
+    let at = ok.iter().position(|&b| b == 0xC3).unwrap();
+    let mut bad = ok.clone();
+    bad[at + 1] = b'x';
+    let err = decode_v2(&bad, &limits()).unwrap_err();
+    assert!(matches!(err, QueryError::Malformed { .. }), "{err:?}");
+    let err = decode_v2(&ok[..=at], &limits()).unwrap_err();
+    assert!(matches!(err, QueryError::Truncated { .. }), "{err:?}");
+}
+
+#[test]
 fn missing_completion_is_truncated_and_transient() {
     let b = body(&[HEADER, &primary_frame(r#"[[1,"a"]]"#)]);
     let err = decode_str(&b).unwrap_err();

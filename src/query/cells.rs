@@ -11,7 +11,12 @@
 //! nothing). `long` is read as an exact integer, never via f64. `real` takes numbers (integral too) and
 //! the strings `"NaN"`, `"Infinity"`, `"-Infinity"`. `decimal` keeps the text of a string or number.
 //! `timespan` takes Kusto text or integer ticks. `dynamic` and unknown types keep the raw JSON, compacted.
+//!
+//! Text cells are interned per column for the duration of one `Rows` array ([`Interner`]): a value the
+//! column saw recently is shared, so a label column costs about one allocation per distinct value.
 
+use arcstr::ArcStr;
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -81,12 +86,14 @@ impl<'de> Visitor<'de> for RowsSeed<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let columns: Vec<Column> = self.table.columns.clone();
+        let mut interners: Vec<Interner> = columns.iter().map(|_| Interner::default()).collect();
         let mut row = self.table.row_count();
         let cells = self.table.cells_mut();
         loop {
             let start = cells.len();
             let seed = RowSeed {
                 columns: &columns,
+                interners: &mut interners,
                 cells: &mut *cells,
                 ctx: self.ctx,
                 row,
@@ -123,6 +130,8 @@ enum RowOutcome {
 /// One element of `Rows`: an array of cells, or an error object (`OneApiErrors` / `Exceptions`).
 struct RowSeed<'a> {
     columns: &'a [Column],
+    /// One per column.
+    interners: &'a mut [Interner],
     cells: &'a mut Vec<Value>,
     ctx: &'a RowsCtx,
     row: usize,
@@ -145,10 +154,11 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RowOutcome, A::Error> {
         let mut n = 0;
-        while let Some(column) = self.columns.get(n) {
+        for (column, intern) in self.columns.iter().zip(self.interners.iter_mut()) {
             let seed = CellSeed {
                 ty: &column.ty,
                 dialect: self.ctx.dialect,
+                intern,
             };
             match seq.next_element_seed(seed)? {
                 None => break,
@@ -203,6 +213,73 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
 struct CellSeed<'a> {
     ty: &'a ColumnType,
     dialect: Dialect,
+    intern: &'a mut Interner,
+}
+
+/// Slots of one column's cache of recent strings (a power of two).
+const INTERN_SLOTS: usize = 1024;
+/// Longer strings are rarely repeated labels; they are allocated as they come.
+const INTERN_MAX_LEN: usize = 256;
+/// Misses after which a column that mostly misses (ids, messages) stops looking strings up.
+const INTERN_TRIAL: u32 = 4096;
+
+/// One column's direct-mapped cache of recent strings: a repeated value is shared, not allocated again.
+/// A slot holds the last string that hashed to it, so memory stays bounded whatever the column holds.
+#[derive(Default)]
+pub(crate) struct Interner {
+    /// The last string returned: label columns often repeat a value over consecutive rows.
+    last: Option<ArcStr>,
+    slots: Vec<Option<ArcStr>>,
+    hits: u32,
+    misses: u32,
+    off: bool,
+}
+
+impl Interner {
+    /// A shared copy of `s`: the cached one when the column saw it recently, else a fresh one.
+    fn text(&mut self, s: &str) -> ArcStr {
+        if self.off || s.len() > INTERN_MAX_LEN {
+            return s.into();
+        }
+        if let Some(last) = &self.last
+            && last.as_str() == s
+        {
+            return ArcStr::clone(last);
+        }
+        let shared = self.lookup(s);
+        self.last = Some(ArcStr::clone(&shared));
+        shared
+    }
+
+    fn lookup(&mut self, s: &str) -> ArcStr {
+        if self.slots.is_empty() {
+            self.slots = vec![None; INTERN_SLOTS];
+        }
+        let index = slot_index(s);
+        if let Some(Some(shared)) = self.slots.get(index)
+            && shared.as_str() == s
+        {
+            self.hits = self.hits.saturating_add(1);
+            return ArcStr::clone(shared);
+        }
+        let fresh = ArcStr::from(s);
+        if let Some(slot) = self.slots.get_mut(index) {
+            *slot = Some(ArcStr::clone(&fresh));
+        }
+        self.misses += 1;
+        if self.misses == INTERN_TRIAL && self.hits < self.misses {
+            self.off = true;
+            self.slots = Vec::new();
+            self.last = None;
+        }
+        fresh
+    }
+}
+
+fn slot_index(s: &str) -> usize {
+    use std::hash::BuildHasher;
+    let hash = foldhash::fast::FixedState::with_seed(0x5eed).hash_one(s);
+    (hash as usize) & (INTERN_SLOTS - 1)
 }
 
 type Cell = Result<Value, String>;
@@ -213,57 +290,66 @@ impl<'de> DeserializeSeed<'de> for CellSeed<'_> {
         match self.ty {
             ColumnType::Dynamic | ColumnType::Other(_) => {
                 let raw = <&RawValue>::deserialize(d)?;
-                Ok(Ok(raw_dynamic(raw.get())))
+                Ok(Ok(raw_dynamic(raw.get(), self.intern)))
             }
             ColumnType::Decimal => {
                 let raw = <&RawValue>::deserialize(d)?;
-                Ok(raw_decimal(raw.get()))
+                Ok(raw_decimal(raw.get(), self.intern))
             }
             ColumnType::String if self.dialect == Dialect::V1 => {
                 let raw = <&RawValue>::deserialize(d)?;
-                Ok(raw_v1_string(raw.get()))
+                Ok(raw_v1_string(raw.get(), self.intern))
             }
-            ty => d.deserialize_any(CellVisitor { ty }),
+            ty => d.deserialize_any(CellVisitor {
+                ty,
+                intern: self.intern,
+            }),
         }
     }
 }
 
 use serde::Deserialize;
 
-fn raw_dynamic(raw: &str) -> Value {
+fn raw_dynamic(raw: &str, intern: &mut Interner) -> Value {
     if raw == "null" {
         Value::Null
     } else {
-        Value::Dynamic(compact_json(raw))
+        Value::Dynamic(intern.text(&compact_json(raw)))
     }
 }
 
 /// Decimals arrive as strings (real services) or numbers (hand-made files): both kept as text.
-fn raw_decimal(raw: &str) -> Cell {
+fn raw_decimal(raw: &str, intern: &mut Interner) -> Cell {
     match raw.as_bytes().first() {
         _ if raw == "null" => Ok(Value::Null),
-        Some(b'"') => serde_json::from_str::<String>(raw)
-            .map(|s| Value::Decimal(s.into()))
-            .map_err(|e| e.to_string()),
-        Some(b'-' | b'0'..=b'9') => Ok(Value::Decimal(raw.into())),
+        Some(b'"') => json_string(raw).map(|s| Value::Decimal(intern.text(&s))),
+        Some(b'-' | b'0'..=b'9') => Ok(Value::Decimal(intern.text(raw))),
         _ => Err(format!(
             "expected a decimal (string or number) but got {raw}"
         )),
     }
 }
 
-fn raw_v1_string(raw: &str) -> Cell {
+fn raw_v1_string(raw: &str, intern: &mut Interner) -> Cell {
     match raw.as_bytes().first() {
         _ if raw == "null" => Ok(Value::Null),
-        Some(b'"') => serde_json::from_str::<String>(raw)
-            .map(|s| Value::String(s.into()))
+        Some(b'"') => json_string(raw).map(|s| Value::String(intern.text(&s))),
+        _ => Ok(Value::String(intern.text(&compact_json(raw)))),
+    }
+}
+
+/// The text of a raw JSON string (already validated by the parser), borrowed when it has no escapes.
+fn json_string(raw: &str) -> Result<Cow<'_, str>, String> {
+    match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => Ok(Cow::Borrowed(inner)),
+        _ => serde_json::from_str::<String>(raw)
+            .map(Cow::Owned)
             .map_err(|e| e.to_string()),
-        _ => Ok(Value::String(compact_json(raw))),
     }
 }
 
 /// Strips insignificant whitespace (outside strings) so dynamic values are compact JSON text.
-pub(crate) fn compact_json(raw: &str) -> Box<str> {
+pub(crate) fn compact_json(raw: &str) -> Cow<'_, str> {
     if !raw
         .bytes()
         .any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
@@ -294,6 +380,7 @@ pub(crate) fn compact_json(raw: &str) -> Box<str> {
 
 struct CellVisitor<'a> {
     ty: &'a ColumnType,
+    intern: &'a mut Interner,
 }
 
 impl CellVisitor<'_> {
@@ -304,10 +391,10 @@ impl CellVisitor<'_> {
         ))
     }
 
-    fn text(&self, s: &str) -> Cell {
+    fn text(self, s: &str) -> Cell {
         match self.ty {
-            ColumnType::String => Ok(Value::String(s.into())),
-            ColumnType::Guid => Ok(Value::Guid(s.into())),
+            ColumnType::String => Ok(Value::String(self.intern.text(s))),
+            ColumnType::Guid => Ok(Value::Guid(self.intern.text(s))),
             ColumnType::DateTime => Ticks::parse(s)
                 .map(Value::DateTime)
                 .map_err(|e| e.to_string()),

@@ -18,7 +18,7 @@ pub use auth::{AuthError, KustoAuth};
 pub use cells::{column_type_name, parse_column_type};
 pub use client::{KustoClient, KustoConfig};
 pub use error::{KustoErrorInfo, QueryError, error_from_body, http_error};
-pub use table::{Column, ColumnType, Table, Value};
+pub use table::{ArcStr, Column, ColumnType, Table, Value};
 pub use v1::decode_v1;
 pub use v2::decode_v2;
 

@@ -1,11 +1,12 @@
 //! The v2 response decoder (`/v2/rest/query`): a pure function from body bytes to a [`DataSet`].
 //!
-//! One streaming pass over the frame array (serde visitors over `serde_json::Deserializer::from_slice`,
-//! no DOM). Dispatch is by `FrameType` only — `IsProgressive`/`IsFragmented` are ignored — so plain
-//! `DataTable`s, progressive and fragmented tables (`TableHeader` → `TableFragment`/`TableProgress` →
-//! `TableCompletion`, with `DataAppend` and `DataReplace`) all decode the same way. Keys may come in any
-//! order: `Rows` that arrive before what they need (`Columns`, `TableKind`, `TableId`,
-//! `TableFragmentType`) are kept as a borrowed raw slice and decoded at the end of the frame.
+//! One UTF-8 check of the whole body, then one streaming pass over the frame array (serde visitors over
+//! `serde_json::Deserializer::from_str`, no DOM). Dispatch is by `FrameType` only — `IsProgressive`/
+//! `IsFragmented` are ignored — so plain `DataTable`s, progressive and fragmented tables (`TableHeader` →
+//! `TableFragment`/`TableProgress` → `TableCompletion`, with `DataAppend` and `DataReplace`) all decode
+//! the same way. Keys may come in any order: `Rows` that arrive before what they need (`Columns`,
+//! `TableKind`, `TableId`, `TableFragmentType`) are kept as a borrowed raw slice and decoded at the end
+//! of the frame.
 //!
 //! Every partial-failure channel turns the whole result into [`QueryError::PartialFailure`]: error
 //! objects inside `Rows`, `TableCompletion.OneApiErrors`, `DataSetCompletion.HasErrors`/`OneApiErrors`/
@@ -42,6 +43,8 @@ pub fn decode_v2(body: &[u8], limits: &QueryLimits) -> Result<DataSet, QueryErro
             });
         }
     }
+    // One validation pass over the whole body is cheaper than serde_json's per-string check.
+    let text = body_text(body)?;
     let mut dec = FrameDecoder {
         limits: *limits,
         body_len: body.len(),
@@ -53,7 +56,7 @@ pub fn decode_v2(body: &[u8], limits: &QueryLimits) -> Result<DataSet, QueryErro
         cancelled: false,
         has_errors: false,
     };
-    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut de = serde_json::Deserializer::from_str(text);
     let parsed = FramesSeed { dec: &mut dec }
         .deserialize(&mut de)
         .and_then(|()| de.end());
@@ -61,6 +64,17 @@ pub fn decode_v2(body: &[u8], limits: &QueryLimits) -> Result<DataSet, QueryErro
         return Err(dec.side.fatal.take().unwrap_or_else(|| json_error(e)));
     }
     dec.finish()
+}
+
+/// The body as text; invalid UTF-8 is malformed, a multi-byte character cut at the end is truncation.
+fn body_text(body: &[u8]) -> Result<&str, QueryError> {
+    std::str::from_utf8(body).map_err(|e| {
+        let detail = format!("the body is not UTF-8: {e}");
+        match e.error_len() {
+            None => QueryError::Truncated { detail },
+            Some(_) => QueryError::Malformed { detail },
+        }
+    })
 }
 
 /// A serde_json error that no visitor explained: EOF means the body was cut short.
