@@ -24,6 +24,11 @@ pub struct Exporter {
     pub status_watermark: Option<Ticks>,
 }
 
+/// Why a resource with `criteriaExpression` does not run: evaluating CEL is not built, and running
+/// it while ignoring the expression could export data on an instance it was meant to exclude.
+pub const CEL_UNSUPPORTED: &str =
+    "spec.criteriaExpression: criteriaExpression (CEL) is not supported yet: use criteria";
+
 /// The exporters keyed by uid.
 pub type Desired = BTreeMap<String, Arc<Exporter>>;
 
@@ -51,6 +56,9 @@ impl Exporter {
             criteria::evaluate(&spec.criteria, cluster_labels)
         {
             return Err(Rejected::Skipped(reason));
+        }
+        if spec.criteria_expression.is_some() {
+            return Err(Rejected::Invalid(vec![CEL_UNSUPPORTED.to_owned()]));
         }
         let mapping = mapping_for(&spec, cli_prefix)
             .map_err(|e| Rejected::Invalid(vec![format!("spec.transform: {e}")]))?;

@@ -34,10 +34,6 @@ use crate::telemetry::Health;
 /// Events applied before a snapshot is published (a burst becomes one snapshot).
 const MAX_BATCH: usize = 1024;
 
-/// The message of a resource that sets `criteriaExpression`.
-pub const CEL_UNSUPPORTED: &str =
-    "spec.criteriaExpression: criteriaExpression (CEL) is not supported yet: use criteria";
-
 #[derive(Debug, thiserror::Error)]
 pub enum KubeSourceError {
     #[error("the Kubernetes watch of MetricsExporter resources ended unexpectedly")]
@@ -76,11 +72,7 @@ pub fn classify(resource: &MetricsExporter, filter: &Filter) -> Result<Exporter,
     {
         return Err(Rejected::Skipped(reason));
     }
-    let exporter = Exporter::from_resource(resource, &filter.cluster_labels, &filter.cli_prefix)?;
-    if exporter.spec.criteria_expression.is_some() {
-        return Err(Rejected::Invalid(vec![CEL_UNSUPPORTED.to_owned()]));
-    }
-    Ok(exporter)
+    Exporter::from_resource(resource, &filter.cluster_labels, &filter.cli_prefix)
 }
 
 /// The snapshot of a set of objects. Pure.
@@ -257,6 +249,7 @@ fn report(now: &Snapshot, before: &Snapshot) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::CEL_UNSUPPORTED;
 
     fn resource(name: &str, uid: &str, extra: &str) -> MetricsExporter {
         let yaml = format!(
