@@ -79,7 +79,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     for (database, url) in &config.kusto_endpoints {
         let client = KustoClient::new(
             url.clone(),
-            auth.clone(),
+            auth.for_endpoint(url),
             KustoConfig {
                 server_timeout: config.kusto_server_timeout.to_std(),
                 ..KustoConfig::default()

@@ -828,6 +828,9 @@ pub fn check_text(
             Err(problems) => report
                 .problems
                 .extend(problems.iter().map(|p| format!("{file}: {key}: {p}"))),
+            Ok(spec) if spec.criteria_expression.is_some() => report
+                .problems
+                .push(format!("{file}: {key}: {CEL_UNSUPPORTED}")),
             Ok(spec) => report.ok.push(match labels {
                 None => format!("ok {key}"),
                 Some(labels) => format!("ok {key}: {}", placement(&spec, labels)),
@@ -837,13 +840,15 @@ pub fn check_text(
     report
 }
 
+/// Why a resource with `criteriaExpression` does not run: evaluating CEL is not built, and running
+/// it while ignoring the expression could export data on an instance it was meant to exclude.
+pub const CEL_UNSUPPORTED: &str =
+    "spec.criteriaExpression: criteriaExpression (CEL) is not supported yet: use criteria";
+
 /// Whether an instance with `labels` would run the resource, and why not.
 fn placement(spec: &ValidatedSpec, labels: &BTreeMap<String, String>) -> String {
     match crate::criteria::evaluate(&spec.criteria, labels) {
         crate::criteria::CriteriaMatch::NoMatch { reason } => format!("skipped here: {reason}"),
-        crate::criteria::CriteriaMatch::Matches if spec.criteria_expression.is_some() => {
-            "criteria match here; criteriaExpression is not evaluated offline".into()
-        }
         crate::criteria::CriteriaMatch::Matches if spec.criteria.is_empty() => {
             "would run here (no criteria)".into()
         }

@@ -84,7 +84,7 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<ExitCode> {
     let auth: KustoAuth = config.kusto_auth.parse()?;
     let client = KustoClient::new(
         url.clone(),
-        auth,
+        auth.for_endpoint(url),
         KustoConfig {
             server_timeout: config.kusto_server_timeout.to_std(),
             ..KustoConfig::default()

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+pub use crate::crd::CEL_UNSUPPORTED;
 use crate::crd::{MetricsExporter, ValidatedSpec};
 use crate::criteria::{self, CriteriaMatch};
 use crate::time::Ticks;
@@ -23,11 +24,6 @@ pub struct Exporter {
     /// adx-mon's `LastSuccessfulExecution` condition (migration without gap or repeat).
     pub status_watermark: Option<Ticks>,
 }
-
-/// Why a resource with `criteriaExpression` does not run: evaluating CEL is not built, and running
-/// it while ignoring the expression could export data on an instance it was meant to exclude.
-pub const CEL_UNSUPPORTED: &str =
-    "spec.criteriaExpression: criteriaExpression (CEL) is not supported yet: use criteria";
 
 /// The exporters keyed by uid.
 pub type Desired = BTreeMap<String, Arc<Exporter>>;

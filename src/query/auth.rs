@@ -59,6 +59,18 @@ impl AuthError {
     }
 }
 
+impl KustoAuth {
+    /// The mode to use for one endpoint: `auto` sends no token to a plain-`http://` endpoint (a local
+    /// engine such as duckdb-kql; adx-mon did the same), since a bearer token must never cross the
+    /// network unencrypted. Explicit modes are used as given.
+    pub fn for_endpoint(&self, endpoint: &url::Url) -> KustoAuth {
+        match self {
+            KustoAuth::Auto if endpoint.scheme() == "http" => KustoAuth::None,
+            other => other.clone(),
+        }
+    }
+}
+
 impl FromStr for KustoAuth {
     type Err = AuthError;
     fn from_str(s: &str) -> Result<Self, AuthError> {
@@ -407,6 +419,15 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_sends_no_token_over_plain_http() {
+        let http = url::Url::parse("http://127.0.0.1:31415").unwrap();
+        let https = url::Url::parse("https://c.kusto.windows.net").unwrap();
+        assert_eq!(KustoAuth::Auto.for_endpoint(&http), KustoAuth::None);
+        assert_eq!(KustoAuth::Auto.for_endpoint(&https), KustoAuth::Auto);
+        assert_eq!(KustoAuth::AzureCli.for_endpoint(&http), KustoAuth::AzureCli);
+    }
     use std::sync::atomic::AtomicU32;
 
     #[test]
