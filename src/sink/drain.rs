@@ -54,6 +54,10 @@ impl<S: Sink + 'static> Drain<S> {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WalError> {
         let name = self.sink.name();
         let mut changes = self.wal.subscribe();
+        // Present from the start (at 0), so `rate()` and `increase()` see the first event.
+        for counter in [PUSH_RETRIES, POINTS_REJECTED, SAMPLES_PUSHED] {
+            metrics::counter!(counter, "output" => name).increment(0);
+        }
         loop {
             self.health.beat(name, DRAIN_SILENCE, Ticks::now());
             if shutdown.is_cancelled() {

@@ -188,6 +188,35 @@ mod tests {
     }
 
     #[test]
+    fn wal_stats_give_the_backlog_per_output_and_the_oldest_append() {
+        use crate::prompb::WriteRequest;
+        use crate::wal::{ExporterRef, RecordHeader, WalConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), WalConfig::new(1 << 30, ["a", "b"])).unwrap();
+        let created = Ticks::parse("2026-01-01T00:00:00Z").unwrap();
+        for (start, later) in [(0, 0), (600_000_000, 1)] {
+            let header = RecordHeader {
+                exporter: ExporterRef::new("u", "ns", "e"),
+                generation: 1,
+                window_start: Ticks(start),
+                window_end: Ticks(start + 600_000_000),
+                created: Ticks(created.0 + later),
+                outputs: vec![],
+            };
+            wal.append(&header, &WriteRequest::default()).unwrap();
+        }
+        let first = wal.next_pending("a", Ticks::MAX, 1).unwrap().remove(0);
+        wal.ack("a", &first.id).unwrap();
+        let stats = wal.stats().unwrap();
+        let e = &stats.exporters[0];
+        assert_eq!(e.oldest_created, Some(created));
+        assert_eq!(
+            e.pending_by_output,
+            BTreeMap::from([("a".into(), 1), ("b".into(), 2)])
+        );
+    }
+
+    #[test]
     fn free_space_of_an_existing_directory_is_read() {
         let dir = tempfile::tempdir().unwrap();
         assert!(free_bytes(dir.path()).is_some());

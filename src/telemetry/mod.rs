@@ -1,12 +1,15 @@
 //! Self-observability: structured logs, the Prometheus metrics recorder and the admin HTTP endpoints
-//! (`/metrics`, `/healthz`, `/readyz`). Nothing in the data path depends on this module; it only reads
-//! the [`Health`] flags the pipeline sets and renders what the `metrics` macros recorded.
+//! (`/metrics`, `/healthz`, `/readyz`). The data path only uses the metric names of [`metrics`] and
+//! reports to [`Health`]; this module renders what the `metrics` macros recorded and the probes'
+//! state. `/healthz` fails when a loop (scheduler, each drain) stops beating; `/readyz` until the WAL
+//! is open and the resource list has been read.
 //! [`metrics`] names every metric; [`gauges`] sets the state gauges periodically.
 //!
 //! Secrets: nothing here logs request headers or tokens; the Kusto token lives in a type whose
 //! `Debug` hides it (`query::auth`), and the tests run at `trace` level to prove none leaks.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,8 +47,10 @@ pub enum TelemetryError {
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal, never in files or `kubectl logs`.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // A second init (tests) keeps the first subscriber.
     let _ = match format {
