@@ -171,11 +171,19 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             wal: wal.clone(),
             policy: BackoffPolicy::default(),
             concurrency: DRAIN_CONCURRENCY,
+            health: health.clone(),
         };
         let stop = drain_stop.clone();
         tasks.spawn(async move {
             drain.run(stop).await?;
             Ok("drain")
+        });
+    }
+    {
+        let (wal, rx, board, stop) = (wal.clone(), rx.clone(), board.clone(), drain_stop.clone());
+        tasks.spawn(async move {
+            telemetry::gauges::run(wal, rx, board, stop).await;
+            Ok("metrics")
         });
     }
     {

@@ -31,6 +31,9 @@ use crate::sink::backoff;
 use crate::source::Snapshot;
 use crate::status::{Board, Problem};
 use crate::telemetry::Health;
+use crate::telemetry::metrics::{
+    QUERIES, QUERY_DURATION, ROWS_READ, SAMPLES_PRODUCED, SAMPLES_SKIPPED,
+};
 use crate::time::Ticks;
 use crate::transform::{TransformError, Transformed, transform};
 use crate::wal::{RecordHeader, Wal, WalError};
@@ -278,7 +281,7 @@ async fn run_exporter(ex: Arc<Exporter>, ctx: Arc<SchedulerContext>, cancel: Can
         };
         drop(permit);
         let elapsed = started.elapsed();
-        metrics::histogram!("adxexporter_query_duration_seconds", "exporter" => key.clone())
+        metrics::histogram!(QUERY_DURATION, "exporter" => key.clone())
             .record(elapsed.as_secs_f64());
         match outcome {
             Ok((rows, transformed)) => {
@@ -297,9 +300,9 @@ async fn run_exporter(ex: Arc<Exporter>, ctx: Arc<SchedulerContext>, cancel: Can
                     Ok(_) => {
                         watermark = Some(window.end);
                         failures = 0;
-                        metrics::counter!("adxexporter_queries_total", "exporter" => key.clone(), "outcome" => "ok").increment(1);
-                        metrics::gauge!("adxexporter_watermark_timestamp_seconds", "exporter" => key.clone())
-                            .set(window.end.unix_millis() as f64 / 1000.0);
+                        // The watermark and lag gauges are set by telemetry::gauges from the WAL.
+                        metrics::counter!(QUERIES, "exporter" => key.clone(), "outcome" => "ok")
+                            .increment(1);
                         tracing::debug!(exporter = %key, window_start = %window.start, window_end = %window.end, rows, samples = transformed.stats.samples, "window appended");
                         ctx.board.update(&uid, |r| {
                             r.query_problem = None;
@@ -331,7 +334,8 @@ async fn run_exporter(ex: Arc<Exporter>, ctx: Arc<SchedulerContext>, cancel: Can
             Err(e) => {
                 failures += 1;
                 let permanent = e.is_permanent();
-                metrics::counter!("adxexporter_queries_total", "exporter" => key.clone(), "outcome" => e.kind()).increment(1);
+                metrics::counter!(QUERIES, "exporter" => key.clone(), "outcome" => e.kind())
+                    .increment(1);
                 let d = if permanent {
                     backoff::delay(
                         failures,
@@ -417,12 +421,10 @@ async fn run_window(
 }
 
 fn record_transform_metrics(key: &str, t: &Transformed) {
-    metrics::counter!("adxexporter_rows_read_total", "exporter" => key.to_owned())
-        .increment(t.stats.rows);
-    metrics::counter!("adxexporter_samples_produced_total", "exporter" => key.to_owned())
-        .increment(t.stats.samples);
+    metrics::counter!(ROWS_READ, "exporter" => key.to_owned()).increment(t.stats.rows);
+    metrics::counter!(SAMPLES_PRODUCED, "exporter" => key.to_owned()).increment(t.stats.samples);
     for (reason, n) in &t.stats.skipped {
-        metrics::counter!("adxexporter_samples_skipped_total", "exporter" => key.to_owned(), "reason" => reason.as_str())
+        metrics::counter!(SAMPLES_SKIPPED, "exporter" => key.to_owned(), "reason" => reason.as_str())
             .increment(*n);
     }
 }

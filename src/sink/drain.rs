@@ -12,16 +12,24 @@
 //!   which querying pauses), it never drops data.
 //! - Idle: sleeps until the earliest retry is due or the WAL announces a new record; compacts the
 //!   store when there is little left in it.
+//! - Every round beats the [`Health`] heartbeat; every line about a window is logged inside a
+//!   `window` span carrying `exporter`, `window_start` and `window_end`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::backoff::{self, BackoffPolicy};
 use super::{Disposition, Sink};
 use crate::schedule::scheduler::blocking;
+use crate::telemetry::metrics::{
+    DEAD_LETTERS, POINTS_REJECTED, PUSH_DURATION, PUSH_RETRIES, PUSHES, SAMPLES_PUSHED,
+    status_class,
+};
+use crate::telemetry::{DRAIN_SILENCE, Health};
 use crate::time::{Span, Ticks};
 use crate::wal::{PendingRecord, Wal, WalError};
 
@@ -37,6 +45,8 @@ pub struct Drain<S> {
     pub policy: BackoffPolicy,
     /// Exporters pushed at once.
     pub concurrency: usize,
+    /// Where the loop reports it is not wedged.
+    pub health: Arc<Health>,
 }
 
 impl<S: Sink + 'static> Drain<S> {
@@ -44,7 +54,12 @@ impl<S: Sink + 'static> Drain<S> {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WalError> {
         let name = self.sink.name();
         let mut changes = self.wal.subscribe();
+        // Present from the start (at 0), so `rate()` and `increase()` see the first event.
+        for counter in [PUSH_RETRIES, POINTS_REJECTED, SAMPLES_PUSHED] {
+            metrics::counter!(counter, "output" => name).increment(0);
+        }
         loop {
+            self.health.beat(name, DRAIN_SILENCE, Ticks::now());
             if shutdown.is_cancelled() {
                 return Ok(());
             }
@@ -85,14 +100,20 @@ impl<S: Sink + 'static> Drain<S> {
         }
     }
 
-    /// Pushes one window and records the outcome.
+    /// Pushes one window and records the outcome, logging inside the window's span.
     async fn deliver(&self, record: PendingRecord) -> Result<(), WalError> {
-        let name = self.sink.name();
-        let exporter = format!(
-            "{}/{}",
-            record.header.exporter.namespace, record.header.exporter.name
+        let h = &record.header;
+        let span = tracing::info_span!(
+            "window",
+            exporter = %format_args!("{}/{}", h.exporter.namespace, h.exporter.name),
+            window_start = %h.window_start,
+            window_end = %h.window_end,
         );
-        let (start, end) = (record.header.window_start, record.header.window_end);
+        self.deliver_in_span(record).instrument(span).await
+    }
+
+    async fn deliver_in_span(&self, record: PendingRecord) -> Result<(), WalError> {
+        let name = self.sink.name();
         let id = record.id.clone();
         let payload = {
             let wal = self.wal.clone();
@@ -102,8 +123,9 @@ impl<S: Sink + 'static> Drain<S> {
         let payload = match payload {
             Ok(p) => p,
             Err(e @ WalError::CorruptRecord { .. }) => {
-                tracing::error!(output = name, %exporter, window_start = %start, window_end = %end, "{e}");
-                metrics::counter!("adxexporter_dead_letters_total", "output" => name, "reason" => "corrupt_record").increment(1);
+                tracing::error!(output = name, "{e}");
+                metrics::counter!(DEAD_LETTERS, "output" => name, "reason" => "corrupt_record")
+                    .increment(1);
                 let wal = self.wal.clone();
                 let text = e.to_string();
                 return blocking(move || wal.dead_letter(name, &id, "corrupt_record", &text)).await;
@@ -113,25 +135,24 @@ impl<S: Sink + 'static> Drain<S> {
         let started = Instant::now();
         let first = usize::try_from(record.resume_from).unwrap_or(0);
         let result = self.sink.push_from(&payload, first).await;
-        metrics::histogram!("adxexporter_push_duration_seconds", "output" => name)
+        metrics::histogram!(PUSH_DURATION, "output" => name)
             .record(started.elapsed().as_secs_f64());
         let wal = self.wal.clone();
         match result {
             Ok(delivered) => {
-                metrics::counter!("adxexporter_pushes_total", "output" => name, "outcome" => "ok", "status" => "2xx").increment(1);
-                metrics::counter!("adxexporter_samples_pushed_total", "output" => name)
+                metrics::counter!(PUSHES, "output" => name, "outcome" => "ok", "status" => "2xx")
+                    .increment(1);
+                metrics::counter!(SAMPLES_PUSHED, "output" => name)
                     .increment(delivered.samples as u64);
                 if delivered.rejected_points > 0 {
-                    metrics::counter!("adxexporter_points_rejected_total", "output" => name)
+                    metrics::counter!(POINTS_REJECTED, "output" => name)
                         .increment(delivered.rejected_points);
                 }
-                tracing::debug!(output = name, %exporter, window_start = %start, window_end = %end, requests = delivered.requests, "delivered");
+                tracing::debug!(output = name, requests = delivered.requests, "delivered");
                 blocking(move || wal.ack(name, &id)).await
             }
             Err(failure) => {
-                let status = failure
-                    .status
-                    .map_or_else(|| "none".to_owned(), |s| s.to_string());
+                let status = status_class(failure.status);
                 match failure.disposition {
                     Disposition::Retry { after, reason } => {
                         let delay = backoff::next_delay(
@@ -143,10 +164,9 @@ impl<S: Sink + 'static> Drain<S> {
                         let next = Ticks::now()
                             .checked_add(Span::from_std(delay))
                             .unwrap_or(Ticks::MAX);
-                        metrics::counter!("adxexporter_pushes_total", "output" => name, "outcome" => reason, "status" => status).increment(1);
-                        metrics::counter!("adxexporter_push_retries_total", "output" => name)
-                            .increment(1);
-                        tracing::warn!(output = name, %exporter, window_start = %start, window_end = %end, attempts = record.attempts + 1, retry_in = ?delay, "push failed ({reason}); will retry");
+                        metrics::counter!(PUSHES, "output" => name, "outcome" => reason, "status" => status).increment(1);
+                        metrics::counter!(PUSH_RETRIES, "output" => name).increment(1);
+                        tracing::warn!(output = name, attempts = record.attempts + 1, retry_in = ?delay, "push failed ({reason}); will retry");
                         let resume = u32::try_from(failure.failed_request).ok();
                         blocking(move || wal.retry_later_from(name, &id, next, reason, resume))
                             .await
@@ -156,13 +176,17 @@ impl<S: Sink + 'static> Drain<S> {
                         status: code,
                         body,
                     } => {
-                        metrics::counter!("adxexporter_pushes_total", "output" => name, "outcome" => reason, "status" => status).increment(1);
-                        metrics::counter!("adxexporter_dead_letters_total", "output" => name, "reason" => reason).increment(1);
+                        metrics::counter!(PUSHES, "output" => name, "outcome" => reason, "status" => status).increment(1);
+                        metrics::counter!(DEAD_LETTERS, "output" => name, "reason" => reason)
+                            .increment(1);
                         let why = match code {
                             Some(c) => format!("{reason} (HTTP {c})"),
                             None => reason.to_owned(),
                         };
-                        tracing::error!(output = name, %exporter, window_start = %start, window_end = %end, "push refused for good: {why}: {body}; dead-lettered");
+                        tracing::error!(
+                            output = name,
+                            "push refused for good: {why}: {body}; dead-lettered"
+                        );
                         blocking(move || wal.dead_letter(name, &id, &why, &body)).await
                     }
                     Disposition::Success => blocking(move || wal.ack(name, &id)).await,
@@ -244,6 +268,7 @@ mod tests {
             wal: wal.clone(),
             policy: BackoffPolicy::default(),
             concurrency: 1,
+            health: Arc::new(Health::default()),
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(drain.run(stop.clone()));

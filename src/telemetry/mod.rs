@@ -1,21 +1,34 @@
 //! Self-observability: structured logs, the Prometheus metrics recorder and the admin HTTP endpoints
-//! (`/metrics`, `/healthz`, `/readyz`). Nothing in the data path depends on this module; it only reads
-//! the [`Health`] flags the pipeline sets and renders what the `metrics` macros recorded.
+//! (`/metrics`, `/healthz`, `/readyz`). The data path only uses the metric names of [`metrics`] and
+//! reports to [`Health`]; this module renders what the `metrics` macros recorded and the probes'
+//! state. `/healthz` fails when a loop (scheduler, each drain) stops beating; `/readyz` until the WAL
+//! is open and the resource list has been read.
+//! [`metrics`] names every metric; [`gauges`] sets the state gauges periodically.
+//!
+//! Secrets: nothing here logs request headers or tokens; the Kusto token lives in a type whose
+//! `Debug` hides it (`query::auth`), and the tests run at `trace` level to prove none leaks.
 
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::LogFormat;
 use crate::time::{Span, Ticks};
+
+pub mod gauges;
+pub mod metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -34,7 +47,7 @@ pub enum TelemetryError {
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    use std::io::IsTerminal;
+    // Colours only for a person at a terminal, never in files or `kubectl logs`.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -42,16 +55,43 @@ pub fn init_logging(format: LogFormat) {
     // A second init (tests) keeps the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        // Fields of the enclosing span (exporter, window) ride along in `span`.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
     };
 }
 
-/// Installs the global metrics recorder; its handle renders `/metrics`.
+/// Gauges not set for this long (an exporter that is gone) drop out of `/metrics`.
+const GAUGE_IDLE: Duration = Duration::from_secs(300);
+
+/// The recorder's configuration: real histograms (not summaries) and idle gauges dropped.
+fn recorder_builder() -> Result<PrometheusBuilder, TelemetryError> {
+    let err = |e: metrics_exporter_prometheus::BuildError| TelemetryError::Recorder(e.to_string());
+    PrometheusBuilder::new()
+        .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE))
+        .set_buckets_for_metric(
+            Matcher::Full(metrics::QUERY_DURATION.into()),
+            metrics::QUERY_BUCKETS,
+        )
+        .map_err(err)?
+        .set_buckets_for_metric(
+            Matcher::Full(metrics::PUSH_DURATION.into()),
+            metrics::PUSH_BUCKETS,
+        )
+        .map_err(err)
+}
+
+/// Installs the global metrics recorder with every metric described; its handle renders `/metrics`.
 pub fn install_metrics() -> Result<PrometheusHandle, TelemetryError> {
-    let handle = PrometheusBuilder::new()
+    let handle = recorder_builder()?
         .install_recorder()
         .map_err(|e| TelemetryError::Recorder(e.to_string()))?;
-    metrics::gauge!("adxexporter_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::describe_all();
+    ::metrics::gauge!(metrics::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
 }
 
@@ -60,12 +100,15 @@ pub fn install_metrics() -> Result<PrometheusHandle, TelemetryError> {
 pub struct Health {
     wal_open: AtomicBool,
     resources_synced: AtomicBool,
-    /// Ticks of the last scheduler heartbeat; a wedged scheduler stops updating it.
-    heartbeat: AtomicI64,
+    /// Per loop: (ticks of its last beat, how long it may stay silent). A wedged loop stops beating.
+    beats: Mutex<BTreeMap<&'static str, (Ticks, Span)>>,
 }
 
 /// How long the scheduler may go without a heartbeat before `/healthz` fails.
-const WEDGED_AFTER: Span = Span(120 * crate::time::TICKS_PER_SECOND);
+pub const SCHEDULER_SILENCE: Span = Span(120 * crate::time::TICKS_PER_SECOND);
+/// How long a drain loop may go without finishing a round: a round pushes a batch of windows,
+/// which can take minutes against a slow receiver, so this is generous.
+pub const DRAIN_SILENCE: Span = Span(900 * crate::time::TICKS_PER_SECOND);
 
 impl Health {
     pub fn set_wal_open(&self) {
@@ -76,8 +119,15 @@ impl Health {
         self.resources_synced.store(true, Ordering::Relaxed);
     }
 
+    /// The scheduler's heartbeat.
     pub fn heartbeat(&self) {
-        self.heartbeat.store(Ticks::now().0, Ordering::Relaxed);
+        self.beat("scheduler", SCHEDULER_SILENCE, Ticks::now());
+    }
+
+    /// Loop `name` is alive at `now` and will beat again within `silence`.
+    pub fn beat(&self, name: &'static str, silence: Span, now: Ticks) {
+        let mut beats = self.beats.lock().unwrap_or_else(|p| p.into_inner());
+        beats.insert(name, (now, silence));
     }
 
     /// Ready when the WAL is open and the resource list has been read once (SPEC §9).
@@ -91,16 +141,18 @@ impl Health {
         Ok(())
     }
 
-    /// Alive unless the scheduler, once started, has stopped beating.
+    /// Alive unless a loop that has beaten once has stayed silent longer than it said it would.
     pub fn alive(&self, now: Ticks) -> Result<(), String> {
-        let beat = self.heartbeat.load(Ordering::Relaxed);
-        if beat != 0 && now.since(Ticks(beat)) > WEDGED_AFTER {
-            return Err(format!(
-                "scheduler wedged: last heartbeat at {}",
-                Ticks(beat)
-            ));
+        let beats = self.beats.lock().unwrap_or_else(|p| p.into_inner());
+        let wedged: Vec<String> = (beats.iter())
+            .filter(|(_, (last, silence))| now.since(*last) > *silence)
+            .map(|(name, (last, _))| format!("{name} wedged: last heartbeat at {last}"))
+            .collect();
+        if wedged.is_empty() {
+            Ok(())
+        } else {
+            Err(wedged.join("; "))
         }
-        Ok(())
     }
 }
 
@@ -160,4 +212,96 @@ pub async fn serve(
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::metrics::{ALL, Kind};
+
+    /// Renders what `record` recorded through a recorder configured like the real one.
+    fn render_with(record: impl FnOnce()) -> String {
+        let recorder = recorder_builder().unwrap().build_recorder();
+        let handle = recorder.handle();
+        ::metrics::with_local_recorder(&recorder, record);
+        handle.render()
+    }
+
+    #[test]
+    fn every_metric_is_described_and_rendered_with_its_type() {
+        let text = render_with(|| {
+            metrics::describe_all();
+            for m in ALL {
+                let labels: Vec<(&'static str, &'static str)> =
+                    m.labels.iter().map(|l| (*l, "x")).collect();
+                match m.kind {
+                    Kind::Counter => ::metrics::counter!(m.name, &labels).increment(1),
+                    Kind::Gauge => ::metrics::gauge!(m.name, &labels).set(1.0),
+                    Kind::Histogram => ::metrics::histogram!(m.name, &labels).record(0.5),
+                }
+            }
+        });
+        for m in ALL {
+            let kind = match m.kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+                Kind::Histogram => "histogram",
+            };
+            assert!(
+                text.contains(&format!("# HELP {} {}", m.name, m.help)),
+                "{} has no help text:\n{text}",
+                m.name
+            );
+            assert!(
+                text.contains(&format!("# TYPE {} {kind}", m.name)),
+                "{} is not rendered as a {kind}:\n{text}",
+                m.name
+            );
+        }
+    }
+
+    #[test]
+    fn healthz_fails_only_when_a_loop_stays_silent_too_long() {
+        let health = Health::default();
+        let t0 = Ticks::parse("2026-01-01T00:00:00Z").unwrap();
+        let at = |s: i64| t0.checked_add(Span::from_secs(s)).unwrap();
+        assert!(
+            health.alive(at(10_000)).is_ok(),
+            "alive before any loop ran"
+        );
+        health.beat("scheduler", SCHEDULER_SILENCE, t0);
+        health.beat("otlp", DRAIN_SILENCE, t0);
+        assert!(health.alive(at(120)).is_ok());
+        let why = health.alive(at(121)).unwrap_err();
+        assert!(why.starts_with("scheduler wedged"), "{why}");
+        health.beat("scheduler", SCHEDULER_SILENCE, at(900));
+        assert!(health.alive(at(900)).is_ok());
+        let why = health.alive(at(901)).unwrap_err();
+        assert!(why.starts_with("otlp wedged"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn the_probes_answer_503_until_the_state_is_right() {
+        let health = Arc::new(Health::default());
+        let state = || AdminState {
+            metrics: None,
+            health: health.clone(),
+        };
+        let ready = || async { readyz(State(state())).await.into_response().status() };
+        assert_eq!(
+            ready().await,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "WAL not open"
+        );
+        health.set_wal_open();
+        assert_eq!(ready().await, StatusCode::SERVICE_UNAVAILABLE, "not synced");
+        health.set_resources_synced();
+        assert_eq!(ready().await, StatusCode::OK);
+
+        let alive = || async { healthz(State(state())).await.into_response().status() };
+        assert_eq!(alive().await, StatusCode::OK);
+        let long_ago = Ticks::now().checked_sub(Span::from_secs(3600)).unwrap();
+        health.beat("scheduler", SCHEDULER_SILENCE, long_ago);
+        assert_eq!(alive().await, StatusCode::SERVICE_UNAVAILABLE);
+    }
 }

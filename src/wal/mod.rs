@@ -133,6 +133,7 @@
 //! assert!(wal.next_pending("remote_write", Ticks::now(), 16).unwrap().is_empty());
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -311,6 +312,10 @@ pub struct ExporterStats {
     pub forgotten: bool,
     pub records: u64,
     pub oldest_window: Option<Ticks>,
+    /// When the oldest of its records was appended (`RecordHeader::created`).
+    pub oldest_created: Option<Ticks>,
+    /// Windows still pending, by output name.
+    pub pending_by_output: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

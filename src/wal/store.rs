@@ -490,8 +490,9 @@ impl Wal {
     pub fn stats(&self) -> Result<WalStats, WalError> {
         let file_bytes = self.file_bytes();
         self.read(|tx| {
-            let (records, exporters) = exporter_stats(tx)?;
-            let (dead_letters, outputs) = output_stats(tx, &self.inner.config.outputs)?;
+            let (records, mut exporters) = exporter_stats(tx)?;
+            let (dead_letters, outputs) =
+                output_stats(tx, &self.inner.config.outputs, &mut exporters)?;
             let meta = tx.open_table(META).map_err(store)?;
             Ok(WalStats {
                 records,
@@ -1202,6 +1203,7 @@ fn exporter_stats(tx: &redb::ReadTransaction) -> Result<(u64, Vec<ExporterStats>
         stats
             .oldest_window
             .get_or_insert(Ticks(envelope.window_start));
+        stats.oldest_created = min_opt(stats.oldest_created, Ticks(envelope.created));
     }
     let table = tx.open_table(EXPORTERS).map_err(store)?;
     for entry in table.iter().map_err(store)? {
@@ -1224,9 +1226,11 @@ fn exporter_stats(tx: &redb::ReadTransaction) -> Result<(u64, Vec<ExporterStats>
 }
 
 /// (dead-letter count, per-output stats) for the configured outputs and any other holding rows.
+/// Also counts each exporter's pending windows per output into `exporters`.
 fn output_stats(
     tx: &redb::ReadTransaction,
     configured: &[String],
+    exporters: &mut [ExporterStats],
 ) -> Result<(u64, Vec<OutputStats>), WalError> {
     let mut outputs: BTreeMap<String, OutputStats> = configured
         .iter()
@@ -1243,6 +1247,13 @@ fn output_stats(
             .or_insert_with(|| OutputStats::new(output, false));
         stats.pending += 1;
         stats.oldest_pending = min_opt(stats.oldest_pending, Ticks(start));
+        // `exporters` is sorted by uid (it comes from a BTreeMap).
+        if let Ok(i) = exporters.binary_search_by(|e| e.uid.as_str().cmp(uid)) {
+            *exporters[i]
+                .pending_by_output
+                .entry(output.to_string())
+                .or_default() += 1;
+        }
         stats.next_attempt_at = min_opt(stats.next_attempt_at, Ticks(state.next_attempt_at));
     }
     let dead = tx.open_table(DEAD_LETTERS).map_err(store)?;
