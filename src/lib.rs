@@ -16,7 +16,7 @@
 //! - [`transform`]: pure `Table` → `WriteRequest`.
 //! - [`prompb`]: the remote-write messages every later stage carries.
 //! - [`sink`]: remote write and OTLP/HTTP outputs, retry classification and backoff.
-//! - [`wal`]: the durable store between the transform and the sinks.
+//! - [`wal`]: the durable store between the transform and the sinks; [`waltool`]: `adxexporter wal`.
 //! - [`shard`]: which StatefulSet replica runs which resource (rendezvous hashing).
 //! - [`time`]: Kusto ticks, RFC 3339, timespans and durations.
 #![forbid(unsafe_code)]
@@ -42,3 +42,4 @@ pub mod telemetry;
 pub mod time;
 pub mod transform;
 pub mod wal;
+pub mod waltool;

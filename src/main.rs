@@ -10,6 +10,7 @@ async fn main() -> ExitCode {
         Command::Check(args) => check(args),
         Command::Preview(args) => adxexporter::preview::run(args).await,
         Command::Run(args) => run(args).await,
+        Command::Wal(args) => adxexporter::waltool::run(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("adxexporter: {e:#}");

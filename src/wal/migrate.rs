@@ -96,7 +96,7 @@ pub(crate) fn prepare_with(
 }
 
 /// `None` for a store with no tables at all (new, or created by a crash before its first commit).
-pub(crate) fn read_version(db: &Database) -> Result<Option<u32>, MigrateError> {
+pub(crate) fn read_version(db: &impl ReadableDatabase) -> Result<Option<u32>, MigrateError> {
     let tx = db.begin_read().map_err(store)?;
     let meta = match tx.open_table(META) {
         Ok(meta) => meta,

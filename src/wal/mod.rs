@@ -81,7 +81,9 @@
 //!   (reason "output X is no longer configured"), so they neither block record removal nor vanish;
 //!   `requeue` restores them once the output is configured again, `purge` drops them.
 //! - The `adxexporter wal` subcommands open the store themselves, so they need the exporter stopped
-//!   (redb's file lock; [`WalError::Locked`] otherwise).
+//!   (redb's file lock; [`WalError::Locked`] otherwise). They use [`Wal::open_existing`], which
+//!   creates nothing, never migrates and skips the "output no longer configured" step above (the
+//!   tool does not know the outputs): opening changes nothing; only `requeue`/`purge` write.
 //!
 //! # Usage
 //!
@@ -373,6 +375,15 @@ impl WalFilter {
     }
 }
 
+/// How [`Wal::open_existing`] (the `adxexporter wal` tools) opens the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalAccess {
+    /// Reports: redb's read-only mode, which writes nothing to the file.
+    ReadOnly,
+    /// `requeue` and `purge`.
+    ReadWrite,
+}
+
 /// What `purge` drops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PurgeScope {
@@ -407,6 +418,24 @@ pub enum WalError {
         path.display()
     )]
     CorruptStore { path: PathBuf, detail: String },
+    #[error(
+        "no adxexporter WAL at {}: check --wal-dir (ADXEXPORTER_WAL_DIR); nothing was created",
+        path.display()
+    )]
+    NoStore { path: PathBuf },
+    #[error(
+        "{} has schema version {found}, older than this adxexporter's {current}: the wal tools never migrate; run `adxexporter run` once (it migrates on start) or use the adxexporter that wrote it",
+        path.display()
+    )]
+    NeedsMigration {
+        path: PathBuf,
+        found: u32,
+        current: u32,
+    },
+    #[error(
+        "the WAL was opened read-only (an `adxexporter wal` report) and cannot be changed through this handle (bug)"
+    )]
+    ReadOnly,
     #[error("cannot open the WAL {}: {source}", path.display())]
     Open {
         path: PathBuf,

@@ -10,8 +10,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use prost::Message;
 use redb::{
-    Builder, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, StorageError,
-    Table, TableDefinition, WriteTransaction,
+    Builder, Database, DatabaseError, Durability, ReadOnlyDatabase, ReadableDatabase,
+    ReadableTable, StorageError, Table, TableDefinition, TransactionError, WriteTransaction,
 };
 use tokio::sync::watch;
 
@@ -22,8 +22,8 @@ use super::record::{
 };
 use super::{
     DeadLetter, DeliveryState, ExporterRef, ExporterStats, ListedRecord, OutputStats,
-    PendingRecord, PurgeScope, RecordHeader, RecordId, WAL_FILE_NAME, WalConfig, WalError,
-    WalFilter, WalStats,
+    PendingRecord, PurgeScope, RecordHeader, RecordId, WAL_FILE_NAME, WalAccess, WalConfig,
+    WalError, WalFilter, WalStats,
 };
 use crate::prompb::WriteRequest;
 use crate::time::Ticks;
@@ -53,6 +53,8 @@ const META_USED_BYTES: &str = "used_bytes";
 const PAGE_BYTES: u64 = 4096;
 /// Leaf header, key and offsets stored next to a large value (an estimate).
 const VALUE_OVERHEAD_BYTES: u64 = 128;
+/// Page cache of a tool-opened store: it reads each row once.
+const TOOL_CACHE_BYTES: usize = 8 << 20;
 /// `maybe_compact` runs only when the file holds at least this much more than twice the live bytes.
 const COMPACT_SLACK_BYTES: u64 = 64 << 20;
 
@@ -97,11 +99,30 @@ pub struct Wal {
 
 struct Inner {
     /// Read-locked by every transaction; write-locked only by `compact`, which needs `&mut Database`.
-    db: RwLock<Database>,
+    db: RwLock<Db>,
     dir: PathBuf,
     path: PathBuf,
     config: WalConfig,
+    /// Opened by [`Wal::open_existing`] (the `adxexporter wal` tools): outputs are not known, so
+    /// `requeue` accepts every output and nothing is re-targeted on open.
+    tool: bool,
     changes: watch::Sender<u64>,
+}
+
+/// The redb handle: writable for the service and the tools' changes, read-only for the tools'
+/// reports (a read-only open writes nothing, not even redb's shutdown bookkeeping).
+enum Db {
+    Writable(Database),
+    ReadOnly(ReadOnlyDatabase),
+}
+
+impl Db {
+    fn begin_read(&self) -> Result<redb::ReadTransaction, TransactionError> {
+        match self {
+            Db::Writable(db) => db.begin_read(),
+            Db::ReadOnly(db) => db.begin_read(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Wal {
@@ -133,10 +154,11 @@ impl Wal {
         let (changes, _) = watch::channel(0);
         let wal = Wal {
             inner: Arc::new(Inner {
-                db: RwLock::new(db),
+                db: RwLock::new(Db::Writable(db)),
                 dir: dir.to_path_buf(),
                 path,
                 config,
+                tool: false,
                 changes,
             }),
         };
@@ -149,6 +171,63 @@ impl Wal {
             );
         }
         Ok(wal)
+    }
+
+    /// Open an existing store for the `adxexporter wal` tools without changing it: nothing is created
+    /// ([`WalError::NoStore`] instead), no migration runs ([`WalError::NeedsMigration`]), and pending
+    /// deliveries are never dead-lettered for unconfigured outputs (the tool does not know the
+    /// service's outputs; `requeue` therefore accepts any output). `max_bytes` only feeds `stats`.
+    /// [`WalAccess::ReadOnly`] writes nothing to the file (mutating calls fail with
+    /// [`WalError::ReadOnly`]), except that a store not closed cleanly (crash) is opened writable
+    /// so redb can repair it, as `run` would on start.
+    pub fn open_existing(dir: &Path, max_bytes: u64, access: WalAccess) -> Result<Wal, WalError> {
+        let path = dir.join(WAL_FILE_NAME);
+        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() > 0) {
+            return Err(WalError::NoStore { path });
+        }
+        let mut config = WalConfig::new(max_bytes, Vec::<String>::new());
+        config.cache_bytes = TOOL_CACHE_BYTES;
+        let db = match access {
+            WalAccess::ReadOnly => match open_read_only(&path, dir, &config)? {
+                Some(db) => Db::ReadOnly(db),
+                None => Db::Writable(open_database(&path, dir, &config)?),
+            },
+            WalAccess::ReadWrite => Db::Writable(open_database(&path, dir, &config)?),
+        };
+        let found = guard(&path, || match &db {
+            Db::Writable(db) => migrate::read_version(db),
+            Db::ReadOnly(db) => migrate::read_version(db),
+        })?
+        .map_err(|e| migrate_error(&path, e))?;
+        match found {
+            None => return Err(WalError::NoStore { path }),
+            Some(found) if found > migrate::SCHEMA_VERSION => {
+                return Err(WalError::SchemaTooNew {
+                    path,
+                    found,
+                    supported: migrate::SCHEMA_VERSION,
+                });
+            }
+            Some(found) if found < migrate::SCHEMA_VERSION => {
+                return Err(WalError::NeedsMigration {
+                    path,
+                    found,
+                    current: migrate::SCHEMA_VERSION,
+                });
+            }
+            Some(_) => {}
+        }
+        let (changes, _) = watch::channel(0);
+        Ok(Wal {
+            inner: Arc::new(Inner {
+                db: RwLock::new(db),
+                dir: dir.to_path_buf(),
+                path,
+                config,
+                tool: true,
+                changes,
+            }),
+        })
     }
 
     /// The store file, `<dir>/wal.redb`.
@@ -426,10 +505,12 @@ impl Wal {
     }
 
     /// Dead letters matching `filter` become pending again (attempts reset) for their output.
-    /// Dead letters of outputs not configured now are skipped. Returns how many were requeued.
+    /// Dead letters of outputs not configured now are skipped (opened by [`Wal::open_existing`]:
+    /// none are). Returns how many were requeued.
     /// All or nothing: [`WalError::RequeueConflict`] when one collides with a different record.
     pub fn requeue(&self, filter: &WalFilter) -> Result<usize, WalError> {
-        if let Some(output) = &filter.output {
+        let tool = self.inner.tool;
+        if let Some(output) = filter.output.as_ref().filter(|_| !tool) {
             self.check_output(output)?;
         }
         let configured: BTreeSet<&str> = self
@@ -444,7 +525,7 @@ impl Wal {
             let matching = t.matching_dead_letters(filter)?;
             let mut count = 0;
             for (output, id) in matching {
-                if !configured.contains(output.as_str()) {
+                if !tool && !configured.contains(output.as_str()) {
                     continue;
                 }
                 t.requeue_one(&output, &id)?;
@@ -634,11 +715,14 @@ impl Wal {
 
     /// Give freed pages back to the file system now. Blocks every other operation meanwhile.
     pub fn compact(&self) -> Result<bool, WalError> {
-        let mut db = self
+        let mut guard = self
             .inner
             .db
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Db::Writable(db) = &mut *guard else {
+            return Err(WalError::ReadOnly);
+        };
         let before = std::fs::metadata(&self.inner.path).map_or(0, |m| m.len());
         let compacted = db.compact().map_err(store)?;
         let after = std::fs::metadata(&self.inner.path).map_or(0, |m| m.len());
@@ -721,7 +805,7 @@ impl Wal {
         self.inner.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    fn db(&self) -> RwLockReadGuard<'_, Database> {
+    fn db(&self) -> RwLockReadGuard<'_, Db> {
         // A panic elsewhere cannot leave the store half-written (transactions), so poison is moot.
         self.inner
             .db
@@ -733,7 +817,10 @@ impl Wal {
         &self,
         body: impl FnOnce(&WriteTransaction) -> Result<T, WalError>,
     ) -> Result<T, WalError> {
-        let db = self.db();
+        let guard = self.db();
+        let Db::Writable(db) = &*guard else {
+            return Err(WalError::ReadOnly);
+        };
         let mut tx = db.begin_write().map_err(store)?;
         tx.set_durability(Durability::Immediate).map_err(store)?;
         tx.set_two_phase_commit(self.inner.config.two_phase_commit);
@@ -773,7 +860,28 @@ fn open_database(path: &Path, dir: &Path, config: &WalConfig) -> Result<Database
             builder.create(path)
         }
     })?;
-    opened.map_err(|e| match e {
+    opened.map_err(|e| open_error(e, path, dir))
+}
+
+/// Open the redb file read-only (no write at all); `None` when it needs a repair (not closed
+/// cleanly), which only a writable open does.
+fn open_read_only(
+    path: &Path,
+    dir: &Path,
+    config: &WalConfig,
+) -> Result<Option<ReadOnlyDatabase>, WalError> {
+    let mut builder = Builder::new();
+    builder.set_cache_size(config.cache_bytes);
+    match guard(path, || builder.open_read_only(path))? {
+        Ok(db) => Ok(Some(db)),
+        Err(DatabaseError::RepairAborted) => Ok(None),
+        Err(e) => Err(open_error(e, path, dir)),
+    }
+}
+
+/// What a failed redb open means for the operator.
+fn open_error(e: DatabaseError, path: &Path, dir: &Path) -> WalError {
+    match e {
         DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
             WalError::Locked {
                 dir: dir.to_path_buf(),
@@ -799,7 +907,7 @@ fn open_database(path: &Path, dir: &Path, config: &WalConfig) -> Result<Database
             path: path.to_path_buf(),
             source: other,
         },
-    })
+    }
 }
 
 /// redb may panic (debug assertions) on a file altered behind its back: report that as corruption
