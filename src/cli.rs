@@ -222,8 +222,10 @@ pub enum LogFormat {
     Text,
 }
 
+/// How to reach Kusto and who this instance is: shared by `run` and `preview`, so `preview` queries
+/// exactly as `run` would.
 #[derive(Debug, Clone, Args)]
-pub struct RunArgs {
+pub struct KustoArgs {
     /// This instance's labels, KEY=VALUE[,KEY=VALUE...] (repeatable): matched by spec.criteria, defined as _KEY in every query, sent as resource attributes.
     #[arg(
         long,
@@ -241,9 +243,18 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub kusto_endpoints: Vec<String>,
-    /// How to get Kusto tokens: auto (workload identity, managed identity, client secret, Azure CLI), none, or a token file.
+    /// How to get Kusto tokens: auto (workload identity, managed identity, client secret, Azure CLI; no token for http:// endpoints), none, or token-file:PATH.
     #[arg(long, env = "ADXEXPORTER_KUSTO_AUTH", default_value = "auto")]
     pub kusto_auth: String,
+    /// Kusto server-side query timeout.
+    #[arg(long, env = "ADXEXPORTER_KUSTO_SERVER_TIMEOUT", default_value = "4m", value_parser = parse_positive_duration)]
+    pub kusto_server_timeout: Span,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub kusto: KustoArgs,
     /// OTLP/HTTP metrics endpoint, used as given (e.g. http://collector:4318/v1/metrics).
     #[arg(long, env = "ADXEXPORTER_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<Url>,
@@ -300,9 +311,6 @@ pub struct RunArgs {
         default_value = "text"
     )]
     pub log_format: LogFormat,
-    /// Kusto server-side query timeout.
-    #[arg(long, env = "ADXEXPORTER_KUSTO_SERVER_TIMEOUT", default_value = "4m", value_parser = parse_positive_duration)]
-    pub kusto_server_timeout: Span,
     /// Kubernetes mode: replicas sharing the resources (the StatefulSet's replica count); each runs those rendezvous hashing of the uid gives its ordinal.
     #[arg(long, env = "ADXEXPORTER_REPLICAS", default_value = "1", value_parser = parse_replicas)]
     pub replicas: u32,
@@ -339,8 +347,8 @@ pub struct RunConfig {
 
 impl RunArgs {
     pub fn validate(self) -> Result<RunConfig, CliError> {
-        let cluster_labels = parse_cluster_labels(&self.cluster_labels)?;
-        let kusto_endpoints = parse_kusto_endpoints(&self.kusto_endpoints)?;
+        let cluster_labels = parse_cluster_labels(&self.kusto.cluster_labels)?;
+        let kusto_endpoints = parse_kusto_endpoints(&self.kusto.kusto_endpoints)?;
         for (flag, url) in [
             ("--otlp-endpoint", &self.otlp_endpoint),
             ("--remote-write-endpoint", &self.remote_write_endpoint),
@@ -363,7 +371,7 @@ impl RunArgs {
         Ok(RunConfig {
             cluster_labels,
             kusto_endpoints,
-            kusto_auth: self.kusto_auth,
+            kusto_auth: self.kusto.kusto_auth,
             otlp_endpoint: self.otlp_endpoint,
             remote_write_endpoint: self.remote_write_endpoint,
             resource_attributes,
@@ -378,7 +386,7 @@ impl RunArgs {
             max_request_bytes: self.max_request_bytes,
             shutdown_grace: self.shutdown_grace,
             log_format: self.log_format,
-            kusto_server_timeout: self.kusto_server_timeout,
+            kusto_server_timeout: self.kusto.kusto_server_timeout,
             shard,
         })
     }
@@ -392,26 +400,8 @@ pub struct PreviewArgs {
     /// Which resource of the file, when it holds several.
     #[arg(long, env = "ADXEXPORTER_NAME")]
     pub name: Option<String>,
-    /// Kusto endpoint per database, DB=URL[,DB=URL...] (repeatable).
-    #[arg(
-        long = "kusto-endpoint",
-        alias = "kusto-endpoints",
-        env = "ADXEXPORTER_KUSTO_ENDPOINT",
-        value_name = "DB=URL",
-        value_delimiter = ','
-    )]
-    pub kusto_endpoints: Vec<String>,
-    /// How to get Kusto tokens: auto, none, or a token file.
-    #[arg(long, env = "ADXEXPORTER_KUSTO_AUTH", default_value = "auto")]
-    pub kusto_auth: String,
-    /// Cluster labels, K=V[,K=V...] (repeatable), as `run` would have them.
-    #[arg(
-        long,
-        env = "ADXEXPORTER_CLUSTER_LABELS",
-        value_name = "K=V",
-        value_delimiter = ','
-    )]
-    pub cluster_labels: Vec<String>,
+    #[command(flatten)]
+    pub kusto: KustoArgs,
     /// Prefix joined with _ before every metric name.
     #[arg(long, env = "ADXEXPORTER_METRIC_NAME_PREFIX", default_value = "")]
     pub metric_name_prefix: String,
@@ -424,9 +414,6 @@ pub struct PreviewArgs {
     /// What "now" is (tests).
     #[arg(long, env = "ADXEXPORTER_NOW", hide = true, value_parser = parse_ticks)]
     pub now: Option<Ticks>,
-    /// Kusto server-side query timeout.
-    #[arg(long, env = "ADXEXPORTER_KUSTO_SERVER_TIMEOUT", default_value = "4m", value_parser = parse_positive_duration)]
-    pub kusto_server_timeout: Span,
 }
 
 /// `preview`'s flags, validated. Whether `window` is aligned to the resource's interval is for
@@ -457,13 +444,13 @@ impl PreviewArgs {
         Ok(PreviewConfig {
             file: self.file,
             name: self.name,
-            kusto_endpoints: parse_kusto_endpoints(&self.kusto_endpoints)?,
-            kusto_auth: self.kusto_auth,
-            cluster_labels: parse_cluster_labels(&self.cluster_labels)?,
+            kusto_endpoints: parse_kusto_endpoints(&self.kusto.kusto_endpoints)?,
+            kusto_auth: self.kusto.kusto_auth,
+            cluster_labels: parse_cluster_labels(&self.kusto.cluster_labels)?,
             metric_name_prefix: self.metric_name_prefix.trim().to_owned(),
             window,
             now: self.now,
-            kusto_server_timeout: self.kusto_server_timeout,
+            kusto_server_timeout: self.kusto.kusto_server_timeout,
         })
     }
 }
