@@ -8,8 +8,9 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 
-use super::retry::{Attempt, TransportFailure, parse_retry_after};
-use super::{MAX_RESPONSE_BODY, SinkError, USER_AGENT};
+use super::retry::{Attempt, Disposition, Protocol, TransportFailure, classify, parse_retry_after};
+use super::split::Chunk;
+use super::{Delivered, MAX_RESPONSE_BODY, PushFailure, PushResult, SinkError, USER_AGENT};
 
 /// What one POST produced, owned (the body is capped at [`MAX_RESPONSE_BODY`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +60,8 @@ impl Sent {
 /// A POST target with its fixed headers.
 #[derive(Debug, Clone)]
 pub struct Poster {
+    /// The output's name for logs: `remote_write`, `otlp`.
+    output: &'static str,
     client: reqwest::Client,
     endpoint: url::Url,
     headers: HeaderMap,
@@ -92,6 +95,7 @@ impl Poster {
             headers.insert(*name, HeaderValue::from_static(value));
         }
         Ok(Poster {
+            output,
             client,
             endpoint,
             headers,
@@ -162,4 +166,74 @@ async fn read_capped(
         }
     }
     Ok(out)
+}
+
+/// One request of a window, encoded and ready to send.
+pub struct Request<'w> {
+    /// The body, or why it could not be encoded (a permanent failure of the window).
+    pub body: Result<Bytes, String>,
+    /// Samples (OTLP: data points) it carries.
+    pub samples: usize,
+    /// Name of its first series, for the oversized-series warning.
+    pub first_series: &'w str,
+}
+
+/// Sends requests `first..chunks.len()` of one window in order, stopping at the first that does not
+/// succeed; the failure names that request so a retry resumes there. `encode(k)` builds request `k`;
+/// `accepted` reads a 2xx answer and returns the points the receiver rejected anyway (OTLP partial
+/// success). Shared by both sinks so they cannot drift apart in how a window is pushed.
+pub async fn send_window<'w>(
+    poster: &Poster,
+    protocol: Protocol,
+    chunks: &[Chunk],
+    first: usize,
+    limit: usize,
+    mut encode: impl FnMut(usize, &Chunk) -> Request<'w>,
+    accepted: impl Fn(&Sent) -> u64,
+) -> PushResult {
+    let mut delivered = Delivered {
+        window_requests: chunks.len(),
+        ..Delivered::default()
+    };
+    for (k, chunk) in chunks.iter().enumerate().skip(first) {
+        let request = encode(k, chunk);
+        if chunk.oversized {
+            tracing::warn!(
+                output = poster.output,
+                series = request.first_series,
+                bytes = chunk.bytes,
+                limit,
+                "one series is larger than max_request_bytes; sending it alone"
+            );
+            delivered.oversized_requests += 1;
+        }
+        let failure = |disposition, status| PushFailure {
+            disposition,
+            status,
+            failed_request: k,
+            window_requests: chunks.len(),
+        };
+        let body = match request.body {
+            Ok(b) => b,
+            Err(e) => {
+                let d = Disposition::Permanent {
+                    reason: "encode",
+                    status: None,
+                    body: e,
+                };
+                return Err(failure(d, None));
+            }
+        };
+        let sent = poster.post(body).await;
+        let text = sent.body_text();
+        match classify(protocol, &sent.attempt(&text)) {
+            Disposition::Success => {
+                delivered.requests += 1;
+                delivered.samples += request.samples;
+                delivered.rejected_points += accepted(&sent);
+            }
+            other => return Err(failure(other, sent.status())),
+        }
+    }
+    Ok(delivered)
 }

@@ -21,17 +21,14 @@ use flate2::write::GzEncoder;
 use prost::Message;
 use prost::encoding::encoded_len_varint;
 
-use super::http::{Poster, Sent};
+use super::http::{Poster, Request, Sent, send_window};
 use super::otlp_proto::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse, Gauge, InstrumentationScope,
     KeyValue, Metric, NumberDataPoint, Resource, ResourceMetrics, ScopeMetrics,
 };
-use super::retry::{Protocol, classify};
+use super::retry::Protocol;
 use super::split::{Chunk, pack};
-use super::{
-    DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT, Delivered, Disposition, PushFailure, PushResult,
-    Sink, SinkError,
-};
+use super::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT, PushResult, Sink, SinkError};
 use crate::prompb::{METRIC_NAME_LABEL, TimeSeries, WriteRequest};
 
 /// The instrumentation scope name on every request.
@@ -104,56 +101,25 @@ impl Sink for OtlpSink {
     async fn push_from(&self, window: &WriteRequest, first_request: usize) -> PushResult {
         let plan = self.template.plan(window, self.max_request_bytes);
         let mut encoder = OtlpEncoder::new(&self.template);
-        let requests = plan.chunks.len();
-        let mut delivered = Delivered {
-            window_requests: requests,
-            ..Delivered::default()
-        };
-        for (k, chunk) in plan.chunks.iter().enumerate().skip(first_request) {
+        let encode = |_, chunk: &Chunk| {
             let order = plan.order.get(chunk.range.clone()).unwrap_or_default();
-            if chunk.oversized {
-                tracing::warn!(
-                    output = "otlp",
-                    series = %order.first().and_then(|&i| window.timeseries.get(i)).map_or("", TimeSeries::metric_name),
-                    bytes = chunk.bytes,
-                    limit = self.max_request_bytes,
-                    "one series is larger than max_request_bytes; sending it alone"
-                );
-                delivered.oversized_requests += 1;
+            let series = || order.iter().filter_map(|&i| window.timeseries.get(i));
+            Request {
+                body: encoder.encode(window, order).map_err(|e| e.to_string()),
+                samples: series().map(|s| s.samples.len()).sum(),
+                first_series: series().next().map_or("", TimeSeries::metric_name),
             }
-            let failure = |disposition, status| PushFailure {
-                disposition,
-                status,
-                failed_request: k,
-                window_requests: requests,
-            };
-            let body = match encoder.encode(window, order) {
-                Ok(b) => b,
-                Err(e) => {
-                    let d = Disposition::Permanent {
-                        reason: "encode",
-                        status: None,
-                        body: e.to_string(),
-                    };
-                    return Err(failure(d, None));
-                }
-            };
-            let sent = self.poster.post(body).await;
-            let text = sent.body_text();
-            match classify(Protocol::Otlp, &sent.attempt(&text)) {
-                Disposition::Success => {
-                    delivered.requests += 1;
-                    delivered.samples += order
-                        .iter()
-                        .filter_map(|&i| window.timeseries.get(i))
-                        .map(|s| s.samples.len())
-                        .sum::<usize>();
-                    delivered.rejected_points += rejected_points(&sent);
-                }
-                other => return Err(failure(other, sent.status())),
-            }
-        }
-        Ok(delivered)
+        };
+        send_window(
+            &self.poster,
+            Protocol::Otlp,
+            &plan.chunks,
+            first_request,
+            self.max_request_bytes,
+            encode,
+            rejected_points,
+        )
+        .await
     }
 }
 

@@ -11,13 +11,10 @@
 
 use std::time::Duration;
 
-use super::http::Poster;
-use super::retry::{Protocol, classify};
+use super::http::{Poster, Request, send_window};
+use super::retry::Protocol;
 use super::split::{Chunk, pack};
-use super::{
-    DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT, Delivered, Disposition, PushFailure, PushResult,
-    Sink, SinkError,
-};
+use super::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT, PushResult, Sink, SinkError};
 use crate::prompb::{Label, Sample, TimeSeries, WriteRequest};
 use bytes::Bytes;
 use prost::encoding::{encode_varint, encoded_len_varint};
@@ -87,53 +84,27 @@ impl Sink for RemoteWriteSink {
     async fn push_from(&self, window: &WriteRequest, first_request: usize) -> PushResult {
         let chunks = split_window(window, self.max_request_bytes);
         let mut encoder = RemoteWriteEncoder::default();
-        let mut delivered = Delivered {
-            window_requests: chunks.len(),
-            ..Delivered::default()
-        };
-        for (k, chunk) in chunks.iter().enumerate().skip(first_request) {
+        let encode = |_, chunk: &Chunk| {
             let series = window
                 .timeseries
                 .get(chunk.range.clone())
                 .unwrap_or_default();
-            if chunk.oversized {
-                tracing::warn!(
-                    output = "remote_write",
-                    series = %series.first().map_or("", TimeSeries::metric_name),
-                    bytes = chunk.bytes,
-                    limit = self.max_request_bytes,
-                    "one series is larger than max_request_bytes; sending it alone"
-                );
-                delivered.oversized_requests += 1;
+            Request {
+                body: encoder.encode(series).map_err(|e| e.to_string()),
+                samples: series.iter().map(|s| s.samples.len()).sum(),
+                first_series: series.first().map_or("", TimeSeries::metric_name),
             }
-            let failure = |disposition, status| PushFailure {
-                disposition,
-                status,
-                failed_request: k,
-                window_requests: chunks.len(),
-            };
-            let body = match encoder.encode(series) {
-                Ok(b) => b,
-                Err(e) => {
-                    let reason = Disposition::Permanent {
-                        reason: "encode",
-                        status: None,
-                        body: e.to_string(),
-                    };
-                    return Err(failure(reason, None));
-                }
-            };
-            let sent = self.poster.post(body).await;
-            let text = sent.body_text();
-            match classify(Protocol::RemoteWrite, &sent.attempt(&text)) {
-                Disposition::Success => {
-                    delivered.requests += 1;
-                    delivered.samples += series.iter().map(|s| s.samples.len()).sum::<usize>();
-                }
-                other => return Err(failure(other, sent.status())),
-            }
-        }
-        Ok(delivered)
+        };
+        send_window(
+            &self.poster,
+            Protocol::RemoteWrite,
+            &chunks,
+            first_request,
+            self.max_request_bytes,
+            encode,
+            |_| 0,
+        )
+        .await
     }
 }
 
