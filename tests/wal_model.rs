@@ -2,7 +2,7 @@
 //! in-memory model; after every step the observable state (watermarks, `next_pending` per output,
 //! `next_due`, stats, dead letters, payloads) must agree.
 //!
-//! Default: 256 cases × up to 60 operations (≈ 7,700 operations, each a real fsynced commit;
+//! Default: 1,024 cases × up to 60 operations (≈ 30,000 operations, each a real fsynced commit;
 //! `PROPTEST_CASES` overrides the case count). Also here: the v1 fixture (regenerate with
 //! `WAL_WRITE_FIXTURE=1 cargo test --test wal_model write_v1_fixture`) and deterministic tests of
 //! open-time behaviour (schema too new, foreign file, lock, removed outputs, full store).
@@ -747,7 +747,7 @@ fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
+        .unwrap_or(1024)
 }
 
 proptest! {
