@@ -41,7 +41,7 @@
 //! |---|---|---|
 //! | `meta` | `&str` | `format` = `adxexporter-wal`, `schema_version` = u32 LE, `used_bytes` = u64 LE |
 //! | `records` | (exporter uid, window start) | `RecordEnvelope` v1: version, uid, namespace, name, generation, window start/end, created, compression, target outputs, payload length and CRC-32 |
-//! | `payloads` | (scope, uid, window start, chunk u32) | the `WriteRequest` protobuf, snappy raw (block) compressed, in chunks of 63 KiB; scope `""` = the live record, an output name = that output's dead-letter copy |
+//! | `payloads` | (scope, uid, window start, chunk u32) | the `WriteRequest` protobuf, snappy raw (block) compressed (plain when snappy saves under 10%: the envelope's `compression`), in chunks of 63 KiB; scope `""` = the live record, an output name = that output's dead-letter copy |
 //! | `pending` | (output, uid, window start) | `PendingState`: attempts, next_attempt_at, last_error |
 //! | `dead_letters` | (output, uid, window start) | `DeadLetterEnvelope` v1: reason, response body (≤ 4 KiB), time, attempts, the record's envelope |
 //! | `exporters` | uid | `ExporterState`: watermark (end of the newest appended window), forgotten, namespace, name |

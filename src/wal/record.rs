@@ -2,8 +2,11 @@
 //! one) and the payload codec. Pure: no IO, so every byte layout is unit-tested here.
 //!
 //! Payload = the prost-encoded `prompb::WriteRequest`, compressed with snappy raw (block) format —
-//! the exact body Prometheus remote write POSTs — and guarded by a CRC-32 because redb verifies its
+//! the exact body Prometheus remote write POSTs — or kept plain when snappy saves less than 10%
+//! (the envelope's `compression` says which), and guarded by a CRC-32 because redb verifies its
 //! page checksums only when it repairs a file, not on every read.
+
+use std::borrow::Cow;
 
 use prost::Message;
 
@@ -19,7 +22,7 @@ const MAX_DECOMPRESSED_BYTES: usize = 1 << 30;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
 #[repr(i32)]
 pub enum Compression {
-    /// The payload is the plain protobuf (never written by v1; accepted on read).
+    /// The payload is the plain protobuf: written when snappy saves less than 10%.
     None = 0,
     /// Snappy block format (`snap::raw`), as remote write sends it.
     SnappyRaw = 1,
@@ -136,13 +139,36 @@ pub enum RecordError {
     WriteRequest(String),
 }
 
-/// Compress an encoded `WriteRequest` for storage: (stored bytes, their CRC-32).
-pub fn encode_payload(write_request: &[u8]) -> Result<(Vec<u8>, u32), RecordError> {
-    let stored = snap::raw::Encoder::new()
+/// An encoded `WriteRequest` as it is stored: compressed or not, and the CRC-32 of the stored bytes.
+#[derive(Debug)]
+pub struct StoredPayload<'a> {
+    pub compression: Compression,
+    pub bytes: Cow<'a, [u8]>,
+    pub crc32: u32,
+}
+
+/// Compress an encoded `WriteRequest` for storage; kept plain ([`Compression::None`]) when snappy
+/// saves less than a tenth, since such bytes cost more to inflate on every read than they save.
+pub fn encode_payload(write_request: &[u8]) -> Result<StoredPayload<'_>, RecordError> {
+    let compressed = snap::raw::Encoder::new()
         .compress_vec(write_request)
         .map_err(|e| RecordError::Compress(e.to_string()))?;
-    let crc = crc32fast::hash(&stored);
-    Ok((stored, crc))
+    let (compression, bytes) = if worth_compressing(write_request.len(), compressed.len()) {
+        (Compression::SnappyRaw, Cow::Owned(compressed))
+    } else {
+        (Compression::None, Cow::Borrowed(write_request))
+    };
+    let crc32 = crc32fast::hash(&bytes);
+    Ok(StoredPayload {
+        compression,
+        bytes,
+        crc32,
+    })
+}
+
+/// Snappy output at most 90% of the input.
+fn worth_compressing(plain: usize, compressed: usize) -> bool {
+    compressed.saturating_mul(10) <= plain.saturating_mul(9)
 }
 
 /// Check stored payload bytes against the length and CRC their envelope records.
@@ -252,30 +278,64 @@ mod tests {
         }
     }
 
-    fn envelope_for(stored: &[u8], crc: u32) -> RecordEnvelope {
+    fn envelope_for(stored: &StoredPayload<'_>) -> RecordEnvelope {
         RecordEnvelope {
             version: RECORD_VERSION,
-            compression: Compression::SnappyRaw as i32,
-            payload_len: stored.len() as u64,
-            payload_crc32: crc,
+            compression: stored.compression as i32,
+            payload_len: stored.bytes.len() as u64,
+            payload_crc32: stored.crc32,
             ..Default::default()
+        }
+    }
+
+    /// Many series with repeated label names: snappy shrinks it well below 90%.
+    fn compressible_request() -> WriteRequest {
+        WriteRequest {
+            timeseries: (0..100).flat_map(|_| request().timeseries).collect(),
         }
     }
 
     #[test]
     fn payload_round_trips_through_snappy() {
-        let (stored, crc) = encode_payload(&request().encode_to_vec()).unwrap();
-        let envelope = envelope_for(&stored, crc);
-        assert_eq!(decode_payload(&envelope, &stored).unwrap(), request());
+        let plain = compressible_request().encode_to_vec();
+        let stored = encode_payload(&plain).unwrap();
+        assert_eq!(stored.compression, Compression::SnappyRaw);
+        let envelope = envelope_for(&stored);
+        assert_eq!(
+            decode_payload(&envelope, &stored.bytes).unwrap(),
+            compressible_request()
+        );
         // The stored bytes are exactly a remote-write body: snappy block of the protobuf.
-        let plain = snap::raw::Decoder::new().decompress_vec(&stored).unwrap();
-        assert_eq!(plain, request().encode_to_vec());
+        let inflated = snap::raw::Decoder::new()
+            .decompress_vec(&stored.bytes)
+            .unwrap();
+        assert_eq!(inflated, plain);
+    }
+
+    #[test]
+    fn payload_snappy_cannot_shrink_is_stored_plain() {
+        // One tiny series: snappy's own header makes it no smaller.
+        let plain = request().encode_to_vec();
+        let stored = encode_payload(&plain).unwrap();
+        assert_eq!(stored.compression, Compression::None);
+        assert_eq!(&*stored.bytes, plain.as_slice());
+        let envelope = envelope_for(&stored);
+        assert_eq!(decode_payload(&envelope, &stored.bytes).unwrap(), request());
+    }
+
+    #[test]
+    fn compression_must_save_a_tenth() {
+        assert!(worth_compressing(1000, 900));
+        assert!(!worth_compressing(1000, 901));
+        assert!(!worth_compressing(0, 1));
     }
 
     #[test]
     fn flipped_payload_byte_is_detected() {
-        let (mut stored, crc) = encode_payload(&request().encode_to_vec()).unwrap();
-        let envelope = envelope_for(&stored, crc);
+        let plain = compressible_request().encode_to_vec();
+        let stored = encode_payload(&plain).unwrap();
+        let envelope = envelope_for(&stored);
+        let mut stored = stored.bytes.into_owned();
         stored[3] ^= 0x40;
         assert!(matches!(
             decode_payload(&envelope, &stored),

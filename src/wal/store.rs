@@ -263,42 +263,51 @@ impl Wal {
     ) -> Result<RecordId, WalError> {
         validate_window(header)?;
         let outputs = self.resolve_outputs(&header.outputs)?;
-        let (stored, crc) =
-            record::encode_payload(write_request).map_err(|e| WalError::CorruptRecord {
-                id: header.id(),
-                detail: e.to_string(),
-            })?;
-        let envelope = envelope_of(header, outputs, &stored, crc);
         let id = header.id();
+        let payload = record::encode_payload(write_request).map_err(|e| corrupt(&id, e))?;
+        let allocated = allocation_estimate(payload.bytes.len() as u64);
+        let envelope = envelope_of(header, outputs, &payload);
+        let exporter = ExporterState {
+            watermark: header.window_end.0,
+            forgotten: false,
+            namespace: header.exporter.namespace.clone(),
+            name: header.exporter.name.clone(),
+        };
         let max = self.inner.config.max_bytes;
+        // Only the five tables an append touches, each opened once; `used` is read once.
         self.write(|tx| {
-            let mut t = WriteTables::open(tx)?;
-            let used = t.used()?;
+            let mut meta = tx.open_table(META).map_err(store)?;
+            let used = read_used(&meta)?;
             if used >= max {
                 return Err(WalError::Full { used, max });
             }
-            t.check_window(header)?;
-            if t.records.get(key(&id)).map_err(store)?.is_some() {
+            let mut exporters = tx.open_table(EXPORTERS).map_err(store)?;
+            check_window(&exporters, header)?;
+            let mut records = tx.open_table(RECORDS).map_err(store)?;
+            let replaced = records
+                .insert(key(&id), envelope.encode_to_vec().as_slice())
+                .map_err(store)?
+                .is_some();
+            if replaced {
+                // `write` aborts the transaction: the old record stays as it was.
                 return Err(WalError::DuplicateRecord { id: id.clone() });
             }
-            t.records
-                .insert(key(&id), envelope.encode_to_vec().as_slice())
-                .map_err(store)?;
-            write_payload(&mut t.payloads, LIVE, &id, &stored)?;
+            let mut payloads = tx.open_table(PAYLOADS).map_err(store)?;
+            write_payload(&mut payloads, LIVE, &id, &payload.bytes)?;
+            let mut pending = tx.open_table(PENDING).map_err(store)?;
             let due = PendingState::default().encode_to_vec();
             for output in &envelope.outputs {
-                t.pending
+                pending
                     .insert(output_key(output, &id), due.as_slice())
                     .map_err(store)?;
             }
-            t.add_used(allocation_estimate(stored.len() as u64) as i128)?;
-            let state = ExporterState {
-                watermark: header.window_end.0,
-                forgotten: false,
-                namespace: header.exporter.namespace.clone(),
-                name: header.exporter.name.clone(),
-            };
-            t.put_exporter(&header.exporter.uid, &state)?;
+            write_used(&mut meta, used.saturating_add(allocated))?;
+            exporters
+                .insert(
+                    header.exporter.uid.as_str(),
+                    exporter.encode_to_vec().as_slice(),
+                )
+                .map_err(store)?;
             Ok(())
         })?;
         self.notify();
@@ -421,8 +430,9 @@ impl Wal {
         record::decode_payload(&envelope, &stored).map_err(|e| corrupt(id, e))
     }
 
-    /// The stored payload, verified: the snappy block-compressed `WriteRequest` (see
-    /// [`Compression`]), which Prometheus remote write can POST as it is.
+    /// The stored payload, verified: the snappy block-compressed `WriteRequest`, which Prometheus
+    /// remote write can POST as it is, or the plain protobuf when snappy saved under 10% (see
+    /// [`Compression`]).
     pub fn read_payload_compressed(
         &self,
         id: &RecordId,
@@ -973,24 +983,7 @@ impl<'t> WriteTables<'t> {
     fn add_used(&mut self, delta: i128) -> Result<(), WalError> {
         let used = i128::from(self.used()?) + delta;
         let clamped = u64::try_from(used.max(0)).unwrap_or(u64::MAX);
-        self.meta
-            .insert(META_USED_BYTES, clamped.to_le_bytes().as_slice())
-            .map_err(store)?;
-        Ok(())
-    }
-
-    fn check_window(&self, header: &RecordHeader) -> Result<(), WalError> {
-        let Some(state) = read_exporter(&self.exporters, &header.exporter.uid)? else {
-            return Ok(());
-        };
-        if header.window_start.0 < state.watermark {
-            return Err(WalError::WindowBeforeWatermark {
-                exporter_uid: header.exporter.uid.clone(),
-                window_start: header.window_start,
-                watermark: Ticks(state.watermark),
-            });
-        }
-        Ok(())
+        write_used(&mut self.meta, clamped)
     }
 
     fn put_exporter(&mut self, uid: &str, state: &ExporterState) -> Result<(), WalError> {
@@ -1495,6 +1488,33 @@ fn read_used(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u
     Ok(u64::from_le_bytes(bytes))
 }
 
+fn write_used(
+    meta: &mut Table<'_, &'static str, &'static [u8]>,
+    used: u64,
+) -> Result<(), WalError> {
+    meta.insert(META_USED_BYTES, used.to_le_bytes().as_slice())
+        .map_err(store)?;
+    Ok(())
+}
+
+/// Refuse a window before the exporter's watermark: its key may still belong to an earlier append.
+fn check_window(
+    exporters: &impl ReadableTable<&'static str, &'static [u8]>,
+    header: &RecordHeader,
+) -> Result<(), WalError> {
+    let Some(state) = read_exporter(exporters, &header.exporter.uid)? else {
+        return Ok(());
+    };
+    if header.window_start.0 < state.watermark {
+        return Err(WalError::WindowBeforeWatermark {
+            exporter_uid: header.exporter.uid.clone(),
+            window_start: header.window_start,
+            watermark: Ticks(state.watermark),
+        });
+    }
+    Ok(())
+}
+
 fn validate_window(header: &RecordHeader) -> Result<(), WalError> {
     let (start, end) = (header.window_start, header.window_end);
     if header.exporter.uid.is_empty() || start < Ticks::MIN || end > Ticks::MAX || end <= start {
@@ -1510,8 +1530,7 @@ fn validate_window(header: &RecordHeader) -> Result<(), WalError> {
 fn envelope_of(
     header: &RecordHeader,
     outputs: Vec<String>,
-    stored: &[u8],
-    crc: u32,
+    payload: &record::StoredPayload<'_>,
 ) -> RecordEnvelope {
     RecordEnvelope {
         version: RECORD_VERSION,
@@ -1522,10 +1541,10 @@ fn envelope_of(
         window_start: header.window_start.0,
         window_end: header.window_end.0,
         created: header.created.0,
-        compression: Compression::SnappyRaw as i32,
+        compression: payload.compression as i32,
         outputs,
-        payload_len: stored.len() as u64,
-        payload_crc32: crc,
+        payload_len: payload.bytes.len() as u64,
+        payload_crc32: payload.crc32,
     }
 }
 
@@ -1615,6 +1634,48 @@ mod tests {
                 }],
             }],
         }
+    }
+
+    #[test]
+    fn payload_snappy_cannot_shrink_is_stored_plain_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = open(dir.path());
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let noise: String = (0..8192)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'!' + (x % 90) as u8)
+            })
+            .collect();
+        let mut noisy = request(1.0);
+        noisy.timeseries[0].labels.push(Label::new("noise", noise));
+        let id = wal.append(&header(&[]), &noisy).unwrap();
+        let (compression, stored) = wal.read_payload_compressed(&id).unwrap();
+        assert_eq!(compression, Compression::None);
+        assert_eq!(stored, noisy.encode_to_vec());
+        assert_eq!(wal.read_payload(&id).unwrap(), noisy);
+    }
+
+    #[test]
+    fn duplicate_append_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = open(dir.path());
+        let id = wal.append(&header(&[]), &request(1.0)).unwrap();
+        let used = wal.used_bytes().unwrap();
+        // Only reachable when the watermark row is gone (a store written before watermarks outlived records).
+        wal.write(|tx| {
+            let mut exporters = tx.open_table(EXPORTERS).map_err(store)?;
+            exporters.remove("uid-0").map_err(store)?;
+            Ok(())
+        })
+        .unwrap();
+        let err = wal.append(&header(&["otlp"]), &request(2.0)).unwrap_err();
+        assert!(matches!(err, WalError::DuplicateRecord { .. }), "{err}");
+        assert_eq!(wal.read_payload(&id).unwrap(), request(1.0));
+        assert_eq!(wal.used_bytes().unwrap(), used);
+        assert_eq!(wal.watermark("uid-0").unwrap(), None);
     }
 
     #[test]
