@@ -12,30 +12,8 @@ use adxexporter::sink::otlp::{OtlpEncoder, OtlpTemplate};
 use adxexporter::sink::remote_write::{RemoteWriteEncoder, split_window};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-const METRICS: [&str; 10] = [
-    "http_requests_total",
-    "http_errors_total",
-    "bytes_sent_total",
-    "bytes_received_total",
-    "gc_runs_total",
-    "cpu_usage_percent",
-    "memory_usage_bytes",
-    "request_latency_ms",
-    "queue_depth",
-    "disk_used_ratio",
-];
-const REGIONS: [&str; 10] = [
-    "eastus",
-    "eastus2",
-    "westus",
-    "westus2",
-    "centralus",
-    "northeurope",
-    "westeurope",
-    "uksouth",
-    "southeastasia",
-    "japaneast",
-];
+mod workload;
+use workload::{METRICS, REGIONS};
 
 /// `series` series (10 names × hosts) with `per_series` samples each, one minute apart.
 fn window(series: usize, per_series: usize) -> WriteRequest {

@@ -14,31 +14,10 @@ use adxexporter::time::Ticks;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+mod workload;
+use workload::{METRICS, REGIONS};
+
 const ROWS: usize = 1_000_000;
-const REGIONS: [&str; 10] = [
-    "eastus",
-    "eastus2",
-    "westus",
-    "westus2",
-    "centralus",
-    "northeurope",
-    "westeurope",
-    "southeastasia",
-    "japaneast",
-    "australiaeast",
-];
-const METRICS: [&str; 10] = [
-    "http_requests_total",
-    "http_errors_total",
-    "bytes_sent_total",
-    "bytes_received_total",
-    "gc_runs_total",
-    "cpu_usage_percent",
-    "memory_usage_bytes",
-    "request_latency_ms",
-    "queue_depth",
-    "disk_used_ratio",
-];
 
 /// Deterministic xorshift; the exact sequence does not matter, the shape does.
 struct Rng(u64);

@@ -10,31 +10,10 @@ use adxexporter::time::{TICKS_PER_SECOND, Ticks};
 use adxexporter::transform::{Mapping, MappingSpec, transform};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
+mod workload;
+use workload::{METRICS, REGIONS};
+
 const ROWS: usize = 1_000_000;
-const METRICS: [&str; 10] = [
-    "http_requests_total",
-    "http_errors_total",
-    "bytes_sent_total",
-    "bytes_received_total",
-    "gc_runs_total",
-    "cpu_usage_percent",
-    "memory_usage_bytes",
-    "request_latency_ms",
-    "queue_depth",
-    "disk_used_ratio",
-];
-const REGIONS: [&str; 10] = [
-    "eastus",
-    "eastus2",
-    "westus",
-    "westus2",
-    "centralus",
-    "northeurope",
-    "westeurope",
-    "uksouth",
-    "japaneast",
-    "australiaeast",
-];
 
 /// Rows in the generator's order: step → host → metric, timestamps with sub-second jitter.
 fn workload(rows: usize) -> Table {

@@ -48,6 +48,9 @@ use adxexporter::wal::{ExporterRef, RecordHeader, RecordId, Wal, WalConfig};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 
+mod workload;
+use workload::{METRICS, REGIONS};
+
 const SIZES: [usize; 3] = [64 << 10, 512 << 10, 4 << 20];
 const INTERVAL: i64 = 600_000_000;
 const BASE: i64 = 638_000_000_000_000_000;
@@ -82,31 +85,6 @@ fn incompressible(bytes: usize) -> WriteRequest {
         }],
     }
 }
-
-const METRICS: [&str; 10] = [
-    "http_requests_total",
-    "http_errors_total",
-    "bytes_sent_total",
-    "bytes_received_total",
-    "gc_runs_total",
-    "cpu_usage_percent",
-    "memory_usage_bytes",
-    "request_latency_ms",
-    "queue_depth",
-    "disk_used_ratio",
-];
-const REGIONS: [&str; 10] = [
-    "eastus",
-    "eastus2",
-    "westus",
-    "westus2",
-    "centralus",
-    "northeurope",
-    "westeurope",
-    "uksouth",
-    "southeastasia",
-    "japaneast",
-];
 
 /// A real window: series shaped like perf-anchors §1 (rows step → host → metric; labels `Host`,
 /// `Region`, `ServiceName`, `__name__`, `cluster`; one sample of a counter or gauge value at a

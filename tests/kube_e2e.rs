@@ -323,23 +323,8 @@ fn watermark(api: &FakeApi, name: &str) -> Option<i64> {
 /// resumes from the status watermark, which may lag the old owner's WAL by a few windows (allowed
 /// duplicates), and plain Prometheus would reject those with 400 and make delivery look unhealthy.
 fn prometheus_accepting_replays() -> Peer {
-    Peer::spawn_with(
-        "prometheus",
-        &common::system_bin("prometheus"),
-        &[
-            "--config.file={dir}/prometheus.yml",
-            "--storage.tsdb.path={dir}/tsdb",
-            "--web.listen-address=127.0.0.1:{port}",
-            "--web.enable-remote-write-receiver",
-        ],
-        "/-/ready",
-        |dir| {
-            std::fs::write(
-                dir.join("prometheus.yml"),
-                "global:\n  scrape_interval: 15s\nstorage:\n  tsdb:\n    out_of_order_time_window: 30m\nscrape_configs: []\n",
-            )
-            .expect("write prometheus.yml");
-        },
+    common::prometheus_with_config(
+        "global:\n  scrape_interval: 15s\nstorage:\n  tsdb:\n    out_of_order_time_window: 30m\nscrape_configs: []\n",
     )
 }
 

@@ -523,13 +523,7 @@ impl Wal {
         if let Some(output) = filter.output.as_ref().filter(|_| !tool) {
             self.check_output(output)?;
         }
-        let configured: BTreeSet<&str> = self
-            .inner
-            .config
-            .outputs
-            .iter()
-            .map(String::as_str)
-            .collect();
+        let configured = self.configured_outputs();
         let count = self.write(|tx| {
             let mut t = WriteTables::open(tx)?;
             let matching = t.matching_dead_letters(filter)?;
@@ -740,14 +734,18 @@ impl Wal {
         Ok(compacted)
     }
 
-    fn abandon_unconfigured_outputs(&self) -> Result<usize, WalError> {
-        let configured: BTreeSet<&str> = self
-            .inner
+    /// The configured output names, as a set.
+    fn configured_outputs(&self) -> BTreeSet<&str> {
+        self.inner
             .config
             .outputs
             .iter()
             .map(String::as_str)
-            .collect();
+            .collect()
+    }
+
+    fn abandon_unconfigured_outputs(&self) -> Result<usize, WalError> {
+        let configured = self.configured_outputs();
         self.write(|tx| {
             let mut t = WriteTables::open(tx)?;
             let mut stale = Vec::new();

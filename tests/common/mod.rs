@@ -172,6 +172,11 @@ pub fn duckdb_kql(init_sql: &Path) -> Peer {
 
 /// Prometheus 2.42 as a strict remote-write receiver with a fresh TSDB.
 pub fn prometheus() -> Peer {
+    prometheus_with_config("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
+}
+
+/// Prometheus 2.42 with this `prometheus.yml` (e.g. an out-of-order window), remote-write receiver on.
+pub fn prometheus_with_config(config: &str) -> Peer {
     Peer::spawn_with(
         "prometheus",
         &system_bin("prometheus"),
@@ -182,13 +187,7 @@ pub fn prometheus() -> Peer {
             "--web.enable-remote-write-receiver",
         ],
         "/-/ready",
-        |dir| {
-            std::fs::write(
-                dir.join("prometheus.yml"),
-                "global:\n  scrape_interval: 15s\nscrape_configs: []\n",
-            )
-            .expect("write prometheus.yml");
-        },
+        |dir| std::fs::write(dir.join("prometheus.yml"), config).expect("write prometheus.yml"),
     )
 }
 
