@@ -93,6 +93,9 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     let board = Arc::new(Board::default());
     let query_stop = CancellationToken::new();
     let drain_stop = CancellationToken::new();
+    // Two sets: the query side (source, scheduler) must have finished its in-flight appends before
+    // the drain side is asked to empty the WAL, or a window appended during shutdown stays behind.
+    let mut query_tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
     let mut tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
 
     let kube_client = match &config.manifests {
@@ -112,7 +115,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
                 config.metric_name_prefix.clone(),
             );
             let (health, stop) = (health.clone(), query_stop.clone());
-            tasks.spawn(async move {
+            query_tasks.spawn(async move {
                 source.run(tx, health, stop).await?;
                 Ok("source")
             });
@@ -142,7 +145,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
                 },
             );
             let (health, stop) = (health.clone(), query_stop.clone());
-            tasks.spawn(async move {
+            query_tasks.spawn(async move {
                 source.run(tx, health, stop).await?;
                 Ok("source")
             });
@@ -160,7 +163,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     });
     {
         let (rx, stop) = (rx.clone(), query_stop.clone());
-        tasks.spawn(async move {
+        query_tasks.spawn(async move {
             scheduler.run(rx, stop).await?;
             Ok("scheduler")
         });
@@ -208,18 +211,20 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
 
     let failure = tokio::select! {
         _ = shutdown.recv() => None,
-        ended = tasks.join_next() => Some(match ended {
-            Some(Ok(Ok(name))) => anyhow::anyhow!("the {name} task stopped unexpectedly"),
-            Some(Ok(Err(e))) => e,
-            Some(Err(join)) => anyhow::anyhow!("a task panicked: {join}"),
-            None => anyhow::anyhow!("no task running"),
-        }),
+        ended = query_tasks.join_next() => Some(unexpected_end(ended)),
+        ended = tasks.join_next() => Some(unexpected_end(ended)),
     };
     tracing::info!(
         "shutting down: querying stops, outputs get up to {} to drain",
         config.shutdown_grace
     );
     query_stop.cancel();
+    // An append that had started completes here, so the drain below pushes it too.
+    while let Some(ended) = query_tasks.join_next().await {
+        if let Ok(Err(e)) = ended {
+            tracing::warn!("during shutdown: {e:#}");
+        }
+    }
     if failure.is_none() {
         drain_within(&wal, config.shutdown_grace.to_std()).await;
     }
@@ -239,6 +244,18 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             tracing::info!("stopped");
             Ok(())
         }
+    }
+}
+
+/// Why a task that should run until shutdown ended.
+fn unexpected_end(
+    ended: Option<Result<anyhow::Result<&'static str>, tokio::task::JoinError>>,
+) -> anyhow::Error {
+    match ended {
+        Some(Ok(Ok(name))) => anyhow::anyhow!("the {name} task stopped unexpectedly"),
+        Some(Ok(Err(e))) => e,
+        Some(Err(join)) => anyhow::anyhow!("a task panicked: {join}"),
+        None => anyhow::anyhow!("no task running"),
     }
 }
 
