@@ -189,7 +189,7 @@ fn all_four_outputs_receive_the_same_samples() {
             }
             (code == 200 && windows(got.keys().cloned()).contains(&newest)).then_some(got)
         },
-        || String::new(),
+        String::new,
     );
     for (k, v) in &scraped {
         assert_eq!(oracle[k].to_bits(), v.to_bits(), "scraped {k:?}");

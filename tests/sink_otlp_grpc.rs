@@ -31,7 +31,10 @@ async fn rotel_receives_every_point_over_grpc() {
     let rotel = common::rotel(&sink.url);
     let window = awkward_window("adx_otlp_grpc", now_ms() - 60_000);
     // Small requests: the window goes out as several Export calls, in order.
-    let delivered = grpc(&rotel.grpc_url, 16 * 1024).push(&window).await.unwrap();
+    let delivered = grpc(&rotel.grpc_url, 16 * 1024)
+        .push(&window)
+        .await
+        .unwrap();
     assert!(delivered.requests > 1, "{delivered:?}");
     assert_eq!(delivered.requests, delivered.window_requests);
     assert_eq!(delivered.samples, window.sample_count());
@@ -94,20 +97,28 @@ async fn a_retry_resumes_at_the_failed_request() {
     let window = awkward_window("adx_otlp_grpc_resume", now_ms() - 60_000);
     let out = grpc(&rotel.grpc_url, 16 * 1024);
     let total = out.push(&window).await.unwrap().window_requests;
-    let _ = eventually("the first push to arrive", Duration::from_secs(30), || async {
-        let n = otlp_points(&received(&sink).await).len();
-        (n >= window.sample_count()).then_some(())
-    })
+    let _ = eventually(
+        "the first push to arrive",
+        Duration::from_secs(30),
+        || async {
+            let n = otlp_points(&received(&sink).await).len();
+            (n >= window.sample_count()).then_some(())
+        },
+    )
     .await;
     // Resuming at request 1 sends exactly the points of requests 1.. (request 0's are not re-sent).
     let resumed = out.push_from(&window, 1).await.unwrap();
     assert_eq!(resumed.requests, total - 1);
     assert!(resumed.samples < window.sample_count());
     let want = window.sample_count() + resumed.samples;
-    let _ = eventually("the resumed requests to arrive", Duration::from_secs(30), || async {
-        let n = otlp_points(&received(&sink).await).len();
-        (n >= want).then_some(())
-    })
+    let _ = eventually(
+        "the resumed requests to arrive",
+        Duration::from_secs(30),
+        || async {
+            let n = otlp_points(&received(&sink).await).len();
+            (n >= want).then_some(())
+        },
+    )
     .await;
     assert_eq!(otlp_points(&received(&sink).await).len(), want);
 }

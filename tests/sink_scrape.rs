@@ -56,9 +56,13 @@ async fn serve(timestamps: bool) -> (ScrapeSink, u16, CancellationToken) {
     let port = common::free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let stop = CancellationToken::new();
-    adxexporter::telemetry::serve(addr, scrape::router(&config.path, sink.pages()), stop.clone())
-        .await
-        .unwrap();
+    adxexporter::telemetry::serve(
+        addr,
+        scrape::router(&config.path, sink.pages()),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
     (sink, port, stop)
 }
 
@@ -78,12 +82,20 @@ async fn query(prom: &common::Peer, q: &str) -> BTreeMap<String, f64> {
 async fn prometheus_scrapes_the_newest_window_and_drops_vanished_series() {
     let (sink, port, stop) = serve(false).await;
     let ts = now_ms() - 60_000;
-    sink.deliver(&header("u1", ts), window("adx_scrape_m", &[("a", 1.5), ("b", -2.25)], ts), 0)
-        .await
-        .unwrap();
-    sink.deliver(&header("u2", ts), window("adx_scrape_n", &[("c", 7.0)], ts), 0)
-        .await
-        .unwrap();
+    sink.deliver(
+        &header("u1", ts),
+        window("adx_scrape_m", &[("a", 1.5), ("b", -2.25)], ts),
+        0,
+    )
+    .await
+    .unwrap();
+    sink.deliver(
+        &header("u2", ts),
+        window("adx_scrape_n", &[("c", 7.0)], ts),
+        0,
+    )
+    .await
+    .unwrap();
     let config = format!(
         "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: adxexporter\n    \
          metrics_path: /metrics\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
@@ -91,9 +103,11 @@ async fn prometheus_scrapes_the_newest_window_and_drops_vanished_series() {
     let prom = common::prometheus_with_config(&config);
 
     let first = BTreeMap::from([("a".to_owned(), 1.5), ("b".to_owned(), -2.25)]);
-    eventually("Prometheus to scrape window 1", Duration::from_secs(60), || async {
-        (query(&prom, "adx_scrape_m").await == first).then_some(())
-    })
+    eventually(
+        "Prometheus to scrape window 1",
+        Duration::from_secs(60),
+        || async { (query(&prom, "adx_scrape_m").await == first).then_some(()) },
+    )
     .await;
     assert_eq!(
         query(&prom, "adx_scrape_n").await,
@@ -101,19 +115,32 @@ async fn prometheus_scrapes_the_newest_window_and_drops_vanished_series() {
     );
 
     // The newer window lacks host b: it leaves the page, and Prometheus marks it stale.
-    sink.deliver(&header("u1", ts + 60_000), window("adx_scrape_m", &[("a", 3.0)], ts + 60_000), 0)
-        .await
-        .unwrap();
+    sink.deliver(
+        &header("u1", ts + 60_000),
+        window("adx_scrape_m", &[("a", 3.0)], ts + 60_000),
+        0,
+    )
+    .await
+    .unwrap();
     let page = get_text(&format!("http://127.0.0.1:{port}/metrics"), &[]).await;
-    assert_eq!(page, "adx_scrape_m{host=\"a\"} 3\nadx_scrape_n{host=\"c\"} 7\n");
+    assert_eq!(
+        page,
+        "adx_scrape_m{host=\"a\"} 3\nadx_scrape_n{host=\"c\"} 7\n"
+    );
     let second = BTreeMap::from([("a".to_owned(), 3.0)]);
-    eventually("b to go stale in Prometheus", Duration::from_secs(60), || async {
-        (query(&prom, "adx_scrape_m").await == second).then_some(())
-    })
+    eventually(
+        "b to go stale in Prometheus",
+        Duration::from_secs(60),
+        || async { (query(&prom, "adx_scrape_m").await == second).then_some(()) },
+    )
     .await;
     assert_eq!(query(&prom, "adx_scrape_n").await.len(), 1);
     let up = query(&prom, "up{job=\"adxexporter\"}").await;
-    assert_eq!(up.values().copied().collect::<Vec<_>>(), [1.0], "scrapes succeed");
+    assert_eq!(
+        up.values().copied().collect::<Vec<_>>(),
+        [1.0],
+        "scrapes succeed"
+    );
     stop.cancel();
 }
 
@@ -138,13 +165,18 @@ async fn a_100k_series_page_renders_without_stalling_the_runtime() {
         }
     };
     let deliver = async {
-        let d = sink.deliver(&header("big", 1_700_000_000_000), big, 0).await;
+        let d = sink
+            .deliver(&header("big", 1_700_000_000_000), big, 0)
+            .await;
         done.store(true, Ordering::Relaxed);
         d
     };
     let (delivered, ()) = tokio::join!(deliver, ticker);
     assert_eq!(delivered.unwrap().samples, n);
-    assert!(ticks.load(Ordering::Relaxed) > 0, "the runtime kept running");
+    assert!(
+        ticks.load(Ordering::Relaxed) > 0,
+        "the runtime kept running"
+    );
 
     let page = get_text(&format!("http://127.0.0.1:{port}/metrics"), &[]).await;
     assert_eq!(page.lines().count(), n);

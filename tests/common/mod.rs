@@ -252,7 +252,11 @@ pub fn rotel(sink_url: &str) -> Rotel {
     let log_path = dir.path().join("log");
     let log = std::fs::File::create(&log_path).unwrap();
     let child = Command::new(rotel_agent())
-        .args(["start", "--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
+        .args([
+            "start",
+            "--otlp-http-endpoint",
+            &format!("127.0.0.1:{http}"),
+        ])
         .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
         .args(["--exporter", "otlp", "--otlp-exporter-protocol", "http"])
         .args(["--otlp-exporter-endpoint", sink_url])
