@@ -1,7 +1,9 @@
-//! The OTLP/gRPC sink against a real gRPC receiver: rotel (a Rust OTLP collector from PyPI) accepts
+//! The OTLP/gRPC sink against real gRPC receivers: rotel (a Rust OTLP collector from PyPI) accepts
 //! `MetricsService/Export` and relays OTLP/HTTP to the Python sink, which decodes with the official
-//! `opentelemetry-proto` package. What arrives must be exactly the window's points, with our resource
-//! and scope. Status-code classification itself is table-tested in `sink::retry`.
+//! `opentelemetry-proto` package; and `tests/peers/otlp_grpc_sink.py`, the official `grpcio` server
+//! answering scripted gRPC statuses (with `google.rpc.RetryInfo` details) and partial successes.
+//! What arrives must be exactly the window's points, with our resource and scope; each status must
+//! map to the OTLP retry rule (the full table is unit-tested in `sink::retry`).
 
 mod common;
 mod sink_support;
@@ -10,6 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use adxexporter::sink::{Disposition, OtlpGrpcConfig, OtlpGrpcSink, Sink};
+use serde_json::json;
 use sink_support::*;
 
 fn resource() -> BTreeMap<String, String> {
@@ -121,4 +124,97 @@ async fn a_retry_resumes_at_the_failed_request() {
     )
     .await;
     assert_eq!(otlp_points(&received(&sink).await).len(), want);
+}
+
+/// The scriptable gRPC receiver (`tests/peers/otlp_grpc_sink.py`: the official `grpcio` server and
+/// `opentelemetry-proto` decoder) and its gRPC URL; `peer.url` is its control endpoint.
+fn grpc_receiver() -> (common::Peer, String) {
+    let script = common::repo_root().join("tests/peers/otlp_grpc_sink.py");
+    let grpc_port = common::free_port();
+    let peer = common::Peer::spawn(
+        "otlp-grpc-sink",
+        &common::venv_bin("python"),
+        &[
+            &script.display().to_string(),
+            &grpc_port.to_string(),
+            "{port}",
+        ],
+        "/",
+    );
+    (peer, format!("http://127.0.0.1:{grpc_port}"))
+}
+
+#[tokio::test]
+async fn grpc_status_codes_and_retry_info_from_a_real_grpc_server() {
+    let (receiver, url) = grpc_receiver();
+    let out = grpc(&url, 1 << 20);
+    let window = awkward_window("adx_otlp_grpc_codes", now_ms() - 60_000);
+
+    let cases = [
+        (
+            json!({"code": "UNAVAILABLE", "message": "restarting", "retry_delay": 2.5}),
+            Disposition::Retry {
+                after: Some(Duration::from_millis(2500)),
+                reason: "unavailable",
+            },
+        ),
+        (
+            json!({"code": "RESOURCE_EXHAUSTED", "message": "slow down", "retry_delay": 1}),
+            Disposition::Retry {
+                after: Some(Duration::from_secs(1)),
+                reason: "throttled",
+            },
+        ),
+        (
+            json!({"code": "RESOURCE_EXHAUSTED", "message": "quota gone"}),
+            Disposition::Permanent {
+                reason: "resource_exhausted",
+                status: None,
+                body: "gRPC RESOURCE_EXHAUSTED: quota gone".into(),
+            },
+        ),
+        (
+            json!({"code": "INVALID_ARGUMENT", "message": "bad point"}),
+            Disposition::Permanent {
+                reason: "rejected",
+                status: None,
+                body: "gRPC INVALID_ARGUMENT: bad point".into(),
+            },
+        ),
+        (
+            json!({"code": "DEADLINE_EXCEEDED"}),
+            Disposition::Retry {
+                after: None,
+                reason: "timeout",
+            },
+        ),
+    ];
+    for (entry, want) in cases {
+        script(&receiver, json!([entry.clone()])).await;
+        let failure = out.push(&window).await.unwrap_err();
+        assert_eq!(failure.disposition, want, "{entry}");
+        assert_eq!(failure.failed_request, 0);
+    }
+
+    // Partial success: delivered, the rejected points counted.
+    script(
+        &receiver,
+        json!([{"partial_rejected": 3, "message": "3 too old"}]),
+    )
+    .await;
+    let delivered = out.push(&window).await.unwrap();
+    assert_eq!(delivered.rejected_points, 3);
+
+    // Every request (gzip-compressed: grpcio decompresses it before the handler) decoded to exactly
+    // the window's points.
+    let records = received(&receiver).await;
+    assert_eq!(records.len(), 6);
+    for r in &records {
+        let mut got = otlp_points(std::slice::from_ref(r));
+        let mut want = expected_otlp_points(&window);
+        let key = |p: &Point| (p.0.clone(), p.1.clone(), p.2);
+        got.sort_by_key(key);
+        want.sort_by_key(key);
+        assert_same_points(&got, &want);
+    }
 }
