@@ -3,7 +3,8 @@
 //! OTLP/gRPC (rotel, relaying to a second Python decoder) and the scrape page (scraped by a second,
 //! real Prometheus through `static_configs`) — and a second resource whose `spec.outputs` selects
 //! only the scrape page. Every output must hold exactly the oracle's samples: the push outputs every
-//! delivered window, the scrape page each exporter's newest one.
+//! delivered window, the scrape page each exporter's newest one. Deleting that resource removes its
+//! page.
 //!
 //! The dataset also covers the next half hour, so every window the exporter completes while the test
 //! runs has data and the page never shows an empty newest window; the outputs are compared once they
@@ -197,6 +198,19 @@ fn all_four_outputs_receive_the_same_samples() {
     for host in HOSTS {
         assert!(scraped.contains_key(&(host.to_owned(), newest)), "{host}");
     }
+
+    // Deleting the scrape-only resource removes its page; the other exporter's page stays.
+    std::fs::remove_file(manifests.join("scrape-only.yaml")).unwrap();
+    let page = eventually(
+        "the deleted resource's page to go",
+        LIMIT,
+        || {
+            let page = http_get(scrape_port, "/metrics")?.1;
+            page_samples(&page, SCRAPE_ONLY).is_empty().then_some(page)
+        },
+        || exporter.log_tail(),
+    );
+    assert_eq!(page_samples(&page, METRIC).len(), HOSTS.len(), "{page}");
 
     assert!(exporter.terminate(LIMIT).success());
 }
