@@ -170,30 +170,27 @@ impl Sink for OtlpGrpcSink {
                 delivered.oversized_requests += 1;
             }
             let body = Bytes::copy_from_slice(encoder.encode_raw(window, order));
-            match self.export(body).await {
+            let disposition = match self.export(body).await {
                 Ok(response) => {
-                    delivered.requests += 1;
-                    delivered.samples += series().map(|s| s.samples.len()).sum::<usize>();
                     delivered.rejected_points += rejected_points(&response);
+                    Disposition::Success
                 }
-                Err(status) => {
-                    let disposition = classify_grpc(
-                        status.code(),
-                        retry_delay(status.details()),
-                        status.message(),
-                    );
-                    if disposition == Disposition::Success {
-                        delivered.requests += 1;
-                        continue;
-                    }
-                    return Err(PushFailure {
-                        disposition,
-                        status: None,
-                        failed_request: k,
-                        window_requests: plan.chunks.len(),
-                    });
-                }
+                Err(status) => classify_grpc(
+                    status.code(),
+                    retry_delay(status.details()),
+                    status.message(),
+                ),
+            };
+            if disposition != Disposition::Success {
+                return Err(PushFailure {
+                    disposition,
+                    status: None,
+                    failed_request: k,
+                    window_requests: plan.chunks.len(),
+                });
             }
+            delivered.requests += 1;
+            delivered.samples += series().map(|s| s.samples.len()).sum::<usize>();
         }
         Ok(delivered)
     }

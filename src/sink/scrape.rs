@@ -28,7 +28,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-use super::{Delivered, PushResult, Sink};
+use super::{Delivered, Disposition, PushFailure, PushResult, Sink};
 use crate::exposition::latest_to_text;
 use tokio_util::sync::CancellationToken;
 
@@ -160,9 +160,23 @@ impl Sink for ScrapeSink {
         let result = delivered(&window);
         let timestamps = self.timestamps;
         // Rendering 100k series takes tens of milliseconds: not on an async worker.
-        let text = tokio::task::spawn_blocking(move || latest_to_text(&window, timestamps))
-            .await
-            .unwrap_or_default();
+        let text =
+            match tokio::task::spawn_blocking(move || latest_to_text(&window, timestamps)).await {
+                Ok(text) => text,
+                // A render that panicked is a bug: keep the old page and dead-letter the window, loudly.
+                Err(e) => {
+                    return Err(PushFailure {
+                        disposition: Disposition::Permanent {
+                            reason: "encode",
+                            status: None,
+                            body: format!("rendering the scrape page failed: {e}"),
+                        },
+                        status: None,
+                        failed_request: 0,
+                        window_requests: 1,
+                    });
+                }
+            };
         self.pages
             .replace(&header.exporter.uid, header.window_end, Bytes::from(text));
         Ok(result)
