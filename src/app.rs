@@ -22,7 +22,10 @@ use crate::query::{KustoAuth, KustoClient, KustoConfig};
 use crate::schedule::scheduler::{Scheduler, SchedulerContext};
 use crate::sink::backoff::BackoffPolicy;
 use crate::sink::drain::Drain;
-use crate::sink::{OtlpConfig, OtlpSink, Output, RemoteWriteConfig, RemoteWriteSink, Sink};
+use crate::sink::{
+    OtlpConfig, OtlpGrpcConfig, OtlpGrpcSink, OtlpSink, Output, RemoteWriteConfig, RemoteWriteSink,
+    ScrapePages, ScrapeSink, Sink, scrape,
+};
 use crate::source::Snapshot;
 use crate::source::kube::{Filter, KubeSource};
 use crate::source::manifests::ManifestSource;
@@ -60,6 +63,16 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     }
 
     let outputs = build_outputs(&config)?;
+    // The scrape page gets its own listener (never the self-metrics port).
+    let scrape_pages = outputs.iter().find_map(|o| match o {
+        Output::Scrape(s) => Some(s.pages()),
+        _ => None,
+    });
+    if let (Some(addr), Some(pages)) = (config.scrape_addr, &scrape_pages) {
+        let router = scrape::router(&config.scrape.path, pages.clone());
+        admin.push(telemetry::serve(addr, router, admin_stop.clone()).await?);
+        tracing::info!(%addr, path = %config.scrape.path, "scrape output listening");
+    }
     let names: Vec<String> = outputs.iter().map(|o| o.name().to_owned()).collect();
     std::fs::create_dir_all(&config.wal_dir)
         .with_context(|| format!("cannot create --wal-dir {}", config.wal_dir.display()))?;
@@ -166,6 +179,13 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         query_tasks.spawn(async move {
             scheduler.run(rx, stop).await?;
             Ok("scheduler")
+        });
+    }
+    if let Some(pages) = scrape_pages {
+        let (rx, stop) = (rx.clone(), drain_stop.clone());
+        tasks.spawn(async move {
+            scrape::follow(pages, rx, stop).await;
+            Ok("scrape pages")
         });
     }
     for output in outputs {
@@ -282,6 +302,15 @@ fn build_outputs(config: &RunConfig) -> anyhow::Result<Vec<Output>> {
         let mut c = OtlpConfig::new(url.clone(), config.resource_attributes.clone());
         c.max_request_bytes = max_request_bytes;
         outputs.push(Output::Otlp(OtlpSink::new(c)?));
+    }
+    if let Some(url) = &config.otlp_grpc_endpoint {
+        let mut c = OtlpGrpcConfig::new(url.clone(), config.resource_attributes.clone());
+        c.max_request_bytes = max_request_bytes;
+        outputs.push(Output::OtlpGrpc(OtlpGrpcSink::new(c)?));
+    }
+    if config.scrape_addr.is_some() {
+        let pages = Arc::new(ScrapePages::default());
+        outputs.push(Output::Scrape(ScrapeSink::new(&config.scrape, pages)));
     }
     Ok(outputs)
 }

@@ -48,9 +48,19 @@ pub enum CliError {
     #[error("--cluster-labels: {key:?} would redefine {ident}, which holds the window: rename it")]
     LabelRedefinesWindow { key: String, ident: String },
     #[error(
-        "no output configured: set --otlp-endpoint URL (ADXEXPORTER_OTLP_ENDPOINT) and/or --remote-write-endpoint URL (ADXEXPORTER_REMOTE_WRITE_ENDPOINT)"
+        "no output configured: set at least one of --otlp-endpoint URL (ADXEXPORTER_OTLP_ENDPOINT), --remote-write-endpoint URL (ADXEXPORTER_REMOTE_WRITE_ENDPOINT), --otlp-grpc-endpoint URL (ADXEXPORTER_OTLP_GRPC_ENDPOINT), --scrape-port PORT (ADXEXPORTER_SCRAPE_PORT)"
     )]
     NoOutput,
+    #[error("--scrape-path {0:?} must start with / and contain no spaces, ? or #: e.g. /metrics")]
+    BadScrapePath(String),
+    #[error(
+        "--scrape-port {scrape} clashes with {flag} {other}: the scrape page needs its own port"
+    )]
+    ScrapePortClash {
+        scrape: SocketAddr,
+        flag: &'static str,
+        other: SocketAddr,
+    },
     #[error("--start {start} must be before --end {end}")]
     EmptyWindow { start: Ticks, end: Ticks },
     #[error(transparent)]
@@ -261,6 +271,18 @@ pub struct RunArgs {
     /// Prometheus remote-write endpoint (e.g. http://prometheus:9090/api/v1/write).
     #[arg(long, env = "ADXEXPORTER_REMOTE_WRITE_ENDPOINT", value_name = "URL")]
     pub remote_write_endpoint: Option<Url>,
+    /// OTLP/gRPC receiver, http://HOST:PORT (e.g. http://collector:4317); plaintext only for now.
+    #[arg(long, env = "ADXEXPORTER_OTLP_GRPC_ENDPOINT", value_name = "URL")]
+    pub otlp_grpc_endpoint: Option<Url>,
+    /// Port (or HOST:PORT) serving the scrape output: each exporter's newest window for Prometheus to scrape (off unless set).
+    #[arg(long, env = "ADXEXPORTER_SCRAPE_PORT", value_name = "PORT", value_parser = parse_listen_addr)]
+    pub scrape_port: Option<SocketAddr>,
+    /// Path of the scrape page.
+    #[arg(long, env = "ADXEXPORTER_SCRAPE_PATH", default_value = "/metrics")]
+    pub scrape_path: String,
+    /// Print each sample's own timestamp on the scrape page (default: none, Prometheus stamps scrape time).
+    #[arg(long, env = "ADXEXPORTER_SCRAPE_TIMESTAMPS")]
+    pub scrape_timestamps: bool,
     /// Extra OTLP resource attributes, K=V[,K=V...] (repeatable); they override cluster labels.
     #[arg(
         long,
@@ -327,6 +349,10 @@ pub struct RunConfig {
     pub kusto_auth: String,
     pub otlp_endpoint: Option<Url>,
     pub remote_write_endpoint: Option<Url>,
+    pub otlp_grpc_endpoint: Option<Url>,
+    /// Where the scrape page listens, when the scrape output is on.
+    pub scrape_addr: Option<SocketAddr>,
+    pub scrape: crate::sink::ScrapeConfig,
     /// Cluster labels overlaid by `--add-resource-attributes`.
     pub resource_attributes: BTreeMap<String, String>,
     pub metric_name_prefix: String,
@@ -357,8 +383,35 @@ impl RunArgs {
                 check_http(flag, url.as_str(), url)?;
             }
         }
-        if self.otlp_endpoint.is_none() && self.remote_write_endpoint.is_none() {
+        if let Some(url) = &self.otlp_grpc_endpoint {
+            check_grpc(url)?;
+        }
+        if self.otlp_endpoint.is_none()
+            && self.remote_write_endpoint.is_none()
+            && self.otlp_grpc_endpoint.is_none()
+            && self.scrape_port.is_none()
+        {
             return Err(CliError::NoOutput);
+        }
+        let scrape_path = self.scrape_path.trim().to_owned();
+        if !scrape_path.starts_with('/')
+            || scrape_path.contains(|c: char| c.is_whitespace() || c == '?' || c == '#')
+        {
+            return Err(CliError::BadScrapePath(self.scrape_path));
+        }
+        if let Some(scrape) = self.scrape_port {
+            for (flag, other) in [
+                ("--metrics-port", self.metrics_port),
+                ("--health-probe-port", self.health_probe_port),
+            ] {
+                if other.port() == scrape.port() {
+                    return Err(CliError::ScrapePortClash {
+                        scrape,
+                        flag,
+                        other,
+                    });
+                }
+            }
         }
         let extra = parse_pairs("--add-resource-attributes", &self.add_resource_attributes)?;
         let mut resource_attributes = cluster_labels.clone();
@@ -374,6 +427,12 @@ impl RunArgs {
             kusto_auth: self.kusto.kusto_auth,
             otlp_endpoint: self.otlp_endpoint,
             remote_write_endpoint: self.remote_write_endpoint,
+            otlp_grpc_endpoint: self.otlp_grpc_endpoint,
+            scrape_addr: self.scrape_port,
+            scrape: crate::sink::ScrapeConfig {
+                path: scrape_path,
+                timestamps: self.scrape_timestamps,
+            },
             resource_attributes,
             metric_name_prefix: self.metric_name_prefix.trim().to_owned(),
             wal_dir: self.wal_dir,
@@ -592,6 +651,22 @@ fn check_http(flag: &'static str, item: &str, url: &Url) -> Result<(), CliError>
         item: item.to_owned(),
         reason: "use an http:// or https:// URL with a host".into(),
     })
+}
+
+/// An OTLP/gRPC target: `http://HOST[:PORT]` (TLS is not implemented yet, so `https` is refused).
+fn check_grpc(url: &Url) -> Result<(), CliError> {
+    let bad = |reason: &str| CliError::BadUrl {
+        flag: "--otlp-grpc-endpoint",
+        item: url.to_string(),
+        reason: reason.to_owned(),
+    };
+    match url.scheme() {
+        "http" if url.has_host() => Ok(()),
+        "https" => Err(bad(
+            "TLS for OTLP/gRPC is not implemented yet: use http://HOST:PORT (plaintext)",
+        )),
+        _ => Err(bad("use http://HOST:PORT, e.g. http://collector:4317")),
+    }
 }
 
 /// A byte size: `1073741824`, `1GiB`, `512MiB`, `64KiB`, `4MB` (decimal), `1.5GiB`; more than 0.
@@ -824,6 +899,38 @@ mod tests {
         assert_eq!(err, CliError::NoOutput);
         assert!(err.to_string().contains("--otlp-endpoint"));
         assert!(run(&["--remote-write-endpoint", "http://p:9090/api/v1/write"]).is_ok());
+    }
+
+    #[test]
+    fn grpc_and_scrape_are_outputs_of_their_own() {
+        let c = run(&["--otlp-grpc-endpoint", "http://collector:4317"]).unwrap();
+        assert_eq!(
+            c.otlp_grpc_endpoint.unwrap().as_str(),
+            "http://collector:4317/"
+        );
+        assert_eq!(c.scrape_addr, None, "scrape is off by default");
+        let c = run(&["--scrape-port", "9464"]).unwrap();
+        assert_eq!(c.scrape_addr.unwrap().port(), 9464);
+        assert_eq!(c.scrape.path, "/metrics");
+        assert!(!c.scrape.timestamps);
+        let c = run(&[
+            "--scrape-port=:9464",
+            "--scrape-path=/kusto",
+            "--scrape-timestamps",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.scrape.path.as_str(), c.scrape.timestamps),
+            ("/kusto", true)
+        );
+        let e = run(&["--otlp-grpc-endpoint", "https://collector:4317"]).unwrap_err();
+        assert!(e.to_string().contains("TLS"), "{e}");
+        let e = run(&["--otlp-grpc-endpoint", "collector:4317"]).unwrap_err();
+        assert!(e.to_string().contains("--otlp-grpc-endpoint"), "{e}");
+        let e = run(&["--scrape-port", "8080"]).unwrap_err();
+        assert!(e.to_string().contains("--metrics-port"), "{e}");
+        let e = run(&["--scrape-port", "9464", "--scrape-path", "metrics"]).unwrap_err();
+        assert_eq!(e, CliError::BadScrapePath("metrics".into()));
     }
 
     #[test]

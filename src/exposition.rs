@@ -1,4 +1,5 @@
-//! Prometheus text exposition of a [`WriteRequest`]: what `adxexporter preview` prints.
+//! Prometheus text exposition of a [`WriteRequest`]: what `adxexporter preview` prints ([`to_text`]),
+//! and the scrape output's "current state" page of one window ([`latest_to_text`]).
 //!
 //! One line per sample, `name{a="x",b="y"} value timestamp_ms`, no `# TYPE`/`# HELP` lines (every
 //! exported metric is a gauge; the lines add nothing a reader needs). The output is stable so it can
@@ -12,7 +13,7 @@
 
 use std::fmt::Write as _;
 
-use crate::prompb::{Label, METRIC_NAME_LABEL, WriteRequest};
+use crate::prompb::{Label, METRIC_NAME_LABEL, Sample, WriteRequest};
 
 /// The whole request as exposition text, one `\n`-terminated line per sample.
 pub fn to_text(req: &WriteRequest) -> String {
@@ -39,6 +40,43 @@ pub fn to_text(req: &WriteRequest) -> String {
             write_value(&mut out, s.value);
             let _ = writeln!(out, " {}", s.timestamp);
         }
+    }
+    out
+}
+
+/// The scrape page of one window: one line per series holding its newest sample (the series'
+/// current state), sorted like [`to_text`], with the sample's timestamp only when `timestamps`.
+/// A series listed twice in the window (not produced by the transform) appears once, newest sample.
+pub fn latest_to_text(req: &WriteRequest, timestamps: bool) -> String {
+    let mut series: Vec<(&str, Vec<&Label>, &Sample)> = (req.timeseries.iter())
+        .filter_map(|ts| {
+            // max_by_key keeps the last of equal timestamps: the transform keeps the last too.
+            let newest = ts.samples.iter().max_by_key(|s| s.timestamp)?;
+            let others = (ts.labels.iter())
+                .filter(|l| l.name != METRIC_NAME_LABEL)
+                .collect();
+            Some((ts.metric_name(), others, newest))
+        })
+        .collect();
+    series.sort_by(|a, b| (a.0, &a.1, a.2.timestamp).cmp(&(b.0, &b.1, b.2.timestamp)));
+    // After the sort, duplicates of one series are adjacent with the newest last.
+    series.dedup_by(|later, earlier| {
+        let same = (later.0, &later.1) == (earlier.0, &earlier.1);
+        if same {
+            std::mem::swap(later, earlier);
+        }
+        same
+    });
+
+    let mut out = String::with_capacity(series.len() * 64);
+    for (name, labels, sample) in series {
+        write_series_prefix(&mut out, name, &labels);
+        out.push(' ');
+        write_value(&mut out, sample.value);
+        if timestamps {
+            let _ = write!(out, " {}", sample.timestamp);
+        }
+        out.push('\n');
     }
     out
 }
@@ -184,6 +222,21 @@ mod tests {
             )],
         };
         assert_eq!(to_text(&req), "m{v=\"a\\\\b\\\"c\\nd\"} 1 1\n");
+    }
+
+    #[test]
+    fn the_scrape_page_holds_each_series_newest_sample_once() {
+        let req = WriteRequest {
+            timeseries: vec![
+                series(&[("__name__", "b"), ("x", "2")], &[(2.0, 20), (1.0, 10)]),
+                series(&[("__name__", "a")], &[(0.5, 30)]),
+                series(&[("__name__", "c")], &[]),
+                // The same series twice: the newer sample wins wherever it is listed.
+                series(&[("__name__", "b"), ("x", "2")], &[(7.0, 15)]),
+            ],
+        };
+        assert_eq!(latest_to_text(&req, false), "a 0.5\nb{x=\"2\"} 2\n");
+        assert_eq!(latest_to_text(&req, true), "a 0.5 30\nb{x=\"2\"} 2 20\n");
     }
 
     #[test]

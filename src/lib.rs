@@ -15,7 +15,7 @@
 //! - [`query`]: the Kusto REST client, its frame parser and the `Table`/`Value` types.
 //! - [`transform`]: pure `Table` → `WriteRequest`.
 //! - [`prompb`]: the remote-write messages every later stage carries.
-//! - [`sink`]: remote write and OTLP/HTTP outputs, retry classification and backoff.
+//! - [`sink`]: outputs (remote write, OTLP/HTTP, OTLP/gRPC, the scrape page), retry classification and backoff.
 //! - [`wal`]: the durable store between the transform and the sinks; [`waltool`]: `adxexporter wal`.
 //! - [`shard`]: which StatefulSet replica runs which resource (rendezvous hashing).
 //! - [`time`]: Kusto ticks, RFC 3339, timespans and durations.

@@ -188,7 +188,7 @@ fn run_without_an_output_says_which_flags_to_set() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("no output configured: set --otlp-endpoint URL (ADXEXPORTER_OTLP_ENDPOINT) and/or --remote-write-endpoint URL"),
+        stderr(&out).contains("no output configured: set at least one of --otlp-endpoint URL (ADXEXPORTER_OTLP_ENDPOINT), --remote-write-endpoint URL"),
         "{}",
         stderr(&out)
     );
@@ -293,6 +293,10 @@ fn every_run_flag_has_help_and_env() {
         "--shutdown-grace",
         "--log-format",
         "--kusto-server-timeout",
+        "--otlp-grpc-endpoint",
+        "--scrape-port",
+        "--scrape-path",
+        "--scrape-timestamps",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
         let env = format!(

@@ -315,3 +315,95 @@ fn every_flag_in_the_statefulset_is_one_adxexporter_run_accepts() {
         );
     }
 }
+
+/// Applies RFC 6902 `add`/`replace` operations (all the scrape overlay uses) to `doc`.
+fn apply_json_patch(doc: &mut serde_json::Value, ops: &serde_json::Value) {
+    for op in ops.as_array().expect("a JSON patch is a list") {
+        let path = op["path"].as_str().expect("op.path");
+        let (parent, last) = path.rsplit_once('/').expect("a pointer with a parent");
+        let last = last.replace("~1", "/").replace("~0", "~");
+        let target = doc
+            .pointer_mut(parent)
+            .unwrap_or_else(|| panic!("{parent} is not in the StatefulSet"));
+        let value = op["value"].clone();
+        match (op["op"].as_str(), target) {
+            (Some("add"), serde_json::Value::Array(a)) if last == "-" => a.push(value),
+            (Some("add" | "replace"), serde_json::Value::Object(m)) => {
+                let old = m.insert(last.clone(), value);
+                if op["op"] == "replace" {
+                    assert!(old.is_some(), "replace of a missing {path}");
+                }
+            }
+            (other, _) => panic!("unsupported op {other:?} at {path}"),
+        }
+    }
+}
+
+#[test]
+fn the_scrape_overlay_turns_the_output_on_and_points_the_annotations_at_it() {
+    let root = common::repo_root();
+    let overlay: serde_json::Value = serde_saphyr::from_str(
+        &fs::read_to_string(root.join("deploy/scrape-output/kustomization.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(overlay["resources"][0], "../kubernetes");
+    let patch = &overlay["patches"][0];
+    assert_eq!(patch["target"]["kind"], "StatefulSet");
+    let ops: serde_json::Value =
+        serde_saphyr::from_str(patch["patch"].as_str().expect("an inline patch")).unwrap();
+    let mut sts: serde_json::Value = serde_saphyr::from_str(
+        &fs::read_to_string(root.join("deploy/kubernetes/statefulset.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(patch["target"]["name"], sts["metadata"]["name"]);
+    let base_args = sts["spec"]["template"]["spec"]["containers"][0]["args"].clone();
+    assert!(
+        !base_args.to_string().contains("--scrape-port"),
+        "the base keeps the scrape output off"
+    );
+    apply_json_patch(&mut sts, &ops);
+
+    let pod = &sts["spec"]["template"];
+    let container = &pod["spec"]["containers"][0];
+    let port: u16 = (container["args"].as_array().unwrap().iter())
+        .filter_map(|a| a.as_str()?.strip_prefix("--scrape-port="))
+        .map(|p| p.parse().expect("a port number"))
+        .next()
+        .expect("the overlay passes --scrape-port");
+    let ports: Vec<(&str, u64)> = (container["ports"].as_array().unwrap().iter())
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["containerPort"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(ports.contains(&("scrape", u64::from(port))), "{ports:?}");
+    assert!(
+        ports.iter().filter(|(_, p)| *p == u64::from(port)).count() == 1,
+        "the scrape page has its own port: {ports:?}"
+    );
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(annotations["adx-mon/scrape"], "true");
+    assert_eq!(annotations["adx-mon/port"], port.to_string());
+    // No --scrape-path in the overlay: the annotation must name the default path.
+    assert!(!ops.to_string().contains("--scrape-path"));
+    assert_eq!(annotations["adx-mon/path"], "/metrics");
+
+    // And `adxexporter run` accepts the patched arguments.
+    let args: Vec<String> = (container["args"].as_array().unwrap().iter())
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let help = Command::new(env!("CARGO_BIN_EXE_adxexporter"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for arg in args.iter().filter_map(|a| a.strip_prefix("--")) {
+        let flag = format!("--{}", arg.split('=').next().unwrap());
+        assert!(
+            help.contains(&format!("{flag} ")),
+            "{flag} is not a run flag"
+        );
+    }
+}

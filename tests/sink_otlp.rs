@@ -7,7 +7,6 @@ mod sink_support;
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use adxexporter::prompb::WriteRequest;
@@ -169,71 +168,10 @@ fn the_opentelemetry_proto_crate_decodes_our_bytes() {
     assert_same_points(&got, &expected_otlp_points(&window));
 }
 
-/// rotel (`rotel-agent` from the PyPI wheel) receiving OTLP/HTTP and exporting OTLP/HTTP to `sink`.
-struct Rotel {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Rotel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn rotel_agent() -> std::path::PathBuf {
-    let python = common::venv_bin("python");
-    let venv = python
-        .parent()
-        .and_then(|p| p.parent())
-        .unwrap()
-        .to_path_buf();
-    let lib = venv.join("lib");
-    for entry in std::fs::read_dir(&lib).unwrap().flatten() {
-        let candidate = entry.path().join("site-packages/rotel/rotel-agent");
-        if candidate.exists() {
-            return candidate;
-        }
-    }
-    panic!(
-        "rotel-agent not found under {}: run tests/peers/setup.sh (pip install rotel)",
-        lib.display()
-    );
-}
-
-async fn rotel(sink_url: &str) -> Rotel {
-    let port = common::free_port();
-    let grpc = common::free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let log = std::fs::File::create(dir.path().join("log")).unwrap();
-    let child = Command::new(rotel_agent())
-        .args([
-            "start",
-            "--otlp-http-endpoint",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
-        .args(["--exporter", "otlp", "--otlp-exporter-protocol", "http"])
-        .args([
-            "--otlp-exporter-endpoint",
-            sink_url,
-            "--batch-timeout",
-            "100ms",
-        ])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start rotel-agent");
-    let mut rotel = Rotel {
-        child,
-        url: format!("http://127.0.0.1:{port}/v1/metrics"),
-        _dir: dir,
-    };
-    // rotel has no readiness endpoint: an empty export request answers 200 once it listens.
+/// rotel relaying to `sink`, once its OTLP/HTTP receiver answers an empty export (it has no
+/// readiness endpoint).
+async fn rotel(sink_url: &str) -> common::Rotel {
+    let rotel = common::rotel(sink_url);
     let url = rotel.url.clone();
     eventually("rotel to accept OTLP/HTTP", Duration::from_secs(30), || {
         let url = url.clone();
@@ -248,7 +186,6 @@ async fn rotel(sink_url: &str) -> Rotel {
         }
     })
     .await;
-    assert!(rotel.child.try_wait().unwrap().is_none(), "rotel exited");
     rotel
 }
 

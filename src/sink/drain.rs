@@ -134,7 +134,9 @@ impl<S: Sink + 'static> Drain<S> {
         };
         let started = Instant::now();
         let first = usize::try_from(record.resume_from).unwrap_or(0);
-        let result = self.sink.push_from(&payload, first).await;
+        let result = (self.sink)
+            .deliver(&record.header, Arc::new(payload), first)
+            .await;
         metrics::histogram!(PUSH_DURATION, "output" => name)
             .record(started.elapsed().as_secs_f64());
         let wal = self.wal.clone();

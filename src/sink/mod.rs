@@ -1,6 +1,7 @@
-//! Outputs (SPEC §7): Prometheus remote write 1.0 and OTLP/HTTP, each a [`Sink`] that pushes one
-//! window's [`WriteRequest`] and reports precisely what happened so the drain loop (WAL cursor, retry
-//! state, dead letters) can act on it.
+//! Outputs (SPEC §7): Prometheus remote write 1.0, OTLP/HTTP, OTLP/gRPC ([`otlp_grpc`]) and the
+//! Prometheus scrape page ([`scrape`]), each a [`Sink`] that delivers one window's [`WriteRequest`]
+//! and reports precisely what happened so the drain loop (WAL cursor, retry state, dead letters) can
+//! act on it. Each is a named WAL output with its own cursor, so any combination runs at once.
 //!
 //! Flow inside a push: [`split`] cuts the window into requests none larger than `max_request_bytes`
 //! (uncompressed protobuf), never splitting a series; each request is encoded (prompb + snappy block, or
@@ -27,17 +28,23 @@
 pub mod backoff;
 pub mod http;
 pub mod otlp;
+pub mod otlp_grpc;
 pub mod otlp_proto;
 pub mod remote_write;
 pub mod retry;
+pub mod scrape;
 pub mod split;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use crate::prompb::WriteRequest;
+use crate::wal::RecordHeader;
 pub use otlp::{OtlpConfig, OtlpSink};
+pub use otlp_grpc::{OtlpGrpcConfig, OtlpGrpcSink};
 pub use remote_write::{RemoteWriteConfig, RemoteWriteSink};
 pub use retry::{Disposition, Protocol};
+pub use scrape::{ScrapeConfig, ScrapePages, ScrapeSink};
 
 /// Default bound on one request's uncompressed protobuf size.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
@@ -60,6 +67,8 @@ pub enum SinkError {
     RequestLimitTooSmall { output: &'static str, got: usize },
     #[error("gzip level for the OTLP output must be 0..=9, got {0}")]
     GzipLevel(u32),
+    #[error("--otlp-grpc-endpoint {endpoint}: {reason}")]
+    GrpcEndpoint { endpoint: String, reason: String },
 }
 
 /// A window fully delivered (from `first_request` on).
@@ -111,12 +120,27 @@ pub trait Sink: Send + Sync {
     fn push(&self, window: &WriteRequest) -> impl Future<Output = PushResult> + Send {
         self.push_from(window, 0)
     }
+
+    /// What the drain loop calls: the WAL record's header (which exporter, which window) and the
+    /// window, owned so a sink can hand it to a blocking thread. Push outputs ignore the header; the
+    /// scrape page keys its state by exporter.
+    fn deliver(
+        &self,
+        header: &RecordHeader,
+        window: Arc<WriteRequest>,
+        first_request: usize,
+    ) -> impl Future<Output = PushResult> + Send {
+        let _ = header;
+        async move { self.push_from(&window, first_request).await }
+    }
 }
 
 /// The configured outputs, as one concrete type the wiring can hold in a `Vec`.
 pub enum Output {
     RemoteWrite(RemoteWriteSink),
     Otlp(OtlpSink),
+    OtlpGrpc(OtlpGrpcSink),
+    Scrape(ScrapeSink),
 }
 
 impl Sink for Output {
@@ -124,6 +148,8 @@ impl Sink for Output {
         match self {
             Output::RemoteWrite(s) => s.name(),
             Output::Otlp(s) => s.name(),
+            Output::OtlpGrpc(s) => s.name(),
+            Output::Scrape(s) => s.name(),
         }
     }
 
@@ -131,6 +157,20 @@ impl Sink for Output {
         match self {
             Output::RemoteWrite(s) => s.push_from(window, first_request).await,
             Output::Otlp(s) => s.push_from(window, first_request).await,
+            Output::OtlpGrpc(s) => s.push_from(window, first_request).await,
+            Output::Scrape(s) => s.push_from(window, first_request).await,
+        }
+    }
+
+    async fn deliver(
+        &self,
+        header: &RecordHeader,
+        window: Arc<WriteRequest>,
+        first_request: usize,
+    ) -> PushResult {
+        match self {
+            Output::Scrape(s) => s.deliver(header, window, first_request).await,
+            other => other.push_from(&window, first_request).await,
         }
     }
 }

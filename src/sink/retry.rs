@@ -14,6 +14,13 @@
 //! Note: Prometheus 2.42 answers 500 for duplicate label names and for `too old sample`, which the
 //! remote-write spec makes retryable: the drain loop must cap attempts and dead-letter after that.
 //! `reason` strings are a small fixed set so they can be metric label values.
+//!
+//! OTLP/gRPC answers with a gRPC status instead ([`classify_grpc`], the OTLP spec's table):
+//! CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE and DATA_LOSS retry;
+//! RESOURCE_EXHAUSTED retries only when the server attached a `RetryInfo` (it can recover), else it
+//! is permanent; every other code (INVALID_ARGUMENT, UNAUTHENTICATED, UNIMPLEMENTED, INTERNAL, …) is
+//! permanent. A `RetryInfo` delay is honoured like `Retry-After`. Connection failures reach us as
+//! UNAVAILABLE (tonic's mapping), so they retry.
 
 use std::time::{Duration, SystemTime};
 
@@ -125,6 +132,64 @@ fn transport_reason(failure: TransportFailure) -> &'static str {
         TransportFailure::Connect => "connect",
         TransportFailure::Timeout => "timeout",
         TransportFailure::Broken => "connection_broken",
+    }
+}
+
+/// Classifies an OTLP/gRPC answer: its status code, the `RetryInfo` delay if the server sent one,
+/// and its message (kept as the dead-letter body).
+pub fn classify_grpc(
+    code: tonic::Code,
+    retry_info: Option<Duration>,
+    message: &str,
+) -> Disposition {
+    use tonic::Code;
+    let retry = |reason| Disposition::Retry {
+        after: retry_info,
+        reason,
+    };
+    let permanent = |reason| Disposition::Permanent {
+        reason,
+        status: None,
+        body: format!("gRPC {}: {message}", grpc_code_name(code)),
+    };
+    match code {
+        Code::Ok => Disposition::Success,
+        Code::Unavailable => retry("unavailable"),
+        Code::DeadlineExceeded => retry("timeout"),
+        Code::Cancelled => retry("cancelled"),
+        Code::Aborted | Code::OutOfRange | Code::DataLoss => retry("server_error"),
+        Code::ResourceExhausted if retry_info.is_some() => retry("throttled"),
+        Code::ResourceExhausted => permanent("resource_exhausted"),
+        Code::Unauthenticated | Code::PermissionDenied => permanent("unauthorized"),
+        Code::Unimplemented => permanent("unimplemented"),
+        Code::Internal | Code::Unknown => permanent("server_error"),
+        Code::InvalidArgument | Code::NotFound | Code::AlreadyExists | Code::FailedPrecondition => {
+            permanent("rejected")
+        }
+    }
+}
+
+/// The canonical upper-case name of a gRPC code, as the OTLP spec writes it.
+pub fn grpc_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
@@ -282,6 +347,73 @@ mod tests {
             })
             .collect();
         assert!(all.len() <= 8, "{all:?}");
+    }
+
+    #[test]
+    fn grpc_codes_follow_the_otlp_table() {
+        use tonic::Code;
+        let wait = Some(Duration::from_secs(4));
+        let retryable = [
+            (Code::Cancelled, "cancelled"),
+            (Code::DeadlineExceeded, "timeout"),
+            (Code::Aborted, "server_error"),
+            (Code::OutOfRange, "server_error"),
+            (Code::Unavailable, "unavailable"),
+            (Code::DataLoss, "server_error"),
+        ];
+        for (code, reason) in retryable {
+            assert_eq!(
+                classify_grpc(code, None, "m"),
+                Disposition::Retry {
+                    after: None,
+                    reason
+                },
+                "{code:?}"
+            );
+            assert_eq!(
+                classify_grpc(code, wait, "m"),
+                Disposition::Retry {
+                    after: wait,
+                    reason
+                },
+                "{code:?} honours RetryInfo"
+            );
+        }
+        let permanent = [
+            (Code::Unknown, "server_error"),
+            (Code::InvalidArgument, "rejected"),
+            (Code::NotFound, "rejected"),
+            (Code::AlreadyExists, "rejected"),
+            (Code::PermissionDenied, "unauthorized"),
+            (Code::FailedPrecondition, "rejected"),
+            (Code::Unimplemented, "unimplemented"),
+            (Code::Internal, "server_error"),
+            (Code::Unauthenticated, "unauthorized"),
+            (Code::ResourceExhausted, "resource_exhausted"),
+        ];
+        for (code, reason) in permanent {
+            let got = classify_grpc(code, None, "bad points");
+            let Disposition::Permanent {
+                reason: r,
+                status,
+                body,
+            } = got
+            else {
+                panic!("{code:?} must be permanent, got {got:?}");
+            };
+            assert_eq!((r, status), (reason, None), "{code:?}");
+            assert!(body.ends_with(": bad points"), "{body}");
+            assert!(body.contains(grpc_code_name(code)), "{body}");
+        }
+        assert_eq!(
+            classify_grpc(Code::ResourceExhausted, wait, "slow down"),
+            Disposition::Retry {
+                after: wait,
+                reason: "throttled"
+            },
+            "RESOURCE_EXHAUSTED with RetryInfo: the server can recover"
+        );
+        assert_eq!(classify_grpc(Code::Ok, None, ""), Disposition::Success);
     }
 
     #[test]

@@ -205,3 +205,91 @@ pub fn victoria_metrics() -> Peer {
         "/health",
     )
 }
+
+/// rotel (the Rust OTLP collector shipped in the PyPI `rotel` wheel) receiving OTLP/HTTP and
+/// OTLP/gRPC and exporting OTLP/HTTP to `sink_url` (e.g. the Python OTLP sink), batching for 100 ms.
+/// Killed on drop.
+pub struct Rotel {
+    child: Child,
+    /// OTLP/HTTP metrics URL (`http://127.0.0.1:<port>/v1/metrics`).
+    pub url: String,
+    /// OTLP/gRPC endpoint (`http://127.0.0.1:<port>`).
+    pub grpc_url: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Rotel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `rotel-agent` inside the test venv's rotel package.
+pub fn rotel_agent() -> PathBuf {
+    let python = venv_bin("python");
+    let lib = python
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|venv| venv.join("lib"))
+        .expect("the venv has a lib directory");
+    for entry in std::fs::read_dir(&lib).into_iter().flatten().flatten() {
+        let candidate = entry.path().join("site-packages/rotel/rotel-agent");
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    panic!(
+        "rotel-agent not found under {}: run tests/peers/setup.sh (pip install rotel)",
+        lib.display()
+    );
+}
+
+/// Starts rotel relaying to `sink_url`; returns once both its listeners accept connections.
+pub fn rotel(sink_url: &str) -> Rotel {
+    let (http, grpc) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(rotel_agent())
+        .args([
+            "start",
+            "--otlp-http-endpoint",
+            &format!("127.0.0.1:{http}"),
+        ])
+        .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
+        .args(["--exporter", "otlp", "--otlp-exporter-protocol", "http"])
+        .args(["--otlp-exporter-endpoint", sink_url])
+        .args(["--batch-timeout", "100ms"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start rotel-agent");
+    let mut rotel = Rotel {
+        child,
+        url: format!("http://127.0.0.1:{http}/v1/metrics"),
+        grpc_url: format!("http://127.0.0.1:{grpc}"),
+        dir,
+    };
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while [http, grpc]
+        .iter()
+        .any(|p| TcpStream::connect(("127.0.0.1", *p)).is_err())
+    {
+        if let Ok(Some(status)) = rotel.child.try_wait() {
+            panic!(
+                "rotel exited with {status}: {}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rotel not listening after {READY_TIMEOUT:?}: {}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rotel
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs every real peer the tests talk to: Prometheus and VictoriaMetrics (Debian) and a Python venv
-# at <repo>/.venv with duckdb-kql, azure-kusto-data, opentelemetry-proto and rotel (PyPI).
+# at <repo>/.venv with duckdb-kql, azure-kusto-data, opentelemetry-proto, rotel and grpcio (PyPI).
 # Idempotent: a second run only checks. Tests start their own instances on free loopback ports.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
