@@ -87,6 +87,7 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<ExitCode> {
         auth.for_endpoint(url),
         KustoConfig {
             server_timeout: config.kusto_server_timeout.to_std(),
+            tls: config.tls.clone(),
             ..KustoConfig::default()
         },
     )?;

@@ -24,6 +24,7 @@
 //! Nothing buffers unboundedly: request bodies are bounded by the split (except a single series larger
 //! than the limit, which goes alone and is logged), response bodies are read up to [`MAX_RESPONSE_BODY`].
 
+pub mod auth;
 pub mod backoff;
 pub mod http;
 pub mod otlp;
@@ -60,6 +61,10 @@ pub enum SinkError {
     RequestLimitTooSmall { output: &'static str, got: usize },
     #[error("gzip level for the OTLP output must be 0..=9, got {0}")]
     GzipLevel(u32),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Auth(#[from] auth::OutputAuthError),
 }
 
 /// A window fully delivered (from `first_request` on).
