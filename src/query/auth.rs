@@ -226,6 +226,8 @@ impl TokenFetch for AzureChain {
     fn describe(&self) -> String {
         let winner = self.winner.load(Ordering::Relaxed);
         let identity = std::env::var("AZURE_CLIENT_ID")
+            .ok()
+            .filter(|id| !id.is_empty())
             .map(|id| format!(" (AZURE_CLIENT_ID={id})"))
             .unwrap_or_default();
         match (self.mode == KustoAuth::Auto, self.sources.get(winner)) {
@@ -326,8 +328,10 @@ fn build_credential(
         }
         "managed-identity" => {
             let options = ManagedIdentityCredentialOptions {
+                // An empty variable means unset (system-assigned), as for the other credentials.
                 user_assigned_id: std::env::var("AZURE_CLIENT_ID")
                     .ok()
+                    .filter(|id| !id.is_empty())
                     .map(UserAssignedId::ClientId),
                 client_options,
             };
