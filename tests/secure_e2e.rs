@@ -106,23 +106,32 @@ impl Setup {
         path.display().to_string()
     }
 
+    /// Starts the exporter with the managed identity at `identity` as its only Azure identity.
     fn start(&self, flags: &[String], identity: &Server) -> Exporter {
         let endpoint = identity.url("/msi/token");
-        Exporter::start_with_env(
-            self.work.path(),
-            &self.kusto.url,
-            &self.work.path().join("manifests"),
+        self.start_with_env(
             flags,
             &[
                 ("IDENTITY_ENDPOINT", endpoint.as_str()),
                 ("IDENTITY_HEADER", IDENTITY_SECRET),
-                ("RUST_LOG", "trace"),
-                // Only the managed identity may answer: no workload identity or client secret.
+                // No workload identity or client secret.
                 ("AZURE_CLIENT_ID", ""),
                 ("AZURE_TENANT_ID", ""),
                 ("AZURE_FEDERATED_TOKEN_FILE", ""),
                 ("AZURE_CLIENT_SECRET", ""),
             ],
+        )
+    }
+
+    fn start_with_env(&self, flags: &[String], env: &[(&str, &str)]) -> Exporter {
+        let mut env = env.to_vec();
+        env.push(("RUST_LOG", "trace"));
+        Exporter::start_with_env(
+            self.work.path(),
+            &self.kusto.url,
+            &self.work.path().join("manifests"),
+            flags,
+            &env,
         )
     }
 }
@@ -313,4 +322,93 @@ fn insecure_skip_verify_warns_and_sets_the_gauge() {
 
 fn run_log(s: &Setup) -> String {
     std::fs::read_to_string(s.work.path().join("adxexporter.log")).unwrap_or_default()
+}
+
+/// Workload identity: the federated token is exchanged at `AZURE_AUTHORITY_HOST`, which must be
+/// HTTPS; here it is served with the test CA, so the token endpoint is only reachable when
+/// `--tls-ca-file` reaches the token requests too.
+#[test]
+fn workload_identity_token_endpoint_uses_the_tls_ca_file() {
+    let s = Setup::new();
+    let assertion = "federated-S3CRET-jwt";
+    let exchanges = Arc::new(AtomicUsize::new(0));
+    let seen = exchanges.clone();
+    let authority = s.https(Arc::new(move |r: &Recorded| {
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        let ok = r.method == "POST"
+            && r.target == "/tenant-0001/oauth2/v2.0/token"
+            && body.contains(&format!("client_assertion={assertion}"))
+            && body.contains("client_id=client-0001")
+            && body.contains("scope=https%3A%2F%2Fmonitor.azure.com%2F.default");
+        if !ok {
+            return (400, format!(r#"{{"error":"invalid_request","error_description":"unexpected {} {body}"}}"#, r.target));
+        }
+        seen.fetch_add(1, Ordering::SeqCst);
+        (
+            200,
+            r#"{"token_type":"Bearer","expires_in":3600,"ext_expires_in":3600,"access_token":"WiTok-S3CRET"}"#.into(),
+        )
+    }));
+    // Plain http receiver, so only the token endpoint needs the CA (credentials over http warn).
+    let receiver = s.http(crate::tls_support::requiring(vec![(
+        "authorization",
+        "Bearer WiTok-S3CRET".to_owned(),
+    )]));
+    let failing_msi = s.http(Arc::new(|_: &Recorded| (500, String::new())));
+    let federated = s.file("federated-token", assertion);
+    let authority_url = authority.url("");
+    let msi_url = failing_msi.url("/msi");
+    let env = [
+        ("AZURE_TENANT_ID", "tenant-0001"),
+        ("AZURE_CLIENT_ID", "client-0001"),
+        ("AZURE_FEDERATED_TOKEN_FILE", federated.as_str()),
+        ("AZURE_AUTHORITY_HOST", authority_url.as_str()),
+        ("AZURE_CLIENT_SECRET", ""),
+        // A managed identity that fails fast instead of probing IMDS.
+        ("IDENTITY_ENDPOINT", msi_url.as_str()),
+        ("IDENTITY_HEADER", "x"),
+    ];
+    let mut flags: Vec<String> = [
+        "--remote-write-endpoint",
+        &receiver.url("/api/v1/write"),
+        "--remote-write-auth",
+        "azure",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+
+    let mut run = s.start_with_env(&flags, &env);
+    // The token request fails its TLS handshake (the CA is unknown): seen by the authority itself.
+    wait_for("a refused handshake at the authority", &mut run, || {
+        !authority.handshake_failures().is_empty()
+    });
+    // azure_core retries transport errors with backoff: no need to wait for it to give up.
+    run.kill9();
+    assert_eq!(
+        exchanges.load(Ordering::SeqCst),
+        0,
+        "no token without trusting the CA"
+    );
+    assert!(
+        receiver.records().is_empty(),
+        "nothing sent without a token"
+    );
+
+    flags.extend([
+        "--tls-ca-file".to_owned(),
+        s.ca.write(s.work.path(), "ca").display().to_string(),
+    ]);
+    let mut run = s.start_with_env(&flags, &env);
+    run.wait_caught_up("cpu", s.data.end_ms(), LIMIT);
+    run.terminate(LIMIT);
+    assert_eq!(
+        exchanges.load(Ordering::SeqCst),
+        1,
+        "one exchange, then the cached token"
+    );
+    let got = accepted_points(&receiver.records(), |_| true);
+    assert_eq!(got, s.data.expected());
+    let log = run_log(&s);
+    assert_no_secrets("the log", &log);
 }
