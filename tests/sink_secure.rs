@@ -2,7 +2,8 @@
 //! with certificates from a CA made in the test (verification fails without `--tls-ca-file` and
 //! succeeds with it; mutual TLS rejects a missing client certificate), and headers, bearer tokens
 //! (re-read when the file changes) and basic auth checked by a recording receiver that answers 401
-//! when they are wrong. Secrets are checked absent from every failure message.
+//! when they are wrong. The Kusto client gets the same CA file. Secrets are checked absent from every
+//! failure message.
 
 mod tls_support;
 
@@ -298,4 +299,53 @@ fn bump_mtime(path: &Path) {
     let mtime = file.metadata().unwrap().modified().unwrap();
     file.set_modified(mtime + std::time::Duration::from_secs(5))
         .unwrap();
+}
+
+/// Kusto gets the same `--tls-ca-file` (no client certificate): unknown CA → a network error before
+/// any request; with the CA the request reaches the cluster, carrying the token over TLS.
+#[tokio::test]
+async fn kusto_queries_verify_the_cluster_with_the_ca_file() {
+    use adxexporter::query::{KustoAuth, KustoClient, KustoConfig, QueryError, QueryLimits};
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("kusto-token");
+    std::fs::write(&token, "kusto-S3CRET").unwrap();
+    let ca = TestCa::new("ca");
+    let leaf = ca.server();
+    let server = Server::start(
+        Some(ServerTls {
+            leaf: &leaf,
+            client_ca: None,
+        }),
+        requiring(vec![("authorization", "Bearer kusto-S3CRET".to_owned())]),
+    )
+    .await;
+    let client = |tls: TlsConfig| {
+        KustoClient::new(
+            server.url("").parse().unwrap(),
+            KustoAuth::TokenFile(token.clone()),
+            KustoConfig {
+                tls,
+                ..KustoConfig::default()
+            },
+        )
+        .unwrap()
+    };
+    let limits = QueryLimits::default();
+    let err = client(TlsConfig::default())
+        .query("db", "T | take 1", &limits)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Network { .. }), "{err:?}");
+    assert!(server.records().is_empty());
+
+    // With the CA the request is answered (200 with an empty body: a decode error, not a network one).
+    let err = client(ca_only(dir.path(), &ca))
+        .query("db", "T | take 1", &limits)
+        .await
+        .unwrap_err();
+    assert!(!matches!(err, QueryError::Network { .. }), "{err:?}");
+    let got = server.records();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].target, "/v2/rest/query");
+    assert!(!err.to_string().contains("S3CRET"), "{err}");
 }
