@@ -5,6 +5,7 @@
 //! when they are wrong. The Kusto client gets the same CA file. Secrets are checked absent from every
 //! failure message.
 
+mod common;
 mod tls_support;
 
 use std::path::Path;
@@ -348,4 +349,121 @@ async fn kusto_queries_verify_the_cluster_with_the_ca_file() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].target, "/v2/rest/query");
     assert!(!err.to_string().contains("S3CRET"), "{err}");
+}
+
+/// A real peer: Prometheus 2.42 with a web config requiring mutual TLS (client CA) and basic auth
+/// (bcrypt). No client certificate → no connection; wrong password → 401, permanent; both right →
+/// the window is stored and reads back over the same secured API.
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_behind_mutual_tls_and_basic_auth_stores_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("prometheus test CA");
+    let ca_file = ca.write(dir.path(), "ca");
+    let (server_cert, server_key) = ca.server().write(dir.path(), "server");
+    let (client_cert, client_key) = ca.client("adxexporter").write(dir.path(), "client");
+    let password = "prom-Pw-S3CRET";
+    let web = format!(
+        "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\nbasic_auth_users:\n  adx: {}\n",
+        server_cert.display(),
+        server_key.display(),
+        ca_file.display(),
+        bcrypt::hash(password, 4).unwrap()
+    );
+    let peer = tokio::task::spawn_blocking(move || {
+        common::Peer::spawn_probed(
+            "prometheus",
+            &common::system_bin("prometheus"),
+            &[
+                "--config.file={dir}/prometheus.yml",
+                "--storage.tsdb.path={dir}/tsdb",
+                "--web.listen-address=127.0.0.1:{port}",
+                "--web.enable-remote-write-receiver",
+                "--web.config.file={dir}/web.yml",
+            ],
+            |d| {
+                std::fs::write(d.join("prometheus.yml"), "scrape_configs: []\n").unwrap();
+                std::fs::write(d.join("web.yml"), web).unwrap();
+            },
+            // Plain HTTP cannot ask a TLS listener: accepting connections is enough, pushes retry
+            // the 503 Prometheus answers until its TSDB is open.
+            |port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        )
+    })
+    .await
+    .unwrap();
+    let base = format!("https://localhost:{}", peer.port);
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    let sink = |user: &str, client: bool| {
+        let mut tls = TlsConfig {
+            ca_file: Some(ca_file.clone()),
+            ..TlsConfig::default()
+        };
+        if client {
+            tls.client_cert = Some(ClientCert {
+                cert: client_cert.clone(),
+                key: client_key.clone(),
+            });
+        }
+        let auth = OutputAuthConfig {
+            headers: vec![],
+            credential: OutputCredential::Basic {
+                username: user.into(),
+                password_file: password_file.clone(),
+            },
+        };
+        remote_write(&format!("{base}/api/v1/write"), auth, tls)
+    };
+
+    let (reason, _) = failure(sink("adx", false).push(&window()).await);
+    assert!(
+        ["connect", "connection_broken"].contains(&reason),
+        "no client certificate: {reason}"
+    );
+
+    let good = sink("adx", true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match good.push(&window()).await {
+            Ok(_) => break,
+            Err(f) if matches!(f.disposition, Disposition::Retry { .. }) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "never accepted: {f:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(f) => panic!("refused: {f:?}"),
+        }
+    }
+    let (reason, body) = failure(sink("mallory", true).push(&window()).await);
+    assert_eq!(reason, "rejected", "{body}");
+    assert!(body.contains("(401)") && !body.contains("S3CRET"), "{body}");
+
+    // Read back through the same TLS + basic auth.
+    let identity = {
+        let mut pem = std::fs::read(&client_key).unwrap();
+        pem.extend(std::fs::read(&client_cert).unwrap());
+        reqwest::Identity::from_pem(&pem).unwrap()
+    };
+    let client = reqwest::Client::builder()
+        .tls_certs_merge(
+            reqwest::Certificate::from_pem_bundle(&std::fs::read(&ca_file).unwrap()).unwrap(),
+        )
+        .identity(identity)
+        .build()
+        .unwrap();
+    let text = client
+        .get(format!("{base}/api/v1/query?query=secure_test"))
+        .basic_auth("adx", Some(password))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let result = &answer["data"]["result"][0];
+    assert_eq!(result["metric"]["host"], "h1", "{answer}");
+    assert_eq!(result["value"][1], "1.5", "{answer}");
 }
