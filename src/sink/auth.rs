@@ -120,7 +120,20 @@ enum Credential {
         username: String,
         password: TokenFile,
     },
-    Azure(RwLock<Arc<CachedToken<AzureChain>>>),
+    Azure(RwLock<AzureState>),
+}
+
+/// The current Azure credential chain and how many times it was renewed.
+struct AzureState {
+    generation: u64,
+    cache: Arc<CachedToken<AzureChain>>,
+}
+
+/// Auth headers for one request, and which credential generation produced them (for
+/// [`OutputAuth::renew`]).
+pub struct AuthHeaders {
+    pub headers: HeaderMap,
+    pub generation: u64,
 }
 
 /// The runtime form of [`OutputAuthConfig`]: produces each request's auth headers.
@@ -184,10 +197,10 @@ impl OutputAuth {
                         other => other.to_string(),
                     })
                 })?;
-                Credential::Azure(RwLock::new(Arc::new(CachedToken::new(
-                    chain,
-                    scope.clone(),
-                ))))
+                Credential::Azure(RwLock::new(AzureState {
+                    generation: 0,
+                    cache: Arc::new(CachedToken::new(chain, scope.clone())),
+                }))
             }
         };
         Ok(OutputAuth {
@@ -198,7 +211,16 @@ impl OutputAuth {
     }
 
     /// The extra headers and `Authorization` for the next request, all marked sensitive.
-    pub async fn headers(&self) -> Result<HeaderMap, OutputAuthError> {
+    pub async fn headers(&self) -> Result<AuthHeaders, OutputAuthError> {
+        let mut generation = 0;
+        let headers = self.header_map(&mut generation).await?;
+        Ok(AuthHeaders {
+            headers,
+            generation,
+        })
+    }
+
+    async fn header_map(&self, generation: &mut u64) -> Result<HeaderMap, OutputAuthError> {
         let mut out = HeaderMap::new();
         for (name, source) in &self.headers {
             let value = match source {
@@ -229,8 +251,12 @@ impl OutputAuth {
                     .encode(format!("{username}:{password}"));
                 format!("Basic {pair}")
             }
-            Credential::Azure(cache) => {
-                let cache = cache.read().await.clone();
+            Credential::Azure(state) => {
+                let cache = {
+                    let state = state.read().await;
+                    *generation = state.generation;
+                    state.cache.clone()
+                };
                 let token = cache.token_at(SystemTime::now()).await.map_err(|detail| {
                     self.no_credentials(
                         format!("Azure token ({})", describe_azure(&cache)),
@@ -250,22 +276,28 @@ impl OutputAuth {
         Ok(out)
     }
 
-    /// After a 401: gets a new Azure token through new credential objects (see
-    /// [`AzureChain::renewed`]). Returns whether a retry can send a different credential; files are
-    /// re-read on every request anyway, so for them a retry would repeat the refused request.
-    pub async fn renew(&self) -> bool {
-        let Credential::Azure(cache) = &self.credential else {
+    /// After a 401 to a request sent with credential generation `refused`: gets a new Azure token
+    /// through new credential objects (see [`AzureChain::renewed`]), unless a concurrent push
+    /// already did. Returns whether a retry can send a different credential; files are re-read on
+    /// every request anyway, so for them a retry would repeat the refused request.
+    pub async fn renew(&self, refused: u64) -> bool {
+        let Credential::Azure(state) = &self.credential else {
             return false;
         };
-        let mut cache = cache.write().await;
-        match cache.fetcher().renewed() {
+        let mut state = state.write().await;
+        if state.generation != refused {
+            return true;
+        }
+        match state.cache.fetcher().renewed() {
             Ok(chain) => {
                 tracing::info!(
                     output = self.output,
-                    identity = %describe_azure(&cache),
+                    identity = %describe_azure(&state.cache),
                     "the receiver refused the Azure token (401): getting a new one and retrying once"
                 );
-                *cache = Arc::new(CachedToken::new(chain, cache.scope().to_owned()));
+                let scope = state.cache.scope().to_owned();
+                state.cache = Arc::new(CachedToken::new(chain, scope));
+                state.generation += 1;
                 true
             }
             Err(e) => {
@@ -287,8 +319,8 @@ impl OutputAuth {
                 "basic auth as {username:?} (password from {})",
                 password.path().display()
             ),
-            Credential::Azure(cache) => match cache.try_read() {
-                Ok(c) => describe_azure(&c),
+            Credential::Azure(state) => match state.try_read() {
+                Ok(s) => describe_azure(&s.cache),
                 Err(_) => "an Azure identity being renewed".into(),
             },
         }
@@ -359,14 +391,14 @@ mod tests {
             ],
             credential: OutputCredential::BearerFile(token.clone()),
         });
-        let h = a.headers().await.unwrap();
+        let h = a.headers().await.unwrap().headers;
         assert_eq!(h["x-scope-orgid"], "team-a");
         assert_eq!(h["x-env"], "prod");
         assert_eq!(h[AUTHORIZATION], "Bearer t0psecret");
         assert!(h[AUTHORIZATION].is_sensitive());
         assert!(!format!("{a:?}").contains("t0psecret"));
         assert!(
-            !a.renew().await,
+            !a.renew(0).await,
             "a file credential cannot be renewed by retrying"
         );
 
@@ -381,7 +413,7 @@ mod tests {
         });
         // base64("user:pa55")
         assert_eq!(
-            b.headers().await.unwrap()[AUTHORIZATION],
+            b.headers().await.unwrap().headers[AUTHORIZATION],
             "Basic dXNlcjpwYTU1"
         );
     }
@@ -393,7 +425,7 @@ mod tests {
             headers: vec![],
             credential: OutputCredential::BearerFile(dir.path().join("absent")),
         });
-        let err = a.headers().await.unwrap_err().to_string();
+        let err = a.headers().await.err().unwrap().to_string();
         assert!(
             err.contains("remote_write output") && err.contains("absent"),
             "{err}"

@@ -141,22 +141,30 @@ impl Poster {
     /// POSTs `body` and reads at most [`MAX_RESPONSE_BODY`] bytes of the answer; after a 401, once
     /// more if the credential could be renewed.
     pub async fn post(&self, body: Bytes) -> Sent {
-        let sent = self.post_once(body.clone()).await;
-        if sent.status() == Some(401) && self.auth.renew().await {
-            return self.post_once(body).await;
+        let (sent, generation) = self.post_once(body.clone()).await;
+        if sent.status() == Some(401) && self.auth.renew(generation).await {
+            return self.post_once(body).await.0;
         }
         sent
     }
 
-    async fn post_once(&self, body: Bytes) -> Sent {
+    /// One POST, and the credential generation it carried.
+    async fn post_once(&self, body: Bytes) -> (Sent, u64) {
         let mut headers = self.headers.clone();
-        match self.auth.headers().await {
-            Ok(auth) => headers.extend(auth),
+        let generation = match self.auth.headers().await {
+            Ok(auth) => {
+                headers.extend(auth.headers);
+                auth.generation
+            }
             Err(e) => {
                 tracing::warn!(output = self.output, "{e}");
-                return Sent::Failed(TransportFailure::Credentials);
+                return (Sent::Failed(TransportFailure::Credentials), 0);
             }
-        }
+        };
+        (self.send(headers, body).await, generation)
+    }
+
+    async fn send(&self, headers: HeaderMap, body: Bytes) -> Sent {
         let sent = self
             .client
             .post(self.endpoint.clone())
