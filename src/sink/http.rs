@@ -7,6 +7,7 @@
 //! go once more; a 401 or 403 that stands is permanent, and its dead-letter reason names the identity
 //! (and scope) that was refused so the fix is obvious. Credentials that cannot be read are retried.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -18,7 +19,6 @@ use super::retry::{Attempt, Disposition, Protocol, TransportFailure, classify, p
 use super::split::Chunk;
 use super::{Delivered, MAX_RESPONSE_BODY, PushFailure, PushResult, SinkError, USER_AGENT};
 use crate::tls::{Peer, TlsConfig};
-use std::sync::Arc;
 
 /// What one POST produced, owned (the body is capped at [`MAX_RESPONSE_BODY`]).
 #[derive(Debug, Clone, PartialEq)]
