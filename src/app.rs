@@ -62,6 +62,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         admin.push(telemetry::serve(config.health_probe_addr, router, admin_stop.clone()).await?);
     }
 
+    telemetry::tls_insecure_warning(config.tls.insecure_skip_verify);
     let outputs = build_outputs(&config)?;
     // The scrape page gets its own listener (never the self-metrics port).
     let scrape_pages = outputs.iter().find_map(|o| match o {
@@ -95,6 +96,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             auth.for_endpoint(url),
             KustoConfig {
                 server_timeout: config.kusto_server_timeout.to_std(),
+                tls: config.tls.clone(),
                 ..KustoConfig::default()
             },
         )
@@ -296,11 +298,13 @@ fn build_outputs(config: &RunConfig) -> anyhow::Result<Vec<Output>> {
     if let Some(url) = &config.remote_write_endpoint {
         let mut c = RemoteWriteConfig::new(url.clone());
         c.max_request_bytes = max_request_bytes;
+        (c.auth, c.tls) = (config.remote_write_auth.clone(), config.tls.clone());
         outputs.push(Output::RemoteWrite(RemoteWriteSink::new(c)?));
     }
     if let Some(url) = &config.otlp_endpoint {
         let mut c = OtlpConfig::new(url.clone(), config.resource_attributes.clone());
         c.max_request_bytes = max_request_bytes;
+        (c.auth, c.tls) = (config.otlp_auth.clone(), config.tls.clone());
         outputs.push(Output::Otlp(OtlpSink::new(c)?));
     }
     if let Some(url) = &config.otlp_grpc_endpoint {

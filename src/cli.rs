@@ -19,9 +19,14 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
+mod secure;
+pub use secure::{AuthKind, ClientCertArgs, OtlpAuthArgs, RemoteWriteAuthArgs, TlsArgs};
+
 use crate::schedule::window::{WINDOW_VARIABLES, kql_identifier};
 use crate::shard::{Shard, ShardError};
+use crate::sink::auth::OutputAuthConfig;
 use crate::time::{Span, Ticks};
+use crate::tls::TlsConfig;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CliError {
@@ -65,6 +70,8 @@ pub enum CliError {
     EmptyWindow { start: Ticks, end: Ticks },
     #[error(transparent)]
     Shard(#[from] ShardError),
+    #[error("{flag}: {reason}")]
+    Invalid { flag: String, reason: String },
     #[error(
         "--replicas {0} shares resources between Kubernetes replicas; with --manifests every instance runs the whole directory: drop one of them"
     )]
@@ -259,6 +266,8 @@ pub struct KustoArgs {
     /// Kusto server-side query timeout.
     #[arg(long, env = "ADXEXPORTER_KUSTO_SERVER_TIMEOUT", default_value = "4m", value_parser = parse_positive_duration)]
     pub kusto_server_timeout: Span,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -339,6 +348,12 @@ pub struct RunArgs {
     /// This pod's name (default: $HOSTNAME); with --replicas > 1 its ordinal is the number after the last -, as in a StatefulSet (adxexporter-2).
     #[arg(long, env = "ADXEXPORTER_POD_NAME")]
     pub pod_name: Option<String>,
+    #[command(flatten)]
+    pub remote_write_auth: RemoteWriteAuthArgs,
+    #[command(flatten)]
+    pub otlp_auth: OtlpAuthArgs,
+    #[command(flatten)]
+    pub client_cert: ClientCertArgs,
 }
 
 /// `run`'s flags, validated.
@@ -369,6 +384,10 @@ pub struct RunConfig {
     pub kusto_server_timeout: Span,
     /// This replica's ordinal among `--replicas` (Kubernetes mode).
     pub shard: Shard,
+    pub remote_write_auth: OutputAuthConfig,
+    pub otlp_auth: OutputAuthConfig,
+    /// For Kusto, the outputs and token endpoints (the client certificate: outputs only).
+    pub tls: TlsConfig,
 }
 
 impl RunArgs {
@@ -421,6 +440,9 @@ impl RunArgs {
             return Err(CliError::ReplicasWithManifests(self.replicas));
         }
         let shard = Shard::from_pod_name(pod_name.as_deref(), self.replicas)?;
+        let remote_write_auth = self.remote_write_auth.config()?;
+        let otlp_auth = self.otlp_auth.config()?;
+        let tls = self.kusto.tls.config(Some(&self.client_cert));
         Ok(RunConfig {
             cluster_labels,
             kusto_endpoints,
@@ -447,6 +469,9 @@ impl RunArgs {
             log_format: self.log_format,
             kusto_server_timeout: self.kusto.kusto_server_timeout,
             shard,
+            remote_write_auth,
+            otlp_auth,
+            tls,
         })
     }
 }
@@ -489,6 +514,7 @@ pub struct PreviewConfig {
     pub window: Option<(Ticks, Ticks)>,
     pub now: Option<Ticks>,
     pub kusto_server_timeout: Span,
+    pub tls: TlsConfig,
 }
 
 impl PreviewArgs {
@@ -510,6 +536,7 @@ impl PreviewArgs {
             window,
             now: self.now,
             kusto_server_timeout: self.kusto.kusto_server_timeout,
+            tls: self.kusto.tls.config(None),
         })
     }
 }

@@ -19,6 +19,7 @@
 //! - [`wal`]: the durable store between the transform and the sinks; [`waltool`]: `adxexporter wal`.
 //! - [`shard`]: which StatefulSet replica runs which resource (rendezvous hashing).
 //! - [`time`]: Kusto ticks, RFC 3339, timespans and durations.
+//! - [`tls`]: CA bundle, client certificate and verification for every outbound connection.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -40,6 +41,7 @@ pub mod status;
 pub mod status_kube;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod transform;
 pub mod wal;
 pub mod waltool;

@@ -44,6 +44,11 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<ExitCode> {
             .collect();
         anyhow!("invalid resource:\n{}", lines.join("\n"))
     })?;
+    if config.tls.insecure_skip_verify {
+        eprintln!(
+            "warning: --tls-insecure-skip-verify: the Kusto server certificate is NOT verified"
+        );
+    }
     if let CriteriaMatch::NoMatch { reason } =
         criteria::evaluate(&spec.criteria, &config.cluster_labels)
     {
@@ -87,6 +92,7 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<ExitCode> {
         auth.for_endpoint(url),
         KustoConfig {
             server_timeout: config.kusto_server_timeout.to_std(),
+            tls: config.tls.clone(),
             ..KustoConfig::default()
         },
     )?;

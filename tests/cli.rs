@@ -297,6 +297,22 @@ fn every_run_flag_has_help_and_env() {
         "--scrape-port",
         "--scrape-path",
         "--scrape-timestamps",
+        "--remote-write-header",
+        "--remote-write-auth",
+        "--remote-write-bearer-token-file",
+        "--remote-write-basic-auth-username",
+        "--remote-write-basic-auth-password-file",
+        "--remote-write-azure-scope",
+        "--otlp-header",
+        "--otlp-auth",
+        "--otlp-bearer-token-file",
+        "--otlp-basic-auth-username",
+        "--otlp-basic-auth-password-file",
+        "--otlp-azure-scope",
+        "--tls-ca-file",
+        "--tls-insecure-skip-verify",
+        "--tls-client-cert",
+        "--tls-client-key",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
         let env = format!(

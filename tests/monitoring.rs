@@ -22,6 +22,7 @@ const RUNBOOK_ANCHORS: &[&str] = &[
     "kusto-throttling",
     "query-failing",
     "rescale",
+    "tls-verification-off",
 ];
 
 fn monitoring_dir() -> PathBuf {

@@ -1,4 +1,6 @@
 //! Bearer tokens for Kusto: which identity to use (`--kusto-auth`), getting a token, and caching it.
+//! The Azure credential chain, the cache and the token file are shared with the outputs'
+//! `--remote-write-auth azure` / `--otlp-auth azure` (`crate::sink::auth`), for their own scope.
 //!
 //! Azure modes use `azure_identity` 1.x credentials with scope `{endpoint}/.default`; `auto` tries
 //! workload identity, managed identity, client secret and Azure CLI in that order and then sticks to the
@@ -169,6 +171,14 @@ impl<F: TokenFetch> CachedToken<F> {
     pub fn describe(&self) -> String {
         self.fetch.describe()
     }
+
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    pub fn fetcher(&self) -> &F {
+        &self.fetch
+    }
 }
 
 /// One named Azure credential.
@@ -180,6 +190,8 @@ struct AzureSource {
 /// Azure credentials tried in order; after the first success only that one is used.
 pub struct AzureChain {
     mode: KustoAuth,
+    /// The HTTP transport token requests use (TLS settings), kept for [`AzureChain::renewed`].
+    transport: Option<azure_core::http::Transport>,
     sources: Vec<AzureSource>,
     /// Credentials that could not even be built (missing env vars), reported when all others fail.
     unusable: Vec<String>,
@@ -214,6 +226,8 @@ impl TokenFetch for AzureChain {
     fn describe(&self) -> String {
         let winner = self.winner.load(Ordering::Relaxed);
         let identity = std::env::var("AZURE_CLIENT_ID")
+            .ok()
+            .filter(|id| !id.is_empty())
             .map(|id| format!(" (AZURE_CLIENT_ID={id})"))
             .unwrap_or_default();
         match (self.mode == KustoAuth::Auto, self.sources.get(winner)) {
@@ -224,8 +238,12 @@ impl TokenFetch for AzureChain {
 }
 
 impl AzureChain {
-    /// Builds the credentials for `mode` (an Azure mode); fails when none can be built.
-    pub fn new(mode: &KustoAuth) -> Result<AzureChain, AuthError> {
+    /// Builds the credentials for `mode` (an Azure mode); fails when none can be built. Token
+    /// requests go through `transport` (TLS settings) when given, else azure_core's default client.
+    pub fn new(
+        mode: &KustoAuth,
+        transport: Option<azure_core::http::Transport>,
+    ) -> Result<AzureChain, AuthError> {
         super::client::install_crypto_provider();
         let wanted: &[&'static str] = match mode {
             KustoAuth::Auto => &[
@@ -243,7 +261,7 @@ impl AzureChain {
         let mut sources = Vec::new();
         let mut unusable = Vec::new();
         for name in wanted {
-            match build_credential(name) {
+            match build_credential(name, client_options(&transport)) {
                 Ok(credential) => sources.push(AzureSource {
                     mode: name,
                     credential,
@@ -259,14 +277,34 @@ impl AzureChain {
         }
         Ok(AzureChain {
             mode: mode.clone(),
+            transport,
             sources,
             unusable,
             winner: AtomicUsize::new(NO_WINNER),
         })
     }
+
+    /// The same chain with new credential objects. `azure_identity` caches tokens inside each
+    /// credential until 5 minutes before expiry and offers no way to skip that cache, so a token a
+    /// receiver has just refused (401) can only be replaced by asking through a new credential.
+    pub fn renewed(&self) -> Result<AzureChain, AuthError> {
+        AzureChain::new(&self.mode, self.transport.clone())
+    }
 }
 
-fn build_credential(name: &str) -> Result<Arc<dyn TokenCredential>, String> {
+fn client_options(
+    transport: &Option<azure_core::http::Transport>,
+) -> azure_core::http::ClientOptions {
+    azure_core::http::ClientOptions {
+        transport: transport.clone(),
+        ..Default::default()
+    }
+}
+
+fn build_credential(
+    name: &str,
+    client_options: azure_core::http::ClientOptions,
+) -> Result<Arc<dyn TokenCredential>, String> {
     use azure_identity::*;
     match name {
         "workload-identity" => {
@@ -281,18 +319,23 @@ fn build_credential(name: &str) -> Result<Arc<dyn TokenCredential>, String> {
                     missing.join(", ")
                 ));
             }
-            let c = WorkloadIdentityCredential::new(None).map_err(|e| e.to_string())?;
+            let options = WorkloadIdentityCredentialOptions {
+                credential_options: ClientAssertionCredentialOptions { client_options },
+                ..Default::default()
+            };
+            let c = WorkloadIdentityCredential::new(Some(options)).map_err(|e| e.to_string())?;
             Ok(c)
         }
         "managed-identity" => {
-            let options =
-                std::env::var("AZURE_CLIENT_ID")
+            let options = ManagedIdentityCredentialOptions {
+                // An empty variable means unset (system-assigned), as for the other credentials.
+                user_assigned_id: std::env::var("AZURE_CLIENT_ID")
                     .ok()
-                    .map(|id| ManagedIdentityCredentialOptions {
-                        user_assigned_id: Some(UserAssignedId::ClientId(id)),
-                        ..Default::default()
-                    });
-            let c = ManagedIdentityCredential::new(options).map_err(|e| e.to_string())?;
+                    .filter(|id| !id.is_empty())
+                    .map(UserAssignedId::ClientId),
+                client_options,
+            };
+            let c = ManagedIdentityCredential::new(Some(options)).map_err(|e| e.to_string())?;
             Ok(c)
         }
         "client-secret" => {
@@ -309,7 +352,7 @@ fn build_credential(name: &str) -> Result<Arc<dyn TokenCredential>, String> {
                 &var("AZURE_TENANT_ID"),
                 var("AZURE_CLIENT_ID"),
                 var("AZURE_CLIENT_SECRET").into(),
-                None,
+                Some(ClientSecretCredentialOptions { client_options }),
             )
             .map_err(|e| e.to_string())?;
             Ok(c)
@@ -342,6 +385,10 @@ impl TokenFile {
             path,
             cached: Mutex::new(None),
         }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
     }
 
     /// The file's token, re-read only when its mtime changed since the last read.
@@ -382,11 +429,17 @@ pub(crate) enum Authenticator {
 }
 
 impl Authenticator {
-    pub(crate) fn new(auth: &KustoAuth, scope: String) -> Result<Authenticator, AuthError> {
+    pub(crate) fn new(
+        auth: &KustoAuth,
+        scope: String,
+        transport: Option<azure_core::http::Transport>,
+    ) -> Result<Authenticator, AuthError> {
         Ok(match auth {
             KustoAuth::None => Authenticator::None,
             KustoAuth::TokenFile(p) => Authenticator::File(TokenFile::new(p.clone())),
-            azure => Authenticator::Azure(CachedToken::new(AzureChain::new(azure)?, scope)),
+            azure => {
+                Authenticator::Azure(CachedToken::new(AzureChain::new(azure, transport)?, scope))
+            }
         })
     }
 

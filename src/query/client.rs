@@ -11,6 +11,7 @@ use super::auth::{Authenticator, KustoAuth};
 use super::error::{QueryError, http_error};
 use super::{DataSet, QueryLimits, decode_v2};
 use crate::time::Span;
+use crate::tls::{Peer, TlsConfig};
 
 /// Client settings with defaults that match the Kusto SDKs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +21,8 @@ pub struct KustoConfig {
     pub connect_timeout: Duration,
     /// `x-ms-app`.
     pub app_name: String,
+    /// CA bundle and verification for the cluster and its token endpoint (no client certificate).
+    pub tls: TlsConfig,
 }
 
 impl Default for KustoConfig {
@@ -28,6 +31,7 @@ impl Default for KustoConfig {
             server_timeout: Duration::from_secs(4 * 60),
             connect_timeout: Duration::from_secs(10),
             app_name: "adxexporter".into(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -81,9 +85,17 @@ impl KustoClient {
         let base = endpoint.as_str().trim_end_matches('/').to_owned();
         let query_url =
             url::Url::parse(&format!("{base}/v2/rest/query")).map_err(|e| bad(&e.to_string()))?;
-        let auth = Authenticator::new(&auth, format!("{base}/.default"))?;
+        // Token requests use the same TLS settings; azure_core's own client otherwise.
+        let transport = (config.tls != TlsConfig::default())
+            .then(|| config.tls.azure_transport())
+            .transpose()
+            .map_err(|e| QueryError::Client(e.to_string()))?;
+        let auth = Authenticator::new(&auth, format!("{base}/.default"), transport)?;
         install_crypto_provider();
-        let http = reqwest::Client::builder()
+        let builder = (config.tls)
+            .apply(reqwest::Client::builder(), Peer::Service)
+            .map_err(|e| QueryError::Client(e.to_string()))?;
+        let http = builder
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.server_timeout + CLIENT_TIMEOUT_SLACK)
             .connect_timeout(config.connect_timeout)

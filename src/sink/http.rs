@@ -1,16 +1,24 @@
 //! The HTTP edge shared by both sinks: one reused `reqwest::Client` per output (keep-alive connections),
 //! a POST with fixed headers, redirects not followed, a per-request timeout, and a response body read
 //! up to a cap. It turns whatever happened into an owned [`Sent`] for [`crate::sink::retry::classify`].
+//!
+//! Security: the client gets the output's TLS settings ([`crate::tls`]) and every request the
+//! output's auth headers ([`super::auth`]). A 401 makes the credential renew (Azure) and the request
+//! go once more; a 401 or 403 that stands is permanent, and its dead-letter reason names the identity
+//! (and scope) that was refused so the fix is obvious. Credentials that cannot be read are retried.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 
+use super::auth::{OutputAuth, OutputAuthConfig};
 use super::retry::{Attempt, Disposition, Protocol, TransportFailure, classify, parse_retry_after};
 use super::split::Chunk;
 use super::{Delivered, MAX_RESPONSE_BODY, PushFailure, PushResult, SinkError, USER_AGENT};
+use crate::tls::{Peer, TlsConfig};
 
 /// What one POST produced, owned (the body is capped at [`MAX_RESPONSE_BODY`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +73,14 @@ pub struct Poster {
     client: reqwest::Client,
     endpoint: url::Url,
     headers: HeaderMap,
+    auth: Arc<OutputAuth>,
+}
+
+/// What secures an output's connection: its auth headers and the process's TLS settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Security<'a> {
+    pub auth: &'a OutputAuthConfig,
+    pub tls: &'a TlsConfig,
 }
 
 impl Poster {
@@ -75,11 +91,21 @@ impl Poster {
         timeout: Duration,
         content_encoding: &'static str,
         extra: &[(&'static str, &'static str)],
+        security: Security<'_>,
     ) -> Result<Poster, SinkError> {
-        // reqwest is built with `rustls-no-provider`: a process-wide provider must exist before any
-        // client is built; a second install attempt is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
+        if endpoint.scheme() == "http" && security.auth.sends_secrets() {
+            tracing::warn!(
+                output,
+                endpoint = %endpoint,
+                "credentials go to a plain http:// endpoint unencrypted: use https://"
+            );
+        }
+        let auth = Arc::new(OutputAuth::new(output, security.auth, security.tls)?);
+        // Also installs the ring provider that reqwest's `rustls-no-provider` needs.
+        let builder = security
+            .tls
+            .apply(reqwest::Client::builder(), Peer::Output)?;
+        let client = builder
             .user_agent(USER_AGENT)
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -99,6 +125,7 @@ impl Poster {
             client,
             endpoint,
             headers,
+            auth,
         })
     }
 
@@ -106,12 +133,42 @@ impl Poster {
         &self.endpoint
     }
 
-    /// POSTs `body` and reads at most [`MAX_RESPONSE_BODY`] bytes of the answer.
+    /// The identity requests are sent with (never a secret), for messages.
+    pub fn identity(&self) -> String {
+        self.auth.describe()
+    }
+
+    /// POSTs `body` and reads at most [`MAX_RESPONSE_BODY`] bytes of the answer; after a 401, once
+    /// more if the credential could be renewed.
     pub async fn post(&self, body: Bytes) -> Sent {
+        let (sent, generation) = self.post_once(body.clone()).await;
+        if sent.status() == Some(401) && self.auth.renew(generation).await {
+            return self.post_once(body).await.0;
+        }
+        sent
+    }
+
+    /// One POST, and the credential generation it carried.
+    async fn post_once(&self, body: Bytes) -> (Sent, u64) {
+        let mut headers = self.headers.clone();
+        let generation = match self.auth.headers().await {
+            Ok(auth) => {
+                headers.extend(auth.headers);
+                auth.generation
+            }
+            Err(e) => {
+                tracing::warn!(output = self.output, "{e}");
+                return (Sent::Failed(TransportFailure::Credentials), 0);
+            }
+        };
+        (self.send(headers, body).await, generation)
+    }
+
+    async fn send(&self, headers: HeaderMap, body: Bytes) -> Sent {
         let sent = self
             .client
             .post(self.endpoint.clone())
-            .headers(self.headers.clone())
+            .headers(headers)
             .body(body)
             .send()
             .await;
@@ -231,6 +288,22 @@ pub async fn send_window<'w>(
                 delivered.requests += 1;
                 delivered.samples += request.samples;
                 delivered.rejected_points += accepted(&sent);
+            }
+            Disposition::Permanent {
+                reason,
+                status: Some(status @ (401 | 403)),
+                body,
+            } => {
+                let body = format!(
+                    "the receiver refused {} ({status}): {body}",
+                    poster.identity()
+                );
+                let d = Disposition::Permanent {
+                    reason,
+                    status: Some(status),
+                    body,
+                };
+                return Err(failure(d, Some(status)));
             }
             other => return Err(failure(other, sent.status())),
         }

@@ -25,6 +25,7 @@
 //! Nothing buffers unboundedly: request bodies are bounded by the split (except a single series larger
 //! than the limit, which goes alone and is logged), response bodies are read up to [`MAX_RESPONSE_BODY`].
 
+pub mod auth;
 pub mod backoff;
 pub mod http;
 pub mod otlp;
@@ -69,6 +70,10 @@ pub enum SinkError {
     GzipLevel(u32),
     #[error("--otlp-grpc-endpoint {endpoint}: {reason}")]
     GrpcEndpoint { endpoint: String, reason: String },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Auth(#[from] auth::OutputAuthError),
 }
 
 /// A window fully delivered (from `first_request` on).

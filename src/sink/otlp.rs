@@ -21,7 +21,8 @@ use flate2::write::GzEncoder;
 use prost::Message;
 use prost::encoding::encoded_len_varint;
 
-use super::http::{Poster, Request, Sent, send_window};
+use super::auth::OutputAuthConfig;
+use super::http::{Poster, Request, Security, Sent, send_window};
 use super::otlp_proto::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse, Gauge, InstrumentationScope,
     KeyValue, Metric, NumberDataPoint, Resource, ResourceMetrics, ScopeMetrics,
@@ -30,6 +31,7 @@ use super::retry::Protocol;
 use super::split::{Chunk, pack};
 use super::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT, PushResult, Sink, SinkError};
 use crate::prompb::{METRIC_NAME_LABEL, TimeSeries, WriteRequest};
+use crate::tls::TlsConfig;
 
 /// The instrumentation scope name on every request.
 pub const SCOPE_NAME: &str = "adxexporter";
@@ -49,6 +51,9 @@ pub struct OtlpConfig {
     pub resource_attributes: BTreeMap<String, String>,
     /// gzip level 0..=9.
     pub gzip_level: u32,
+    /// Extra headers and credential.
+    pub auth: OutputAuthConfig,
+    pub tls: TlsConfig,
 }
 
 impl OtlpConfig {
@@ -59,6 +64,8 @@ impl OtlpConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             resource_attributes,
             gzip_level: DEFAULT_GZIP_LEVEL,
+            auth: OutputAuthConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -80,7 +87,18 @@ impl OtlpSink {
             });
         }
         let template = OtlpTemplate::new(&config.resource_attributes, config.gzip_level)?;
-        let poster = Poster::new("otlp", config.endpoint, config.timeout, "gzip", &[])?;
+        let security = Security {
+            auth: &config.auth,
+            tls: &config.tls,
+        };
+        let poster = Poster::new(
+            "otlp",
+            config.endpoint,
+            config.timeout,
+            "gzip",
+            &[],
+            security,
+        )?;
         Ok(OtlpSink {
             poster,
             max_request_bytes: config.max_request_bytes,

@@ -11,11 +11,13 @@
 
 use std::time::Duration;
 
-use super::http::{Poster, Request, send_window};
+use super::auth::OutputAuthConfig;
+use super::http::{Poster, Request, Security, send_window};
 use super::retry::Protocol;
 use super::split::{Chunk, pack};
 use super::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT, PushResult, Sink, SinkError};
 use crate::prompb::{Label, Sample, TimeSeries, WriteRequest};
+use crate::tls::TlsConfig;
 use bytes::Bytes;
 use prost::encoding::{encode_varint, encoded_len_varint};
 
@@ -31,6 +33,9 @@ pub struct RemoteWriteConfig {
     pub timeout: Duration,
     /// Bound on one request's uncompressed protobuf size.
     pub max_request_bytes: usize,
+    /// Extra headers and credential.
+    pub auth: OutputAuthConfig,
+    pub tls: TlsConfig,
 }
 
 impl RemoteWriteConfig {
@@ -39,6 +44,8 @@ impl RemoteWriteConfig {
             endpoint,
             timeout: DEFAULT_TIMEOUT,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            auth: OutputAuthConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -64,6 +71,10 @@ impl RemoteWriteSink {
             config.timeout,
             "snappy",
             &[("x-prometheus-remote-write-version", "0.1.0")],
+            Security {
+                auth: &config.auth,
+                tls: &config.tls,
+            },
         )?;
         Ok(RemoteWriteSink {
             poster,

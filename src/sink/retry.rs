@@ -7,7 +7,7 @@
 //! | 429 | retry | retry |
 //! | 502, 503, 504 | retry | retry |
 //! | other 5xx | retry | **permanent** (the OTLP spec lists only 429/502/503/504 as retryable) |
-//! | connect error, timeout, connection dropped | retry | retry |
+//! | connect error, timeout, connection dropped, credentials unavailable | retry | retry |
 //! | 3xx (redirects are not followed), other 4xx, 1xx | permanent, body kept | permanent, body kept |
 //!
 //! Both honour `Retry-After` (seconds or HTTP date, see [`parse_retry_after`]) on retryable answers.
@@ -40,6 +40,8 @@ pub enum TransportFailure {
     Timeout,
     /// The connection broke mid-request or the response was malformed.
     Broken,
+    /// The output's credentials could not be read or fetched (token file, Azure token endpoint).
+    Credentials,
 }
 
 /// What one push attempt produced.
@@ -132,6 +134,7 @@ fn transport_reason(failure: TransportFailure) -> &'static str {
         TransportFailure::Connect => "connect",
         TransportFailure::Timeout => "timeout",
         TransportFailure::Broken => "connection_broken",
+        TransportFailure::Credentials => "credentials",
     }
 }
 

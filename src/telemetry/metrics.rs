@@ -30,6 +30,7 @@ pub const SAMPLES_PUSHED: &str = "adxexporter_samples_pushed_total";
 pub const POINTS_REJECTED: &str = "adxexporter_points_rejected_total";
 pub const DEAD_LETTERS: &str = "adxexporter_dead_letters_total";
 pub const BUILD_INFO: &str = "adxexporter_build_info";
+pub const TLS_INSECURE_SKIP_VERIFY: &str = "adxexporter_tls_insecure_skip_verify";
 
 /// The values of the `state` label of [`EXPORTERS`].
 pub const EXPORTER_STATES: [&str; 5] = [
@@ -231,6 +232,13 @@ pub const ALL: &[MetricDef] = &[
         None,
         &["version"],
         "Always 1; the version label says which build runs.",
+    ),
+    def(
+        TLS_INSECURE_SKIP_VERIFY,
+        Gauge,
+        None,
+        &[],
+        "1 when --tls-insecure-skip-verify turned server certificate verification off, else 0.",
     ),
 ];
 

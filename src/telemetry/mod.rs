@@ -95,6 +95,17 @@ pub fn install_metrics() -> Result<PrometheusHandle, TelemetryError> {
     Ok(handle)
 }
 
+/// Makes `--tls-insecure-skip-verify` impossible to miss: a warning at start-up and a gauge that
+/// stays 1 in `/metrics` (0 otherwise, so an alert can be written on it).
+pub fn tls_insecure_warning(insecure: bool) {
+    ::metrics::gauge!(metrics::TLS_INSECURE_SKIP_VERIFY).set(if insecure { 1.0 } else { 0.0 });
+    if insecure {
+        tracing::warn!(
+            "--tls-insecure-skip-verify: server certificates are NOT verified for Kusto, the outputs and token endpoints; anyone on the network path can read and change the traffic, credentials included. Use --tls-ca-file instead"
+        );
+    }
+}
+
 /// Liveness and readiness as the pipeline reports them.
 #[derive(Debug, Default)]
 pub struct Health {

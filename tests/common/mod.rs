@@ -43,6 +43,19 @@ impl Peer {
         ready_path: &str,
         setup: impl FnOnce(&Path),
     ) -> Peer {
+        let ready = |port| http_get(port, ready_path).is_some_and(|(c, _)| (200..300).contains(&c));
+        Peer::spawn_probed(name, program, args, setup, ready)
+    }
+
+    /// As [`Peer::spawn_with`], ready when `ready(port)` holds: for listeners plain HTTP cannot ask
+    /// (TLS).
+    pub fn spawn_probed(
+        name: &'static str,
+        program: &Path,
+        args: &[&str],
+        setup: impl FnOnce(&Path),
+        ready: impl Fn(u16) -> bool,
+    ) -> Peer {
         let port = free_port();
         let dir = tempfile::tempdir().expect("create a temp dir for the peer");
         setup(dir.path());
@@ -70,11 +83,11 @@ impl Peer {
             dir,
             name,
         };
-        peer.wait_ready(ready_path, &log_path);
+        peer.wait_ready(ready, &log_path);
         peer
     }
 
-    fn wait_ready(&mut self, path: &str, log_path: &Path) {
+    fn wait_ready(&mut self, ready: impl Fn(u16) -> bool, log_path: &Path) {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -84,9 +97,7 @@ impl Peer {
                     std::fs::read_to_string(log_path).unwrap_or_default()
                 );
             }
-            if let Some((code, _)) = http_get(self.port, path)
-                && (200..300).contains(&code)
-            {
+            if ready(self.port) {
                 return;
             }
             if Instant::now() > deadline {

@@ -171,6 +171,8 @@ pub struct Exporter {
     pub health_port: u16,
     pub log: PathBuf,
     args: Vec<String>,
+    /// Extra environment of the process (set after the defaults, so they can be overridden).
+    env: Vec<(String, String)>,
     /// Starts so far (the log of each is kept, numbered).
     pub starts: usize,
 }
@@ -187,6 +189,17 @@ impl Drop for Exporter {
 impl Exporter {
     /// Starts the binary in standalone mode. `outputs`: extra flags such as `--otlp-endpoint URL`.
     pub fn start(work: &Path, kusto_url: &str, manifests: &Path, outputs: &[String]) -> Exporter {
+        Exporter::start_with_env(work, kusto_url, manifests, outputs, &[])
+    }
+
+    /// As [`Exporter::start`], with extra environment variables (e.g. Azure identity settings).
+    pub fn start_with_env(
+        work: &Path,
+        kusto_url: &str,
+        manifests: &Path,
+        outputs: &[String],
+        env: &[(&str, &str)],
+    ) -> Exporter {
         let wal_dir = work.join("wal");
         let mut args: Vec<String> = vec![
             "run".into(),
@@ -208,6 +221,9 @@ impl Exporter {
             health_port: 0,
             log: work.join("adxexporter.log"),
             args,
+            env: (env.iter())
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             starts: 0,
         };
         e.restart();
@@ -239,6 +255,7 @@ impl Exporter {
                 self.health_port.to_string(),
             ])
             .env("RUST_LOG", "adxexporter=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
