@@ -171,6 +171,8 @@ pub struct Exporter {
     pub health_port: u16,
     pub log: PathBuf,
     args: Vec<String>,
+    /// Extra environment of every start (e.g. `LD_PRELOAD` for libfaketime).
+    env: Vec<(String, String)>,
     /// Starts so far (the log of each is kept, numbered).
     pub starts: usize,
 }
@@ -187,6 +189,17 @@ impl Drop for Exporter {
 impl Exporter {
     /// Starts the binary in standalone mode. `outputs`: extra flags such as `--otlp-endpoint URL`.
     pub fn start(work: &Path, kusto_url: &str, manifests: &Path, outputs: &[String]) -> Exporter {
+        Exporter::start_with_env(work, kusto_url, manifests, outputs, &[])
+    }
+
+    /// As [`Exporter::start`], with extra environment variables for every (re)start.
+    pub fn start_with_env(
+        work: &Path,
+        kusto_url: &str,
+        manifests: &Path,
+        outputs: &[String],
+        env: &[(&str, String)],
+    ) -> Exporter {
         let wal_dir = work.join("wal");
         let mut args: Vec<String> = vec![
             "run".into(),
@@ -208,6 +221,10 @@ impl Exporter {
             health_port: 0,
             log: work.join("adxexporter.log"),
             args,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
             starts: 0,
         };
         e.restart();
@@ -239,6 +256,7 @@ impl Exporter {
                 self.health_port.to_string(),
             ])
             .env("RUST_LOG", "adxexporter=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

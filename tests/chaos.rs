@@ -1,0 +1,506 @@
+//! The chaos and partition suite (issue #7 item 1; see `chaos/README.md`). Every scenario runs the
+//! real `adxexporter run` process against real peers (duckdb-kql, Prometheus, the Python OTLP
+//! decoder) through fault proxies (`chaos_support`), injects its faults, heals them, and ends with the
+//! same verdict: every data window delivered with exact values to every output; duplicates only for
+//! windows in flight at a fault. `cargo test --test chaos` is the reduced form CI runs;
+//! `CHAOS_FULL=1` (what `chaos/run` sets) the full one. Figures go to `target/chaos/*.json`.
+
+mod chaos_support;
+mod common;
+mod run_support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chaos_support::http_fault::HttpRule;
+use chaos_support::tcp_fault::TcpMode;
+use chaos_support::*;
+use run_support::*;
+
+/// Bound for every wait on the system under test.
+const LIMIT: Duration = Duration::from_secs(180);
+/// Window length of every scenario: short, so steady state produces windows quickly.
+const INTERVAL_S: i64 = 2;
+
+fn mode() -> &'static str {
+    if full() { "full" } else { "reduced" }
+}
+
+/// Stops the exporter cleanly (it must exit 0) once it listens.
+fn stop(ex: &mut Exporter) {
+    ex.wait_listening(LIMIT);
+    let exit = ex.terminate(Duration::from_secs(60));
+    assert!(exit.success(), "exit {exit:?}\n{}", ex.log_tail());
+}
+
+/// SIGKILL at random moments: during a long catch-up (after 1–3 more windows arrived, or within
+/// the first half second of a start) and in steady state (anywhere in the next 1.5 windows).
+#[test]
+fn sigkill_during_catch_up_and_steady_state() {
+    let seed = seed("sigkill");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let (past, catch_up_kills, steady_kills) = if full() { (300, 30, 25) } else { (40, 5, 3) };
+    let rig = Rig::new(INTERVAL_S, past, steady_kills * 2 + 40, seed);
+    rig.write_exporter("cpu", METRIC);
+    let t0 = Instant::now();
+    let mut ex = rig.start(&[], &[]);
+    let mut kills = 0;
+    while kills < catch_up_kills {
+        let before = rig.otlp_arrivals().len();
+        if before as i64 >= past - 4 {
+            break;
+        }
+        if rng.u8(0..3) == 0 {
+            std::thread::sleep(Duration::from_millis(rng.u64(0..500)));
+        } else {
+            let k = rng.usize(1..=3);
+            eventually(
+                "catch-up progress before the next kill",
+                LIMIT,
+                || (rig.otlp_arrivals().len() >= before + k).then_some(()),
+                || ex.log_tail(),
+            );
+            std::thread::sleep(Duration::from_millis(rng.u64(0..150)));
+        }
+        ex.assert_running();
+        ex.kill9();
+        kills += 1;
+        ex.restart();
+    }
+    let during_catch_up = kills;
+    assert!(
+        (rig.otlp_arrivals().len() as i64) < past,
+        "the catch-up ended before the last kill"
+    );
+    ex.wait_caught_up("cpu", rig.last_ended_window_end(), LIMIT);
+    for _ in 0..steady_kills {
+        std::thread::sleep(Duration::from_millis(
+            rng.u64(0..(INTERVAL_S as u64 * 1500)),
+        ));
+        ex.assert_running();
+        ex.kill9();
+        kills += 1;
+        ex.restart();
+    }
+    let recover = rig.wait_delivered(&mut ex, rig.last_ended_window_end(), LIMIT);
+    stop(&mut ex);
+    Report {
+        scenario: "sigkill".into(),
+        mode: mode(),
+        seed,
+        faults: vec![
+            format!("{during_catch_up} SIGKILL during a {past}-window catch-up"),
+            format!("{} SIGKILL in steady state", kills - during_catch_up),
+        ],
+        allowed_duplicated_windows: kills,
+        recover_s: vec![secs(recover)],
+        duration_s: secs(t0.elapsed()),
+        verdict: rig.verdict(&ex, "cpu"),
+        passed: false,
+    }
+    .finish();
+}
+
+/// Partitions of each output and of Kusto through the TCP proxy: blackhole (packets dropped: the
+/// client waits on a silent socket) and reset (active reject); the full run adds truncated answers
+/// and slow links and holds the blackhole for two minutes. While one output is cut the other keeps
+/// receiving new windows.
+#[test]
+fn partition_each_output_and_kusto() {
+    let seed = seed("partition");
+    let faults: Vec<(TcpMode, Duration)> = if full() {
+        vec![
+            (TcpMode::Blackhole, Duration::from_secs(120)),
+            (TcpMode::Reset, Duration::from_secs(30)),
+            (TcpMode::Truncate(40), Duration::from_secs(30)),
+            (
+                TcpMode::Delay(Duration::from_millis(300)),
+                Duration::from_secs(30),
+            ),
+        ]
+    } else {
+        vec![
+            (TcpMode::Blackhole, Duration::from_secs(5)),
+            (TcpMode::Reset, Duration::from_secs(5)),
+        ]
+    };
+    let per_target: u64 = faults.iter().map(|(_, d)| d.as_secs() + 40).sum();
+    let rig = Rig::new(
+        INTERVAL_S,
+        10,
+        (3 * per_target) as i64 / INTERVAL_S + 30,
+        seed,
+    );
+    rig.write_exporter("cpu", METRIC);
+    let t0 = Instant::now();
+    let mut ex = rig.start(&[], &[]);
+    ex.wait_caught_up("cpu", rig.last_ended_window_end(), LIMIT);
+    let mut names = Vec::new();
+    let mut recover = Vec::new();
+    let mut output_faults = [0usize; 2];
+    for target in ["remote_write", "otlp", "kusto"] {
+        let link = match target {
+            "remote_write" => &rig.rw,
+            "otlp" => &rig.otlp_link,
+            _ => &rig.kusto,
+        };
+        for (mode, hold) in &faults {
+            let other_before = match target {
+                "remote_write" => rig.otlp_arrivals().len(),
+                "otlp" => rig.rw_arrivals().len(),
+                _ => 0,
+            };
+            link.tcp.set(*mode);
+            // Holding the fault for its length is the fault itself, not a synchronisation.
+            std::thread::sleep(*hold);
+            ex.assert_running();
+            let other_after = match target {
+                "remote_write" => rig.otlp_arrivals().len(),
+                "otlp" => rig.rw_arrivals().len(),
+                _ => 0,
+            };
+            link.tcp.set(TcpMode::Pass);
+            match target {
+                "remote_write" => output_faults[0] += 1,
+                "otlp" => output_faults[1] += 1,
+                _ => {}
+            }
+            if target != "kusto" {
+                assert!(
+                    other_after > other_before,
+                    "{target} {mode:?}: the other output received nothing meanwhile\n{}",
+                    ex.log_tail()
+                );
+            }
+            let r = rig.wait_delivered(&mut ex, rig.last_ended_window_end(), LIMIT);
+            names.push(format!("{target} {mode:?} {} s", hold.as_secs()));
+            recover.push(secs(r));
+        }
+    }
+    stop(&mut ex);
+    Report {
+        scenario: "partition".into(),
+        mode: mode(),
+        seed,
+        faults: names,
+        allowed_duplicated_windows: output_faults.into_iter().max().unwrap_or(0),
+        recover_s: recover,
+        duration_s: secs(t0.elapsed()),
+        verdict: rig.verdict(&ex, "cpu"),
+        passed: false,
+    }
+    .finish();
+}
+
+/// Receivers misbehaving at the HTTP level: 429 with `Retry-After`, a 5xx storm (500 for remote
+/// write, 503 for OTLP, where 500 is permanent), and a 400 for one exporter's data only — dead
+/// lettered, while the other exporter delivers everything. The proxy answers faults itself, so no
+/// duplicate is allowed.
+#[test]
+fn receivers_throttle_storm_and_reject_one_exporter() {
+    let seed = seed("receivers");
+    let (n429, storm) = if full() { (20, 200) } else { (3, 15) };
+    let rig = Rig::new(INTERVAL_S, 20, 120, seed);
+    rig.write_exporter("cpu", METRIC);
+    rig.write_exporter("poison", "chaos_poison");
+    for link in [&rig.rw, &rig.otlp_link] {
+        link.http.reject_marked("chaos_poison", 400);
+    }
+    let t0 = Instant::now();
+    let mut ex = rig.start(&[], &[]);
+    ex.wait_caught_up("cpu", rig.last_ended_window_end(), LIMIT);
+    let steps = [
+        (
+            "remote_write",
+            HttpRule::Answer {
+                status: 429,
+                retry_after: Some(1),
+            },
+            n429,
+        ),
+        (
+            "otlp",
+            HttpRule::Answer {
+                status: 429,
+                retry_after: Some(1),
+            },
+            n429,
+        ),
+        (
+            "remote_write",
+            HttpRule::Storm {
+                status: 500,
+                percent: 70,
+            },
+            storm,
+        ),
+        (
+            "otlp",
+            HttpRule::Storm {
+                status: 503,
+                percent: 70,
+            },
+            storm,
+        ),
+    ];
+    let mut names = Vec::new();
+    let mut recover = Vec::new();
+    for (target, rule, n) in steps {
+        let link = if target == "otlp" {
+            &rig.otlp_link
+        } else {
+            &rig.rw
+        };
+        let faulted = link.http.faulted();
+        link.http.set_for(rule.clone(), n);
+        eventually(
+            "the scripted answers to be used up",
+            LIMIT,
+            || link.http.is_passing().then_some(()),
+            || ex.log_tail(),
+        );
+        let r = rig.wait_delivered(&mut ex, rig.last_ended_window_end(), LIMIT);
+        names.push(format!(
+            "{target} {rule:?} for {n} requests ({} answered by the fault)",
+            link.http.faulted() - faulted
+        ));
+        recover.push(secs(r));
+    }
+    let poison = eventually(
+        "the poison exporter's windows to be dead-lettered",
+        LIMIT,
+        || {
+            ex.status_of("poison").filter(|st| {
+                st["deadLettered"]["windows"].as_u64().unwrap_or(0) > 0 && backlog_windows(st) == 0
+            })
+        },
+        || format!("{:?}\n{}", ex.status_of("poison"), ex.log_tail()),
+    );
+    stop(&mut ex);
+    let cpu = ex.status_of("cpu").unwrap();
+    assert_eq!(cpu["deadLettered"]["windows"], 0, "{cpu}");
+    let (code, body) = common::http_get(
+        rig.prom.port,
+        &format!(
+            "/api/v1/query?query=chaos_poison%5B1h%5D&time={}",
+            now_ms() / 1000 + 60
+        ),
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("\"result\":[]"),
+        "rejected data reached Prometheus: {body}"
+    );
+    names.push(format!(
+        "400 for exporter poison at both outputs: {} windows dead-lettered ({})",
+        poison["deadLettered"]["windows"], poison["deadLettered"]["lastReason"]
+    ));
+    Report {
+        scenario: "receivers".into(),
+        mode: mode(),
+        seed,
+        faults: names,
+        allowed_duplicated_windows: 0,
+        recover_s: recover,
+        duration_s: secs(t0.elapsed()),
+        verdict: rig.verdict(&ex, "cpu"),
+        passed: false,
+    }
+    .finish();
+}
+
+/// Kusto misbehaving: 429 with `Retry-After`, 503 and 500, partial failures (a failed
+/// `DataSetCompletion`), truncated bodies; the full run adds an answer slower than the client
+/// timeout. Each window is retried, never skipped; nothing reaches an output twice.
+#[test]
+fn kusto_faults_are_retried_never_skipped() {
+    let seed = seed("kusto");
+    let n = if full() { 6 } else { 2 };
+    let rig = Rig::new(INTERVAL_S, 20, 150, seed);
+    rig.write_exporter("cpu", METRIC);
+    let t0 = Instant::now();
+    let mut ex = rig.start(&[], &[]);
+    ex.wait_caught_up("cpu", rig.last_ended_window_end(), LIMIT);
+    let mut steps = vec![
+        (
+            HttpRule::Answer {
+                status: 429,
+                retry_after: Some(1),
+            },
+            n,
+        ),
+        (
+            HttpRule::Answer {
+                status: 503,
+                retry_after: None,
+            },
+            n,
+        ),
+        (
+            HttpRule::Answer {
+                status: 500,
+                retry_after: None,
+            },
+            n,
+        ),
+        (HttpRule::KustoPartialFailure, n),
+        (HttpRule::TruncateBody, n),
+    ];
+    if full() {
+        // The client gives up at --kusto-server-timeout (2 s) + 30 s.
+        steps.push((HttpRule::Slow(Duration::from_secs(40)), 1));
+    }
+    let mut names = Vec::new();
+    let mut recover = Vec::new();
+    for (rule, n) in steps {
+        let faulted = rig.kusto.http.faulted();
+        rig.kusto.http.set_for(rule.clone(), n);
+        eventually(
+            "the scripted Kusto answers to be used up",
+            LIMIT,
+            || rig.kusto.http.is_passing().then_some(()),
+            || ex.log_tail(),
+        );
+        let r = rig.wait_delivered(&mut ex, rig.last_ended_window_end(), LIMIT);
+        let hit = rig.kusto.http.faulted() - faulted;
+        assert_eq!(hit, n, "{rule:?}: every scripted request hits the fault");
+        names.push(format!("Kusto {rule:?} for {n} queries"));
+        recover.push(secs(r));
+    }
+    let failed = ex.log_text().matches("window failed").count();
+    stop(&mut ex);
+    names.push(format!("{failed} failed queries logged, all retried"));
+    Report {
+        scenario: "kusto".into(),
+        mode: mode(),
+        seed,
+        faults: names,
+        allowed_duplicated_windows: 0,
+        recover_s: recover,
+        duration_s: secs(t0.elapsed()),
+        verdict: rig.verdict(&ex, "cpu"),
+        passed: false,
+    }
+    .finish();
+}
+
+/// The WAL fills while OTLP is cut (reset): querying pauses with `QueryHealthy=False/WalFull` and
+/// the watermark holds while windows fall due; when OTLP heals the WAL drains and querying
+/// resumes, nothing lost. The limit is `--wal-max-bytes` (see `chaos/README.md` for why not a
+/// full file system).
+#[test]
+fn wal_full_pauses_querying_and_resumes() {
+    let seed = seed("wal_full");
+    let rig = Rig::new(INTERVAL_S, 4, 150, seed);
+    rig.write_exporter("cpu", METRIC);
+    let t0 = Instant::now();
+    // Each record takes at least one 4 KiB page: about ten windows fit.
+    let mut ex = rig.start(&["--wal-max-bytes", "40000"], &[]);
+    ex.wait_caught_up("cpu", rig.last_ended_window_end(), LIMIT);
+    rig.otlp_link.tcp.set(TcpMode::Reset);
+    let full_at = eventually(
+        "the WAL to fill and querying to pause",
+        LIMIT,
+        || {
+            ex.status_of("cpu").filter(|st| {
+                condition(st, "QueryHealthy").is_some_and(|c| c.0 == "False" && c.1 == "WalFull")
+            })
+        },
+        || format!("{:?}\n{}", ex.status_of("cpu"), ex.log_tail()),
+    );
+    let held = watermark_ms(&full_at).unwrap();
+    // Paused: two more windows fall due and the watermark stays put.
+    eventually(
+        "two more windows to fall due while full",
+        LIMIT,
+        || (rig.last_ended_window_end() >= held + 2 * rig.data.interval_ms).then_some(()),
+        || ex.log_tail(),
+    );
+    ex.wait_status_write(LIMIT);
+    let still = ex.status_of("cpu").unwrap();
+    assert_eq!(
+        watermark_ms(&still),
+        Some(held),
+        "querying went on while full: {still}"
+    );
+    let paused_s = (rig.last_ended_window_end() - held) / 1000;
+    rig.otlp_link.tcp.set(TcpMode::Pass);
+    let r = rig.wait_delivered(&mut ex, rig.last_ended_window_end(), LIMIT);
+    ex.wait_caught_up("cpu", rig.last_ended_window_end(), LIMIT);
+    stop(&mut ex);
+    Report {
+        scenario: "wal_full".into(),
+        mode: mode(),
+        seed,
+        faults: vec![format!(
+            "OTLP reset until the WAL (--wal-max-bytes 40000) was full; querying paused {paused_s} s behind"
+        )],
+        allowed_duplicated_windows: 1,
+        recover_s: vec![secs(r)],
+        duration_s: secs(t0.elapsed()),
+        verdict: rig.verdict(&ex, "cpu"),
+        passed: false,
+    }
+    .finish();
+}
+
+/// libfaketime's preload library (Debian `faketime`, installed by `tests/peers/setup.sh`).
+fn libfaketime() -> PathBuf {
+    let found = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|a| PathBuf::from(format!("/usr/lib/{a}/faketime/libfaketime.so.1")))
+        .find(|p| p.exists());
+    found.expect(
+        "libfaketime is missing: install the Debian package `faketime` (tests/peers/setup.sh does)",
+    )
+}
+
+/// The wall clock jumps forward (windows run early: their data is already in Kusto) and back
+/// (past the watermark: the exporter waits, re-queries nothing). The process sees the jumps
+/// through libfaketime; its monotonic clock is left alone, as the kernel's is.
+#[test]
+fn clock_jumps_forward_and_back() {
+    let seed = seed("clock");
+    let (ahead, behind) = if full() { (60, 30) } else { (16, 8) };
+    let rig = Rig::new(INTERVAL_S, 10, 120, seed);
+    rig.write_exporter("cpu", METRIC);
+    let offset_file = rig.work.path().join("faketime");
+    let set_offset = |s: i64| std::fs::write(&offset_file, format!("{s:+}\n")).unwrap();
+    set_offset(0);
+    let env = [
+        ("LD_PRELOAD", libfaketime().display().to_string()),
+        ("FAKETIME_TIMESTAMP_FILE", offset_file.display().to_string()),
+        ("FAKETIME_CACHE_DURATION", "1".to_owned()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+    ];
+    let t0 = Instant::now();
+    let mut ex = rig.start(&[], &env);
+    ex.wait_caught_up("cpu", rig.last_ended_window_end(), LIMIT);
+
+    set_offset(ahead);
+    let jumped_to = rig.last_ended_window_end() + ahead * 1000;
+    ex.wait_caught_up("cpu", jumped_to - rig.data.interval_ms, LIMIT);
+    set_offset(-behind);
+    let back = Instant::now();
+    // The exporter sits on its watermark until the real clock passes it again, then goes on.
+    let r = rig.wait_delivered(&mut ex, jumped_to + 2 * rig.data.interval_ms, LIMIT);
+    set_offset(0);
+    ex.wait_caught_up("cpu", rig.last_ended_window_end(), LIMIT);
+    stop(&mut ex);
+    Report {
+        scenario: "clock".into(),
+        mode: mode(),
+        seed,
+        faults: vec![
+            format!("wall clock +{ahead} s"),
+            format!("then {} s back (to real −{behind} s)", ahead + behind),
+        ],
+        allowed_duplicated_windows: 0,
+        recover_s: vec![secs(r), secs(back.elapsed())],
+        duration_s: secs(t0.elapsed()),
+        verdict: rig.verdict(&ex, "cpu"),
+        passed: false,
+    }
+    .finish();
+}
