@@ -68,7 +68,10 @@ struct Shared {
     marked: Mutex<Option<HttpRule>>,
     accepted: Mutex<Vec<Accepted>>,
     requests: AtomicU64,
+    /// Requests the scripted rule answered or altered.
     faulted: AtomicU64,
+    /// Requests the standing `reject_marked` answered.
+    rejected_marked: AtomicU64,
 }
 
 /// A running proxy; it stops when the runtime that spawned it shuts down.
@@ -103,6 +106,7 @@ impl HttpFault {
             accepted: Mutex::new(Vec::new()),
             requests: AtomicU64::new(0),
             faulted: AtomicU64::new(0),
+            rejected_marked: AtomicU64::new(0),
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -151,6 +155,11 @@ impl HttpFault {
     /// Requests a rule answered or altered so far.
     pub fn faulted(&self) -> u64 {
         self.shared.faulted.load(Ordering::Relaxed)
+    }
+
+    /// Requests the standing [`HttpFault::reject_marked`] answered so far.
+    pub fn rejected_marked(&self) -> u64 {
+        self.shared.rejected_marked.load(Ordering::Relaxed)
     }
 
     /// Every request the upstream accepted so far.
@@ -230,8 +239,14 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok());
     let decoded = decode_body(encoding, &body);
     let rule = next_rule(&shared, &decoded);
-    if rule.is_some() {
-        shared.faulted.fetch_add(1, Ordering::Relaxed);
+    match &rule {
+        None => {}
+        Some(HttpRule::RejectMarked { .. }) => {
+            shared.rejected_marked.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(_) => {
+            shared.faulted.fetch_add(1, Ordering::Relaxed);
+        }
     }
     match &rule {
         Some(HttpRule::Answer {
