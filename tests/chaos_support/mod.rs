@@ -80,8 +80,9 @@ pub struct Rig {
     pub prom: Prometheus,
     pub otlp: OtlpSink,
     kusto_peer: common::Peer,
-    /// Last, so the proxies stop after everything that talks through them.
-    rt: tokio::runtime::Runtime,
+    /// Runs the proxies (and a test's fake Kubernetes API). Last, so they stop after everything
+    /// that talks through them.
+    pub rt: tokio::runtime::Runtime,
 }
 
 impl Rig {
@@ -154,10 +155,41 @@ impl Rig {
         Exporter::start_with_env(
             self.work.path(),
             &self.kusto.url(""),
-            &self.manifests(),
+            Some(&self.manifests()),
             &args,
             env,
         )
+    }
+
+    /// Starts `adxexporter run` in Kubernetes mode (`env` carries `KUBECONFIG`) with its WAL and
+    /// log in `dir`, through the links.
+    pub fn start_kube(
+        &self,
+        dir: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Exporter {
+        let mut args = vec![
+            "--remote-write-endpoint".to_owned(),
+            self.rw.url("/api/v1/write"),
+            "--otlp-endpoint".to_owned(),
+            self.otlp_link.url("/v1/metrics"),
+            "--shutdown-grace".to_owned(),
+            "5s".to_owned(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        Exporter::start_with_env(dir, &self.kusto.url(""), None, &args, env)
+    }
+
+    /// Restarts Prometheus (same port and TSDB) accepting samples up to 30 min out of order.
+    pub fn prom_accepting_replays(&mut self) {
+        self.prom.stop();
+        std::fs::write(
+            self.prom.dir.path().join("prometheus.yml"),
+            "global:\n  scrape_interval: 15s\nstorage:\n  tsdb:\n    out_of_order_time_window: 30m\nscrape_configs: []\n",
+        )
+        .unwrap();
+        self.prom.restart();
     }
 
     /// Start of the newest window that has ended by now.
@@ -213,6 +245,17 @@ impl Rig {
     pub fn verdict(&self, exporter: &Exporter, name: &str) -> Verdict {
         let status = exporter.status_of(name).unwrap_or_default();
         let watermark = watermark_ms(&status).unwrap_or(self.data.first_start_ms);
+        self.verdict_of(METRIC, watermark, &self.otlp.points())
+    }
+
+    /// The verdict for one exporter emitting `metric`, up to `watermark`, given the OTLP points of
+    /// that metric.
+    pub fn verdict_of(
+        &self,
+        metric: &str,
+        watermark: i64,
+        otlp_points: &[((String, i64), f64)],
+    ) -> Verdict {
         let expected: BTreeMap<(String, i64), f64> = self
             .data
             .expected()
@@ -222,21 +265,21 @@ impl Rig {
         let windows: BTreeSet<i64> = expected.keys().map(|(_, t)| *t).collect();
         let mut problems = Vec::new();
         let otlp = tally(
-            "otlp",
-            &self.otlp.points(),
+            &format!("{metric} otlp"),
+            otlp_points,
             &expected,
             &windows,
             &mut problems,
         );
         let remote_write = tally(
-            "remote_write",
-            &rw_points(&self.rw.http, METRIC),
+            &format!("{metric} remote_write"),
+            &rw_points(&self.rw.http, metric),
             &expected,
             &windows,
             &mut problems,
         );
         // Prometheus itself: exactly the oracle up to the watermark (it folds duplicates).
-        let held = prometheus_samples(self.prom.port);
+        let held = prometheus_samples_of(self.prom.port, metric);
         let extra = held.keys().filter(|k| !expected.contains_key(*k)).count();
         let wrong = expected
             .iter()
@@ -244,7 +287,7 @@ impl Rig {
             .count();
         if extra + wrong > 0 {
             problems.push(format!(
-                "Prometheus holds {extra} samples beyond the oracle and lacks or differs on {wrong}"
+                "Prometheus {metric}: holds {extra} samples beyond the oracle and lacks or differs on {wrong}"
             ));
         }
         Verdict {
@@ -255,6 +298,31 @@ impl Rig {
             problems,
         }
     }
+}
+
+/// The verdicts of several exporters as one: counts added, problems joined.
+pub fn combine(verdicts: Vec<Verdict>) -> Verdict {
+    let add = |a: &Tally, b: &Tally| Tally {
+        delivered: a.delivered + b.delivered,
+        duplicated_windows: a.duplicated_windows + b.duplicated_windows,
+        extra_arrivals: a.extra_arrivals + b.extra_arrivals,
+        lost: a.lost + b.lost,
+    };
+    let mut all = Verdict {
+        windows_expected: 0,
+        watermark_ms: 0,
+        otlp: Tally::default(),
+        remote_write: Tally::default(),
+        problems: Vec::new(),
+    };
+    for v in verdicts {
+        all.windows_expected += v.windows_expected;
+        all.watermark_ms = all.watermark_ms.max(v.watermark_ms);
+        all.otlp = add(&all.otlp, &v.otlp);
+        all.remote_write = add(&all.remote_write, &v.remote_write);
+        all.problems.extend(v.problems);
+    }
+    all
 }
 
 /// Per-output figures of a verdict.
