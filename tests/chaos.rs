@@ -632,7 +632,7 @@ fn statefulset_rescale_with_a_crash() {
                     })
                     .then_some(())
             },
-            || String::new(),
+            || format!("windows up to {}", rfc3339(now)),
         );
         t0.elapsed()
     };

@@ -506,12 +506,15 @@ pub fn points_of(records: &[serde_json::Value]) -> Vec<((String, i64), f64)> {
         .unwrap_or_default()
 }
 
+/// One arrival of a data point: ((host, window start ms), value).
+pub type Point = ((String, i64), f64);
+
 /// As [`points_of`], for each of `metrics` (asserting no other metric arrived).
 pub fn points_of_metrics(
     records: &[serde_json::Value],
     metrics: &[&str],
-) -> BTreeMap<String, Vec<((String, i64), f64)>> {
-    let mut out: BTreeMap<String, Vec<((String, i64), f64)>> = BTreeMap::new();
+) -> BTreeMap<String, Vec<Point>> {
+    let mut out: BTreeMap<String, Vec<Point>> = BTreeMap::new();
     for r in records {
         assert!(r.get("decode_error").is_none(), "{r}");
         for res in r["resources"].as_array().into_iter().flatten() {
