@@ -44,6 +44,13 @@ pub fn seed(scenario: &str) -> u64 {
     seed
 }
 
+/// Holds the machine for one scenario: the harness runs tests on parallel threads, but scenarios
+/// measure recovery times and each starts several peers, so they take turns.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Where scenario results go: `$CHAOS_REPORT_DIR`, else `target/chaos`.
 pub fn report_dir() -> PathBuf {
     std::env::var_os("CHAOS_REPORT_DIR")
