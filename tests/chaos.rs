@@ -740,3 +740,92 @@ fn statefulset_rescale_with_a_crash() {
     }
     .finish();
 }
+
+/// Unmounts on drop (also when the scenario fails).
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+fn mount_tmpfs(dir: &std::path::Path, size: &str, remount: bool) {
+    let options = if remount {
+        format!("remount,size={size}")
+    } else {
+        format!("size={size}")
+    };
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
+        .arg(dir)
+        .output()
+        .expect("run mount");
+    assert!(
+        out.status.success(),
+        "mount -o {options} {}: {} (this scenario needs root: run it through chaos/run as root)",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The WAL's file system itself fills up (a small tmpfs; needs root, so only `chaos/run` runs it):
+/// with OTLP cut, appends fail with ENOSPC; querying must stop without losing or skipping a
+/// window, and everything must arrive once the volume grows and OTLP heals.
+#[test]
+#[ignore = "needs root to mount a tmpfs; FAILS today (open bug: ENOSPC poisons the redb database, \
+            see chaos/README.md); run with `chaos/run --include-ignored wal_volume`"]
+fn wal_volume_full_on_a_real_file_system() {
+    let _turn = serial();
+    let seed = seed("wal_volume_full");
+    let rig = Rig::new(INTERVAL_S, 4, 200, seed);
+    rig.write_exporter("cpu", METRIC);
+    let wal = rig.work.path().join("wal");
+    std::fs::create_dir_all(&wal).unwrap();
+    mount_tmpfs(&wal, "160k", false);
+    let _mount = Mount(wal.clone());
+    let t0 = Instant::now();
+    let mut ex = rig.start(&[], &[]);
+    ex.wait_caught_up("cpu", rig.last_ended_window_end(), LIMIT);
+    rig.otlp_link.tcp.set(TcpMode::Reset);
+    // The status file cannot be written on a full volume either: the log is the witness.
+    let message = eventually(
+        "an append to fail on the full volume",
+        Duration::from_secs(300),
+        || {
+            ex.log_text()
+                .lines()
+                .find(|l| l.contains("WAL append failed") && l.contains("No space left"))
+                .map(str::to_owned)
+        },
+        || ex.log_tail(),
+    );
+    eprintln!("volume full: {message}");
+    let held = watermark_ms(&ex.status_of("cpu").unwrap_or_default()).unwrap_or_default();
+    mount_tmpfs(&wal, "256m", true);
+    rig.otlp_link.tcp.set(TcpMode::Pass);
+    let r = rig.wait_delivered(&mut ex, rig.last_ended_window_end(), LIMIT);
+    ex.wait_caught_up("cpu", rig.last_ended_window_end(), LIMIT);
+    stop(&mut ex);
+    Report {
+        scenario: "wal_volume_full".into(),
+        mode: mode(),
+        seed,
+        faults: vec![
+            format!(
+                "OTLP reset until the 160 KiB tmpfs under the WAL was full (status watermark {})",
+                rfc3339(held)
+            ),
+            "tmpfs grown to 256 MiB, OTLP healed".into(),
+        ],
+        allowed_duplicated_windows: 1,
+        recover_s: vec![secs(r)],
+        duration_s: secs(t0.elapsed()),
+        verdict: rig.verdict(&ex, "cpu"),
+        passed: false,
+    }
+    .finish();
+}
