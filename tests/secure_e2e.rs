@@ -124,12 +124,12 @@ impl Setup {
     }
 
     fn start_with_env(&self, flags: &[String], env: &[(&str, &str)]) -> Exporter {
-        let mut env = env.to_vec();
-        env.push(("RUST_LOG", "trace"));
+        let mut env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        env.push(("RUST_LOG", "trace".to_owned()));
         Exporter::start_with_env(
             self.work.path(),
             &self.kusto.url,
-            &self.work.path().join("manifests"),
+            Some(&self.work.path().join("manifests")),
             flags,
             &env,
         )

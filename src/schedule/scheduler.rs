@@ -1,8 +1,10 @@
 //! The scheduler: one task per exporter walks its windows in order — query, transform, WAL append —
 //! and never skips one (SPEC §3).
 //!
-//! - Resume point, in order: the WAL's watermark, else the resource's status watermark (or adx-mon's
-//!   `LastSuccessfulExecution` condition), else `startTime`, else the newest complete window.
+//! - Resume point: the newer of the WAL's watermark and the resource's status watermark (or adx-mon's
+//!   `LastSuccessfulExecution` condition), else `startTime`, else the newest complete window. The
+//!   status is newer only after another replica exported windows (a rescale handed the resource
+//!   over and back); those must not be exported again.
 //! - A window runs once it is complete (`end <= now − ingestionDelay`). Missed windows run back to
 //!   back, oldest first, one in flight per exporter; `--max-concurrent-queries` bounds all of them.
 //! - The watermark only moves inside [`Wal::append`], in the same transaction as the window's record,
@@ -384,21 +386,25 @@ async fn run_exporter(ex: Arc<Exporter>, ctx: Arc<SchedulerContext>, cancel: Can
     }
 }
 
-/// Where an exporter continues: the WAL, else its status (recorded in the WAL so both agree).
+/// Where an exporter continues: the newer of its WAL watermark and its status watermark (recorded
+/// in the WAL so both agree). The status can be ahead only when another replica exported the
+/// windows in between (a StatefulSet rescale handed the resource over and back): resuming from
+/// the stale local watermark would export those windows a second time.
 async fn resume_point(ex: &Exporter, ctx: &SchedulerContext) -> Result<Option<Ticks>, WalError> {
     let wal = ctx.wal.clone();
     let uid = ex.id.uid.clone();
     let local = blocking(move || wal.watermark(&uid)).await?;
-    if local.is_some() {
+    let Some(from_status) = ex.status_watermark else {
+        return Ok(local);
+    };
+    if local.is_some_and(|l| l >= from_status) {
         return Ok(local);
     }
-    let Some(from_status) = ex.status_watermark else {
-        return Ok(None);
-    };
     let wal = ctx.wal.clone();
     let id = ex.id.clone();
-    blocking(move || wal.set_watermark_if_absent(&id, from_status)).await?;
-    Ok(Some(from_status))
+    Ok(Some(
+        blocking(move || wal.raise_watermark(&id, from_status)).await?,
+    ))
 }
 
 /// Queries one window and transforms it; returns the row count and the samples.

@@ -90,8 +90,8 @@
 //! All calls block on disk IO: from async code use `tokio::task::spawn_blocking`. `Wal` is an `Arc`
 //! inside: clone it into each task.
 //!
-//! - Scheduler: [`Wal::watermark`] (else [`Wal::set_watermark_if_absent`] from status / adx-mon's
-//!   condition), [`Wal::is_full`] before querying, [`Wal::append`] after the transform
+//! - Scheduler: [`Wal::watermark`], raised with [`Wal::raise_watermark`] when the status / adx-mon's
+//!   condition is newer (another replica exported those windows), [`Wal::is_full`] before querying, [`Wal::append`] after the transform
 //!   ([`WalError::Full`]: pause; [`WalError::WindowBeforeWatermark`]: a bug),
 //!   [`Wal::forget_exporter`] when the resource is deleted.
 //! - Drain loop per output: `let mut changes = wal.subscribe();` then loop: [`Wal::next_pending`]

@@ -349,6 +349,34 @@ impl Wal {
         })
     }
 
+    /// Raise the watermark to `watermark` when the store has none or an older one (another replica
+    /// exported the windows in between: its status says so, its own WAL delivers them); returns the
+    /// watermark in effect afterwards. Never lowers it. Also clears a pending `forget_exporter`.
+    pub fn raise_watermark(
+        &self,
+        exporter: &ExporterRef,
+        watermark: Ticks,
+    ) -> Result<Ticks, WalError> {
+        self.write(|tx| {
+            let mut t = WriteTables::open(tx)?;
+            let state = match read_exporter(&t.exporters, &exporter.uid)? {
+                Some(mut state) => {
+                    state.forgotten = false;
+                    state.watermark = state.watermark.max(watermark.0);
+                    state
+                }
+                None => ExporterState {
+                    watermark: watermark.0,
+                    forgotten: false,
+                    namespace: exporter.namespace.clone(),
+                    name: exporter.name.clone(),
+                },
+            };
+            t.put_exporter(&exporter.uid, &state)?;
+            Ok(Ticks(state.watermark))
+        })
+    }
+
     /// The resource was deleted: its records already appended are still delivered; its watermark is
     /// dropped once it has neither records nor dead letters (at once when none is left).
     pub fn forget_exporter(&self, exporter_uid: &str) -> Result<(), WalError> {
@@ -1632,6 +1660,25 @@ mod tests {
                 }],
             }],
         }
+    }
+
+    /// Regression (chaos suite, StatefulSet rescale 1 → 2 → 1): a replica that gets a resource back
+    /// must not resume from its own stale watermark when the status shows another replica went on.
+    #[test]
+    fn raise_watermark_only_moves_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = open(dir.path());
+        let ex = header(&[]).exporter;
+        let at = |w: i64| Ticks(START + w * INTERVAL);
+        assert_eq!(wal.raise_watermark(&ex, at(2)).unwrap(), at(2));
+        assert_eq!(wal.raise_watermark(&ex, at(7)).unwrap(), at(7));
+        assert_eq!(wal.raise_watermark(&ex, at(3)).unwrap(), at(7));
+        assert_eq!(wal.watermark(&ex.uid).unwrap(), Some(at(7)));
+        let mut before = header(&[]);
+        before.window_start = at(5);
+        before.window_end = at(6);
+        let err = wal.append(&before, &request(1.0)).unwrap_err();
+        assert!(err.to_string().contains("scheduler bug"), "{err}");
     }
 
     #[test]

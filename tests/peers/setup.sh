@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs every real peer the tests talk to: Prometheus and VictoriaMetrics (Debian) and a Python venv
-# at <repo>/.venv with duckdb-kql, azure-kusto-data, opentelemetry-proto, rotel and grpcio (PyPI).
+# Installs every real peer the tests talk to: Prometheus, VictoriaMetrics and faketime (Debian) and a Python
+# venv at <repo>/.venv with duckdb-kql, azure-kusto-data, opentelemetry-proto, rotel and grpcio (PyPI).
 # Idempotent: a second run only checks. Tests start their own instances on free loopback ports.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -10,6 +10,8 @@ need_apt=()
 command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v victoria-metrics >/dev/null || need_apt+=(victoria-metrics)
 command -v promtool >/dev/null || need_apt+=(prometheus)
+# libfaketime for the chaos suite's clock-jump scenario (tests/chaos.rs)
+compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || need_apt+=(faketime)
 if ((${#need_apt[@]})); then
   say "apt-get install ${need_apt[*]}"
   sudo_=""; [[ $(id -u) -eq 0 ]] || sudo_="sudo"

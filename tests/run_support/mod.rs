@@ -171,7 +171,7 @@ pub struct Exporter {
     pub health_port: u16,
     pub log: PathBuf,
     args: Vec<String>,
-    /// Extra environment of the process (set after the defaults, so they can be overridden).
+    /// Extra environment of every start (e.g. `LD_PRELOAD` for libfaketime).
     env: Vec<(String, String)>,
     /// Starts so far (the log of each is kept, numbered).
     pub starts: usize,
@@ -189,40 +189,43 @@ impl Drop for Exporter {
 impl Exporter {
     /// Starts the binary in standalone mode. `outputs`: extra flags such as `--otlp-endpoint URL`.
     pub fn start(work: &Path, kusto_url: &str, manifests: &Path, outputs: &[String]) -> Exporter {
-        Exporter::start_with_env(work, kusto_url, manifests, outputs, &[])
+        Exporter::start_with_env(work, kusto_url, Some(manifests), outputs, &[])
     }
 
-    /// As [`Exporter::start`], with extra environment variables (e.g. Azure identity settings).
+    /// As [`Exporter::start`], with extra environment variables for every (re)start; without
+    /// `manifests` the process runs in Kubernetes mode (give it `KUBECONFIG` in `env`).
     pub fn start_with_env(
         work: &Path,
         kusto_url: &str,
-        manifests: &Path,
+        manifests: Option<&Path>,
         outputs: &[String],
-        env: &[(&str, &str)],
+        env: &[(&str, String)],
     ) -> Exporter {
         let wal_dir = work.join("wal");
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "--manifests".into(),
-            manifests.display().to_string(),
+        let mut args: Vec<String> = vec!["run".into()];
+        if let Some(m) = manifests {
+            args.extend(["--manifests".into(), m.display().to_string()]);
+        }
+        args.extend([
             "--kusto-endpoint".into(),
             format!("memory={kusto_url}"),
             "--kusto-auth".into(),
             "none".into(),
             "--wal-dir".into(),
             wal_dir.display().to_string(),
-        ];
+        ]);
         args.extend(outputs.iter().cloned());
         let mut e = Exporter {
             child: None,
             wal_dir,
-            manifests: manifests.to_owned(),
+            manifests: manifests.map(Path::to_owned).unwrap_or_default(),
             metrics_port: 0,
             health_port: 0,
             log: work.join("adxexporter.log"),
             args,
-            env: (env.iter())
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
                 .collect(),
             starts: 0,
         };
@@ -498,14 +501,28 @@ impl OtlpSink {
 
 /// Flattens recorded OTLP requests to ((host, ms), value); asserts the shape the exporter promises.
 pub fn points_of(records: &[serde_json::Value]) -> Vec<((String, i64), f64)> {
-    let mut out = Vec::new();
+    points_of_metrics(records, &[METRIC])
+        .remove(METRIC)
+        .unwrap_or_default()
+}
+
+/// One arrival of a data point: ((host, window start ms), value).
+pub type Point = ((String, i64), f64);
+
+/// As [`points_of`], for each of `metrics` (asserting no other metric arrived).
+pub fn points_of_metrics(
+    records: &[serde_json::Value],
+    metrics: &[&str],
+) -> BTreeMap<String, Vec<Point>> {
+    let mut out: BTreeMap<String, Vec<Point>> = BTreeMap::new();
     for r in records {
         assert!(r.get("decode_error").is_none(), "{r}");
         for res in r["resources"].as_array().into_iter().flatten() {
             for scope in res["scopes"].as_array().into_iter().flatten() {
                 assert_eq!(scope["name"], "adxexporter");
                 for m in scope["metrics"].as_array().into_iter().flatten() {
-                    assert_eq!(m["name"], METRIC, "{m}");
+                    let name = m["name"].as_str().unwrap_or_default();
+                    assert!(metrics.contains(&name), "{m}");
                     assert_eq!(m["kind"], "gauge", "{m}");
                     for p in m["points"].as_array().into_iter().flatten() {
                         let attrs = p["attrs"].as_array().unwrap();
@@ -515,7 +532,9 @@ pub fn points_of(records: &[serde_json::Value]) -> Vec<((String, i64), f64)> {
                         let ns = p["time_unix_nano"].as_u64().unwrap();
                         assert_eq!(ns % 1_000_000, 0, "{p}");
                         let value: f64 = p["value"].as_str().unwrap().parse().unwrap();
-                        out.push(((host, (ns / 1_000_000) as i64), value));
+                        out.entry(name.to_owned())
+                            .or_default()
+                            .push(((host, (ns / 1_000_000) as i64), value));
                     }
                 }
             }
@@ -527,8 +546,13 @@ pub fn points_of(records: &[serde_json::Value]) -> Vec<((String, i64), f64)> {
 /// Every sample Prometheus holds for [`METRIC`] in the last hour: (host, ms) → value, asserting
 /// each series has exactly the labels `__name__` and `Host` and no timestamp twice.
 pub fn prometheus_samples(port: u16) -> BTreeMap<(String, i64), f64> {
+    prometheus_samples_of(port, METRIC)
+}
+
+/// As [`prometheus_samples`], for any metric with the same shape.
+pub fn prometheus_samples_of(port: u16, metric: &str) -> BTreeMap<(String, i64), f64> {
     let time = now_ms() / 1000 + 60;
-    let path = format!("/api/v1/query?query={METRIC}%5B1h%5D&time={time}");
+    let path = format!("/api/v1/query?query={metric}%5B1h%5D&time={time}");
     let (code, body) = http_get(port, &path).expect("Prometheus answers");
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
