@@ -79,7 +79,8 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create --wal-dir {}", config.wal_dir.display()))?;
     let wal = {
         let dir = config.wal_dir.clone();
-        let wal_config = WalConfig::new(config.wal_max_bytes, names.clone());
+        let mut wal_config = WalConfig::new(config.wal_max_bytes, names.clone());
+        wal_config.min_free_bytes = config.wal_min_free_bytes;
         tokio::task::spawn_blocking(move || Wal::open(&dir, wal_config)).await??
     };
     health.set_wal_open();

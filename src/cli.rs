@@ -313,6 +313,9 @@ pub struct RunArgs {
     /// Most bytes the WAL may hold (e.g. 1GiB, 512MiB, 1000000); when full, querying pauses.
     #[arg(long, env = "ADXEXPORTER_WAL_MAX_BYTES", default_value = "1GiB", value_parser = parse_size)]
     pub wal_max_bytes: u64,
+    /// Free space to keep on the WAL's volume (e.g. 64MiB); below it querying pauses, as when the WAL is full.
+    #[arg(long, env = "ADXEXPORTER_WAL_MIN_FREE_BYTES", default_value = "64MiB", value_parser = parse_size)]
+    pub wal_min_free_bytes: u64,
     /// Port (or HOST:PORT) serving /metrics.
     #[arg(long, env = "ADXEXPORTER_METRICS_PORT", default_value = "8080", value_parser = parse_listen_addr)]
     pub metrics_port: SocketAddr,
@@ -373,6 +376,7 @@ pub struct RunConfig {
     pub metric_name_prefix: String,
     pub wal_dir: PathBuf,
     pub wal_max_bytes: u64,
+    pub wal_min_free_bytes: u64,
     pub metrics_addr: SocketAddr,
     pub health_probe_addr: SocketAddr,
     pub manifests: Option<PathBuf>,
@@ -459,6 +463,7 @@ impl RunArgs {
             metric_name_prefix: self.metric_name_prefix.trim().to_owned(),
             wal_dir: self.wal_dir,
             wal_max_bytes: self.wal_max_bytes,
+            wal_min_free_bytes: self.wal_min_free_bytes,
             metrics_addr: self.metrics_port,
             health_probe_addr: self.health_probe_port,
             manifests: self.manifests,

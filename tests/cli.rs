@@ -297,6 +297,7 @@ fn every_run_flag_has_help_and_env() {
         "--scrape-port",
         "--scrape-path",
         "--scrape-timestamps",
+        "--wal-min-free-bytes",
         "--remote-write-header",
         "--remote-write-auth",
         "--remote-write-bearer-token-file",

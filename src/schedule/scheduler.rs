@@ -258,7 +258,7 @@ async fn run_exporter(ex: Arc<Exporter>, ctx: Arc<SchedulerContext>, cancel: Can
                 ctx.board.update(&uid, |r| {
                     r.query_problem = Some(Problem {
                         reason: "WalFull",
-                        message: "the WAL reached --wal-max-bytes: querying paused (nothing is lost; Kusto still has the data) until outputs drain it; check the outputs, or raise --wal-max-bytes".into(),
+                        message: "the WAL reached --wal-max-bytes, or its volume has less than --wal-min-free-bytes free: querying paused (nothing is lost; Kusto still has the data) until outputs drain it or space returns; check the outputs and the volume (adxexporter_wal_volume_free_bytes), or raise --wal-max-bytes".into(),
                     })
                 });
                 tokio::select! {

@@ -37,6 +37,8 @@ use crate::wal::{PendingRecord, Wal, WalError};
 const BATCH: usize = 64;
 /// Longest idle sleep without any WAL change (a safety net; appends wake the loop at once).
 const IDLE_MAX: Duration = Duration::from_secs(30);
+/// Pause after a WAL error before the next round.
+const WAL_ERROR_PAUSE: Duration = Duration::from_secs(5);
 
 /// Drains one output.
 pub struct Drain<S> {
@@ -63,6 +65,26 @@ impl<S: Sink + 'static> Drain<S> {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
+            // A WAL error (a full or failing volume) pauses this output; it never ends the process:
+            // the records stay in the WAL and the store reopens itself once the volume recovers.
+            if let Err(e) = self.round(&mut changes, &shutdown).await {
+                tracing::error!(output = name, "WAL error: {e}; retrying in {WAL_ERROR_PAUSE:?}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(WAL_ERROR_PAUSE) => {}
+                }
+            }
+        }
+    }
+
+    /// One round: push a batch of due windows, or sleep until something is due or appended.
+    async fn round(
+        &self,
+        changes: &mut tokio::sync::watch::Receiver<u64>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), WalError> {
+        let name = self.sink.name();
+        {
             let batch = {
                 let wal = self.wal.clone();
                 blocking(move || wal.next_pending(name, Ticks::now(), BATCH)).await?
@@ -80,17 +102,17 @@ impl<S: Sink + 'static> Drain<S> {
                 }
                 changes.borrow_and_update();
                 tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = shutdown.cancelled() => {}
                     _ = changes.changed() => {}
                     _ = tokio::time::sleep(wait) => {}
                 }
-                continue;
+                return Ok(());
             }
             let pushes = futures::stream::iter(batch)
                 .map(|record| self.deliver(record))
                 .buffer_unordered(self.concurrency.max(1));
             tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => {}
                 results = pushes.collect::<Vec<_>>() => {
                     for r in results {
                         r?;
@@ -98,6 +120,7 @@ impl<S: Sink + 'static> Drain<S> {
                 }
             }
         }
+        Ok(())
     }
 
     /// Pushes one window and records the outcome, logging inside the window's span.

@@ -7,7 +7,6 @@
 //! recorder's idle timeout (see [`super::install_metrics`]).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,11 +102,7 @@ pub fn record(stats: &WalStats, snap: &Snapshot, board: &Board, free: Option<u64
     }
 }
 
-/// Free bytes for unprivileged users on the volume holding `dir`; `None` if it cannot be read.
-pub fn free_bytes(dir: &Path) -> Option<u64> {
-    let s = rustix::fs::statvfs(dir).ok()?;
-    Some(s.f_bavail.saturating_mul(s.f_frsize))
-}
+pub use crate::wal::volume_free_bytes as free_bytes;
 
 /// Refreshes the gauges every [`GAUGE_INTERVAL`] until `shutdown`. Never fails: a WAL read error
 /// is logged and the gauges keep their previous values.

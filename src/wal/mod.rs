@@ -147,7 +147,7 @@ mod store;
 
 pub use migrate::SCHEMA_VERSION;
 pub use record::{Compression, RECORD_VERSION};
-pub use store::{Wal, allocation_estimate};
+pub use store::{Wal, allocation_estimate, volume_free_bytes};
 
 /// The store's file name inside `--wal-dir`.
 pub const WAL_FILE_NAME: &str = "wal.redb";
@@ -167,7 +167,13 @@ pub struct WalConfig {
     pub verify_on_open: bool,
     /// redb 2-phase commit: two fsyncs per commit instead of one; see the bench report.
     pub two_phase_commit: bool,
+    /// Free space the WAL's volume keeps: below it [`Wal::is_full`] is true and querying pauses, so
+    /// acks and compaction (which write too) still fit before the disk itself is full.
+    pub min_free_bytes: u64,
 }
+
+/// Default [`WalConfig::min_free_bytes`].
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
 
 impl WalConfig {
     pub fn new<S: Into<String>>(max_bytes: u64, outputs: impl IntoIterator<Item = S>) -> WalConfig {
@@ -177,6 +183,7 @@ impl WalConfig {
             cache_bytes: DEFAULT_CACHE_BYTES,
             verify_on_open: true,
             two_phase_commit: false,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -504,4 +511,9 @@ pub enum WalError {
     },
     #[error("WAL store error: {0}")]
     Store(#[from] redb::Error),
+    #[error(
+        "the WAL store {} is closed after an I/O error (volume full?): it is reopened automatically once the volume accepts writes; free space on it or grow it",
+        path.display()
+    )]
+    Closed { path: PathBuf },
 }

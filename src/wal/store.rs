@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use prost::Message;
 use redb::{
     Builder, Database, DatabaseError, Durability, ReadOnlyDatabase, ReadableDatabase,
-    ReadableTable, StorageError, Table, TableDefinition, TransactionError, WriteTransaction,
+    ReadableTable, StorageError, Table, TableDefinition, WriteTransaction,
 };
 use tokio::sync::watch;
 
@@ -114,15 +114,9 @@ struct Inner {
 enum Db {
     Writable(Database),
     ReadOnly(ReadOnlyDatabase),
-}
-
-impl Db {
-    fn begin_read(&self) -> Result<redb::ReadTransaction, TransactionError> {
-        match self {
-            Db::Writable(db) => db.begin_read(),
-            Db::ReadOnly(db) => db.begin_read(),
-        }
-    }
+    /// Closed after an I/O error (redb refuses everything after one until reopened); the next
+    /// operation reopens it, so a full or flaky volume pauses the WAL instead of ending the process.
+    Closed,
 }
 
 impl std::fmt::Debug for Wal {
@@ -197,6 +191,7 @@ impl Wal {
         let found = guard(&path, || match &db {
             Db::Writable(db) => migrate::read_version(db),
             Db::ReadOnly(db) => migrate::read_version(db),
+            Db::Closed => Ok(None),
         })?
         .map_err(|e| migrate_error(&path, e))?;
         match found {
@@ -730,8 +725,13 @@ impl Wal {
     }
 
     /// True when `append` would refuse with [`WalError::Full`]: the scheduler stops querying.
+    /// Also true when the volume has less than `min_free_bytes` free (whatever fills it).
     pub fn is_full(&self) -> Result<bool, WalError> {
-        Ok(self.used_bytes()? >= self.inner.config.max_bytes)
+        if self.used_bytes()? >= self.inner.config.max_bytes {
+            return Ok(true);
+        }
+        let reserve = self.inner.config.min_free_bytes;
+        Ok(volume_free_bytes(&self.inner.dir).is_some_and(|free| free < reserve))
     }
 
     /// Compact when the file holds much more than the live data (backlog drained): call it from a
@@ -752,11 +752,15 @@ impl Wal {
             .db
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Db::Writable(db) = &mut *guard else {
-            return Err(WalError::ReadOnly);
+        let db = match &mut *guard {
+            Db::Writable(db) => db,
+            Db::ReadOnly(_) => return Err(WalError::ReadOnly),
+            Db::Closed => return Err(self.closed()),
         };
         let before = std::fs::metadata(&self.inner.path).map_or(0, |m| m.len());
-        let compacted = db.compact().map_err(store)?;
+        let compacted = db.compact().map_err(store);
+        drop(guard);
+        let compacted = compacted.inspect_err(|e| self.close_after_io_error(e))?;
         let after = std::fs::metadata(&self.inner.path).map_or(0, |m| m.len());
         tracing::info!(path = %self.inner.path.display(), before, after, "WAL compacted");
         Ok(compacted)
@@ -843,43 +847,102 @@ impl Wal {
 
     fn db(&self) -> RwLockReadGuard<'_, Db> {
         // A panic elsewhere cannot leave the store half-written (transactions), so poison is moot.
-        self.inner
-            .db
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        let read = || (self.inner.db.read()).unwrap_or_else(std::sync::PoisonError::into_inner);
+        if matches!(*read(), Db::Closed) {
+            self.reopen();
+        }
+        read()
     }
 
     fn write<T>(
         &self,
         body: impl FnOnce(&WriteTransaction) -> Result<T, WalError>,
     ) -> Result<T, WalError> {
-        let guard = self.db();
-        let Db::Writable(db) = &*guard else {
-            return Err(WalError::ReadOnly);
+        let result = {
+            let guard = self.db();
+            let db = match &*guard {
+                Db::Writable(db) => db,
+                Db::ReadOnly(_) => return Err(WalError::ReadOnly),
+                Db::Closed => return Err(self.closed()),
+            };
+            (|| {
+                let mut tx = db.begin_write().map_err(store)?;
+                tx.set_durability(Durability::Immediate).map_err(store)?;
+                tx.set_two_phase_commit(self.inner.config.two_phase_commit);
+                match body(&tx) {
+                    Ok(value) => {
+                        tx.commit().map_err(store)?;
+                        Ok(value)
+                    }
+                    Err(e) => {
+                        tx.abort().map_err(store)?;
+                        Err(e)
+                    }
+                }
+            })()
         };
-        let mut tx = db.begin_write().map_err(store)?;
-        tx.set_durability(Durability::Immediate).map_err(store)?;
-        tx.set_two_phase_commit(self.inner.config.two_phase_commit);
-        match body(&tx) {
-            Ok(value) => {
-                tx.commit().map_err(store)?;
-                Ok(value)
-            }
-            Err(e) => {
-                tx.abort().map_err(store)?;
-                Err(e)
-            }
-        }
+        result.inspect_err(|e| self.close_after_io_error(e))
     }
 
     fn read<T>(
         &self,
         body: impl FnOnce(&redb::ReadTransaction) -> Result<T, WalError>,
     ) -> Result<T, WalError> {
-        let db = self.db();
-        let tx = db.begin_read().map_err(store)?;
-        body(&tx)
+        let result = {
+            let guard = self.db();
+            let tx = match &*guard {
+                Db::Writable(db) => db.begin_read(),
+                Db::ReadOnly(db) => db.begin_read(),
+                Db::Closed => return Err(self.closed()),
+            };
+            tx.map_err(store).and_then(|tx| body(&tx))
+        };
+        result.inspect_err(|e| self.close_after_io_error(e))
     }
+
+    /// After an I/O error redb answers every later call with `PreviousIo` until the database is
+    /// closed and reopened: close it now (what was committed is on disk; the failed transaction
+    /// was not), and let the next operation reopen it.
+    fn close_after_io_error(&self, e: &WalError) {
+        if !matches!(
+            e,
+            WalError::Store(redb::Error::Io(_) | redb::Error::PreviousIo)
+        ) {
+            return;
+        }
+        let mut guard = (self.inner.db.write()).unwrap_or_else(std::sync::PoisonError::into_inner);
+        if matches!(*guard, Db::Writable(_)) {
+            tracing::error!(path = %self.inner.path.display(), "WAL I/O error ({e}); closing the store, it is reopened on the next operation (is the volume full?)");
+            *guard = Db::Closed;
+        }
+    }
+
+    /// Reopens a store closed by [`Wal::close_after_io_error`]; stays closed if it still fails.
+    fn reopen(&self) {
+        let mut guard = (self.inner.db.write()).unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !matches!(*guard, Db::Closed) {
+            return;
+        }
+        match open_database(&self.inner.path, &self.inner.dir, &self.inner.config) {
+            Ok(db) => {
+                tracing::warn!(path = %self.inner.path.display(), "WAL reopened after an I/O error");
+                *guard = Db::Writable(db);
+            }
+            Err(e) => tracing::warn!(path = %self.inner.path.display(), "WAL still closed: {e}"),
+        }
+    }
+
+    fn closed(&self) -> WalError {
+        WalError::Closed {
+            path: self.inner.path.clone(),
+        }
+    }
+}
+
+/// Free bytes for unprivileged users on the volume holding `dir`; `None` if it cannot be read.
+pub fn volume_free_bytes(dir: &Path) -> Option<u64> {
+    let s = rustix::fs::statvfs(dir).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
 }
 
 /// Open the redb file, mapping each failure to what the operator should do.
@@ -1660,6 +1723,22 @@ mod tests {
                 }],
             }],
         }
+    }
+
+    /// A volume with less free space than `min_free_bytes` counts as full (querying pauses) before
+    /// redb could hit ENOSPC; with no reserve only `max_bytes` decides.
+    #[test]
+    fn a_low_volume_counts_as_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = volume_free_bytes(dir.path()).expect("statvfs of a temp dir");
+        let with_reserve = |min_free_bytes: u64| {
+            let mut config = WalConfig::new(1 << 30, ["remote_write"]);
+            config.min_free_bytes = min_free_bytes;
+            let wal = Wal::open(dir.path(), config).unwrap();
+            wal.is_full().unwrap()
+        };
+        assert!(!with_reserve(0));
+        assert!(with_reserve(free.saturating_mul(2).max(1 << 40)));
     }
 
     /// Regression (chaos suite, StatefulSet rescale 1 → 2 → 1): a replica that gets a resource back
