@@ -5,9 +5,10 @@
 //! - `decode BODY RUNS`: `decode_v2` of the in-memory body, RUNS times (file read excluded).
 //! - `otlp BODY RUNS`: decode + transform once (untimed), then the OTLP encoder over the window:
 //!   protobuf only, and protobuf + gzip at level 1 (our default) and 9 (the Python exporter's).
-//! - `rw-bodies TEMPLATE OUTDIR START_MS INTERVAL_MS WINDOWS`: the remote-write request bodies our
-//!   exporter sends for WINDOWS windows of a Kusto stand-in template (`@@TS@@` = window start), so
-//!   vmagent can be fed exactly the samples we deliver.
+//! - `rw-bodies TEMPLATE OUTDIR START_MS INTERVAL_MS WINDOWS EXPORTER`: the remote-write request
+//!   bodies our exporter sends for WINDOWS windows of a Kusto stand-in template (`@@TS@@` = window
+//!   start, `@@EXP@@` = EXPORTER, as `kusto_standin.py` fills them), so vmagent can be fed exactly
+//!   the samples we deliver.
 //!
 //! Every timing line is one JSON object on stdout; the run script collects them. Timings use the
 //! median of RUNS in-process repeats (the machine is shared; the script repeats whole processes too).
@@ -30,7 +31,7 @@ use anyhow::{Context, bail};
 mod workload;
 
 const USAGE: &str = "usage: peerbench gen-body ROWS OUT | decode BODY RUNS | otlp BODY RUNS | \
-                     rw-bodies TEMPLATE OUTDIR START_MS INTERVAL_MS WINDOWS";
+                     rw-bodies TEMPLATE OUTDIR START_MS INTERVAL_MS WINDOWS EXPORTER";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,12 +43,21 @@ fn main() -> anyhow::Result<()> {
         }
         ["decode", body, runs] => decode(Path::new(body), runs.parse().context("RUNS")?),
         ["otlp", body, runs] => otlp(Path::new(body), runs.parse().context("RUNS")?),
-        ["rw-bodies", template, out, start, interval, windows] => rw_bodies(
+        [
+            "rw-bodies",
+            template,
+            out,
+            start,
+            interval,
+            windows,
+            exporter,
+        ] => rw_bodies(
             Path::new(template),
             Path::new(out),
             start.parse().context("START_MS")?,
             interval.parse().context("INTERVAL_MS")?,
             windows.parse().context("WINDOWS")?,
+            exporter,
         ),
         _ => bail!("{USAGE}"),
     }
@@ -107,25 +117,30 @@ fn decode(path: &Path, runs: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The mapping every peer bench uses: the perf-anchors columns, one sample per row.
-fn mapping() -> anyhow::Result<Mapping> {
+/// Labels of the perf-anchors body (`otlp`).
+const ANCHOR_LABELS: &[&str] = &["ServiceName", "Region", "Host"];
+/// Labels of the stand-in template, as the push bench's manifest maps them (`rw-bodies`).
+const STANDIN_LABELS: &[&str] = &["ServiceName", "Region", "Host", "Exporter"];
+
+/// The mapping the peer benches use: the perf-anchors columns, one sample per row.
+fn mapping(labels: &[&str]) -> anyhow::Result<Mapping> {
     Ok(Mapping::new(MappingSpec {
         metric_name_column: Some("metric_name".into()),
         value_columns: vec!["metric_value".into()],
         timestamp_column: "timestamp".into(),
-        label_columns: vec!["ServiceName".into(), "Region".into(), "Host".into()],
+        label_columns: labels.iter().map(|l| l.to_string()).collect(),
         ..MappingSpec::default()
     })?)
 }
 
-fn window_of(body: &[u8]) -> anyhow::Result<WriteRequest> {
+fn window_of(body: &[u8], labels: &[&str]) -> anyhow::Result<WriteRequest> {
     let set = decode_v2(body, &limits(body))?;
     let table = set.primary().context("the body has no primary result")?;
-    Ok(transform(table, &mapping()?)?.request)
+    Ok(transform(table, &mapping(labels)?)?.request)
 }
 
 fn otlp(path: &Path, runs: usize) -> anyhow::Result<()> {
-    let window = window_of(&read(path)?)?;
+    let window = window_of(&read(path)?, ANCHOR_LABELS)?;
     let points = window.sample_count();
     let resource = BTreeMap::from([("cluster".to_owned(), "anchor".to_owned())]);
     for level in [None, Some(1), Some(9)] {
@@ -165,15 +180,18 @@ fn rw_bodies(
     start_ms: i64,
     interval_ms: i64,
     windows: usize,
+    exporter: &str,
 ) -> anyhow::Result<()> {
-    let template = String::from_utf8(read(template)?).context("the template is not UTF-8")?;
+    let template = String::from_utf8(read(template)?)
+        .context("the template is not UTF-8")?
+        .replace("@@EXP@@", exporter);
     std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
     let mut enc = RemoteWriteEncoder::default();
     let (mut files, mut samples) = (0usize, 0usize);
     for w in 0..windows {
         let ms = start_ms + w as i64 * interval_ms;
         let ts = Ticks::from_unix_millis(ms).to_string();
-        let window = window_of(template.replace("@@TS@@", &ts).as_bytes())?;
+        let window = window_of(template.replace("@@TS@@", &ts).as_bytes(), STANDIN_LABELS)?;
         samples += window.sample_count();
         for c in split_window(&window, DEFAULT_MAX_REQUEST_BYTES) {
             let body = enc.encode(&window.timeseries[c.range.clone()])?;
