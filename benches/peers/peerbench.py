@@ -310,8 +310,8 @@ def bench_wal(a):
             raw = [r.get(f"append/raw_{kind}/{size}") for r in runs]
             if None in wal + raw:
                 continue
-            print(f"| WAL append + commit, {kind} {size // 1024} KiB | {spread([w * 1e6 for w in wal])} µs/record | "
-                  f"raw write + fdatasync: {spread([r * 1e6 for r in raw])} µs | "
+            print(f"| WAL append + commit, {kind} {size // 1024} KiB | {spread([w * 1e3 for w in wal])} ms/record | "
+                  f"raw write + fdatasync: {spread([r * 1e3 for r in raw])} ms | "
                   f"**{spread([r / w for w, r in zip(wal, raw)])}×** (raw/ours; ≥ 1 = ours faster) |")
     save("wal", runs)
 
