@@ -5,7 +5,6 @@
 //! `(&str ×5, f64)`, parses the datetime and folds a checksum without storing anything.
 
 use std::fmt;
-use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -15,69 +14,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 mod workload;
-use workload::{METRICS, REGIONS};
+use workload::workload_body;
 
 const ROWS: usize = 1_000_000;
-
-/// Deterministic xorshift; the exact sequence does not matter, the shape does.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn workload_body(rows: usize) -> Vec<u8> {
-    let mut rng = Rng(20260101);
-    let mut b = String::with_capacity(rows * 110);
-    b.push_str(r#"[{"FrameType":"DataSetHeader","IsProgressive":false,"Version":"v2.0","IsFragmented":false,"ErrorReportingPlacement":"InData"}"#);
-    b.push_str(",\n");
-    b.push_str(r#"{"FrameType":"DataTable","TableId":0,"TableKind":"QueryProperties","TableName":"@ExtendedProperties","Columns":[{"ColumnName":"TableId","ColumnType":"int"},{"ColumnName":"Key","ColumnType":"string"},{"ColumnName":"Value","ColumnType":"dynamic"}],"Rows":[[1,"Visualization","{\"Visualization\":null,\"Title\":null}"]]}"#);
-    b.push_str(",\n");
-    b.push_str(r#"{"FrameType":"DataTable","TableId":1,"TableKind":"PrimaryResult","TableName":"PrimaryResult","Columns":[{"ColumnName":"timestamp","ColumnType":"datetime"},{"ColumnName":"metric_name","ColumnType":"string"},{"ColumnName":"ServiceName","ColumnType":"string"},{"ColumnName":"Region","ColumnType":"string"},{"ColumnName":"Host","ColumnType":"string"},{"ColumnName":"metric_value","ColumnType":"real"}],"Rows":["#);
-    let start = Ticks::parse("2026-01-01T00:00:00Z").expect("valid");
-    for i in 0..rows {
-        let step = (i / 10_000) as i64;
-        let host = (i / 10) % 1000;
-        let metric = i % 10;
-        let jitter = (rng.next() % 10_000_000) as i64;
-        let ts = Ticks(start.0 + step * 60 * 10_000_000 + jitter);
-        let text = ts.to_string();
-        // Always 7 fraction digits, like the generator.
-        let (secs, frac) = text
-            .trim_end_matches('Z')
-            .split_once('.')
-            .unwrap_or((&text[..19], ""));
-        let value = if metric < 5 {
-            format!("{:.1}", (rng.next() % 1_000_000_000) as f64)
-        } else {
-            format!(
-                "{}",
-                (rng.next() >> 11) as f64 / (1u64 << 53) as f64 * 1000.0
-            )
-        };
-        if i > 0 {
-            b.push(',');
-        }
-        let _ = write!(
-            b,
-            r#"["{secs}.{frac:0<7}Z","{}","service-{:03}","{}","host-{host:04}",{value}]"#,
-            METRICS[metric],
-            host % 200,
-            REGIONS[host / 100],
-        );
-    }
-    b.push_str("]}");
-    b.push_str(",\n");
-    b.push_str(r#"{"FrameType":"DataTable","TableId":2,"TableKind":"QueryCompletionInformation","TableName":"QueryCompletionInformation","Columns":[{"ColumnName":"Level","ColumnType":"int"},{"ColumnName":"LevelName","ColumnType":"string"}],"Rows":[[4,"Info"],[6,"Stats"]]}"#);
-    b.push_str(",\n");
-    b.push_str(r#"{"FrameType":"DataSetCompletion","HasErrors":false,"Cancelled":false}]"#);
-    b.push('\n');
-    b.into_bytes()
-}
 
 /// Baseline "fold": walks the frames, borrows primary rows, folds a checksum.
 struct Frames<'a>(&'a mut u64);
