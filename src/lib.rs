@@ -19,6 +19,7 @@
 //! - [`wal`]: the durable store between the transform and the sinks; [`waltool`]: `adxexporter wal`.
 //! - [`shard`]: which StatefulSet replica runs which resource (rendezvous hashing).
 //! - [`time`]: Kusto ticks, RFC 3339, timespans and durations.
+//! - [`fuzzing`]: the properties the `cargo fuzz` targets in `fuzz/` check, replayed by `cargo test`.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod crd;
 pub mod criteria;
 pub mod exposition;
+pub mod fuzzing;
 #[cfg(test)]
 mod kube_fake;
 pub mod preview;
