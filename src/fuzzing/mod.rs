@@ -15,8 +15,11 @@ pub use kusto::{kusto_v1, kusto_v2};
 pub use resource::resource;
 pub use wal::{wal_record, wal_seeds};
 
+/// A target's property function: returns for every input, panics when a property fails.
+pub type Property = fn(&[u8]);
+
 /// Every fuzz target by name (its `fuzz/fuzz_targets/NAME.rs`, corpus and regressions directory).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Property)] = &[
     ("kusto_v2", kusto_v2),
     ("kusto_v1", kusto_v1),
     ("wal_record", wal_record),
@@ -24,7 +27,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
 ];
 
 /// The property function of target `name`.
-pub fn target(name: &str) -> Option<fn(&[u8])> {
+pub fn target(name: &str) -> Option<Property> {
     TARGETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
 }
 
@@ -51,7 +54,7 @@ mod tests {
         out
     }
 
-    fn replay(f: fn(&[u8]), path: &Path) {
+    fn replay(f: Property, path: &Path) {
         let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         f(&bytes);
     }

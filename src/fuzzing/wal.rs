@@ -78,7 +78,7 @@ fn payload(data: &[u8]) {
         ..Default::default()
     };
     let decoded = record::decode_payload(&envelope, stored);
-    if compression > 1 || compression < 0 {
+    if !(0..=1).contains(&compression) {
         assert_eq!(decoded, Err(RecordError::UnknownCompression(compression)));
     }
     let wrong_len = RecordEnvelope {
