@@ -121,6 +121,35 @@ mod tests {
         }
     }
 
+    /// The fuzz crate (nightly-only to build) stays in step without building it: each target is the
+    /// one-line call of its [`Property`] (whose type this crate checks), and each is a `[[bin]]`.
+    #[test]
+    fn fuzz_targets_call_the_listed_properties() {
+        let manifest = std::fs::read_to_string(repo("fuzz/Cargo.toml")).unwrap();
+        let sources = files(&repo("fuzz/fuzz_targets"));
+        assert_eq!(
+            sources.len(),
+            TARGETS.len(),
+            "one fuzz_targets/*.rs per target"
+        );
+        for (name, _) in TARGETS {
+            let path = repo(&format!("fuzz/fuzz_targets/{name}.rs"));
+            let source = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let call = format!("fuzz_target!(|data: &[u8]| adxexporter::fuzzing::{name}(data));");
+            assert!(
+                source.contains(&call),
+                "{} does not call {call}",
+                path.display()
+            );
+            let bin = format!("name = \"{name}\"\npath = \"fuzz_targets/{name}.rs\"");
+            assert!(
+                manifest.contains(&bin),
+                "fuzz/Cargo.toml has no [[bin]] {name}"
+            );
+        }
+    }
+
     /// With `ADXEXPORTER_FUZZ_WAL_SEEDS=DIR`, writes the WAL seeds there (`fuzz/seed` runs this).
     #[test]
     fn write_wal_seeds_when_asked() {
