@@ -20,6 +20,7 @@
 //! - [`shard`]: which StatefulSet replica runs which resource (rendezvous hashing).
 //! - [`time`]: Kusto ticks, RFC 3339, timespans and durations.
 //! - [`tls`]: CA bundle, client certificate and verification for every outbound connection.
+//! - [`fuzzing`]: the properties the `cargo fuzz` targets in `fuzz/` check, replayed by `cargo test`.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod crd;
 pub mod criteria;
 pub mod exposition;
+pub mod fuzzing;
 #[cfg(test)]
 mod kube_fake;
 pub mod preview;

@@ -51,7 +51,7 @@ pub enum TableKind {
     QueryTraceLog,
     QueryPerfLog,
     QueryPlan,
-    /// Any other kind name, or none given.
+    /// Any other kind name, or none given; never one of the names above (build it with [`TableKind::parse`]).
     Other(String),
 }
 

@@ -94,8 +94,44 @@ fn apply_table_of_contents(toc: &Table, kinds: &mut [TableKind]) {
                 "QueryResult" => TableKind::PrimaryResult,
                 "QueryProperties" => TableKind::QueryProperties,
                 "QueryStatus" => TableKind::QueryCompletionInformation,
-                other => TableKind::Other(other.to_owned()),
+                // Not `Other(..)` directly: a v2 kind name must mean that kind, as it does in v2.
+                other => TableKind::parse(other),
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `kusto_v1` fuzz property (a v1 result must mean what the same tables mean in
+    /// v2): a TableOfContents naming a v2 kind gave `Other("PrimaryResult")`, a table no consumer
+    /// treated as primary, and one that a v2 body with the same kind would have made primary.
+    #[test]
+    fn table_of_contents_kind_names_map_to_their_kind() {
+        let body = br#"{"Tables":[
+            {"TableName":"a","Columns":[{"ColumnName":"x","DataType":"Int32"}],"Rows":[[1]]},
+            {"TableName":"b","Columns":[{"ColumnName":"x","DataType":"Int32"}],"Rows":[]},
+            {"TableName":"toc","Columns":[{"ColumnName":"Kind","DataType":"String"}],
+             "Rows":[["PrimaryResult"],["SomethingElse"]]}]}"#;
+        let set = decode_v1(body, &QueryLimits::default()).unwrap();
+        assert_eq!(
+            set.kinds,
+            vec![
+                TableKind::PrimaryResult,
+                TableKind::Other("SomethingElse".into()),
+                TableKind::TableOfContents
+            ]
+        );
+        // …and so the row limit applies to it.
+        let limits = QueryLimits {
+            max_rows: 0,
+            ..QueryLimits::default()
+        };
+        assert!(matches!(
+            decode_v1(body, &limits),
+            Err(QueryError::TooManyRows { .. })
+        ));
     }
 }

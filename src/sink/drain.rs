@@ -68,7 +68,10 @@ impl<S: Sink + 'static> Drain<S> {
             // A WAL error (a full or failing volume) pauses this output; it never ends the process:
             // the records stay in the WAL and the store reopens itself once the volume recovers.
             if let Err(e) = self.round(&mut changes, &shutdown).await {
-                tracing::error!(output = name, "WAL error: {e}; retrying in {WAL_ERROR_PAUSE:?}");
+                tracing::error!(
+                    output = name,
+                    "WAL error: {e}; retrying in {WAL_ERROR_PAUSE:?}"
+                );
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(WAL_ERROR_PAUSE) => {}

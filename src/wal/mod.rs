@@ -142,7 +142,7 @@ use std::path::PathBuf;
 use crate::time::Ticks;
 
 pub mod migrate;
-mod record;
+pub(crate) mod record;
 mod store;
 
 pub use migrate::SCHEMA_VERSION;
