@@ -487,7 +487,10 @@ impl OtlpSink {
     pub fn records(&self) -> Vec<serde_json::Value> {
         let text =
             std::fs::read_to_string(self.dir.path().join("received.jsonl")).unwrap_or_default();
-        text.lines()
+        // The sink may be writing a line right now: only complete lines count.
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete
+            .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
