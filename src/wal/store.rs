@@ -324,24 +324,7 @@ impl Wal {
         exporter: &ExporterRef,
         watermark: Ticks,
     ) -> Result<Ticks, WalError> {
-        self.write(|tx| {
-            let mut t = WriteTables::open(tx)?;
-            let existing = read_exporter(&t.exporters, &exporter.uid)?;
-            let state = match existing {
-                Some(mut state) => {
-                    state.forgotten = false;
-                    state
-                }
-                None => ExporterState {
-                    watermark: watermark.0,
-                    forgotten: false,
-                    namespace: exporter.namespace.clone(),
-                    name: exporter.name.clone(),
-                },
-            };
-            t.put_exporter(&exporter.uid, &state)?;
-            Ok(Ticks(state.watermark))
-        })
+        self.merge_watermark(exporter, watermark, |stored, _| stored)
     }
 
     /// Raise the watermark to `watermark` when the store has none or an older one (another replica
@@ -352,12 +335,22 @@ impl Wal {
         exporter: &ExporterRef,
         watermark: Ticks,
     ) -> Result<Ticks, WalError> {
+        self.merge_watermark(exporter, watermark, i64::max)
+    }
+
+    /// Stores `watermark` for an exporter the store does not know, else `merge(stored, watermark)`.
+    fn merge_watermark(
+        &self,
+        exporter: &ExporterRef,
+        watermark: Ticks,
+        merge: impl FnOnce(i64, i64) -> i64,
+    ) -> Result<Ticks, WalError> {
         self.write(|tx| {
             let mut t = WriteTables::open(tx)?;
             let state = match read_exporter(&t.exporters, &exporter.uid)? {
                 Some(mut state) => {
                     state.forgotten = false;
-                    state.watermark = state.watermark.max(watermark.0);
+                    state.watermark = merge(state.watermark, watermark.0);
                     state
                 }
                 None => ExporterState {
