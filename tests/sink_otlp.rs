@@ -197,15 +197,7 @@ async fn rotel_relays_our_requests_intact() {
     let delivered = otlp(&rotel.url, 16 * 1024).push(&window).await.unwrap();
     assert!(delivered.requests > 1);
     let want = expected_otlp_points(&window);
-    let records = eventually(
-        "rotel to export every point to the sink",
-        Duration::from_secs(30),
-        || async {
-            let records = received(&sink).await;
-            (otlp_points(&records).len() >= want.len()).then_some(records)
-        },
-    )
-    .await;
+    let records = relayed(&sink, want.len(), "rotel to export every point to the sink").await;
     for r in records
         .iter()
         .filter(|r| r["resources"].as_array().is_some_and(|a| !a.is_empty()))

@@ -43,15 +43,7 @@ async fn rotel_receives_every_point_over_grpc() {
     assert_eq!(delivered.samples, window.sample_count());
 
     let want = expected_otlp_points(&window);
-    let records = eventually(
-        "rotel to relay every point to the sink",
-        Duration::from_secs(30),
-        || async {
-            let records = received(&sink).await;
-            (otlp_points(&records).len() >= want.len()).then_some(records)
-        },
-    )
-    .await;
+    let records = relayed(&sink, want.len(), "rotel to relay every point to the sink").await;
     for r in records
         .iter()
         .filter(|r| r["resources"].as_array().is_some_and(|a| !a.is_empty()))

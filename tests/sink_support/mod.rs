@@ -157,6 +157,15 @@ pub async fn received(sink: &Peer) -> Vec<serde_json::Value> {
     serde_json::from_value(get_json(&format!("{}/received", sink.url), &[]).await).unwrap()
 }
 
+/// The sink's records once at least `points` data points arrived through a relay (rotel), polled up to 30 s.
+pub async fn relayed(sink: &Peer, points: usize, what: &str) -> Vec<serde_json::Value> {
+    eventually(what, Duration::from_secs(30), || async {
+        let records = received(sink).await;
+        (otlp_points(&records).len() >= points).then_some(records)
+    })
+    .await
+}
+
 /// Polls `probe` until it returns `Some`, failing after `limit`.
 pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
 where
