@@ -311,6 +311,8 @@ fn build_outputs(config: &RunConfig) -> anyhow::Result<Vec<Output>> {
     if let Some(url) = &config.otlp_grpc_endpoint {
         let mut c = OtlpGrpcConfig::new(url.clone(), config.resource_attributes.clone());
         c.max_request_bytes = max_request_bytes;
+        // The `--otlp-*` headers and credential apply to both OTLP transports.
+        (c.auth, c.tls) = (config.otlp_auth.clone(), config.tls.clone());
         outputs.push(Output::OtlpGrpc(OtlpGrpcSink::new(c)?));
     }
     if config.scrape_addr.is_some() {

@@ -280,7 +280,7 @@ pub struct RunArgs {
     /// Prometheus remote-write endpoint (e.g. http://prometheus:9090/api/v1/write).
     #[arg(long, env = "ADXEXPORTER_REMOTE_WRITE_ENDPOINT", value_name = "URL")]
     pub remote_write_endpoint: Option<Url>,
-    /// OTLP/gRPC receiver, http://HOST:PORT (e.g. http://collector:4317); plaintext only for now.
+    /// OTLP/gRPC receiver, http://HOST:PORT (plaintext) or https://HOST:PORT (TLS), e.g. https://collector:4317.
     #[arg(long, env = "ADXEXPORTER_OTLP_GRPC_ENDPOINT", value_name = "URL")]
     pub otlp_grpc_endpoint: Option<Url>,
     /// Port (or HOST:PORT) serving the scrape output: each exporter's newest window for Prometheus to scrape (off unless set).
@@ -401,13 +401,11 @@ impl RunArgs {
         for (flag, url) in [
             ("--otlp-endpoint", &self.otlp_endpoint),
             ("--remote-write-endpoint", &self.remote_write_endpoint),
+            ("--otlp-grpc-endpoint", &self.otlp_grpc_endpoint),
         ] {
             if let Some(url) = url {
-                check_http(flag, url.as_str(), url)?;
+                check_url(flag, url.as_str(), url)?;
             }
-        }
-        if let Some(url) = &self.otlp_grpc_endpoint {
-            check_grpc(url)?;
         }
         if self.otlp_endpoint.is_none()
             && self.remote_write_endpoint.is_none()
@@ -662,7 +660,7 @@ pub fn parse_kusto_endpoints(items: &[String]) -> Result<Vec<(String, Url)>, Cli
             item: item.to_owned(),
             reason: e.to_string(),
         })?;
-        check_http(FLAG, item, &parsed)?;
+        check_url(FLAG, item, &parsed)?;
         if out.iter().any(|(d, _)| d == db) {
             return Err(CliError::DuplicateKey {
                 flag: FLAG,
@@ -674,31 +672,41 @@ pub fn parse_kusto_endpoints(items: &[String]) -> Result<Vec<(String, Url)>, Cli
     Ok(out)
 }
 
-fn check_http(flag: &'static str, item: &str, url: &Url) -> Result<(), CliError> {
-    if matches!(url.scheme(), "http" | "https") && url.has_host() {
-        return Ok(());
+/// A Kusto or output URL: `http://` or `https://` with a host (for gRPC: plaintext or TLS), and no
+/// credentials in it. `item` is what the user wrote, quoted back in the error.
+fn check_url(flag: &'static str, item: &str, url: &Url) -> Result<(), CliError> {
+    if !(matches!(url.scheme(), "http" | "https") && url.has_host()) {
+        return Err(CliError::BadUrl {
+            flag,
+            item: item.to_owned(),
+            reason: "use an http:// or https:// URL with a host".into(),
+        });
     }
-    Err(CliError::BadUrl {
-        flag,
-        item: item.to_owned(),
-        reason: "use an http:// or https:// URL with a host".into(),
-    })
+    no_userinfo(flag, url)
 }
 
-/// An OTLP/gRPC target: `http://HOST[:PORT]` (TLS is not implemented yet, so `https` is refused).
-fn check_grpc(url: &Url) -> Result<(), CliError> {
-    let bad = |reason: &str| CliError::BadUrl {
-        flag: "--otlp-grpc-endpoint",
-        item: url.to_string(),
-        reason: reason.to_owned(),
-    };
-    match url.scheme() {
-        "http" if url.has_host() => Ok(()),
-        "https" => Err(bad(
-            "TLS for OTLP/gRPC is not implemented yet: use http://HOST:PORT (plaintext)",
-        )),
-        _ => Err(bad("use http://HOST:PORT, e.g. http://collector:4317")),
+/// Credentials inside a URL would end up in logs and errors: they have their own flags.
+fn no_userinfo(flag: &'static str, url: &Url) -> Result<(), CliError> {
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok(());
     }
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    let instead = match flag {
+        "--remote-write-endpoint" => {
+            "use --remote-write-basic-auth-username and --remote-write-basic-auth-password-file"
+        }
+        "--otlp-endpoint" | "--otlp-grpc-endpoint" => {
+            "use --otlp-basic-auth-username and --otlp-basic-auth-password-file"
+        }
+        _ => "Kusto takes Azure AD tokens: see --kusto-auth",
+    };
+    Err(CliError::BadUrl {
+        flag,
+        item: shown.to_string(),
+        reason: format!("remove the user name and password from the URL: {instead}"),
+    })
 }
 
 /// A byte size: `1073741824`, `1GiB`, `512MiB`, `64KiB`, `4MB` (decimal), `1.5GiB`; more than 0.
@@ -955,8 +963,18 @@ mod tests {
             (c.scrape.path.as_str(), c.scrape.timestamps),
             ("/kusto", true)
         );
-        let e = run(&["--otlp-grpc-endpoint", "https://collector:4317"]).unwrap_err();
-        assert!(e.to_string().contains("TLS"), "{e}");
+        let c = run(&["--otlp-grpc-endpoint", "https://collector:4317"]).unwrap();
+        assert_eq!(c.otlp_grpc_endpoint.unwrap().scheme(), "https");
+        for (flag, url) in [
+            ("--otlp-grpc-endpoint", "https://u:s3cret@collector:4317"),
+            ("--remote-write-endpoint", "https://u:s3cret@p/api/v1/write"),
+        ] {
+            let e = run(&[flag, url]).unwrap_err().to_string();
+            assert!(
+                e.contains("basic-auth-username") && !e.contains("s3cret"),
+                "{e}"
+            );
+        }
         let e = run(&["--otlp-grpc-endpoint", "collector:4317"]).unwrap_err();
         assert!(e.to_string().contains("--otlp-grpc-endpoint"), "{e}");
         let e = run(&["--scrape-port", "8080"]).unwrap_err();

@@ -1,5 +1,7 @@
 //! TLS for every outbound connection (Kusto, the outputs, Azure token endpoints): one small
-//! [`TlsConfig`] read once at start-up and applied to each reqwest client the process builds.
+//! [`TlsConfig`] read once at start-up and applied to each reqwest client the process builds
+//! ([`TlsConfig::apply`]), or turned into a rustls configuration for the one connection reqwest does
+//! not make, the OTLP/gRPC channel ([`TlsConfig::rustls_config`]). Both follow the same rules.
 //!
 //! Invariants:
 //! - Server certificates are verified against the system roots (rustls-platform-verifier) by default;
@@ -13,6 +15,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// TLS settings shared by all outbound clients.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,6 +59,8 @@ pub enum TlsError {
         key: PathBuf,
         detail: String,
     },
+    #[error("cannot set up TLS: {0}")]
+    Setup(String),
 }
 
 impl TlsConfig {
@@ -86,6 +96,122 @@ impl TlsConfig {
             })?;
         Ok(azure_core::http::Transport::new(Arc::new(client)))
     }
+
+    /// The same settings as a rustls client configuration, for connections reqwest does not make
+    /// (the OTLP/gRPC channel): the system roots through rustls-platform-verifier (what reqwest
+    /// uses) plus `--tls-ca-file`, the client certificate for outputs, or no verification at all.
+    /// ALPN is left to the caller.
+    pub fn rustls_config(&self, peer: Peer) -> Result<rustls::ClientConfig, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier: Arc<dyn ServerCertVerifier> = if self.insecure_skip_verify {
+            Arc::new(AcceptAnyServerCert(provider.clone()))
+        } else {
+            let extra = match &self.ca_file {
+                Some(path) => read_ca_ders(path)?,
+                None => Vec::new(),
+            };
+            let verifier =
+                rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+                    .map_err(|e| {
+                    TlsError::Setup(format!("cannot load the trusted root certificates: {e}"))
+                })?;
+            Arc::new(verifier)
+        };
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Setup(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        match (peer, &self.client_cert) {
+            (Peer::Output, Some(cc)) => {
+                let bad = |detail: String| TlsError::ClientCert {
+                    cert: cc.cert.clone(),
+                    key: cc.key.clone(),
+                    detail,
+                };
+                let chain =
+                    read_pem_certs(&cc.cert).map_err(|e| bad(format!("the certificate: {e}")))?;
+                let key = PrivateKeyDer::from_pem_file(&cc.key)
+                    .map_err(|e| bad(format!("the key: {}", pem_error(&e))))?;
+                // rustls names the mismatch (e.g. "key does not match certificate"), not the key.
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| bad(e.to_string()))
+            }
+            _ => Ok(builder.with_no_client_auth()),
+        }
+    }
+}
+
+/// `--tls-insecure-skip-verify` for rustls: any certificate is accepted, but the handshake
+/// signatures are still checked (they prove the peer holds the key of the certificate it sent).
+#[derive(Debug)]
+struct AcceptAnyServerCert(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The certificates of a PEM bundle file, or why there are none.
+fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM certificate bundle: {}", pem_error(&e)))?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(certs)
+}
+
+fn read_ca_ders(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    read_pem_certs(path).map_err(|detail| TlsError::CaFile {
+        path: path.to_owned(),
+        detail,
+    })
+}
+
+/// A PEM error without the file's bytes (a key file's content is a secret).
+fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::NoItemsFound => "no PEM section of the expected kind".into(),
+        Error::Io(io) => io.to_string(),
+        _ => "malformed PEM".into(),
+    }
 }
 
 fn read_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, TlsError> {
@@ -93,15 +219,13 @@ fn read_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, TlsError> {
         path: path.to_owned(),
         detail,
     };
-    let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| bad(format!("not a PEM certificate bundle: {}", error_chain(&e))))?;
-    if certs.is_empty() {
-        return Err(bad(
-            "holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)".into(),
-        ));
-    }
-    Ok(certs)
+    read_ca_ders(path)?
+        .iter()
+        .map(|der| {
+            reqwest::Certificate::from_der(der)
+                .map_err(|e| bad(format!("not a certificate: {}", error_chain(&e))))
+        })
+        .collect()
 }
 
 fn read_identity(cc: &ClientCert) -> Result<reqwest::Identity, TlsError> {
@@ -174,6 +298,34 @@ mod tests {
         );
         let err = config
             .apply(reqwest::Client::builder(), Peer::Output)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--tls-client-key"), "{err}");
+        assert!(!err.contains("TOPSECRET"), "{err}");
+
+        // The rustls form (OTLP/gRPC) reads the same files with the same care.
+        let config = TlsConfig {
+            ca_file: Some(junk.clone()),
+            client_cert: Some(ClientCert {
+                cert: junk.clone(),
+                key: junk.clone(),
+            }),
+            insecure_skip_verify: false,
+        };
+        let err = config.rustls_config(Peer::Service).unwrap_err().to_string();
+        assert!(
+            err.contains("--tls-ca-file") && err.contains("junk.pem"),
+            "{err}"
+        );
+        assert!(!err.contains("TOPSECRET"), "{err}");
+        let insecure = TlsConfig {
+            ca_file: None,
+            insecure_skip_verify: true,
+            ..config
+        };
+        assert!(insecure.rustls_config(Peer::Service).is_ok());
+        let err = insecure
+            .rustls_config(Peer::Output)
             .unwrap_err()
             .to_string();
         assert!(err.contains("--tls-client-key"), "{err}");

@@ -3,11 +3,12 @@
 //! remote write with `--remote-write-auth azure`, whose tokens come from a fake managed-identity
 //! endpoint (App Service protocol: `IDENTITY_ENDPOINT` + `IDENTITY_HEADER`, the one azure_identity
 //! 1.x lets us point at a local plain-HTTP server), and OTLP with a bearer token file plus a header
-//! read from a file. The log (at `trace`), the status file and `/metrics` are grepped for every
-//! secret value.
+//! read from a file; OTLP/gRPC over TLS with Azure tokens to the official `grpcio` server. The log
+//! (at `trace`), the status file and `/metrics` are grepped for every secret value.
 
 mod common;
 mod run_support;
+mod sink_support;
 mod tls_support;
 
 use std::collections::BTreeMap;
@@ -251,6 +252,65 @@ fn azure_tokens_renew_after_a_401_and_no_secret_is_ever_logged() {
     assert_no_secrets("the log", &log);
     assert_no_secrets("the status", &status.to_string());
     assert_no_secrets("/metrics", &metrics);
+}
+
+/// OTLP/gRPC over TLS (the test CA via `--tls-ca-file`) with `--otlp-auth azure`: the official
+/// `grpcio` server refuses the first token with `UNAUTHENTICATED`; the exporter renews it once and
+/// every window arrives.
+#[test]
+fn grpc_over_tls_renews_an_azure_token_after_unauthenticated() {
+    let s = Setup::new();
+    let issued = Arc::new(AtomicUsize::new(0));
+    let identity = s.http(identity_endpoint(issued.clone()));
+    let (cert, key) = s.ca.server().write(s.work.path(), "grpc-server");
+    let (receiver, port) = common::otlp_grpc_receiver(&[
+        "--tls",
+        &cert.display().to_string(),
+        &key.display().to_string(),
+    ]);
+    let require =
+        serde_json::json!({"require": {"authorization": "Bearer AzTok-([2-9]|[0-9]{2,})-S3CRET"}});
+    s.rt.block_on(sink_support::control(&receiver, require));
+    let ca = s.ca.write(s.work.path(), "ca");
+    let flags: Vec<String> = [
+        "--tls-ca-file",
+        &ca.display().to_string(),
+        "--otlp-grpc-endpoint",
+        &format!("https://localhost:{port}"),
+        "--otlp-auth",
+        "azure",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let mut run = s.start(&flags, &identity);
+    let status = run.wait_caught_up("cpu", s.data.end_ms(), LIMIT);
+
+    let records = s.rt.block_on(sink_support::received(&receiver));
+    let (refused, accepted): (Vec<_>, Vec<_>) = records
+        .into_iter()
+        .partition(|r| r["answer"] == "unauthenticated");
+    assert_eq!(
+        refused.len(),
+        1,
+        "token 1 was refused once, then never sent again"
+    );
+    let got: BTreeMap<(String, i64), f64> = points_of(&accepted).into_iter().collect();
+    assert_eq!(got, s.data.expected(), "every window arrived once renewed");
+    assert_eq!(points_of(&accepted).len(), got.len(), "and exactly once");
+    assert_eq!(
+        issued.load(Ordering::SeqCst),
+        2,
+        "one renewal, then the cached token"
+    );
+    run.terminate(LIMIT);
+    let log = run.log_text();
+    assert!(
+        log.contains("refused the Azure token (UNAUTHENTICATED)"),
+        "the renewal is logged:\n{log}"
+    );
+    assert_no_secrets("the log", &log);
+    assert_no_secrets("the status", &status.to_string());
 }
 
 #[test]

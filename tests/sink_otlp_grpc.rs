@@ -121,19 +121,8 @@ async fn a_retry_resumes_at_the_failed_request() {
 /// The scriptable gRPC receiver (`tests/peers/otlp_grpc_sink.py`: the official `grpcio` server and
 /// `opentelemetry-proto` decoder) and its gRPC URL; `peer.url` is its control endpoint.
 fn grpc_receiver() -> (common::Peer, String) {
-    let script = common::repo_root().join("tests/peers/otlp_grpc_sink.py");
-    let grpc_port = common::free_port();
-    let peer = common::Peer::spawn(
-        "otlp-grpc-sink",
-        &common::venv_bin("python"),
-        &[
-            &script.display().to_string(),
-            &grpc_port.to_string(),
-            "{port}",
-        ],
-        "/",
-    );
-    (peer, format!("http://127.0.0.1:{grpc_port}"))
+    let (peer, port) = common::otlp_grpc_receiver(&[]);
+    (peer, format!("http://127.0.0.1:{port}"))
 }
 
 #[tokio::test]
@@ -208,5 +197,34 @@ async fn grpc_status_codes_and_retry_info_from_a_real_grpc_server() {
         got.sort_by_key(key);
         want.sort_by_key(key);
         assert_same_points(&got, &want);
+    }
+}
+
+/// A receiver that accepts the connection and closes it, at once or after reading the start of the
+/// call (what a crashing collector does): tonic reports some of these as `UNKNOWN`, which the OTLP
+/// table would dead-letter; a failure on our side of the connection must be retried instead.
+#[tokio::test]
+async fn a_connection_closed_mid_call_is_retried_not_dead_lettered() {
+    use tokio::io::AsyncReadExt;
+    let window = awkward_window("adx_otlp_grpc_reset", now_ms() - 60_000);
+    for read_first in [0usize, 24, 200] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let closer = tokio::spawn(async move {
+            loop {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; read_first];
+                let _ = tcp.read_exact(&mut buf).await;
+                drop(tcp);
+            }
+        });
+        let failure = grpc(&url, 1 << 20).push(&window).await.unwrap_err();
+        assert!(
+            matches!(failure.disposition, Disposition::Retry { .. }),
+            "closed after {read_first} bytes: {:?}",
+            failure.disposition
+        );
+        assert_eq!(failure.failed_request, 0);
+        closer.abort();
     }
 }

@@ -2,10 +2,12 @@
 //! with certificates from a CA made in the test (verification fails without `--tls-ca-file` and
 //! succeeds with it; mutual TLS rejects a missing client certificate), and headers, bearer tokens
 //! (re-read when the file changes) and basic auth checked by a recording receiver that answers 401
-//! when they are wrong. The Kusto client gets the same CA file. Secrets are checked absent from every
-//! failure message.
+//! when they are wrong. The OTLP/gRPC output is held to the same against the official `grpcio`
+//! server (its own TLS stack, metadata enforced by the receiver). The Kusto client gets the same CA
+//! file. Secrets are checked absent from every failure message.
 
 mod common;
+mod sink_support;
 mod tls_support;
 
 use std::path::Path;
@@ -14,7 +16,8 @@ use std::sync::Arc;
 use adxexporter::prompb::{Label, Sample, TimeSeries, WriteRequest};
 use adxexporter::sink::auth::{HeaderSource, OutputAuthConfig, OutputCredential, OutputHeader};
 use adxexporter::sink::{
-    Disposition, OtlpConfig, OtlpSink, PushResult, RemoteWriteConfig, RemoteWriteSink, Sink,
+    Disposition, OtlpConfig, OtlpGrpcConfig, OtlpGrpcSink, OtlpSink, PushResult, RemoteWriteConfig,
+    RemoteWriteSink, Sink,
 };
 use adxexporter::tls::{ClientCert, TlsConfig};
 use tls_support::{Recorded, Server, ServerTls, TestCa, requiring};
@@ -466,4 +469,186 @@ async fn prometheus_behind_mutual_tls_and_basic_auth_stores_the_window() {
     let result = &answer["data"]["result"][0];
     assert_eq!(result["metric"]["host"], "h1", "{answer}");
     assert_eq!(result["value"][1], "1.5", "{answer}");
+}
+
+/// The OTLP/gRPC output over TLS, against the official `grpcio` server (BoringSSL, not rustls)
+/// serving a certificate from the test CA and requiring a client certificate from it.
+fn grpc_sink(port: u16, auth: OutputAuthConfig, tls: TlsConfig) -> OtlpGrpcSink {
+    let url = format!("https://localhost:{port}");
+    let mut c = OtlpGrpcConfig::new(url.parse().unwrap(), Default::default());
+    (c.auth, c.tls) = (auth, tls);
+    OtlpGrpcSink::new(c).unwrap()
+}
+
+/// Points of the requests the gRPC receiver accepted.
+async fn grpc_accepted(receiver: &common::Peer) -> Vec<sink_support::Point> {
+    let records = sink_support::received(receiver).await;
+    let accepted: Vec<_> = records
+        .into_iter()
+        .filter(|r| r["answer"] != "unauthenticated")
+        .collect();
+    sink_support::otlp_points(&accepted)
+}
+
+#[tokio::test]
+async fn grpc_over_tls_verifies_the_server_and_presents_the_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("adxexporter gRPC CA");
+    let (cert, key) = ca.server().write(dir.path(), "server");
+    let ca_file = ca.write(dir.path(), "ca");
+    let (receiver, port) = common::otlp_grpc_receiver(&[
+        "--tls",
+        &cert.display().to_string(),
+        &key.display().to_string(),
+        "--client-ca",
+        &ca_file.display().to_string(),
+    ]);
+    let (client_cert, client_key) = ca.client("adxexporter").write(dir.path(), "client");
+    let with_client = |mut tls: TlsConfig| {
+        tls.client_cert = Some(ClientCert {
+            cert: client_cert.clone(),
+            key: client_key.clone(),
+        });
+        tls
+    };
+    let none = OutputAuthConfig::default;
+
+    // The server is not trusted without the CA, nor with another CA's bundle: retried, nothing sent.
+    let other = TestCa::new("someone else");
+    for tls in [
+        with_client(TlsConfig::default()),
+        with_client(ca_only(dir.path(), &other)),
+    ] {
+        let f = grpc_sink(port, none(), tls).push(&window()).await;
+        assert_eq!(failure(f).0, "unavailable");
+    }
+    // Trusted, but no client certificate (or one from a stranger CA): the server refuses.
+    let stranger = TestCa::new("stranger").client("intruder");
+    let (s_cert, s_key) = stranger.write(dir.path(), "stranger");
+    let mut strange = ca_only(dir.path(), &ca);
+    strange.client_cert = Some(ClientCert {
+        cert: s_cert,
+        key: s_key,
+    });
+    for tls in [ca_only(dir.path(), &ca), strange] {
+        let f = grpc_sink(port, none(), tls).push(&window()).await;
+        // TLS 1.3: our side of the handshake completes before the server checks the certificate,
+        // so its refusal arrives as a reset of the call or the connection. Whatever code tonic
+        // gives that, it is retried, never dead-lettered.
+        let f = f.expect_err("no delivery without a client certificate");
+        assert!(
+            matches!(f.disposition, Disposition::Retry { .. }),
+            "{:?}",
+            f.disposition
+        );
+    }
+    assert!(sink_support::received(&receiver).await.is_empty());
+
+    // The CA and the client certificate: delivered, the server saw the certificate.
+    let good = grpc_sink(port, none(), with_client(ca_only(dir.path(), &ca)));
+    assert_delivered(&good.push(&window()).await);
+    let records = sink_support::received(&receiver).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["peer_cert"], true);
+    let points = sink_support::otlp_points(&records);
+    assert_eq!(points.len(), 1);
+    assert_eq!((points[0].0.as_str(), points[0].3), ("secure_test", 1.5));
+
+    // --tls-insecure-skip-verify: any server certificate is accepted (the client one still sent).
+    let insecure = TlsConfig {
+        insecure_skip_verify: true,
+        ..TlsConfig::default()
+    };
+    assert_delivered(
+        &grpc_sink(port, none(), with_client(insecure))
+            .push(&window())
+            .await,
+    );
+    assert_eq!(sink_support::received(&receiver).await.len(), 2);
+}
+
+#[tokio::test]
+async fn grpc_metadata_bearer_and_basic_auth_are_sent_and_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("adxexporter gRPC CA");
+    let (cert, key) = ca.server().write(dir.path(), "server");
+    let (receiver, port) = common::otlp_grpc_receiver(&[
+        "--tls",
+        &cert.display().to_string(),
+        &key.display().to_string(),
+    ]);
+    let require = |authorization: &str| {
+        serde_json::json!({"require": {
+            "authorization": authorization,
+            "x-scope-orgid": "tenant-from-file",
+            "x-team": "metrics",
+        }})
+    };
+    sink_support::control(&receiver, require("Bearer second-Secret-9d2")).await;
+    let token_file = dir.path().join("token");
+    let tenant_file = dir.path().join("tenant");
+    std::fs::write(&token_file, "first-Secret-7c1\n").unwrap();
+    std::fs::write(&tenant_file, "tenant-from-file\n").unwrap();
+    let headers = vec![
+        OutputHeader {
+            name: "X-Scope-OrgID".into(),
+            value: HeaderSource::File(tenant_file),
+        },
+        OutputHeader {
+            name: "X-Team".into(),
+            value: HeaderSource::Literal("metrics".into()),
+        },
+    ];
+    let bearer = OutputAuthConfig {
+        headers: headers.clone(),
+        credential: OutputCredential::BearerFile(token_file.clone()),
+    };
+    let sink = grpc_sink(port, bearer, ca_only(dir.path(), &ca));
+
+    // The receiver wants another token: UNAUTHENTICATED is permanent (a file token is not retried)
+    // and names the token's file, never the token.
+    let f = sink.push(&window()).await;
+    let (reason, body) = failure(f);
+    assert_eq!(reason, "unauthorized");
+    assert!(body.contains(&token_file.display().to_string()), "{body}");
+    assert!(body.contains("UNAUTHENTICATED"), "{body}");
+    assert!(!body.contains("Secret"), "no token in the message: {body}");
+    assert_eq!(sink_support::received(&receiver).await.len(), 1);
+
+    // The Secret is rotated: the new token is read and accepted, with both headers as metadata.
+    std::fs::write(&token_file, "second-Secret-9d2").unwrap();
+    bump_mtime(&token_file);
+    assert_delivered(&sink.push(&window()).await);
+    let records = sink_support::received(&receiver).await;
+    let md = &records.last().unwrap()["metadata"];
+    assert_eq!(md["authorization"], "Bearer second-Secret-9d2");
+    assert_eq!(md["x-scope-orgid"], "tenant-from-file");
+    assert_eq!(md["x-team"], "metrics");
+    assert_eq!(grpc_accepted(&receiver).await.len(), 1);
+
+    // Basic auth with a password file. base64("grafana:hunter2-Pw")
+    sink_support::control(&receiver, require("Basic Z3JhZmFuYTpodW50ZXIyLVB3")).await;
+    let password = dir.path().join("password");
+    std::fs::write(&password, "hunter2-Pw\n").unwrap();
+    let basic = |user: &str| OutputAuthConfig {
+        headers: headers.clone(),
+        credential: OutputCredential::Basic {
+            username: user.into(),
+            password_file: password.clone(),
+        },
+    };
+    let good = grpc_sink(port, basic("grafana"), ca_only(dir.path(), &ca));
+    assert_delivered(&good.push(&window()).await);
+    let bad = grpc_sink(port, basic("mallory"), ca_only(dir.path(), &ca));
+    let (reason, body) = failure(bad.push(&window()).await);
+    assert_eq!(reason, "unauthorized");
+    assert!(body.contains("basic auth as \"mallory\""), "{body}");
+    assert!(!body.contains("hunter2"), "{body}");
+    assert_eq!(grpc_accepted(&receiver).await.len(), 2);
+
+    // An unreadable password file: retried later, nothing sent without credentials.
+    let before = sink_support::received(&receiver).await.len();
+    std::fs::remove_file(&password).unwrap();
+    assert_eq!(failure(good.push(&window()).await).0, "credentials");
+    assert_eq!(sink_support::received(&receiver).await.len(), before);
 }

@@ -1,5 +1,6 @@
 //! The security flags (issue #9), kept apart from the rest of `cli` so each output's group reads as
-//! one unit: per-output extra headers and credential (`--remote-write-*`, `--otlp-*`), and the TLS
+//! one unit: per-output extra headers and credential (`--remote-write-*`, `--otlp-*` for both OTLP
+//! transports), and the TLS
 //! flags every outbound connection shares. Validation turns them into [`OutputAuthConfig`] and
 //! [`TlsConfig`], rejecting contradictions (two credentials, a scope without Azure, an
 //! `Authorization` header next to a credential) with a message naming the flags.
@@ -116,10 +117,10 @@ pub struct RemoteWriteAuthArgs {
 /// OTLP headers and credential.
 #[derive(Debug, Clone, Args)]
 pub struct OtlpAuthArgs {
-    /// Extra header on every OTLP request, K=V (repeatable); V=@/path reads the value from a file, re-read when it changes.
+    /// Extra header on every OTLP request, K=V (repeatable; OTLP/gRPC sends it as metadata); V=@/path reads the value from a file, re-read when it changes.
     #[arg(long, env = "ADXEXPORTER_OTLP_HEADER", value_name = "K=V")]
     pub otlp_header: Vec<String>,
-    /// OTLP authentication: none, bearer, basic or azure (default: bearer or basic when their file flags are given, else none).
+    /// OTLP authentication (OTLP/HTTP and OTLP/gRPC): none, bearer, basic or azure (default: bearer or basic when their file flags are given, else none).
     #[arg(long, env = "ADXEXPORTER_OTLP_AUTH", value_enum)]
     pub otlp_auth: Option<AuthKind>,
     /// File holding the OTLP bearer token (re-read when it changes).
@@ -191,6 +192,8 @@ const RESERVED_HEADERS: &[&str] = &[
     "host",
     "user-agent",
     "x-prometheus-remote-write-version",
+    // gRPC's own (OTLP/gRPC sends the headers as metadata); `grpc-*` names are refused below
+    "te",
 ];
 
 fn validate(raw: Raw<'_>) -> Result<OutputAuthConfig, CliError> {
@@ -311,7 +314,7 @@ fn parse_headers(prefix: &'static str, items: &[String]) -> Result<Vec<OutputHea
             return Err(err(format!("{name:?} is not a valid HTTP header name")));
         }
         let lower = name.to_ascii_lowercase();
-        if RESERVED_HEADERS.contains(&lower.as_str()) {
+        if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("grpc-") {
             return Err(err(format!(
                 "{name:?} is set by the output itself and cannot be replaced"
             )));
@@ -424,6 +427,7 @@ mod tests {
             "novalue",
             "bad name=x",
             "Content-Type=text/plain",
+            "grpc-timeout=1S",
             "X-A=@",
             "X-B=s3cret\u{7}",
         ] {

@@ -1,7 +1,7 @@
 //! Who an output says it is: extra headers (literal, or read from a file so secrets stay in mounted
 //! Secrets) and at most one credential — a bearer token file, basic auth with a password file, or an
 //! Azure AD token for a scope (Azure Monitor by default). [`OutputAuthConfig`] is the plain settings
-//! value any output takes (remote write, OTLP/HTTP, and later OTLP/gRPC); [`OutputAuth`] is its
+//! value any output takes (remote write, OTLP/HTTP, OTLP/gRPC); [`OutputAuth`] is its
 //! runtime form, asked for the headers of every request.
 //!
 //! Invariants:
@@ -82,6 +82,17 @@ impl OutputAuthConfig {
     pub fn sends_secrets(&self) -> bool {
         self.credential != OutputCredential::None
             || (self.headers.iter()).any(|h| matches!(h.value, HeaderSource::File(_)))
+    }
+
+    /// Logs a warning at start-up when credentials would cross the network unencrypted.
+    pub fn warn_if_plaintext(&self, output: &'static str, endpoint: &url::Url) {
+        if endpoint.scheme() == "http" && self.sends_secrets() {
+            tracing::warn!(
+                output,
+                endpoint = %endpoint,
+                "credentials go to a plain http:// endpoint unencrypted: use https://"
+            );
+        }
     }
 }
 
@@ -276,11 +287,12 @@ impl OutputAuth {
         Ok(out)
     }
 
-    /// After a 401 to a request sent with credential generation `refused`: gets a new Azure token
+    /// After a 401 (gRPC: `UNAUTHENTICATED`, given as `why`) to a request sent with credential
+    /// generation `refused`: gets a new Azure token
     /// through new credential objects (see [`AzureChain::renewed`]), unless a concurrent push
     /// already did. Returns whether a retry can send a different credential; files are re-read on
     /// every request anyway, so for them a retry would repeat the refused request.
-    pub async fn renew(&self, refused: u64) -> bool {
+    pub async fn renew(&self, refused: u64, why: &str) -> bool {
         let Credential::Azure(state) = &self.credential else {
             return false;
         };
@@ -293,7 +305,7 @@ impl OutputAuth {
                 tracing::info!(
                     output = self.output,
                     identity = %describe_azure(&state.cache),
-                    "the receiver refused the Azure token (401): getting a new one and retrying once"
+                    "the receiver refused the Azure token ({why}): getting a new one and retrying once"
                 );
                 let scope = state.cache.scope().to_owned();
                 state.cache = Arc::new(CachedToken::new(chain, scope));
@@ -398,7 +410,7 @@ mod tests {
         assert!(h[AUTHORIZATION].is_sensitive());
         assert!(!format!("{a:?}").contains("t0psecret"));
         assert!(
-            !a.renew(0).await,
+            !a.renew(0, "401").await,
             "a file credential cannot be renewed by retrying"
         );
 

@@ -18,7 +18,7 @@ use super::auth::{OutputAuth, OutputAuthConfig};
 use super::retry::{Attempt, Disposition, Protocol, TransportFailure, classify, parse_retry_after};
 use super::split::Chunk;
 use super::{Delivered, MAX_RESPONSE_BODY, PushFailure, PushResult, SinkError, USER_AGENT};
-use crate::tls::{Peer, TlsConfig};
+use crate::tls::{Peer, TlsConfig, error_chain};
 
 /// What one POST produced, owned (the body is capped at [`MAX_RESPONSE_BODY`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -93,13 +93,7 @@ impl Poster {
         extra: &[(&'static str, &'static str)],
         security: Security<'_>,
     ) -> Result<Poster, SinkError> {
-        if endpoint.scheme() == "http" && security.auth.sends_secrets() {
-            tracing::warn!(
-                output,
-                endpoint = %endpoint,
-                "credentials go to a plain http:// endpoint unencrypted: use https://"
-            );
-        }
+        security.auth.warn_if_plaintext(output, &endpoint);
         let auth = Arc::new(OutputAuth::new(output, security.auth, security.tls)?);
         // Also installs the ring provider that reqwest's `rustls-no-provider` needs.
         let builder = security
@@ -142,7 +136,7 @@ impl Poster {
     /// more if the credential could be renewed.
     pub async fn post(&self, body: Bytes) -> Sent {
         let (sent, generation) = self.post_once(body.clone()).await;
-        if sent.status() == Some(401) && self.auth.renew(generation).await {
+        if sent.status() == Some(401) && self.auth.renew(generation, "401").await {
             return self.post_once(body).await.0;
         }
         sent
@@ -174,7 +168,12 @@ impl Poster {
             .await;
         let response = match sent {
             Ok(r) => r,
-            Err(e) => return Sent::Failed(transport_failure(&e)),
+            Err(e) => {
+                // The retry line names only the class ("connect"); the cause (refused, DNS, a
+                // certificate the CA bundle does not cover) is what the operator needs.
+                tracing::warn!(output = self.output, "request failed: {}", error_chain(&e));
+                return Sent::Failed(transport_failure(&e));
+            }
         };
         let status = response.status().as_u16();
         let retry_after = response

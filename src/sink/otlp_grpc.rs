@@ -9,27 +9,38 @@
 //!   resumes there (same contract as the HTTP sinks, see [`crate::sink`]).
 //! - The answer's gRPC status is classified by [`crate::sink::retry::classify_grpc`] (the OTLP
 //!   spec's table); a `google.rpc.RetryInfo` in the status details is the server's retry delay.
-//! - [`channel`] is the one place the connection is configured: plaintext `http://` only for now
-//!   (TLS and authentication are not implemented; `https://` is refused with a clear error).
+//! - [`channel`] is the one place the connection is configured: `http://` is plaintext HTTP/2,
+//!   `https://` is TLS (ALPN `h2`) with the process's [`TlsConfig`] — the same roots, `--tls-ca-file`,
+//!   client certificate and `--tls-insecure-skip-verify` as the HTTP outputs — through a rustls
+//!   connector (tonic's own TLS cannot skip verification).
+//! - Every call carries the `--otlp-*` headers and credential as gRPC metadata ([`OutputAuth`]).
+//!   `UNAUTHENTICATED` makes the credential renew (Azure) and the call go once more, as a 401 does
+//!   for the HTTP outputs; a refusal that stands is dead-lettered naming the identity.
 //! - A gRPC server's default receive limit is 4 MiB: keep `--max-request-bytes` at or below it.
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use bytes::{Buf, BufMut, Bytes};
 use http::uri::PathAndQuery;
+use hyper_util::client::legacy::connect::HttpConnector;
 use prost::Message;
-use tonic::Status;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
 
+use super::auth::{OutputAuth, OutputAuthConfig};
 use super::otlp::{OtlpEncoder, OtlpTemplate};
 use super::otlp_proto::ExportMetricsServiceResponse;
-use super::retry::{Disposition, classify_grpc};
+use super::retry::{Disposition, classify_grpc, grpc_code_name};
 use super::{
     DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT, Delivered, PushFailure, PushResult, Sink,
     SinkError, USER_AGENT,
 };
 use crate::prompb::{TimeSeries, WriteRequest};
+use crate::tls::{Peer, TlsConfig, error_chain};
 
 /// The output's name in the WAL, metrics and `spec.outputs`.
 pub const OTLP_GRPC_OUTPUT: &str = "otlp_grpc";
@@ -41,7 +52,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Settings of the OTLP/gRPC output.
 #[derive(Debug, Clone)]
 pub struct OtlpGrpcConfig {
-    /// `http://host:port` of the receiver (the path, if any, is ignored by gRPC).
+    /// `http://host:port` or `https://host:port` of the receiver (a path is ignored by gRPC).
     pub endpoint: url::Url,
     pub timeout: Duration,
     pub max_request_bytes: usize,
@@ -49,6 +60,9 @@ pub struct OtlpGrpcConfig {
     pub resource_attributes: std::collections::BTreeMap<String, String>,
     /// gzip the request messages (gRPC message compression; receivers must accept `gzip`).
     pub gzip: bool,
+    /// Metadata and credential of every call (the `--otlp-*` flags).
+    pub auth: OutputAuthConfig,
+    pub tls: TlsConfig,
 }
 
 impl OtlpGrpcConfig {
@@ -62,23 +76,34 @@ impl OtlpGrpcConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             resource_attributes,
             gzip: true,
+            auth: OutputAuthConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
 
-/// The channel to the receiver: the single place where transport settings (and later TLS and
-/// authentication) are decided. Lazy: nothing connects until the first export.
+/// The channel to the receiver: the single place where transport settings are decided. Lazy:
+/// nothing connects until the first export.
 pub fn channel(config: &OtlpGrpcConfig) -> Result<Channel, SinkError> {
     let bad = |reason: String| SinkError::GrpcEndpoint {
         endpoint: config.endpoint.to_string(),
         reason,
     };
-    if config.endpoint.scheme() != "http" {
+    if !matches!(config.endpoint.scheme(), "http" | "https") {
         return Err(bad(format!(
-            "scheme {:?} is not supported: TLS for OTLP/gRPC is not implemented yet, use http://HOST:PORT",
+            "scheme {:?} is not supported: use http://HOST:PORT or https://HOST:PORT",
             config.endpoint.scheme()
         )));
     }
+    // tonic sets these on its own connector; ours replaces it.
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config.tls.rustls_config(Peer::Output)?)
+        .https_or_http()
+        .enable_http2()
+        .wrap_connector(tcp);
     let origin = config.endpoint.origin().ascii_serialization();
     let endpoint = Endpoint::from_shared(origin)
         .map_err(|e| bad(e.to_string()))?
@@ -86,7 +111,7 @@ pub fn channel(config: &OtlpGrpcConfig) -> Result<Channel, SinkError> {
         .map_err(|e| bad(e.to_string()))?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(config.timeout);
-    Ok(endpoint.connect_lazy())
+    Ok(endpoint.connect_with_connector_lazy(connector))
 }
 
 /// The OTLP/gRPC output: one channel, the resource and scope prepared once.
@@ -97,6 +122,17 @@ pub struct OtlpGrpcSink {
     max_request_bytes: usize,
     timeout: Duration,
     endpoint: url::Url,
+    auth: Arc<OutputAuth>,
+}
+
+/// What one Export call came back with.
+enum Answer {
+    Accepted(ExportMetricsServiceResponse),
+    /// A gRPC error status, and the credential generation the call carried (for a renewal).
+    Refused {
+        status: Status,
+        generation: u64,
+    },
 }
 
 impl OtlpGrpcSink {
@@ -109,6 +145,14 @@ impl OtlpGrpcSink {
             });
         }
         let template = OtlpTemplate::new(&config.resource_attributes, 0)?;
+        config
+            .auth
+            .warn_if_plaintext(OTLP_GRPC_OUTPUT, &config.endpoint);
+        let auth = Arc::new(OutputAuth::new(
+            OTLP_GRPC_OUTPUT,
+            &config.auth,
+            &config.tls,
+        )?);
         let mut grpc = tonic::client::Grpc::new(channel(&config)?)
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(super::MAX_RESPONSE_BODY);
@@ -121,6 +165,7 @@ impl OtlpGrpcSink {
             max_request_bytes: config.max_request_bytes,
             timeout: config.timeout,
             endpoint: config.endpoint,
+            auth,
         })
     }
 
@@ -128,19 +173,91 @@ impl OtlpGrpcSink {
         &self.endpoint
     }
 
-    /// One `Export` call with an already-encoded request.
-    async fn export(&self, body: Bytes) -> Result<ExportMetricsServiceResponse, Status> {
+    /// Exports one already-encoded request; after `UNAUTHENTICATED`, once more if the credential
+    /// could be renewed. Anything but acceptance comes back classified.
+    async fn send(&self, body: Bytes) -> Result<ExportMetricsServiceResponse, Disposition> {
+        let mut answer = self.send_once(body.clone()).await?;
+        if let Answer::Refused { status, generation } = &answer
+            && status.code() == Code::Unauthenticated
+            && self.auth.renew(*generation, "UNAUTHENTICATED").await
+        {
+            answer = self.send_once(body).await?;
+        }
+        match answer {
+            Answer::Accepted(response) => Ok(response),
+            Answer::Refused { status, .. } => Err(self.classify(&status)),
+        }
+    }
+
+    /// One `Export` call with the current credentials as metadata. Credentials that cannot be read
+    /// are retried later, as for the HTTP outputs.
+    async fn send_once(&self, body: Bytes) -> Result<Answer, Disposition> {
+        let auth = self.auth.headers().await.map_err(|e| {
+            tracing::warn!(output = OTLP_GRPC_OUTPUT, "{e}");
+            Disposition::Retry {
+                after: None,
+                reason: "credentials",
+            }
+        })?;
         let mut grpc = self.grpc.clone();
-        grpc.ready()
-            .await
-            .map_err(|e| Status::unavailable(format!("channel not ready: {e}")))?;
+        if let Err(e) = grpc.ready().await {
+            let status = Status::unavailable(format!("channel not ready: {e}"));
+            return Ok(Answer::Refused {
+                status,
+                generation: auth.generation,
+            });
+        }
         let mut request = tonic::Request::new(body);
+        *request.metadata_mut() = MetadataMap::from_headers(auth.headers);
         // Sent as `grpc-timeout`, so the server gives up when we do.
         request.set_timeout(self.timeout);
         let path = PathAndQuery::from_static(EXPORT_PATH);
-        grpc.unary(request, path, RawCodec)
-            .await
-            .map(tonic::Response::into_inner)
+        Ok(match grpc.unary(request, path, RawCodec).await {
+            Ok(response) => Answer::Accepted(response.into_inner()),
+            Err(status) => Answer::Refused {
+                status,
+                generation: auth.generation,
+            },
+        })
+    }
+
+    /// The retry rule for a refused call. A failure on our side of the connection (the status
+    /// carries a transport error as its source: refused, TLS handshake, reset) is retried whatever
+    /// code tonic gave it — some resets come as `UNKNOWN`, which the OTLP table makes permanent —
+    /// and its cause is logged, which the status message alone ("transport error") does not give.
+    /// A refusal of our credentials names the identity (never a secret).
+    fn classify(&self, status: &Status) -> Disposition {
+        let local = std::error::Error::source(status);
+        if let Some(source) = local {
+            tracing::warn!(
+                output = OTLP_GRPC_OUTPUT,
+                endpoint = %self.endpoint,
+                code = grpc_code_name(status.code()),
+                cause = %error_chain(source),
+                "cannot reach the receiver: {}",
+                status.message()
+            );
+        }
+        match classify_grpc(
+            status.code(),
+            retry_delay(status.details()),
+            status.message(),
+        ) {
+            Disposition::Permanent { .. } if local.is_some() => Disposition::Retry {
+                after: None,
+                reason: "connection_broken",
+            },
+            Disposition::Permanent {
+                reason: reason @ "unauthorized",
+                status: code,
+                body,
+            } => Disposition::Permanent {
+                reason,
+                status: code,
+                body: format!("the receiver refused {}: {body}", self.auth.describe()),
+            },
+            other => other,
+        }
     }
 }
 
@@ -170,16 +287,12 @@ impl Sink for OtlpGrpcSink {
                 delivered.oversized_requests += 1;
             }
             let body = Bytes::copy_from_slice(encoder.encode_raw(window, order));
-            let disposition = match self.export(body).await {
+            let disposition = match self.send(body).await {
                 Ok(response) => {
                     delivered.rejected_points += rejected_points(&response);
                     Disposition::Success
                 }
-                Err(status) => classify_grpc(
-                    status.code(),
-                    retry_delay(status.details()),
-                    status.message(),
-                ),
+                Err(disposition) => disposition,
             };
             if disposition != Disposition::Success {
                 return Err(PushFailure {
@@ -347,12 +460,12 @@ mod tests {
     }
 
     #[test]
-    fn only_plaintext_endpoints_are_accepted_for_now() {
+    fn only_http_and_https_endpoints_are_accepted() {
         let config = OtlpGrpcConfig::new(
-            "https://collector:4317".parse().unwrap(),
+            "unix:///run/collector.sock".parse().unwrap(),
             Default::default(),
         );
         let e = OtlpGrpcSink::new(config).unwrap_err().to_string();
-        assert!(e.contains("TLS") && e.contains("http://"), "{e}");
+        assert!(e.contains("https://HOST:PORT"), "{e}");
     }
 }

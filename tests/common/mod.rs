@@ -217,6 +217,20 @@ pub fn victoria_metrics() -> Peer {
     )
 }
 
+/// `tests/peers/otlp_grpc_sink.py` (the official `grpcio` server decoding with `opentelemetry-proto`),
+/// scriptable and recording, on a free gRPC port; `extra` is e.g. `["--tls", CERT, KEY]`. Returns the
+/// peer (its `url` is the control endpoint) and the gRPC port.
+pub fn otlp_grpc_receiver(extra: &[&str]) -> (Peer, u16) {
+    let script = repo_root().join("tests/peers/otlp_grpc_sink.py");
+    let script = script.display().to_string();
+    let grpc_port = free_port();
+    let port = grpc_port.to_string();
+    let mut args = vec![script.as_str(), port.as_str(), "{port}"];
+    args.extend_from_slice(extra);
+    let peer = Peer::spawn("otlp-grpc-sink", &venv_bin("python"), &args, "/");
+    (peer, grpc_port)
+}
+
 /// rotel (the Rust OTLP collector shipped in the PyPI `rotel` wheel) receiving OTLP/HTTP and
 /// OTLP/gRPC and exporting OTLP/HTTP to `sink_url` (e.g. the Python OTLP sink), batching for 100 ms.
 /// Killed on drop.

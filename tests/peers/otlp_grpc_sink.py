@@ -3,19 +3,27 @@
 `MetricsService/Export` method, decoding requests with the official opentelemetry-proto package
 (google.protobuf, a stack independent of prost and tonic).
 
-Usage: otlp_grpc_sink.py GRPC_PORT CONTROL_PORT
+Usage: otlp_grpc_sink.py GRPC_PORT CONTROL_PORT [--tls CERT KEY [--client-ca CA]]
 
-  gRPC  /opentelemetry.proto.collector.metrics.v1.MetricsService/Export on GRPC_PORT
+  gRPC  /opentelemetry.proto.collector.metrics.v1.MetricsService/Export on GRPC_PORT; with --tls
+        over TLS (grpcio's own, BoringSSL: a stack independent of rustls) with the PEM certificate
+        and key, and with --client-ca requiring a client certificate issued by that CA (mutual TLS)
   HTTP  GET /            200 (readiness) on CONTROL_PORT
         GET /received    JSON array of the decoded requests (same shape as otlp_sink.py), each with
-                         "answer" (the script entry used); grpcio decompresses gzip messages itself
-        POST /control    {"script": [entry, ...]}: each later Export consumes one entry, then OK.
+                         "answer" (the script entry used or "unauthenticated"), "metadata" (the
+                         call's metadata) and "peer_cert" (whether a client certificate was
+                         verified); grpcio decompresses gzip messages itself
+        POST /control    {"script": [entry, ...], "require": {key: regex, ...}}: each later Export
+                         consumes one entry, then OK.
                          entry: {"code": "UNAVAILABLE", "message": "x", "retry_delay": 2.5}
                                 | {"partial_rejected": 3, "message": "x"}
+                         "require" enforces metadata: a call whose value of `key` does not fully
+                         match `regex` is refused with UNAUTHENTICATED (before any script entry).
   A failing entry answers that gRPC status; "retry_delay" (seconds) adds a google.rpc.RetryInfo in
   the status details (grpc-status-details-bin), encoded by hand: no googleapis package needed.
 """
 import json
+import re
 import sys
 import threading
 from concurrent import futures
@@ -29,6 +37,7 @@ import otlp_sink  # noqa: E402  (the decoder and the HTTP control handler)
 
 LOCK = threading.Lock()
 SCRIPT = []
+REQUIRE = {}
 RECEIVED = []
 
 
@@ -60,12 +69,18 @@ def status_details(code, message, retry_delay):
 
 
 def export(raw, context):
+    metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
     with LOCK:
-        entry = SCRIPT.pop(0) if SCRIPT else {}
-    record = {"answer": entry}
+        require = dict(REQUIRE)
+    allowed = all(re.fullmatch(rx, metadata.get(k, "")) for k, rx in require.items())
+    with LOCK:
+        entry = (SCRIPT.pop(0) if SCRIPT else {}) if allowed else "unauthenticated"
+    record = {"answer": entry, "metadata": metadata, "peer_cert": bool(context.auth_context().get("x509_pem_cert"))}
     record.update(otlp_sink.decode_metrics(raw))
     with LOCK:
         RECEIVED.append(record)
+    if not allowed:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, "credentials not accepted")
     if "code" in entry:
         code = getattr(grpc.StatusCode, entry["code"])
         message = entry.get("message", "")
@@ -97,8 +112,12 @@ class Control(otlp_sink.Handler):
         if self.path != "/control":
             self.reply(404, b"not found")
             return
+        control = json.loads(body)
         with LOCK:
-            SCRIPT[:] = json.loads(body).get("script", [])
+            SCRIPT[:] = control.get("script", [])
+            if "require" in control:
+                REQUIRE.clear()
+                REQUIRE.update(control["require"])
         self.reply(200, b"ok")
 
 
@@ -111,7 +130,16 @@ def main():
         {"Export": grpc.unary_unary_rpc_method_handler(export)},
     )
     server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"127.0.0.1:{grpc_port}")
+    args = sys.argv[3:]
+    if args[:1] == ["--tls"]:
+        cert, key = (open(p, "rb").read() for p in args[1:3])
+        client_ca = open(args[4], "rb").read() if args[3:4] == ["--client-ca"] else None
+        credentials = grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+        )
+        server.add_secure_port(f"127.0.0.1:{grpc_port}", credentials)
+    else:
+        server.add_insecure_port(f"127.0.0.1:{grpc_port}")
     server.start()
     control = ThreadingHTTPServer(("127.0.0.1", control_port), Control)
     control.daemon_threads = True

@@ -142,9 +142,14 @@ pub async fn get_json(base: &str, query: &[(&str, &str)]) -> serde_json::Value {
 
 /// Scripts the sink's next answers.
 pub async fn script(sink: &Peer, entries: serde_json::Value) {
+    control(sink, serde_json::json!({ "script": entries })).await;
+}
+
+/// Posts `body` to the sink's `/control` (script, and for the gRPC receiver `require`).
+pub async fn control(sink: &Peer, body: serde_json::Value) {
     let status = client()
         .post(format!("{}/control", sink.url))
-        .body(serde_json::json!({ "script": entries }).to_string())
+        .body(body.to_string())
         .send()
         .await
         .unwrap()
