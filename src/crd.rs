@@ -20,6 +20,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::criteria::expression::{CriteriaExpression, FIELD as EXPRESSION_FIELD};
 use crate::time::{Span, TICKS_PER_SECOND, Ticks};
 
 /// API group and version of the resource.
@@ -78,7 +79,9 @@ pub struct MetricsExporterSpec {
     /// (case-insensitive). Empty: runs everywhere.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub criteria: BTreeMap<String, Vec<String>>,
-    /// CEL expression over the cluster labels (adx-mon compatible).
+    /// CEL expression over the cluster labels (adx-mon compatible): each label is a string
+    /// variable named by its key (case-sensitive); it must evaluate to a bool. With `criteria`,
+    /// both must match. Example: `region in ['eastus', 'westus'] && environment == 'prod'`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub criteria_expression: Option<String>,
     /// How result columns become samples.
@@ -311,7 +314,8 @@ pub struct ValidatedSpec {
     /// At least 1.
     pub max_rows: u64,
     pub criteria: BTreeMap<String, Vec<String>>,
-    pub criteria_expression: Option<String>,
+    /// Compiled once here; `None` when absent or blank (no constraint).
+    pub criteria_expression: Option<CriteriaExpression>,
     pub transform: ValidatedTransform,
     /// `None`: every configured output.
     pub outputs: Option<Vec<String>>,
@@ -410,6 +414,16 @@ impl MetricsExporterSpec {
             );
         }
         validate_criteria(&self.criteria, &mut p);
+        let criteria_expression = match non_blank(&self.criteria_expression) {
+            None => None,
+            Some(source) => match CriteriaExpression::compile(source) {
+                Ok(compiled) => Some(compiled),
+                Err(e) => {
+                    p.add(EXPRESSION_FIELD, e.to_string());
+                    None
+                }
+            },
+        };
         validate_outputs(self.outputs.as_deref(), &mut p);
         let transform = match &self.transform {
             Some(t) => validate_transform(t, &mut p),
@@ -436,7 +450,7 @@ impl MetricsExporterSpec {
                 start_time,
                 max_rows,
                 criteria: self.criteria.clone(),
-                criteria_expression: non_blank(&self.criteria_expression).map(str::to_owned),
+                criteria_expression,
                 transform,
                 outputs: self.outputs.clone(),
             }),
@@ -828,32 +842,33 @@ pub fn check_text(
             Err(problems) => report
                 .problems
                 .extend(problems.iter().map(|p| format!("{file}: {key}: {p}"))),
-            Ok(spec) if spec.criteria_expression.is_some() => report
-                .problems
-                .push(format!("{file}: {key}: {CEL_UNSUPPORTED}")),
-            Ok(spec) => report.ok.push(match labels {
-                None => format!("ok {key}"),
-                Some(labels) => format!("ok {key}: {}", placement(&spec, labels)),
-            }),
+            Ok(spec) => match labels {
+                None => report.ok.push(format!("ok {key}")),
+                Some(labels) => match placement(&spec, labels) {
+                    Ok(placed) => report.ok.push(format!("ok {key}: {placed}")),
+                    // An instance with these labels cannot evaluate the expression: it would skip
+                    // the resource and report it, so the check fails too.
+                    Err(problem) => report.problems.push(format!("{file}: {key}: {problem}")),
+                },
+            },
         }
     }
     report
 }
 
-/// Why a resource with `criteriaExpression` does not run: evaluating CEL is not built, and running
-/// it while ignoring the expression could export data on an instance it was meant to exclude.
-pub const CEL_UNSUPPORTED: &str =
-    "spec.criteriaExpression: criteriaExpression (CEL) is not supported yet: use criteria";
-
-/// Whether an instance with `labels` would run the resource, and why not.
-fn placement(spec: &ValidatedSpec, labels: &BTreeMap<String, String>) -> String {
-    match crate::criteria::evaluate(&spec.criteria, labels) {
-        crate::criteria::CriteriaMatch::NoMatch { reason } => format!("skipped here: {reason}"),
-        crate::criteria::CriteriaMatch::Matches if spec.criteria.is_empty() => {
-            "would run here (no criteria)".into()
-        }
-        crate::criteria::CriteriaMatch::Matches => "would run here (criteria match)".into(),
-    }
+/// Whether an instance with `labels` would run the resource, and why not; `Err` when its
+/// `criteriaExpression` cannot be evaluated there.
+fn placement(spec: &ValidatedSpec, labels: &BTreeMap<String, String>) -> Result<String, String> {
+    use crate::criteria::Placement;
+    let constrained = !spec.criteria.is_empty() || spec.criteria_expression.is_some();
+    Ok(
+        match crate::criteria::place(&spec.criteria, spec.criteria_expression.as_ref(), labels) {
+            Placement::Runs if constrained => "would run here (criteria match)".into(),
+            Placement::Runs => "would run here (no criteria)".into(),
+            Placement::Skipped(reason) => format!("skipped here: {reason}"),
+            Placement::Error(e) => return Err(format!("{EXPRESSION_FIELD}: {e}")),
+        },
+    )
 }
 
 #[cfg(test)]

@@ -5,7 +5,16 @@
 //! keys, OR within a key. An empty map matches; a key the instance lacks does not. This follows
 //! adx-mon's design, not its Go code (which ORs across keys). A non-match carries a sentence for
 //! logs, metrics and `adxexporter check --cluster-labels`, naming the first failing key.
+//!
+//! [`place`] combines it with `criteriaExpression` ([`expression`]): both must match (AND, as in
+//! adx-mon). The map is checked first: a resource whose map excludes this instance is skipped even
+//! when its expression could not be evaluated here (it is another instance's business, and only
+//! instances that process a resource write its status, SPEC §4).
 use std::collections::BTreeMap;
+
+pub mod expression;
+
+use expression::{CriteriaExpression, ExpressionError};
 
 /// The outcome of [`evaluate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +58,52 @@ pub fn evaluate(
         }
     }
     CriteriaMatch::Matches
+}
+
+/// Whether this instance runs a resource, from its `criteria` and its compiled `criteriaExpression`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    Runs,
+    /// Not meant for this instance: exactly like a criteria mismatch (never queried, no status).
+    Skipped(String),
+    /// The expression cannot be evaluated with this instance's labels: the resource is skipped
+    /// (it may have been meant to exclude this instance) and the error is reported.
+    Error(ExpressionError),
+}
+
+/// `criteria` AND `expression` against this instance's cluster labels.
+pub fn place(
+    criteria: &BTreeMap<String, Vec<String>>,
+    expression: Option<&CriteriaExpression>,
+    labels: &BTreeMap<String, String>,
+) -> Placement {
+    if let CriteriaMatch::NoMatch { reason } = evaluate(criteria, labels) {
+        return Placement::Skipped(reason);
+    }
+    let Some(expression) = expression else {
+        return Placement::Runs;
+    };
+    match expression.evaluate(labels) {
+        Ok(true) => Placement::Runs,
+        Ok(false) => Placement::Skipped(format!(
+            "criteriaExpression {} is false for cluster labels {}",
+            expression.source(),
+            shown_labels(labels)
+        )),
+        Err(e) => Placement::Error(e),
+    }
+}
+
+/// `k=v,k2=v2`, or `(none)`.
+fn shown_labels(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "(none)".into();
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Case-insensitive equality (Unicode lower-casing, with an allocation-free ASCII path).
@@ -115,6 +170,47 @@ mod tests {
                 reason: "criteria region=[westus] needs cluster label region, which this instance does not have".into()
             }
         );
+    }
+
+    fn expr(source: &str) -> CriteriaExpression {
+        CriteriaExpression::compile(source).expect("compiles")
+    }
+
+    #[test]
+    fn criteria_and_expression_must_both_match() {
+        let here = labels([("region", "eastus"), ("env", "prod")]);
+        let east = map([("region", &["EASTUS"])]);
+        let west = map([("region", &["westus"])]);
+        let prod = expr("env == 'prod'");
+        let dev = expr("env == 'dev'");
+        assert_eq!(place(&east, Some(&prod), &here), Placement::Runs);
+        assert_eq!(place(&BTreeMap::new(), Some(&prod), &here), Placement::Runs);
+        assert_eq!(place(&east, None, &here), Placement::Runs);
+        assert_eq!(
+            place(&east, Some(&dev), &here),
+            Placement::Skipped(
+                "criteriaExpression env == 'dev' is false for cluster labels env=prod,region=eastus"
+                    .into()
+            )
+        );
+        assert!(matches!(
+            place(&west, Some(&prod), &here),
+            Placement::Skipped(r) if r.contains("westus")
+        ));
+    }
+
+    #[test]
+    fn the_map_is_checked_before_an_expression_error() {
+        let here = labels([("region", "eastus")]);
+        let broken = expr("zone == '1'");
+        assert!(matches!(
+            place(&map([("region", &["westus"])]), Some(&broken), &here),
+            Placement::Skipped(_)
+        ));
+        assert!(matches!(
+            place(&BTreeMap::new(), Some(&broken), &here),
+            Placement::Error(ExpressionError::UnknownLabel { .. })
+        ));
     }
 
     fn arb_criteria() -> impl Strategy<Value = BTreeMap<String, Vec<String>>> {

@@ -6,9 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub use crate::crd::CEL_UNSUPPORTED;
 use crate::crd::{MetricsExporter, ValidatedSpec};
-use crate::criteria::{self, CriteriaMatch};
+use crate::criteria::{self, Placement, expression};
 use crate::time::Ticks;
 use crate::transform::{Mapping, MappingSpec, TransformError};
 use crate::wal::ExporterRef;
@@ -35,10 +34,16 @@ pub enum Rejected {
     Skipped(String),
     /// Its spec is invalid: one line per problem, each naming the field and the fix.
     Invalid(Vec<String>),
+    /// Its `criteriaExpression` cannot be evaluated with this instance's cluster labels (unknown
+    /// label, not a bool, runtime error): not run, since it may have been meant to exclude this
+    /// instance, and reported (status `Criteria=False`, reason `CriteriaExpressionError`). The
+    /// message names the field and the fix.
+    CriteriaError(String),
 }
 
 impl Exporter {
-    /// Validates `resource` and checks its criteria against `cluster_labels`. `cli_prefix` is
+    /// Validates `resource` and checks its criteria and criteriaExpression against `cluster_labels`
+    /// (the expression is compiled once, by validation). `cli_prefix` is
     /// `--metric-name-prefix`. Resources without a uid (files) get `namespace/name` as their uid.
     pub fn from_resource(
         resource: &MetricsExporter,
@@ -48,13 +53,19 @@ impl Exporter {
         let spec = resource.spec.validate().map_err(|problems| {
             Rejected::Invalid(problems.iter().map(ToString::to_string).collect())
         })?;
-        if let CriteriaMatch::NoMatch { reason } =
-            criteria::evaluate(&spec.criteria, cluster_labels)
-        {
-            return Err(Rejected::Skipped(reason));
-        }
-        if spec.criteria_expression.is_some() {
-            return Err(Rejected::Invalid(vec![CEL_UNSUPPORTED.to_owned()]));
+        match criteria::place(
+            &spec.criteria,
+            spec.criteria_expression.as_ref(),
+            cluster_labels,
+        ) {
+            Placement::Runs => {}
+            Placement::Skipped(reason) => return Err(Rejected::Skipped(reason)),
+            Placement::Error(e) => {
+                return Err(Rejected::CriteriaError(format!(
+                    "{}: {e}",
+                    expression::FIELD
+                )));
+            }
         }
         let mapping = mapping_for(&spec, cli_prefix)
             .map_err(|e| Rejected::Invalid(vec![format!("spec.transform: {e}")]))?;
@@ -173,6 +184,41 @@ mod tests {
         match Exporter::from_resource(&r, &labels, "") {
             Err(Rejected::Skipped(reason)) => assert!(reason.contains("westus"), "{reason}"),
             other => panic!("expected a skip, got {other:?}"),
+        }
+    }
+
+    fn with_expression(expression: &str) -> MetricsExporter {
+        let mut r = resource("a", "1m", "{region: [eastus]}");
+        r.spec.criteria_expression = Some(expression.to_owned());
+        r
+    }
+
+    #[test]
+    fn criteria_expression_runs_skips_or_reports() {
+        let labels = BTreeMap::from([
+            ("region".to_owned(), "eastus".to_owned()),
+            ("env".to_owned(), "prod".to_owned()),
+        ]);
+        let from = |e: &str| Exporter::from_resource(&with_expression(e), &labels, "");
+        assert!(from("env == 'prod'").is_ok());
+        assert!(from("   ").is_ok(), "a blank expression is no constraint");
+        match from("env == 'dev'") {
+            Err(Rejected::Skipped(reason)) => assert!(reason.contains("env == 'dev'"), "{reason}"),
+            other => panic!("expected a skip, got {other:?}"),
+        }
+        match from("zone == '1'") {
+            Err(Rejected::CriteriaError(message)) => assert!(
+                message.starts_with("spec.criteriaExpression: refers to zone"),
+                "{message}"
+            ),
+            other => panic!("expected a criteria error, got {other:?}"),
+        }
+        match from("env ==") {
+            Err(Rejected::Invalid(lines)) => assert!(
+                lines[0].starts_with("spec.criteriaExpression: \"env ==\" is not valid CEL"),
+                "{lines:?}"
+            ),
+            other => panic!("expected invalid, got {other:?}"),
         }
     }
 

@@ -2,7 +2,8 @@
 //! what happened to a shared [`Board`]; [`StatusWriter`] combines it with the WAL's backlog and
 //! writes the CRD-shaped status. In standalone mode that goes to `<wal-dir>/status.json`, one entry
 //! per `namespace/name`, replaced atomically (write a temporary file, fsync, rename) so a reader
-//! never sees half a file. Resources skipped by criteria get no status (SPEC §4).
+//! never sees half a file. Resources skipped by criteria get no status (SPEC §4); invalid ones and
+//! those whose `criteriaExpression` cannot be evaluated here get one saying why ([`rejected_status`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -216,6 +217,36 @@ pub fn invalid_status(lines: &[String], now: Ticks) -> MetricsExporterStatus {
     }
 }
 
+/// The condition reason (adx-mon's, on its `Criteria` condition) of a `criteriaExpression` that
+/// cannot be evaluated with this instance's cluster labels.
+pub const CRITERIA_EXPRESSION_ERROR: &str = "CriteriaExpressionError";
+
+/// The status of a resource whose `criteriaExpression` cannot be evaluated here, so it does not
+/// run: `Ready=False` and adx-mon's `Criteria=False`, both with [`CRITERIA_EXPRESSION_ERROR`].
+pub fn criteria_error_status(message: &str, now: Ticks) -> MetricsExporterStatus {
+    let condition = |type_: &str| Condition {
+        type_: type_.into(),
+        status: "False".into(),
+        reason: CRITERIA_EXPRESSION_ERROR.into(),
+        message: message.to_owned(),
+        last_transition_time: now.to_string(),
+        observed_generation: None,
+    };
+    MetricsExporterStatus {
+        conditions: vec![condition("Ready"), condition("Criteria")],
+        ..Default::default()
+    }
+}
+
+/// The status this instance writes for a resource it does not run; `None` for skipped ones.
+pub fn rejected_status(why: &Rejected, now: Ticks) -> Option<MetricsExporterStatus> {
+    match why {
+        Rejected::Skipped(_) => None,
+        Rejected::Invalid(lines) => Some(invalid_status(lines, now)),
+        Rejected::CriteriaError(message) => Some(criteria_error_status(message, now)),
+    }
+}
+
 /// Writes `<wal-dir>/status.json` every [`STATUS_INTERVAL`] and once more at shutdown, from the
 /// source's first snapshot on (a stop before that leaves the previous file as it was).
 pub struct StatusWriter {
@@ -287,8 +318,8 @@ impl StatusWriter {
             );
         }
         for (key, why) in &snap.rejected {
-            if let Rejected::Invalid(lines) = why {
-                out.insert(key.clone(), invalid_status(lines, now));
+            if let Some(status) = rejected_status(why, now) {
+                out.insert(key.clone(), status);
             }
         }
         {

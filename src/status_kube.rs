@@ -4,7 +4,8 @@
 //!
 //! Invariants:
 //! - Only resources this instance processes get a status: desired exporters and resources it
-//!   rejected as invalid. Skipped ones (criteria, or owned by another replica) are never touched.
+//!   rejected as invalid or whose `criteriaExpression` it cannot evaluate. Skipped ones (criteria,
+//!   or owned by another replica) are never touched.
 //! - At most one patch per resource per interval, and only when the status changed since the last
 //!   successful patch; a condition keeps its `lastTransitionTime` while its status is unchanged,
 //!   so a steady exporter costs no API calls.
@@ -27,11 +28,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::crd::{MetricsExporter, MetricsExporterStatus};
-use crate::registry::Rejected;
 use crate::source::Snapshot;
 use crate::status::{
     Board, DeadLetterSummary, RetryingOutput, StatusError, carry_transition_times,
-    dead_letter_summaries, exporter_status, invalid_status, retrying_outputs,
+    dead_letter_summaries, exporter_status, rejected_status, retrying_outputs,
 };
 use crate::time::Ticks;
 use crate::wal::{Wal, WalStats};
@@ -105,13 +105,15 @@ pub fn targets(
         });
     }
     for (key, why) in &snap.rejected {
-        let (Rejected::Invalid(lines), Some((namespace, name))) = (why, key.split_once('/')) else {
+        let (Some(status), Some((namespace, name))) =
+            (rejected_status(why, now), key.split_once('/'))
+        else {
             continue;
         };
         out.push(StatusTarget {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
-            status: invalid_status(lines, now),
+            status,
         });
     }
     out
@@ -270,6 +272,7 @@ fn is_not_found(e: &kube::Error) -> bool {
 mod tests {
     use super::*;
     use crate::crd::{BacklogStatus, Condition, LastQueryStatus};
+    use crate::registry::Rejected;
 
     #[test]
     fn cleared_nested_fields_are_sent_as_null_and_absent_top_level_fields_are_left_alone() {
@@ -342,6 +345,10 @@ mod tests {
             "ns/bad".into(),
             Rejected::Invalid(vec!["spec.interval: x".into()]),
         );
+        snap.rejected.insert(
+            "ns/cel".into(),
+            Rejected::CriteriaError("spec.criteriaExpression: refers to zone".into()),
+        );
         let t = targets(
             &snap,
             &Board::default(),
@@ -350,9 +357,23 @@ mod tests {
             &BTreeMap::new(),
             Ticks::UNIX_EPOCH,
         );
-        assert_eq!(t.len(), 1);
+        assert_eq!(t.len(), 2);
         assert_eq!(t[0].key(), "ns/bad");
         assert_eq!(t[0].status.conditions[0].reason, "InvalidSpec");
+        assert_eq!(t[1].key(), "ns/cel");
+        let shown: Vec<_> = t[1]
+            .status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("Ready", "False", "CriteriaExpressionError"),
+                ("Criteria", "False", "CriteriaExpressionError")
+            ]
+        );
     }
 
     fn empty_stats() -> WalStats {

@@ -112,6 +112,43 @@ fn check_with_cluster_labels_says_where_resources_run() {
 }
 
 #[test]
+fn check_evaluates_criteria_expression_against_the_cluster_labels() {
+    let check =
+        |labels: &str| adxexporter(&["check", "--cluster-labels", labels, "good-cel.yaml"], &[]);
+    let out = adxexporter(&["check", "good-cel.yaml"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(stdout(&out), "ok monitoring/cel-health\n");
+
+    let out = check("region=westus,environment=Production,cloud=AzureCloud");
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out),
+        "ok monitoring/cel-health: would run here (criteria match)\n"
+    );
+
+    // criteria match (case-insensitive), the expression does not: skipped, not a problem.
+    let out = check("region=eastus,environment=production,cloud=AzureChinaCloud");
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out),
+        "ok monitoring/cel-health: skipped here: criteriaExpression region in ['eastus', 'westus'] && !cloud.startsWith('AzureChina') is false for cluster labels cloud=AzureChinaCloud,environment=production,region=eastus\n"
+    );
+
+    // CEL names are case-sensitive (as in adx-mon's code): `Region` does not declare `region`.
+    let out = check("Region=eastus,environment=production");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out),
+        "good-cel.yaml: monitoring/cel-health: spec.criteriaExpression: refers to cloud, region, which are not cluster labels of this instance (it has: Region, environment): add them to --cluster-labels or remove them from the expression (names are case-sensitive)\n"
+    );
+
+    // The criteria map excludes this instance first: the expression is not its business.
+    let out = check("Region=eastus,environment=staging");
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("skipped here: criteria environment=[production]"));
+}
+
+#[test]
 fn check_reports_every_problem_with_file_resource_and_field() {
     let cases: &[(&str, &[&str])] = &[
         (
@@ -148,6 +185,12 @@ fn check_reports_every_problem_with_file_resource_and_field() {
             "bad-kind.yaml",
             &[
                 "bad-kind.yaml: document 1: apiVersion \"v1\" kind \"ConfigMap\" is not a MetricsExporter (expected apiVersion adx-mon.azure.com/v1, kind MetricsExporter)",
+            ],
+        ),
+        (
+            "bad-cel-syntax.yaml",
+            &[
+                "bad-cel-syntax.yaml: monitoring/cel-typo: spec.criteriaExpression: \"region = 'eastus'\" is not valid CEL: <input>:1:8: Syntax error: token recognition error at: '= '; <input>:1:10: Syntax error: extraneous input ''eastus'' expecting <EOF>: fix the syntax, e.g. region == 'eastus' && environment in ['prod', 'staging']",
             ],
         ),
         (

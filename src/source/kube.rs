@@ -4,9 +4,12 @@
 //! Publishes the same [`Snapshot`]s as the `--manifests` source, so nothing downstream knows where
 //! a resource came from. Each object is classified once per change, in this order:
 //! 1. not owned by this replica (sharding, [`crate::shard`]) → `Skipped` (no status written);
-//! 2. criteria do not match `--cluster-labels` → `Skipped` (no status written, SPEC §4);
-//! 3. invalid spec, or `criteriaExpression` (CEL is not evaluated yet) → `Invalid` (status says why);
-//! 4. otherwise an [`Exporter`] with the uid, generation and resume watermark of the object.
+//! 2. `criteria`, or a `criteriaExpression` that compiles, do not match `--cluster-labels` →
+//!    `Skipped` (no status written, SPEC §4);
+//! 3. invalid spec (a CEL syntax error included) → `Invalid` (status says why);
+//! 4. a `criteriaExpression` that cannot be evaluated here (unknown label, not a bool, runtime
+//!    error) → `CriteriaError` (not run; status `Criteria=False`/`CriteriaExpressionError`);
+//! 5. otherwise an [`Exporter`] with the uid, generation and resume watermark of the object.
 //!
 //! A deleted object leaves the snapshot: the scheduler stops querying it, and the WAL still
 //! delivers what it appended. The first snapshot is published after the initial list (then the
@@ -26,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Snapshot;
 use crate::crd::MetricsExporter;
-use crate::criteria::{self, CriteriaMatch};
+use crate::criteria::expression::CriteriaExpression;
+use crate::criteria::{self, Placement};
 use crate::registry::{Exporter, Rejected};
 use crate::shard::Shard;
 use crate::telemetry::Health;
@@ -67,9 +71,18 @@ pub fn classify(resource: &MetricsExporter, filter: &Filter) -> Result<Exporter,
         return Err(Rejected::Skipped(reason));
     }
     // Criteria first: a resource meant for other clusters is none of our business, valid or not.
-    if let CriteriaMatch::NoMatch { reason } =
-        criteria::evaluate(&resource.spec.criteria, &filter.cluster_labels)
-    {
+    // An expression that does not compile or errors here is left to validation and reporting.
+    let expression = resource
+        .spec
+        .criteria_expression
+        .as_deref()
+        .filter(|e| !e.trim().is_empty())
+        .and_then(|e| CriteriaExpression::compile(e).ok());
+    if let Placement::Skipped(reason) = criteria::place(
+        &resource.spec.criteria,
+        expression.as_ref(),
+        &filter.cluster_labels,
+    ) {
         return Err(Rejected::Skipped(reason));
     }
     Exporter::from_resource(resource, &filter.cluster_labels, &filter.cli_prefix)
@@ -237,6 +250,9 @@ fn report(now: &Snapshot, before: &Snapshot) {
                     tracing::error!(exporter = %key, "invalid resource: {line}");
                 }
             }
+            Rejected::CriteriaError(message) => {
+                tracing::error!(exporter = %key, "not run here: {message}")
+            }
         }
     }
     for key in before.rejected.keys() {
@@ -249,7 +265,6 @@ fn report(now: &Snapshot, before: &Snapshot) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::CEL_UNSUPPORTED;
 
     fn resource(name: &str, uid: &str, extra: &str) -> MetricsExporter {
         let yaml = format!(
@@ -298,13 +313,39 @@ mod tests {
     }
 
     #[test]
-    fn criteria_expression_is_rejected_with_a_clear_message() {
-        let r = resource("a", "u-a", "  criteriaExpression: region == 'eastus'");
-        let snap = build_snapshot([&r], &filter(Shard::SINGLE));
-        assert_eq!(
-            snap.rejected.get("ns/a"),
-            Some(&Rejected::Invalid(vec![CEL_UNSUPPORTED.to_owned()]))
+    fn criteria_expression_decides_like_criteria() {
+        let runs = resource("a", "u-a", "  criteriaExpression: region == 'eastus'");
+        let other = resource("b", "u-b", "  criteriaExpression: region == 'westus'");
+        let broken = resource("c", "u-c", "  criteriaExpression: zone == '1'");
+        let syntax = resource("d", "u-d", "  criteriaExpression: region ==");
+        let snap = build_snapshot([&runs, &other, &broken, &syntax], &filter(Shard::SINGLE));
+        assert_eq!(snap.desired.keys().collect::<Vec<_>>(), ["u-a"]);
+        assert!(matches!(
+            snap.rejected.get("ns/b"),
+            Some(Rejected::Skipped(r)) if r.contains("region == 'westus'")
+        ));
+        assert!(matches!(
+            snap.rejected.get("ns/c"),
+            Some(Rejected::CriteriaError(m)) if m.starts_with("spec.criteriaExpression: refers to zone")
+        ));
+        assert!(matches!(
+            snap.rejected.get("ns/d"),
+            Some(Rejected::Invalid(lines)) if lines[0].starts_with("spec.criteriaExpression: ")
+        ));
+    }
+
+    #[test]
+    fn a_false_expression_is_skipped_even_when_invalid() {
+        let r = resource(
+            "a",
+            "u-a",
+            "  criteriaExpression: region == 'westus'\n  ingestionDelay: bogus",
         );
+        let snap = build_snapshot([&r], &filter(Shard::SINGLE));
+        assert!(matches!(
+            snap.rejected.get("ns/a"),
+            Some(Rejected::Skipped(_))
+        ));
     }
 
     #[test]

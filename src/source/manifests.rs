@@ -212,6 +212,9 @@ fn report(now: &Snapshot, before: &Snapshot) {
                     tracing::error!(exporter = %key, "invalid resource: {line}");
                 }
             }
+            Rejected::CriteriaError(message) => {
+                tracing::error!(exporter = %key, "not run here: {message}")
+            }
         }
     }
 }

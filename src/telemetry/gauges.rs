@@ -29,7 +29,8 @@ fn rejected_state(why: &Rejected) -> &'static str {
         // The shard filter's reason (source::kube); every other skip is the criteria's.
         Rejected::Skipped(reason) if reason.starts_with("owned by replica") => "not_owned",
         Rejected::Skipped(_) => "skipped_criteria",
-        Rejected::Invalid(_) => "invalid",
+        // Not run and needs a fix of the resource, like an invalid spec.
+        Rejected::Invalid(_) | Rejected::CriteriaError(_) => "invalid",
     }
 }
 
@@ -164,6 +165,10 @@ mod tests {
             "ns/e".into(),
             Rejected::Invalid(vec!["spec.body: missing".into()]),
         );
+        snap.rejected.insert(
+            "ns/f".into(),
+            Rejected::CriteriaError("spec.criteriaExpression: refers to zone".into()),
+        );
         let board = Board::default();
         board.update("ns/b", |r| {
             r.query_problem = Some(Problem {
@@ -175,7 +180,7 @@ mod tests {
         let want = BTreeMap::from([
             ("active", 1),
             ("failing", 1),
-            ("invalid", 1),
+            ("invalid", 2),
             ("not_owned", 1),
             ("skipped_criteria", 1),
         ]);
