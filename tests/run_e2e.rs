@@ -417,6 +417,95 @@ fn bad_resources_stay_visible_and_never_stop_the_good_one() {
     assert!(dups.is_empty(), "{dups:?}");
 }
 
+/// `criteriaExpression` (CEL over `--cluster-labels`, adx-mon compatible): a matching exporter
+/// delivers everything, a non-matching one is never queried (no status, no samples), and one whose
+/// expression names a label this instance lacks is skipped visibly (status, log, gauge).
+#[test]
+fn criteria_expression_decides_where_resources_run() {
+    let s = Setup::new(60, 6);
+    let with_expression = |name: &str, metric: &str, expression: &str| {
+        resource_yaml(name, "1m", s.data.first_start_ms, GOOD_BODY)
+            .replace(
+                "spec:\n",
+                &format!("spec:\n  criteriaExpression: {expression}\n"),
+            )
+            .replace(METRIC, metric)
+    };
+    let write = |file: &str, text: String| std::fs::write(s.manifests().join(file), text).unwrap();
+    write(
+        "cpu.yaml",
+        with_expression(
+            "cpu",
+            METRIC,
+            "\"region in ['eastus', 'westus'] && env.startsWith('prod')\"",
+        ),
+    );
+    write(
+        "elsewhere.yaml",
+        with_expression("elsewhere", "e2e_elsewhere", "\"region == 'westus'\""),
+    );
+    write(
+        "typo.yaml",
+        with_expression("typo", "e2e_typo", "\"Region == 'eastus'\""),
+    );
+    let mut exporter = s.start_with(&["--cluster-labels", "region=eastus,env=production"]);
+
+    exporter.wait_caught_up("cpu", s.data.end_ms(), LIMIT);
+    let typo = eventually(
+        "the status of the resource whose expression cannot be evaluated",
+        LIMIT,
+        || exporter.status_of("typo"),
+        || exporter.log_tail(),
+    );
+    for type_ in ["Ready", "Criteria"] {
+        let (status, reason, message) = condition(&typo, type_).unwrap();
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "CriteriaExpressionError"),
+            "{typo}"
+        );
+        assert!(
+            message.starts_with("spec.criteriaExpression: refers to Region, which is not a cluster label of this instance (it has: env, region)"),
+            "{message}"
+        );
+    }
+    assert!(typo.get("watermark").is_none_or(|w| w.is_null()), "{typo}");
+    assert_eq!(
+        exporter.status_of("elsewhere"),
+        None,
+        "a resource meant for other instances gets no status here"
+    );
+    let log = exporter.log_text();
+    assert!(
+        log.contains("skipped: criteriaExpression region == 'westus' is false"),
+        "{}",
+        exporter.log_tail()
+    );
+    assert!(log.contains("not run here: spec.criteriaExpression: refers to Region"));
+    let (_, metrics) = http_get(exporter.metrics_port, "/metrics").unwrap();
+    for state in [
+        "adxexporter_exporters{state=\"active\"} 1",
+        "adxexporter_exporters{state=\"skipped_criteria\"} 1",
+        "adxexporter_exporters{state=\"invalid\"} 1",
+    ] {
+        assert!(metrics.contains(state), "{state} in {metrics}");
+    }
+    let exit = exporter.terminate(Duration::from_secs(30));
+    assert!(exit.success(), "exit {exit:?}\n{}", exporter.log_tail());
+
+    let expected = s.data.expected();
+    assert_prometheus_matches(s.prom.port, &expected);
+    for never in ["e2e_elsewhere", "e2e_typo"] {
+        assert!(
+            prometheus_samples_of(s.prom.port, never).is_empty(),
+            "{never}"
+        );
+    }
+    // `points` also asserts that no metric other than the matching exporter's arrived.
+    let dups = assert_otlp_matches(&s.otlp.points(), &expected);
+    assert!(dups.is_empty(), "{dups:?}");
+}
+
 /// Test 5: after a clean stop, a restart on the same WAL resumes from the watermark: nothing old
 /// is queried or pushed again.
 #[test]
