@@ -306,6 +306,8 @@ mod tests {
             ("region", "eastus"),
             ("environment", "production"),
             ("cloud", "AzureCloud"),
+            ("tier", "2"),
+            ("cluster", "aks-prod-7"),
         ])
     }
 
@@ -332,6 +334,13 @@ mod tests {
                 "(region == 'eastus' || region == 'westus') && environment == 'production'",
                 true,
             ),
+            ("['eastus'].exists_one(r, r == region)", true),
+            (
+                "['e', 'w'].map(p, p + 'astus').filter(r, r == region).size() == 1",
+                true,
+            ),
+            ("int(tier) >= 2", true),
+            ("cluster.matches('^aks-prod-[0-9]+$')", true),
             ("true", true),
             ("false", false),
         ];
@@ -369,7 +378,7 @@ mod tests {
     fn an_unknown_label_is_an_error_even_behind_a_short_circuit() {
         let want = Err(ExpressionError::UnknownLabel {
             names: vec!["zone".into()],
-            labels: "cloud, environment, region".into(),
+            labels: "cloud, cluster, environment, region, tier".into(),
         });
         assert_eq!(eval("zone == '1'", &here()), want);
         // adx-mon type-checks against the declared labels: this never runs there either.
