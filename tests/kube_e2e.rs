@@ -368,11 +368,21 @@ async fn create_edit_delete_and_criteria_in_kubernetes_mode() {
     let wal = tempfile::tempdir().unwrap();
     let start = floor_window(now_ms()) - 6 * INTERVAL_MS;
 
-    api.create(exporter(NS, "a", live_spec("a", 1, start)));
+    // `a` also has a criteriaExpression (CEL) that matches --cluster-labels region=test.
+    let mut a = live_spec("a", 1, start);
+    a["criteriaExpression"] = json!("region.startsWith('te') && !(region in ['mars'])");
+    api.create(exporter(NS, "a", a));
     api.create(exporter(NS, "gone", live_spec("gone", 2, start)));
     let mut elsewhere = live_spec("elsewhere", 3, start);
     elsewhere["criteria"] = json!({ "region": ["mars"] });
     api.create(exporter(NS, "elsewhere", elsewhere));
+    let mut cel_elsewhere = live_spec("celsewhere", 4, start);
+    cel_elsewhere["criteriaExpression"] = json!("region == 'mars'");
+    api.create(exporter(NS, "celsewhere", cel_elsewhere));
+    // Names a label this instance lacks: not run, and visible in the status.
+    let mut cel_broken = live_spec("celbroken", 5, start);
+    cel_broken["criteriaExpression"] = json!("zone == 'a'");
+    api.create(exporter(NS, "celbroken", cel_broken));
 
     let mut ex = Exporter::start("replica", &api.url, wal.path(), &out, &[]);
 
@@ -415,6 +425,33 @@ async fn create_edit_delete_and_criteria_in_kubernetes_mode() {
         ready_status(&api, "gone")
     })
     .await;
+    let broken = eventually(
+        "status of `celbroken`: CriteriaExpressionError",
+        &mut [&mut ex],
+        || async {
+            let status = api.get(NS, "celbroken")?["status"].clone();
+            status["conditions"].as_array()?.first()?;
+            Some(status)
+        },
+    )
+    .await;
+    for type_ in ["Ready", "Criteria"] {
+        let c = broken["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == type_)
+            .unwrap_or_else(|| panic!("no {type_} condition: {broken}"));
+        assert_eq!(c["status"], "False", "{broken}");
+        assert_eq!(c["reason"], "CriteriaExpressionError", "{broken}");
+        assert!(
+            c["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("spec.criteriaExpression: refers to zone"),
+            "{broken}"
+        );
+    }
     let patches_a: Vec<_> = api
         .status_patches()
         .into_iter()
@@ -536,6 +573,16 @@ async fn create_edit_delete_and_criteria_in_kubernetes_mode() {
         "`elsewhere` was status-patched"
     );
     assert!(api.get(NS, "elsewhere").unwrap().get("status").is_none());
+    // A criteriaExpression that is false here behaves the same; one that cannot be evaluated
+    // here is never queried either.
+    for (name, series) in [("celsewhere", 4), ("celbroken", 5)] {
+        assert!(prom_series(&prometheus, name).await.is_empty(), "{name}");
+        assert!(otlp_windows(&otlp, name, series).await.is_empty(), "{name}");
+    }
+    assert!(
+        api.status_patches().iter().all(|p| p.name != "celsewhere"),
+        "`celsewhere` was status-patched"
+    );
 
     // The binary listed and watched cluster-wide, as kube-rs' watcher does.
     let requests = api.requests();
