@@ -139,7 +139,7 @@ pub const ALL: &[MetricDef] = &[
         Gauge,
         None,
         &["state"],
-        "Resources by state: active, failing (queries failing), skipped_criteria, not_owned (another replica's), invalid.",
+        "Resources by state: active, failing (queries failing), skipped_criteria, not_owned (another replica's), invalid (spec, or a criteriaExpression that cannot be evaluated here).",
     ),
     def(WAL_RECORDS, Gauge, None, &[], "Windows held in the WAL."),
     def(
