@@ -18,13 +18,19 @@
 //!
 //! An error is never a silent `false`: the caller skips the resource (it may have been meant to be
 //! excluded here) and reports why, in the status, a log line and the exporters gauge.
+//!
+//! Hostile input never crashes the process: the CEL parser (ANTLR-generated) and the evaluator
+//! recurse, and some 70 nested parentheses overflow even an 8 MiB stack in a debug build (tokio's
+//! workers have 2 MiB). So the source is capped at [`MAX_LEN`] bytes, nesting at [`MAX_DEPTH`]
+//! levels (the parser's own limit), and parsing and evaluation run on a thread of their own with a
+//! [`STACK`]-byte stack, which bounds what the remaining recursion (long `a + b + …` chains) needs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, LazyLock};
 
 use cel::common::ast::{EntryExpr, Expr};
 use cel::parser::Expression;
-use cel::{Context, Env, Program, Value};
+use cel::{Context, Env, Value};
 
 /// The field, as users write it; callers put it at the head of every message.
 pub const FIELD: &str = "spec.criteriaExpression";
@@ -46,6 +52,13 @@ const TYPE_NAMES: &[&str] = &[
     "uint",
 ];
 
+/// Longest expression accepted, in bytes (adx-mon's are one-liners).
+pub const MAX_LEN: usize = 4096;
+/// Deepest nesting of parentheses, calls, lists and maps accepted.
+pub const MAX_DEPTH: u16 = 32;
+/// Stack of the thread that parses and evaluates; virtual until touched.
+const STACK: usize = 256 << 20;
+
 /// The standard CEL environment, built once (every evaluation shares it).
 static STDLIB: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 
@@ -53,7 +66,7 @@ static STDLIB: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 #[derive(Clone)]
 pub struct CriteriaExpression {
     source: String,
-    program: Arc<Program>,
+    program: Arc<Expression>,
 }
 
 impl std::fmt::Debug for CriteriaExpression {
@@ -99,26 +112,20 @@ impl CriteriaExpression {
     /// position and message on one line.
     pub fn compile(source: &str) -> Result<CriteriaExpression, ExpressionError> {
         let source = source.trim();
-        let program = STDLIB
-            .compile(source)
-            .map_err(|e| ExpressionError::Syntax {
-                expression: source.to_owned(),
-                // The parser's own display adds a source snippet over two more lines: keep the first
-                // line of each error so the message fits a status condition and a log line.
-                detail: e
-                    .errors
-                    .iter()
-                    .map(|e| {
-                        e.to_string()
-                            .lines()
-                            .next()
-                            .unwrap_or_default()
-                            .trim_start_matches("ERROR: ")
-                            .to_owned()
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            })?;
+        if source.len() > MAX_LEN {
+            return Err(ExpressionError::Syntax {
+                expression: excerpt(source),
+                detail: format!(
+                    "{} bytes long, more than {MAX_LEN}: shorten it",
+                    source.len()
+                ),
+            });
+        }
+        let parsed = on_big_stack(|| STDLIB.parser().max_recursion_depth(MAX_DEPTH).parse(source))?;
+        let program = parsed.map_err(|e| ExpressionError::Syntax {
+            expression: excerpt(source),
+            detail: syntax_detail(&e),
+        })?;
         Ok(CriteriaExpression {
             source: source.to_owned(),
             program: Arc::new(program),
@@ -132,8 +139,12 @@ impl CriteriaExpression {
 
     /// Whether this instance, with `labels`, runs the resource.
     pub fn evaluate(&self, labels: &BTreeMap<String, String>) -> Result<bool, ExpressionError> {
+        on_big_stack(|| self.evaluate_here(labels))?
+    }
+
+    fn evaluate_here(&self, labels: &BTreeMap<String, String>) -> Result<bool, ExpressionError> {
         let mut unknown = BTreeSet::new();
-        free_names(self.program.expression(), &mut Vec::new(), &mut |name| {
+        free_names(&self.program, &mut Vec::new(), &mut |name| {
             if !is_known(name, labels) {
                 unknown.insert(name.to_owned());
             }
@@ -153,7 +164,7 @@ impl CriteriaExpression {
         for (key, value) in labels {
             context.add_variable_from_value(key.as_str(), value.as_str());
         }
-        match self.program.execute(&context) {
+        match Value::resolve(&self.program, &context) {
             Ok(Value::Bool(b)) => Ok(b),
             Ok(other) => Err(ExpressionError::NotBool {
                 kind: other.type_of().to_string(),
@@ -164,6 +175,53 @@ impl CriteriaExpression {
             }),
         }
     }
+}
+
+/// The parser's errors on one line. Its own display adds a source snippet over two more lines per
+/// error: keep the first line of each, so the message fits a status condition and a log line.
+fn syntax_detail(errors: &cel::ParseErrors) -> String {
+    let lines: Vec<String> = errors
+        .errors
+        .iter()
+        .map(|e| {
+            let text = e.to_string();
+            text.lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("ERROR: ")
+                .to_owned()
+        })
+        .collect();
+    // The depth limit surfaces as an ANTLR error dump plus follow-up errors: say it plainly.
+    if lines.iter().any(|l| l.contains("Recursion limit")) {
+        return format!("nested more than {MAX_DEPTH} levels deep: simplify it");
+    }
+    lines.join("; ")
+}
+
+/// At most 80 characters of `source`, for messages.
+fn excerpt(source: &str) -> String {
+    if source.chars().count() <= 80 {
+        return source.to_owned();
+    }
+    format!("{}…", source.chars().take(79).collect::<String>())
+}
+
+/// Runs `f` on a thread with a [`STACK`]-byte stack (see the module doc) and waits for it.
+fn on_big_stack<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, ExpressionError> {
+    std::thread::scope(|scope| {
+        let handle = std::thread::Builder::new()
+            .name("cel".into())
+            .stack_size(STACK)
+            .spawn_scoped(scope, f)
+            .map_err(|e| ExpressionError::Runtime {
+                detail: format!("cannot start a thread for CEL: {e}"),
+            })?;
+        match handle.join() {
+            Ok(value) => Ok(value),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }
 
 /// A value for a message: strings quoted, others as CEL would print them where simple.
@@ -445,6 +503,31 @@ mod tests {
             eval("region.matches('(')", &here()),
             Err(ExpressionError::Runtime { .. })
         ));
+    }
+
+    #[test]
+    fn hostile_input_is_an_error_not_a_crash() {
+        let deep = format!("{}true{}", "(".repeat(5000), ")".repeat(5000));
+        let e = CriteriaExpression::compile(&deep).unwrap_err();
+        assert!(e.to_string().contains("more than 4096"), "{e}");
+        let nested = format!("{}true{}", "(".repeat(1000), ")".repeat(1000));
+        let e = CriteriaExpression::compile(&nested).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{:?} is not valid CEL: nested more than 32 levels deep: simplify it: fix the syntax, e.g. region == 'eastus' && environment in ['prod', 'staging']",
+                format!("{}…", "(".repeat(79))
+            )
+        );
+        let fine = format!("{}true{}", "(".repeat(30), ")".repeat(30));
+        assert_eq!(eval(&fine, &here()), Ok(true));
+        // Long flat chains are accepted and evaluated (the thread's stack bounds their recursion).
+        let chain = vec!["region == 'x'"; 230].join(" || ");
+        assert_eq!(eval(&chain, &here()), Ok(false));
+        let sum = format!("size(region) + {} > 0", vec!["1"; 1000].join(" + "));
+        assert_eq!(eval(&sum, &here()), Ok(true));
+        let nots = format!("{}true", "!".repeat(4000));
+        assert_eq!(eval(&nots, &here()), Ok(true));
     }
 
     #[test]
