@@ -57,7 +57,7 @@ pub const MAX_LEN: usize = 4096;
 /// Deepest nesting of parentheses, calls, lists and maps accepted.
 pub const MAX_DEPTH: u16 = 32;
 /// Stack of the thread that parses and evaluates; virtual until touched.
-const STACK: usize = 256 << 20;
+const STACK: usize = 64 << 20;
 
 /// The standard CEL environment, built once (every evaluation shares it).
 static STDLIB: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
@@ -528,6 +528,18 @@ mod tests {
         assert_eq!(eval(&sum, &here()), Ok(true));
         let nots = format!("{}true", "!".repeat(4000));
         assert_eq!(eval(&nots, &here()), Ok(true));
+        let deep_sum = format!(
+            "{}{}{} > 0",
+            "(".repeat(31),
+            vec!["1"; 900].join("+"),
+            ")".repeat(31)
+        );
+        assert_eq!(eval(&deep_sum, &here()), Ok(true));
+        let fields = format!("region{} == 'x'", ".x".repeat(1500));
+        assert!(matches!(
+            eval(&fields, &here()),
+            Err(ExpressionError::Runtime { .. })
+        ));
     }
 
     #[test]
