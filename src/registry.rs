@@ -36,8 +36,9 @@ pub enum Rejected {
     Invalid(Vec<String>),
     /// Its `criteriaExpression` cannot be evaluated with this instance's cluster labels (unknown
     /// label, not a bool, runtime error): not run, since it may have been meant to exclude this
-    /// instance, and reported (status `Criteria=False`, reason `CriteriaExpressionError`). The
-    /// message names the field and the fix.
+    /// instance, and reported: log, gauge, and in standalone mode `status.json` (`Criteria=False`,
+    /// reason `CriteriaExpressionError`; never a cluster status, SPEC §4). The message names the
+    /// field and the fix.
     CriteriaError(String),
 }
 

@@ -8,7 +8,8 @@
 //!    `Skipped` (no status written, SPEC §4);
 //! 3. invalid spec (a CEL syntax error included) → `Invalid` (status says why);
 //! 4. a `criteriaExpression` that cannot be evaluated here (unknown label, not a bool, runtime
-//!    error) → `CriteriaError` (not run; status `Criteria=False`/`CriteriaExpressionError`);
+//!    error) → `CriteriaError` (not run; logged and counted, no status written: another instance
+//!    with other labels may run it, SPEC §4);
 //! 5. otherwise an [`Exporter`] with the uid, generation and resume watermark of the object.
 //!
 //! A deleted object leaves the snapshot: the scheduler stops querying it, and the WAL still
