@@ -252,10 +252,11 @@ fn put_string(key: u8, s: &str, buf: &mut Vec<u8>) {
     }
 }
 
-/// Appends `WriteRequest.timeseries` field 1 holding `s`: the same bytes as prost's encoding.
-fn put_series(s: &TimeSeries, buf: &mut Vec<u8>) {
+/// Appends `WriteRequest.timeseries` field 1 holding `s` (whose body is `body_len` bytes, see
+/// [`series_body_len`]): the same bytes as prost's encoding.
+fn put_series(s: &TimeSeries, body_len: usize, buf: &mut Vec<u8>) {
     buf.push(KEY_WRITE_REQUEST_TIMESERIES);
-    encode_varint(series_body_len(s) as u64, buf);
+    encode_varint(body_len as u64, buf);
     for l in &s.labels {
         buf.push(KEY_SERIES_LABELS);
         encode_varint(label_len(l) as u64, buf);
@@ -279,6 +280,8 @@ fn put_series(s: &TimeSeries, buf: &mut Vec<u8>) {
 /// Encodes series into snappy-compressed `WriteRequest` bodies, reusing its buffers between calls.
 pub struct RemoteWriteEncoder {
     raw: Vec<u8>,
+    /// Each series' body length, computed once per encode (it sizes the buffer and prefixes the series).
+    lens: Vec<usize>,
     compressed: Vec<u8>,
     snappy: snap::raw::Encoder,
 }
@@ -287,6 +290,7 @@ impl Default for RemoteWriteEncoder {
     fn default() -> Self {
         RemoteWriteEncoder {
             raw: Vec::new(),
+            lens: Vec::new(),
             compressed: Vec::new(),
             snappy: snap::raw::Encoder::new(),
         }
@@ -297,10 +301,12 @@ impl RemoteWriteEncoder {
     /// The uncompressed `WriteRequest` bytes holding `series`, left in an internal buffer.
     pub fn encode_raw(&mut self, series: &[TimeSeries]) -> &[u8] {
         self.raw.clear();
-        let len: usize = series.iter().map(|s| nested_len(series_body_len(s))).sum();
-        self.raw.reserve(len);
-        for s in series {
-            put_series(s, &mut self.raw);
+        self.lens.clear();
+        self.lens.extend(series.iter().map(series_body_len));
+        self.raw
+            .reserve(self.lens.iter().map(|&len| nested_len(len)).sum());
+        for (s, &len) in series.iter().zip(&self.lens) {
+            put_series(s, len, &mut self.raw);
         }
         &self.raw
     }
