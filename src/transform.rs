@@ -35,6 +35,7 @@ use std::ops::Range;
 
 use crate::prompb::{Label, METRIC_NAME_LABEL, Sample, TimeSeries, WriteRequest};
 use crate::query::{ColumnType, Table, Value};
+use crate::sink::remote_write;
 use crate::time::Ticks;
 
 /// Configuration problems ([`Mapping::new`]) and schema mismatches ([`transform`]); all permanent.
@@ -305,6 +306,13 @@ pub struct Transformed {
     pub stats: TransformStats,
 }
 
+/// [`Transformed`] with the request already encoded as protobuf (see [`transform_encoded`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedTransform {
+    pub write_request: Vec<u8>,
+    pub stats: TransformStats,
+}
+
 /// Counts for self-metrics; skips are in samples (see the module docs for the accounting identity).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TransformStats {
@@ -386,6 +394,55 @@ fn column_type_name(ty: &ColumnType) -> String {
 
 /// Turns one window's table into a `WriteRequest`. Errors only on a table that cannot match the mapping.
 pub fn transform(table: &Table, mapping: &Mapping) -> Result<Transformed, TransformError> {
+    let (Series { series, name_order }, stats) = run(table, mapping)?;
+    let mut scratch = Vec::new();
+    let timeseries = (series.into_iter())
+        .map(|s| {
+            let mut labels = Vec::with_capacity(name_order.len());
+            s.labels(&mapping.labels, &name_order, &mut scratch, |name, value| {
+                labels.push(Label::new(name, String::from_utf8_lossy(value)));
+            });
+            TimeSeries {
+                labels,
+                samples: s.samples,
+            }
+        })
+        .collect();
+    Ok(Transformed {
+        request: WriteRequest { timeseries },
+        stats,
+    })
+}
+
+/// [`transform`] straight to the protobuf bytes of its `WriteRequest` (the bytes prost would write
+/// for it, property-tested), without building one heap string per label: what the scheduler appends
+/// to the WAL.
+pub fn transform_encoded(
+    table: &Table,
+    mapping: &Mapping,
+) -> Result<EncodedTransform, TransformError> {
+    let (Series { series, name_order }, stats) = run(table, mapping)?;
+    let (columns, mut scratch) = (&mapping.labels, Vec::new());
+    let mut write_request = Vec::new();
+    for s in &series {
+        let mut body_len = remote_write::samples_len(&s.samples);
+        s.labels(columns, &name_order, &mut scratch, |name, value| {
+            body_len += remote_write::label_field_len(name.as_bytes(), value);
+        });
+        remote_write::put_series_header(body_len, &mut write_request);
+        s.labels(columns, &name_order, &mut scratch, |name, value| {
+            remote_write::put_label(name.as_bytes(), value, &mut write_request);
+        });
+        remote_write::put_samples(&s.samples, &mut write_request);
+    }
+    Ok(EncodedTransform {
+        write_request,
+        stats,
+    })
+}
+
+/// The rows folded into sorted, de-duplicated series, and the counts.
+fn run(table: &Table, mapping: &Mapping) -> Result<(Series, TransformStats), TransformError> {
     let columns = resolve_columns(table, mapping)?;
     let mut skipped = SkipCounts::default();
     let mut index = SeriesIndex::new(&mapping.labels);
@@ -400,17 +457,15 @@ pub fn transform(table: &Table, mapping: &Mapping) -> Result<Transformed, Transf
             &mut skipped,
         );
     }
-    let (timeseries, duplicates) = index.finish();
+    let (series, duplicates) = index.finish();
     skipped.add(SkipReason::Duplicate, duplicates);
-    let samples = timeseries.iter().map(|s| s.samples.len() as u64).sum();
-    Ok(Transformed {
-        request: WriteRequest { timeseries },
-        stats: TransformStats {
-            rows: table.row_count() as u64,
-            samples,
-            skipped: skipped.into_map(),
-        },
-    })
+    let samples = series.series.iter().map(|s| s.samples.len() as u64).sum();
+    let stats = TransformStats {
+        rows: table.row_count() as u64,
+        samples,
+        skipped: skipped.into_map(),
+    };
+    Ok((series, stats))
 }
 
 /// Skip counters indexed by reason, turned into the sparse map at the end.
@@ -489,21 +544,28 @@ struct SeriesIndex {
     slots: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
     series: Vec<SeriesBuilder>,
     /// The label slots in label-name order (`None` is `__name__`): the same for every series of a
-    /// window, so a new series' labels come out sorted without sorting them.
+    /// window, so a series' labels come out of its key already sorted.
     name_order: Vec<Option<usize>>,
     /// Every series' [`push_sort_key`], back to back: sorting by these slices orders series exactly
     /// like comparing their `Vec<Label>`, with one `memcmp` over adjacent bytes per comparison
     /// instead of a walk over ten heap strings.
     sort_keys: Vec<u8>,
-    /// Scratch: where each label column's value sits in the series key being expanded.
+    /// Scratch: where each label column's value sits in the key being read.
     values: Vec<Range<usize>>,
 }
 
-/// A series being built; `labels` already sorted with `__name__`.
+/// A series being built. Its labels live in its key (see [`RowBuffers::key`]), read on output.
 struct SeriesBuilder {
-    labels: Vec<Label>,
+    key: Box<[u8]>,
+    labels_len: usize,
     samples: Vec<Sample>,
     sort_key: Range<usize>,
+}
+
+/// The finished series, sorted by labels, samples sorted and de-duplicated.
+struct Series {
+    series: Vec<SeriesBuilder>,
+    name_order: Vec<Option<usize>>,
 }
 
 impl SeriesIndex {
@@ -529,11 +591,19 @@ impl SeriesIndex {
             Some(&slot) => slot,
             None => {
                 let slot = self.series.len();
-                let labels = self.labels_from_key(key, labels_len, columns);
                 let start = self.sort_keys.len();
-                push_sort_key(&labels, &mut self.sort_keys);
+                let sort_keys = &mut self.sort_keys;
+                key_labels(
+                    key,
+                    labels_len,
+                    columns,
+                    &self.name_order,
+                    &mut self.values,
+                    |name, value| push_sort_key(name.as_bytes(), value, sort_keys),
+                );
                 self.series.push(SeriesBuilder {
-                    labels,
+                    key: key.into(),
+                    labels_len,
                     samples: Vec::new(),
                     sort_key: start..self.sort_keys.len(),
                 });
@@ -546,46 +616,8 @@ impl SeriesIndex {
         }
     }
 
-    /// The sorted label set (with `__name__`) of a new series, from its key.
-    fn labels_from_key(
-        &mut self,
-        key: &[u8],
-        labels_len: usize,
-        columns: &[LabelColumn],
-    ) -> Vec<Label> {
-        self.values.clear();
-        let mut at = 0;
-        for _ in columns {
-            let len = key
-                .get(at..at + 4)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map_or(0, |b| u32::from_le_bytes(b) as usize);
-            let start = (at + 4).min(labels_len);
-            at = (start + len).min(labels_len);
-            self.values.push(start..at);
-        }
-        let text = |range: Range<usize>| {
-            String::from_utf8_lossy(key.get(range).unwrap_or_default()).into_owned()
-        };
-        let mut labels = Vec::with_capacity(self.name_order.len());
-        for slot in &self.name_order {
-            match slot {
-                None => labels.push(Label::new(METRIC_NAME_LABEL, text(labels_len..key.len()))),
-                Some(i) => {
-                    let (Some(column), Some(range)) = (columns.get(*i), self.values.get(*i)) else {
-                        continue;
-                    };
-                    if !range.is_empty() {
-                        labels.push(Label::new(column.label.clone(), text(range.clone())));
-                    }
-                }
-            }
-        }
-        labels
-    }
-
     /// The series sorted by labels, samples sorted and de-duplicated; plus the duplicates dropped.
-    fn finish(self) -> (Vec<TimeSeries>, usize) {
+    fn finish(self) -> (Series, usize) {
         drop(self.slots);
         let keys = self.sort_keys;
         let mut series = self.series;
@@ -593,34 +625,78 @@ impl SeriesIndex {
             let key = |s: &SeriesBuilder| keys.get(s.sort_key.clone()).unwrap_or_default();
             key(a).cmp(key(b))
         });
-        let mut duplicates = 0;
-        let timeseries = (series.into_iter())
-            .map(|mut s| {
-                duplicates += sort_and_dedup(&mut s.samples);
-                TimeSeries {
-                    labels: s.labels,
-                    samples: s.samples,
-                }
-            })
-            .collect();
-        (timeseries, duplicates)
+        let duplicates = (series.iter_mut())
+            .map(|s| sort_and_dedup(&mut s.samples))
+            .sum();
+        let series = Series {
+            series,
+            name_order: self.name_order,
+        };
+        (series, duplicates)
     }
 }
 
-/// Appends `labels` in an encoding whose byte order is the order of `Vec<Label>` (name, then value,
-/// then the next label; a prefix sorts first): each string with its zero bytes escaped as `00 FF`
-/// and ended by `00 01`, which sorts below any byte that can follow (a real `00` continues `FF`).
-fn push_sort_key(labels: &[Label], out: &mut Vec<u8>) {
-    for l in labels {
-        for s in [&l.name, &l.value] {
-            for part in s.as_bytes().split(|&b| b == 0).enumerate() {
-                if part.0 > 0 {
-                    out.extend_from_slice(&[0, 0xFF]);
+impl SeriesBuilder {
+    /// Calls `f(name, value)` for each of its labels in name order (`__name__` included).
+    fn labels(
+        &self,
+        columns: &[LabelColumn],
+        name_order: &[Option<usize>],
+        scratch: &mut Vec<Range<usize>>,
+        f: impl FnMut(&str, &[u8]),
+    ) {
+        key_labels(&self.key, self.labels_len, columns, name_order, scratch, f);
+    }
+}
+
+/// Calls `f(name, value)` for each label of the series whose key is `key` (see [`RowBuffers::key`]),
+/// in `name_order`, leaving out empty values; `values` is scratch.
+fn key_labels(
+    key: &[u8],
+    labels_len: usize,
+    columns: &[LabelColumn],
+    name_order: &[Option<usize>],
+    values: &mut Vec<Range<usize>>,
+    mut f: impl FnMut(&str, &[u8]),
+) {
+    values.clear();
+    let mut at = 0;
+    for _ in columns {
+        let len = (key.get(at..at + 4))
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map_or(0, |b| u32::from_le_bytes(b) as usize);
+        let start = (at + 4).min(labels_len);
+        at = (start + len).min(labels_len);
+        values.push(start..at);
+    }
+    for slot in name_order {
+        match slot {
+            None => f(METRIC_NAME_LABEL, key.get(labels_len..).unwrap_or_default()),
+            Some(i) => {
+                let (Some(column), Some(range)) = (columns.get(*i), values.get(*i)) else {
+                    continue;
+                };
+                if !range.is_empty() {
+                    f(&column.label, key.get(range.clone()).unwrap_or_default());
                 }
-                out.extend_from_slice(part.1);
             }
-            out.extend_from_slice(&[0, 1]);
         }
+    }
+}
+
+/// Appends one label in an encoding whose byte order, over a series' labels in turn, is the order
+/// of `Vec<Label>` (name, then value, then the next label; a prefix sorts first): each string with
+/// its zero bytes escaped as `00 FF` and ended by `00 01`, which sorts below any byte that can follow
+/// (a real `00` continues with `FF`).
+fn push_sort_key(name: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    for s in [name, value] {
+        for (i, part) in s.split(|&b| b == 0).enumerate() {
+            if i > 0 {
+                out.extend_from_slice(&[0, 0xFF]);
+            }
+            out.extend_from_slice(part);
+        }
+        out.extend_from_slice(&[0, 1]);
     }
 }
 
@@ -821,8 +897,19 @@ mod tests {
         spec
     }
 
+    /// Every test (examples and property tests) also checks that the encoded path writes exactly
+    /// prost's bytes of the request.
     fn run(t: &Table, spec: MappingSpec) -> Transformed {
-        transform(t, &Mapping::new(spec).unwrap()).unwrap()
+        let mapping = Mapping::new(spec).unwrap();
+        let out = transform(t, &mapping).unwrap();
+        let encoded = transform_encoded(t, &mapping).unwrap();
+        assert_eq!(encoded.stats, out.stats);
+        assert_eq!(
+            encoded.write_request,
+            prost::Message::encode_to_vec(&out.request),
+            "transform_encoded writes prost's bytes of transform's request"
+        );
+        out
     }
 
     /// Every sample as `(name, [(label, value)] without __name__, value, ms)`, in output order.
@@ -1668,9 +1755,14 @@ mod tests {
                     v.into_iter().map(|(n, v)| Label::new(n, v)).collect()
                 };
                 let (a, b) = (labels(a), labels(b));
-                let (mut ka, mut kb) = (Vec::new(), Vec::new());
-                push_sort_key(&a, &mut ka);
-                push_sort_key(&b, &mut kb);
+                let key = |labels: &[Label]| {
+                    let mut out = Vec::new();
+                    for l in labels {
+                        push_sort_key(l.name.as_bytes(), l.value.as_bytes(), &mut out);
+                    }
+                    out
+                };
+                let (ka, kb) = (key(&a), key(&b));
                 prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
             }
 

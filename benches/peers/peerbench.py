@@ -25,7 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / "target" / "peerbench"
-OURS = ROOT / "target" / "release" / "adxexporter"
+# ADXEXPORTER_BIN: another build of ours (e.g. a baseline commit's) for before/after runs.
+OURS = Path(os.environ.get("ADXEXPORTER_BIN") or ROOT / "target" / "release" / "adxexporter")
 EXAMPLE = ROOT / "target" / "release" / "examples" / "peerbench"
 HERE = Path(__file__).resolve().parent
 PY = sys.executable

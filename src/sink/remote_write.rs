@@ -24,7 +24,7 @@ use super::http::{Poster, Request, Security, send_window};
 use super::retry::Protocol;
 use super::split::{Chunk, pack};
 use super::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT, PushResult, Sink, SinkError};
-use crate::prompb::{Label, Sample, TimeSeries, WriteRequest};
+use crate::prompb::{Sample, TimeSeries, WriteRequest};
 use crate::tls::TlsConfig;
 use crate::wal::{Compression, EncodedWindow, RecordHeader};
 use bytes::Bytes;
@@ -219,12 +219,13 @@ fn nested_len(len: usize) -> usize {
 }
 
 /// A proto3 string field: omitted when empty, like prost.
-fn string_len(s: &str) -> usize {
+fn string_len(s: &[u8]) -> usize {
     if s.is_empty() { 0 } else { nested_len(s.len()) }
 }
 
-fn label_len(l: &Label) -> usize {
-    string_len(&l.name) + string_len(&l.value)
+/// `TimeSeries.labels` field holding one label: what it adds to a series body.
+pub(crate) fn label_field_len(name: &[u8], value: &[u8]) -> usize {
+    nested_len(string_len(name) + string_len(value))
 }
 
 /// Proto3 scalars equal to their default (`0.0`, which `-0.0` equals, and `0`) are omitted, like prost.
@@ -238,32 +239,42 @@ fn sample_len(s: &Sample) -> usize {
     value + timestamp
 }
 
-fn series_body_len(s: &TimeSeries) -> usize {
-    let labels: usize = s.labels.iter().map(|l| nested_len(label_len(l))).sum();
-    let samples: usize = s.samples.iter().map(|p| nested_len(sample_len(p))).sum();
-    labels + samples
+/// The `TimeSeries.samples` fields: what they add to a series body.
+pub(crate) fn samples_len(samples: &[Sample]) -> usize {
+    samples.iter().map(|p| nested_len(sample_len(p))).sum()
 }
 
-fn put_string(key: u8, s: &str, buf: &mut Vec<u8>) {
+fn series_body_len(s: &TimeSeries) -> usize {
+    let labels: usize = (s.labels.iter())
+        .map(|l| label_field_len(l.name.as_bytes(), l.value.as_bytes()))
+        .sum();
+    labels + samples_len(&s.samples)
+}
+
+fn put_string(key: u8, s: &[u8], buf: &mut Vec<u8>) {
     if !s.is_empty() {
         buf.push(key);
         encode_varint(s.len() as u64, buf);
-        buf.extend_from_slice(s.as_bytes());
+        buf.extend_from_slice(s);
     }
 }
 
-/// Appends `WriteRequest.timeseries` field 1 holding `s` (whose body is `body_len` bytes, see
-/// [`series_body_len`]): the same bytes as prost's encoding.
-fn put_series(s: &TimeSeries, body_len: usize, buf: &mut Vec<u8>) {
+/// Starts `WriteRequest.timeseries` field 1 for a series whose body is `body_len` bytes; its labels
+/// ([`put_label`], in order) and then its samples ([`put_samples`]) must follow.
+pub(crate) fn put_series_header(body_len: usize, buf: &mut Vec<u8>) {
     buf.push(KEY_WRITE_REQUEST_TIMESERIES);
     encode_varint(body_len as u64, buf);
-    for l in &s.labels {
-        buf.push(KEY_SERIES_LABELS);
-        encode_varint(label_len(l) as u64, buf);
-        put_string(KEY_LABEL_NAME, &l.name, buf);
-        put_string(KEY_LABEL_VALUE, &l.value, buf);
-    }
-    for p in &s.samples {
+}
+
+pub(crate) fn put_label(name: &[u8], value: &[u8], buf: &mut Vec<u8>) {
+    buf.push(KEY_SERIES_LABELS);
+    encode_varint((string_len(name) + string_len(value)) as u64, buf);
+    put_string(KEY_LABEL_NAME, name, buf);
+    put_string(KEY_LABEL_VALUE, value, buf);
+}
+
+pub(crate) fn put_samples(samples: &[Sample], buf: &mut Vec<u8>) {
+    for p in samples {
         buf.push(KEY_SERIES_SAMPLES);
         encode_varint(sample_len(p) as u64, buf);
         if p.value != 0.0 {
@@ -275,6 +286,16 @@ fn put_series(s: &TimeSeries, body_len: usize, buf: &mut Vec<u8>) {
             encode_varint(p.timestamp as u64, buf);
         }
     }
+}
+
+/// Appends `WriteRequest.timeseries` field 1 holding `s` (whose body is `body_len` bytes, see
+/// [`series_body_len`]): the same bytes as prost's encoding.
+fn put_series(s: &TimeSeries, body_len: usize, buf: &mut Vec<u8>) {
+    put_series_header(body_len, buf);
+    for l in &s.labels {
+        put_label(l.name.as_bytes(), l.value.as_bytes(), buf);
+    }
+    put_samples(&s.samples, buf);
 }
 
 /// Encodes series into snappy-compressed `WriteRequest` bodies, reusing its buffers between calls.
@@ -338,6 +359,7 @@ impl RemoteWriteEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prompb::Label;
     use proptest::prelude::*;
     use prost::Message;
 
