@@ -423,12 +423,21 @@ pub fn transform_encoded(
 ) -> Result<EncodedTransform, TransformError> {
     let (Series { series, name_order }, stats) = run(table, mapping)?;
     let (columns, mut scratch) = (&mapping.labels, Vec::new());
-    let mut write_request = Vec::new();
-    for s in &series {
-        let mut body_len = remote_write::samples_len(&s.samples);
-        s.labels(columns, &name_order, &mut scratch, |name, value| {
-            body_len += remote_write::label_field_len(name.as_bytes(), value);
-        });
+    // Body lengths first: they prefix each series and size the buffer exactly (no regrowth copies).
+    let body_lens: Vec<usize> = (series.iter())
+        .map(|s| {
+            let mut len = remote_write::samples_len(&s.samples);
+            s.labels(columns, &name_order, &mut scratch, |name, value| {
+                len += remote_write::label_field_len(name.as_bytes(), value);
+            });
+            len
+        })
+        .collect();
+    let total = body_lens
+        .iter()
+        .map(|&len| remote_write::series_field_len(len));
+    let mut write_request = Vec::with_capacity(total.sum());
+    for (s, &body_len) in series.iter().zip(&body_lens) {
         remote_write::put_series_header(body_len, &mut write_request);
         s.labels(columns, &name_order, &mut scratch, |name, value| {
             remote_write::put_label(name.as_bytes(), value, &mut write_request);
@@ -602,7 +611,8 @@ impl SeriesIndex {
                     |name, value| push_sort_key(name.as_bytes(), value, sort_keys),
                 );
                 self.series.push(SeriesBuilder {
-                    key: key.into(),
+                    // Moved in from `slots` by `finish`: one copy of the key per series.
+                    key: Box::default(),
                     labels_len,
                     samples: Vec::new(),
                     sort_key: start..self.sort_keys.len(),
@@ -618,9 +628,13 @@ impl SeriesIndex {
 
     /// The series sorted by labels, samples sorted and de-duplicated; plus the duplicates dropped.
     fn finish(self) -> (Series, usize) {
-        drop(self.slots);
-        let keys = self.sort_keys;
         let mut series = self.series;
+        for (key, slot) in self.slots {
+            if let Some(s) = series.get_mut(slot) {
+                s.key = key;
+            }
+        }
+        let keys = self.sort_keys;
         series.sort_unstable_by(|a, b| {
             let key = |s: &SeriesBuilder| keys.get(s.sort_key.clone()).unwrap_or_default();
             key(a).cmp(key(b))

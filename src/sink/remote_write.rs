@@ -259,6 +259,11 @@ fn put_string(key: u8, s: &[u8], buf: &mut Vec<u8>) {
     }
 }
 
+/// `WriteRequest.timeseries` field 1 holding a series whose body is `body_len` bytes.
+pub(crate) fn series_field_len(body_len: usize) -> usize {
+    nested_len(body_len)
+}
+
 /// Starts `WriteRequest.timeseries` field 1 for a series whose body is `body_len` bytes; its labels
 /// ([`put_label`], in order) and then its samples ([`put_samples`]) must follow.
 pub(crate) fn put_series_header(body_len: usize, buf: &mut Vec<u8>) {
