@@ -1,7 +1,10 @@
 //! The transform: one window's query result ([`Table`]) → one remote-write [`WriteRequest`] (SPEC §6).
 //!
 //! Pure and synchronous: no IO, no clock, no globals. It sits between `query` and `wal.append` and is
-//! also what `adxexporter preview` runs.
+//! also what `adxexporter preview` runs. Two outputs from one core: [`transform`] builds the
+//! `WriteRequest` (preview, tests), [`transform_encoded`] writes that request's protobuf bytes
+//! straight from each series' key (the scheduler, which only needs bytes for the WAL), so the hot
+//! path builds no heap string per label.
 //!
 //! Rules, in the order they apply to each row:
 //! 1. Timestamp: the `timestampColumn` cell, floored to Unix milliseconds. A `datetime` column is the
