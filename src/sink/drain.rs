@@ -5,6 +5,10 @@
 //!   windows on this output (receivers see each series in time order); other exporters and other
 //!   outputs are not held back.
 //! - Concurrency: up to `concurrency` exporters are pushed at once.
+//! - Payload: read verified (length + CRC) but not decoded; an output that can send the stored bytes
+//!   as they are does ([`Sink::deliver_encoded`]: remote write, for a window that is one request),
+//!   otherwise it is decoded here. One that fails its checks or does not decode is dead-lettered
+//!   (`corrupt_record`), never retried.
 //! - Outcomes: delivered → `ack`; retryable → `retry_later` with the server's `Retry-After` or
 //!   exponential backoff with full jitter (attempts are stored in the WAL, so backoff survives a
 //!   restart); permanent → `dead_letter` with the reason and the receiver's body. Retryable failures
