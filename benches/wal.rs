@@ -170,7 +170,8 @@ impl WalBench {
 
     fn append_encoded(&mut self, encoded: &[u8]) -> RecordId {
         let header = self.header();
-        self.wal.append_encoded(&header, encoded).unwrap()
+        // The sample count only feeds remote write's metric; it does not change what is stored.
+        self.wal.append_encoded(&header, encoded, 0).unwrap()
     }
 
     fn drain_all(&self) -> u64 {

@@ -25,7 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / "target" / "peerbench"
-OURS = ROOT / "target" / "release" / "adxexporter"
+# ADXEXPORTER_BIN: another build of ours (e.g. a baseline commit's) for before/after runs.
+OURS = Path(os.environ.get("ADXEXPORTER_BIN") or ROOT / "target" / "release" / "adxexporter")
 EXAMPLE = ROOT / "target" / "release" / "examples" / "peerbench"
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -338,7 +339,10 @@ def run_ours_push(d, windows, template, rows):
         procs.stop(ours)
         # The `windows` windows (samples stamped with their window start) arrived, each exactly
         # once; a window that became due meanwhile may be partly delivered at the stop.
-        stored = vm_stored(vm_port, '{Exporter="e0000"}', f"{windows * 60 + 1}s", start + windows * 60_000 - 1)
+        # A loaded VictoriaMetrics may still be registering new series after the flush: poll.
+        stored_now = lambda: vm_stored(vm_port, '{Exporter="e0000"}', f"{windows * 60 + 1}s", start + windows * 60_000 - 1)
+        eventually(f"{expected} samples stored (ours)", 60, lambda: stored_now() >= expected, interval=0.5)
+        stored = stored_now()
         assert stored == expected, (stored, expected)
     return {"start_ms": start, "windows": windows, "cpu_s": cpu, "peak_rss_mib": hwm, "delivered_at_cpu_read": inserted, "stored": stored,
             "wall_s": secs, "cpu_us_per_sample": cpu / inserted * 1e6}
@@ -371,6 +375,7 @@ def run_vmagent_push(d, bodies, samples, extra):
         cpu, hwm, secs = proc_cpu(agent.pid) - cpu0, proc_hwm_mib(agent.pid), time.monotonic() - t0
         inserted = vm_inserted(vm_port)
         procs.stop(agent)
+        eventually(f"{samples} samples stored (vmagent)", 60, lambda: vm_stored(vm_port, '{Exporter="e0000"}', "6h") >= samples, interval=0.5)
         stored = vm_stored(vm_port, '{Exporter="e0000"}', "6h")
         assert stored == samples == inserted, (stored, samples, inserted)
     return {"cpu_s": cpu, "peak_rss_mib": hwm, "delivered_at_cpu_read": inserted, "stored": stored,

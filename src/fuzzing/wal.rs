@@ -130,6 +130,7 @@ fn envelope_for(stored: &record::StoredPayload<'_>) -> RecordEnvelope {
         outputs: vec!["remote-write".into(), "otlp".into()],
         payload_len: stored.bytes.len() as u64,
         payload_crc32: stored.crc32,
+        samples: 0,
     }
 }
 

@@ -37,7 +37,7 @@ use crate::telemetry::metrics::{
     QUERIES, QUERY_DURATION, ROWS_READ, SAMPLES_PRODUCED, SAMPLES_SKIPPED,
 };
 use crate::time::Ticks;
-use crate::transform::{TransformError, Transformed, transform};
+use crate::transform::{EncodedTransform, TransformError, transform_encoded};
 use crate::wal::{RecordHeader, Wal, WalError};
 
 /// Backoff for transient query failures.
@@ -297,8 +297,9 @@ async fn run_exporter(ex: Arc<Exporter>, ctx: Arc<SchedulerContext>, cancel: Can
                     outputs: ex.spec.outputs.clone().unwrap_or_default(),
                 };
                 let wal = ctx.wal.clone();
-                let request = transformed.request;
-                match blocking(move || wal.append(&header, &request)).await {
+                let request = transformed.write_request;
+                let samples = transformed.stats.samples;
+                match blocking(move || wal.append_encoded(&header, &request, samples)).await {
                     Ok(_) => {
                         watermark = Some(window.end);
                         failures = 0;
@@ -413,7 +414,7 @@ async fn run_window(
     ctx: &SchedulerContext,
     client: &KustoClient,
     window: &Window,
-) -> Result<(u64, Transformed), WindowError> {
+) -> Result<(u64, EncodedTransform), WindowError> {
     let csl = query_text(window, &ctx.cluster_labels, &ex.spec.body);
     let limits = QueryLimits {
         max_rows: usize::try_from(ex.spec.max_rows).unwrap_or(usize::MAX),
@@ -422,11 +423,12 @@ async fn run_window(
     let data = client.query(&ex.spec.database, &csl, &limits).await?;
     let table = data.into_primary().ok_or(WindowError::NoResultTable)?;
     let rows = table.row_count() as u64;
-    let transformed = transform(&table, &ex.mapping)?;
+    // Straight to protobuf: the WAL stores bytes, and a `WriteRequest` would cost a heap string per label.
+    let transformed = transform_encoded(&table, &ex.mapping)?;
     Ok((rows, transformed))
 }
 
-fn record_transform_metrics(key: &str, t: &Transformed) {
+fn record_transform_metrics(key: &str, t: &EncodedTransform) {
     metrics::counter!(ROWS_READ, "exporter" => key.to_owned()).increment(t.stats.rows);
     metrics::counter!(SAMPLES_PRODUCED, "exporter" => key.to_owned()).increment(t.stats.samples);
     for (reason, n) in &t.stats.skipped {

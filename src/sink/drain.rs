@@ -5,6 +5,10 @@
 //!   windows on this output (receivers see each series in time order); other exporters and other
 //!   outputs are not held back.
 //! - Concurrency: up to `concurrency` exporters are pushed at once.
+//! - Payload: read verified (length + CRC) but not decoded; an output that can send the stored bytes
+//!   as they are does ([`Sink::deliver_encoded`]: remote write, for a window that is one request),
+//!   otherwise it is decoded here. One that fails its checks or does not decode is dead-lettered
+//!   (`corrupt_record`), never retried.
 //! - Outcomes: delivered → `ack`; retryable → `retry_later` with the server's `Retry-After` or
 //!   exponential backoff with full jitter (attempts are stored in the WAL, so backoff survives a
 //!   restart); permanent → `dead_letter` with the reason and the receiver's body. Retryable failures
@@ -31,7 +35,7 @@ use crate::telemetry::metrics::{
 };
 use crate::telemetry::{DRAIN_SILENCE, Health};
 use crate::time::{Span, Ticks};
-use crate::wal::{PendingRecord, Wal, WalError};
+use crate::wal::{PendingRecord, RecordId, Wal, WalError};
 
 /// Records fetched per round.
 const BATCH: usize = 64;
@@ -141,28 +145,46 @@ impl<S: Sink + 'static> Drain<S> {
     async fn deliver_in_span(&self, record: PendingRecord) -> Result<(), WalError> {
         let name = self.sink.name();
         let id = record.id.clone();
-        let payload = {
+        let stored = {
             let wal = self.wal.clone();
             let id = id.clone();
-            blocking(move || wal.read_payload(&id)).await
+            blocking(move || wal.read_encoded(&id)).await
         };
-        let payload = match payload {
+        let stored = match stored {
             Ok(p) => p,
-            Err(e @ WalError::CorruptRecord { .. }) => {
-                tracing::error!(output = name, "{e}");
-                metrics::counter!(DEAD_LETTERS, "output" => name, "reason" => "corrupt_record")
-                    .increment(1);
-                let wal = self.wal.clone();
-                let text = e.to_string();
-                return blocking(move || wal.dead_letter(name, &id, "corrupt_record", &text)).await;
-            }
+            Err(e @ WalError::CorruptRecord { .. }) => return self.corrupt(&id, e).await,
             Err(e) => return Err(e),
         };
         let started = Instant::now();
         let first = usize::try_from(record.resume_from).unwrap_or(0);
-        let result = (self.sink)
-            .deliver(&record.header, Arc::new(payload), first)
-            .await;
+        // Remote write sends a one-request window as stored; everything else is decoded first.
+        let result = match self
+            .sink
+            .deliver_encoded(&record.header, &stored, first)
+            .await
+        {
+            Some(result) => result,
+            None => {
+                let decoded = {
+                    let id = id.clone();
+                    blocking(move || {
+                        stored.decode().map_err(|e| WalError::CorruptRecord {
+                            id,
+                            detail: e.to_string(),
+                        })
+                    })
+                    .await
+                };
+                let window = match decoded {
+                    Ok(window) => window,
+                    Err(e @ WalError::CorruptRecord { .. }) => return self.corrupt(&id, e).await,
+                    Err(e) => return Err(e),
+                };
+                (self.sink)
+                    .deliver(&record.header, Arc::new(window), first)
+                    .await
+            }
+        };
         metrics::histogram!(PUSH_DURATION, "output" => name)
             .record(started.elapsed().as_secs_f64());
         let wal = self.wal.clone();
@@ -221,6 +243,17 @@ impl<S: Sink + 'static> Drain<S> {
                 }
             }
         }
+    }
+
+    /// A record whose payload cannot be read is dead-lettered, not retried: it will never get better.
+    async fn corrupt(&self, id: &RecordId, e: WalError) -> Result<(), WalError> {
+        let name = self.sink.name();
+        tracing::error!(output = name, "{e}");
+        metrics::counter!(DEAD_LETTERS, "output" => name, "reason" => "corrupt_record")
+            .increment(1);
+        let wal = self.wal.clone();
+        let (id, text) = (id.clone(), e.to_string());
+        blocking(move || wal.dead_letter(name, &id, "corrupt_record", &text)).await
     }
 }
 

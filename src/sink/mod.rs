@@ -40,7 +40,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::prompb::WriteRequest;
-use crate::wal::RecordHeader;
+use crate::wal::{EncodedWindow, RecordHeader};
 pub use otlp::{OtlpConfig, OtlpSink};
 pub use otlp_grpc::{OtlpGrpcConfig, OtlpGrpcSink};
 pub use remote_write::{RemoteWriteConfig, RemoteWriteSink};
@@ -138,6 +138,19 @@ pub trait Sink: Send + Sync {
         let _ = header;
         async move { self.push_from(&window, first_request).await }
     }
+
+    /// What the drain loop tries first: push requests `first_request..` of the window straight from
+    /// its stored bytes, without decoding them. `None` means "decode it and call [`Sink::deliver`]":
+    /// the default, and remote write's answer unless the stored bytes are exactly its one request.
+    fn deliver_encoded(
+        &self,
+        header: &RecordHeader,
+        window: &EncodedWindow,
+        first_request: usize,
+    ) -> impl Future<Output = Option<PushResult>> + Send {
+        let _ = (header, window, first_request);
+        async { None }
+    }
 }
 
 /// The configured outputs, as one concrete type the wiring can hold in a `Vec`.
@@ -176,6 +189,18 @@ impl Sink for Output {
         match self {
             Output::Scrape(s) => s.deliver(header, window, first_request).await,
             other => other.push_from(&window, first_request).await,
+        }
+    }
+
+    async fn deliver_encoded(
+        &self,
+        header: &RecordHeader,
+        window: &EncodedWindow,
+        first_request: usize,
+    ) -> Option<PushResult> {
+        match self {
+            Output::RemoteWrite(s) => s.deliver_encoded(header, window, first_request).await,
+            Output::Otlp(_) | Output::OtlpGrpc(_) | Output::Scrape(_) => None,
         }
     }
 }

@@ -8,6 +8,14 @@
 //! holding those series (property-tested) at about 3× prost's speed, since lengths are plain arithmetic
 //! instead of nested `encoded_len` walks. No series is cloned. The uncompressed buffer and the snappy
 //! state are reused across a window's requests.
+//!
+//! The common case skips all of that: the WAL stores a window as the snappy block of this same
+//! encoding, so when the whole window is one request (its plain size, read from the snappy header,
+//! is within `max_request_bytes`, and the push starts at request 0) the stored bytes are POSTed as
+//! they are ([`RemoteWriteSink::deliver_encoded`]). That is exactly the case where [`split_window`]
+//! gives a single chunk, since a chunk's size is the sum of its series' exact encoded sizes; any
+//! other window (split, resumed, or an old record without a sample count) is decoded and split as
+//! before, so request boundaries and resume points keep their meaning.
 
 use std::time::Duration;
 
@@ -16,8 +24,9 @@ use super::http::{Poster, Request, Security, send_window};
 use super::retry::Protocol;
 use super::split::{Chunk, pack};
 use super::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT, PushResult, Sink, SinkError};
-use crate::prompb::{Label, Sample, TimeSeries, WriteRequest};
+use crate::prompb::{Sample, TimeSeries, WriteRequest};
 use crate::tls::TlsConfig;
+use crate::wal::{Compression, EncodedWindow, RecordHeader};
 use bytes::Bytes;
 use prost::encoding::{encode_varint, encoded_len_varint};
 
@@ -117,6 +126,63 @@ impl Sink for RemoteWriteSink {
         )
         .await
     }
+
+    async fn deliver_encoded(
+        &self,
+        _header: &RecordHeader,
+        window: &EncodedWindow,
+        first_request: usize,
+    ) -> Option<PushResult> {
+        let (chunk, body) = self.stored_request(window, first_request)?;
+        let request = |_, _: &Chunk| Request {
+            body: body.clone(),
+            samples: window.samples as usize,
+            first_series: "",
+        };
+        Some(
+            send_window(
+                &self.poster,
+                Protocol::RemoteWrite,
+                std::slice::from_ref(&chunk),
+                0,
+                self.max_request_bytes,
+                request,
+                |_| 0,
+            )
+            .await,
+        )
+    }
+}
+
+impl RemoteWriteSink {
+    /// The window's only request, built from its stored bytes, when [`split_window`] would make it
+    /// exactly one request and the push starts there; `None` when it must be decoded and split.
+    fn stored_request(
+        &self,
+        window: &EncodedWindow,
+        first_request: usize,
+    ) -> Option<(Chunk, Result<Bytes, String>)> {
+        // No sample count (a record from before the envelope had one) or an empty window: decode.
+        if first_request != 0 || window.samples == 0 {
+            return None;
+        }
+        let len = window.plain_len().ok()?;
+        if len == 0 || len > self.max_request_bytes {
+            return None;
+        }
+        let body = match window.compression {
+            Compression::SnappyRaw => Ok(Bytes::copy_from_slice(&window.bytes)),
+            Compression::None => RemoteWriteEncoder::default()
+                .compress(&window.bytes)
+                .map_err(|e| e.to_string()),
+        };
+        let chunk = Chunk {
+            range: 0..0,
+            bytes: len,
+            oversized: false,
+        };
+        Some((chunk, body))
+    }
 }
 
 /// Why a request could not be encoded.
@@ -153,12 +219,13 @@ fn nested_len(len: usize) -> usize {
 }
 
 /// A proto3 string field: omitted when empty, like prost.
-fn string_len(s: &str) -> usize {
+fn string_len(s: &[u8]) -> usize {
     if s.is_empty() { 0 } else { nested_len(s.len()) }
 }
 
-fn label_len(l: &Label) -> usize {
-    string_len(&l.name) + string_len(&l.value)
+/// `TimeSeries.labels` field holding one label: what it adds to a series body.
+pub(crate) fn label_field_len(name: &[u8], value: &[u8]) -> usize {
+    nested_len(string_len(name) + string_len(value))
 }
 
 /// Proto3 scalars equal to their default (`0.0`, which `-0.0` equals, and `0`) are omitted, like prost.
@@ -172,31 +239,47 @@ fn sample_len(s: &Sample) -> usize {
     value + timestamp
 }
 
-fn series_body_len(s: &TimeSeries) -> usize {
-    let labels: usize = s.labels.iter().map(|l| nested_len(label_len(l))).sum();
-    let samples: usize = s.samples.iter().map(|p| nested_len(sample_len(p))).sum();
-    labels + samples
+/// The `TimeSeries.samples` fields: what they add to a series body.
+pub(crate) fn samples_len(samples: &[Sample]) -> usize {
+    samples.iter().map(|p| nested_len(sample_len(p))).sum()
 }
 
-fn put_string(key: u8, s: &str, buf: &mut Vec<u8>) {
+fn series_body_len(s: &TimeSeries) -> usize {
+    let labels: usize = (s.labels.iter())
+        .map(|l| label_field_len(l.name.as_bytes(), l.value.as_bytes()))
+        .sum();
+    labels + samples_len(&s.samples)
+}
+
+fn put_string(key: u8, s: &[u8], buf: &mut Vec<u8>) {
     if !s.is_empty() {
         buf.push(key);
         encode_varint(s.len() as u64, buf);
-        buf.extend_from_slice(s.as_bytes());
+        buf.extend_from_slice(s);
     }
 }
 
-/// Appends `WriteRequest.timeseries` field 1 holding `s`: the same bytes as prost's encoding.
-fn put_series(s: &TimeSeries, buf: &mut Vec<u8>) {
+/// `WriteRequest.timeseries` field 1 holding a series whose body is `body_len` bytes.
+pub(crate) fn series_field_len(body_len: usize) -> usize {
+    nested_len(body_len)
+}
+
+/// Starts `WriteRequest.timeseries` field 1 for a series whose body is `body_len` bytes; its labels
+/// ([`put_label`], in order) and then its samples ([`put_samples`]) must follow.
+pub(crate) fn put_series_header(body_len: usize, buf: &mut Vec<u8>) {
     buf.push(KEY_WRITE_REQUEST_TIMESERIES);
-    encode_varint(series_body_len(s) as u64, buf);
-    for l in &s.labels {
-        buf.push(KEY_SERIES_LABELS);
-        encode_varint(label_len(l) as u64, buf);
-        put_string(KEY_LABEL_NAME, &l.name, buf);
-        put_string(KEY_LABEL_VALUE, &l.value, buf);
-    }
-    for p in &s.samples {
+    encode_varint(body_len as u64, buf);
+}
+
+pub(crate) fn put_label(name: &[u8], value: &[u8], buf: &mut Vec<u8>) {
+    buf.push(KEY_SERIES_LABELS);
+    encode_varint((string_len(name) + string_len(value)) as u64, buf);
+    put_string(KEY_LABEL_NAME, name, buf);
+    put_string(KEY_LABEL_VALUE, value, buf);
+}
+
+pub(crate) fn put_samples(samples: &[Sample], buf: &mut Vec<u8>) {
+    for p in samples {
         buf.push(KEY_SERIES_SAMPLES);
         encode_varint(sample_len(p) as u64, buf);
         if p.value != 0.0 {
@@ -210,9 +293,21 @@ fn put_series(s: &TimeSeries, buf: &mut Vec<u8>) {
     }
 }
 
+/// Appends `WriteRequest.timeseries` field 1 holding `s` (whose body is `body_len` bytes, see
+/// [`series_body_len`]): the same bytes as prost's encoding.
+fn put_series(s: &TimeSeries, body_len: usize, buf: &mut Vec<u8>) {
+    put_series_header(body_len, buf);
+    for l in &s.labels {
+        put_label(l.name.as_bytes(), l.value.as_bytes(), buf);
+    }
+    put_samples(&s.samples, buf);
+}
+
 /// Encodes series into snappy-compressed `WriteRequest` bodies, reusing its buffers between calls.
 pub struct RemoteWriteEncoder {
     raw: Vec<u8>,
+    /// Each series' body length, computed once per encode (it sizes the buffer and prefixes the series).
+    lens: Vec<usize>,
     compressed: Vec<u8>,
     snappy: snap::raw::Encoder,
 }
@@ -221,6 +316,7 @@ impl Default for RemoteWriteEncoder {
     fn default() -> Self {
         RemoteWriteEncoder {
             raw: Vec::new(),
+            lens: Vec::new(),
             compressed: Vec::new(),
             snappy: snap::raw::Encoder::new(),
         }
@@ -231,10 +327,12 @@ impl RemoteWriteEncoder {
     /// The uncompressed `WriteRequest` bytes holding `series`, left in an internal buffer.
     pub fn encode_raw(&mut self, series: &[TimeSeries]) -> &[u8] {
         self.raw.clear();
-        let len: usize = series.iter().map(|s| nested_len(series_body_len(s))).sum();
-        self.raw.reserve(len);
-        for s in series {
-            put_series(s, &mut self.raw);
+        self.lens.clear();
+        self.lens.extend(series.iter().map(series_body_len));
+        self.raw
+            .reserve(self.lens.iter().map(|&len| nested_len(len)).sum());
+        for (s, &len) in series.iter().zip(&self.lens) {
+            put_series(s, len, &mut self.raw);
         }
         &self.raw
     }
@@ -243,12 +341,20 @@ impl RemoteWriteEncoder {
     /// buffer and copies the (~6× smaller) result out, instead of faulting in a fresh worst-case buffer.
     pub fn encode(&mut self, series: &[TimeSeries]) -> Result<Bytes, RemoteWriteError> {
         self.encode_raw(series);
+        let raw = std::mem::take(&mut self.raw);
+        let body = self.compress(&raw);
+        self.raw = raw;
+        body
+    }
+
+    /// The snappy (block format) body of an already encoded `WriteRequest`.
+    pub fn compress(&mut self, raw: &[u8]) -> Result<Bytes, RemoteWriteError> {
         self.compressed
-            .resize(snap::raw::max_compress_len(self.raw.len()), 0);
+            .resize(snap::raw::max_compress_len(raw.len()), 0);
         let n = self
             .snappy
-            .compress(&self.raw, &mut self.compressed)
-            .map_err(|e| RemoteWriteError::Snappy(self.raw.len(), e))?;
+            .compress(raw, &mut self.compressed)
+            .map_err(|e| RemoteWriteError::Snappy(raw.len(), e))?;
         Ok(Bytes::copy_from_slice(
             self.compressed.get(..n).unwrap_or_default(),
         ))
@@ -258,6 +364,7 @@ impl RemoteWriteEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prompb::Label;
     use proptest::prelude::*;
     use prost::Message;
 
@@ -319,6 +426,79 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![(0..1, false), (1..2, true), (2..3, false)]
         );
+    }
+
+    /// The window as the WAL stores it (`Wal::append`): snappy block of the encoding, or plain.
+    fn stored(window: &WriteRequest) -> EncodedWindow {
+        let plain = RemoteWriteEncoder::default()
+            .encode_raw(&window.timeseries)
+            .to_vec();
+        let payload = crate::wal::record::encode_payload(&plain).unwrap();
+        EncodedWindow {
+            compression: payload.compression,
+            bytes: payload.bytes.into_owned(),
+            samples: window.sample_count() as u64,
+        }
+    }
+
+    fn sink(max_request_bytes: usize) -> RemoteWriteSink {
+        let mut config = RemoteWriteConfig::new("http://127.0.0.1:9/api/v1/write".parse().unwrap());
+        config.max_request_bytes = max_request_bytes;
+        RemoteWriteSink::new(config).unwrap()
+    }
+
+    #[test]
+    fn a_one_request_window_is_sent_as_stored_byte_for_byte() {
+        let window = WriteRequest {
+            timeseries: (0..50).map(|i| series(&format!("m{i}"), 3)).collect(),
+        };
+        let stored = stored(&window);
+        assert_eq!(stored.compression, Compression::SnappyRaw);
+        let len = window.encoded_len();
+        let (chunk, body) = sink(len).stored_request(&stored, 0).unwrap();
+        assert_eq!(chunk.bytes, len);
+        assert_eq!(split_window(&window, len).len(), 1);
+        let want = RemoteWriteEncoder::default()
+            .encode(&window.timeseries)
+            .unwrap();
+        assert_eq!(
+            body.unwrap(),
+            want,
+            "the stored bytes are the encoder's body"
+        );
+    }
+
+    #[test]
+    fn a_plain_stored_window_is_compressed_like_the_encoder_does() {
+        let window = WriteRequest {
+            timeseries: vec![series("a", 1)],
+        };
+        let stored = stored(&window);
+        assert_eq!(stored.compression, Compression::None);
+        let (_, body) = sink(1024).stored_request(&stored, 0).unwrap();
+        let want = RemoteWriteEncoder::default()
+            .encode(&window.timeseries)
+            .unwrap();
+        assert_eq!(body.unwrap(), want);
+    }
+
+    #[test]
+    fn windows_that_split_resume_or_lack_a_count_are_decoded() {
+        let window = WriteRequest {
+            timeseries: (0..50).map(|i| series(&format!("m{i}"), 3)).collect(),
+        };
+        let stored = stored(&window);
+        let len = window.encoded_len();
+        assert!(split_window(&window, len - 1).len() > 1);
+        assert!(sink(len - 1).stored_request(&stored, 0).is_none(), "split");
+        assert!(sink(len).stored_request(&stored, 1).is_none(), "resumed");
+        let old = EncodedWindow {
+            samples: 0,
+            ..stored.clone()
+        };
+        assert!(sink(len).stored_request(&old, 0).is_none(), "no count");
+        let empty = self::stored(&WriteRequest::default());
+        assert!(sink(len).stored_request(&empty, 0).is_none(), "empty");
     }
 
     fn arb_series() -> impl Strategy<Value = TimeSeries> {

@@ -96,7 +96,7 @@
 //!   [`Wal::forget_exporter`] when the resource is deleted.
 //! - Drain loop per output: `let mut changes = wal.subscribe();` then loop: [`Wal::next_pending`]
 //!   `(output, Ticks::now(), n)`; for each, [`Wal::read_payload`] (or
-//!   [`Wal::read_payload_compressed`] for remote write's snappy body), push, then [`Wal::ack`],
+//!   [`Wal::read_encoded`] for remote write's snappy body), push, then [`Wal::ack`],
 //!   [`Wal::retry_later`] (backoff computed by the sink) or [`Wal::dead_letter`]. When the batch is
 //!   empty: [`Wal::maybe_compact`], then sleep until [`Wal::next_due`] or `changes.changed()`,
 //!   whichever comes first. A [`WalError::CorruptRecord`] from `read_payload` should be
@@ -146,7 +146,7 @@ pub(crate) mod record;
 mod store;
 
 pub use migrate::SCHEMA_VERSION;
-pub use record::{Compression, RECORD_VERSION};
+pub use record::{Compression, EncodedWindow, RECORD_VERSION};
 pub use store::{Wal, allocation_estimate, volume_free_bytes};
 
 /// The store's file name inside `--wal-dir`.

@@ -62,6 +62,10 @@ pub struct RecordEnvelope {
     /// CRC-32 (IEEE) of the stored payload.
     #[prost(fixed32, tag = "12")]
     pub payload_crc32: u32,
+    /// Samples in the payload, so remote write can send the stored bytes without decoding them and
+    /// still count what it delivered (added compatibly in v1: absent = 0 = unknown).
+    #[prost(uint64, tag = "13")]
+    pub samples: u64,
 }
 
 /// Delivery state of one (output, record) still to be delivered, table `pending`.
@@ -195,13 +199,56 @@ pub fn decode_payload(
     envelope: &RecordEnvelope,
     stored: &[u8],
 ) -> Result<WriteRequest, RecordError> {
-    verify_payload(envelope, stored)?;
-    let plain = match Compression::try_from(envelope.compression) {
-        Ok(Compression::SnappyRaw) => decompress(stored)?,
-        Ok(Compression::None) => stored.to_vec(),
-        Err(_) => return Err(RecordError::UnknownCompression(envelope.compression)),
-    };
-    WriteRequest::decode(plain.as_slice()).map_err(|e| RecordError::WriteRequest(e.to_string()))
+    verified_window(envelope, stored.to_vec())?.decode()
+}
+
+/// A record's payload as stored, already checked against its envelope (length, CRC, known
+/// compression): what the drain hands an output, which may send it as it is (remote write POSTs the
+/// snappy bytes) or [`decode`](EncodedWindow::decode) it.
+#[derive(Debug, Clone)]
+pub struct EncodedWindow {
+    pub compression: Compression,
+    pub bytes: Vec<u8>,
+    /// Samples in the window; 0 also for records written before the envelope recorded it.
+    pub samples: u64,
+}
+
+impl EncodedWindow {
+    /// The plain protobuf `WriteRequest` bytes.
+    pub fn plain(&self) -> Result<Cow<'_, [u8]>, RecordError> {
+        Ok(match self.compression {
+            Compression::SnappyRaw => Cow::Owned(decompress(&self.bytes)?),
+            Compression::None => Cow::Borrowed(&self.bytes),
+        })
+    }
+
+    /// Length of the plain protobuf, read from the snappy header without inflating anything.
+    pub fn plain_len(&self) -> Result<usize, RecordError> {
+        match self.compression {
+            Compression::SnappyRaw => snap::raw::decompress_len(&self.bytes)
+                .map_err(|e| RecordError::Decompress(e.to_string())),
+            Compression::None => Ok(self.bytes.len()),
+        }
+    }
+
+    pub fn decode(&self) -> Result<WriteRequest, RecordError> {
+        WriteRequest::decode(&*self.plain()?).map_err(|e| RecordError::WriteRequest(e.to_string()))
+    }
+}
+
+/// Check stored payload bytes against their envelope and keep them with what reading them needs.
+pub fn verified_window(
+    envelope: &RecordEnvelope,
+    stored: Vec<u8>,
+) -> Result<EncodedWindow, RecordError> {
+    verify_payload(envelope, &stored)?;
+    let compression = Compression::try_from(envelope.compression)
+        .map_err(|_| RecordError::UnknownCompression(envelope.compression))?;
+    Ok(EncodedWindow {
+        compression,
+        bytes: stored,
+        samples: envelope.samples,
+    })
 }
 
 fn decompress(stored: &[u8]) -> Result<Vec<u8>, RecordError> {
