@@ -177,6 +177,7 @@ pub fn wal_seeds() -> Vec<(String, Vec<u8>)> {
             dead_lettered_at: 638_000_000_900_000_000,
             attempts: 4,
             record: Some(envelope),
+            failed_request: 2,
         };
         push(&format!("dead-letter-{name}"), 1, dead.encode_to_vec());
     }

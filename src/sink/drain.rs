@@ -237,7 +237,8 @@ impl<S: Sink + 'static> Drain<S> {
                             output = name,
                             "push refused for good: {why}: {body}; dead-lettered"
                         );
-                        blocking(move || wal.dead_letter(name, &id, &why, &body)).await
+                        let failed = u32::try_from(failure.failed_request).ok();
+                        blocking(move || wal.dead_letter_at(name, &id, failed, &why, &body)).await
                     }
                     Disposition::Success => blocking(move || wal.ack(name, &id)).await,
                 }

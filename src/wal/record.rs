@@ -101,6 +101,10 @@ pub struct DeadLetterEnvelope {
     pub attempts: u32,
     #[prost(message, optional, tag = "7")]
     pub record: Option<RecordEnvelope>,
+    /// The request the output refused; the ones before it were accepted, so a requeue resumes here
+    /// (added compatibly in v1: absent = 0, the whole window again).
+    #[prost(uint32, tag = "8")]
+    pub failed_request: u32,
 }
 
 /// Per-exporter state, table `exporters`.

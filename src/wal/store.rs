@@ -508,8 +508,7 @@ impl Wal {
         })
     }
 
-    /// `output` refused the record for good: keep it (payload included) as a dead letter of that
-    /// output, then drop the record if no output has it pending any more.
+    /// `output` refused the record for good at its current resume point: see [`Wal::dead_letter_at`].
     pub fn dead_letter(
         &self,
         output: &str,
@@ -517,10 +516,27 @@ impl Wal {
         reason: &str,
         body: &str,
     ) -> Result<(), WalError> {
+        self.dead_letter_at(output, id, None, reason, body)
+    }
+
+    /// `output` refused request `failed_request` of the record for good (`None`: the one its resume
+    /// point names): keep the record (payload included) as a dead letter of that output, then drop
+    /// the record if no output has it pending any more. A requeue resumes at the refused request,
+    /// so the requests the receiver already accepted are not sent again (Prometheus would refuse
+    /// them as out of order, and the window would be dead-lettered once more).
+    pub fn dead_letter_at(
+        &self,
+        output: &str,
+        id: &RecordId,
+        failed_request: Option<u32>,
+        reason: &str,
+        body: &str,
+    ) -> Result<(), WalError> {
         self.write(|tx| {
             let mut t = WriteTables::open(tx)?;
             let state = t.take_pending(output, id)?;
-            t.insert_dead_letter(output, id, reason, body, state.attempts)?;
+            let failed = failed_request.unwrap_or(state.resume_from);
+            t.insert_dead_letter(output, id, reason, body, state.attempts, failed)?;
             t.finish_if_done(id)?;
             Ok(())
         })
@@ -782,7 +798,7 @@ impl Wal {
                 let reason = format!(
                     "output {output} is no longer configured (dead-lettered when the WAL was opened)"
                 );
-                t.insert_dead_letter(output, id, &reason, "", state.attempts)?;
+                t.insert_dead_letter(output, id, &reason, "", state.attempts, state.resume_from)?;
                 t.finish_if_done(id)?;
             }
             Ok(stale.len())
@@ -1096,6 +1112,7 @@ impl<'t> WriteTables<'t> {
         reason: &str,
         body: &str,
         attempts: u32,
+        failed_request: u32,
     ) -> Result<(), WalError> {
         let envelope = read_envelope(&self.records, id)?
             .ok_or_else(|| corrupt(id, "pending but its header is missing"))?;
@@ -1116,6 +1133,7 @@ impl<'t> WriteTables<'t> {
             dead_lettered_at: Ticks::now().0,
             attempts,
             record: Some(envelope),
+            failed_request,
         };
         self.dead
             .insert(output_key(output, id), letter.encode_to_vec().as_slice())
@@ -1176,11 +1194,12 @@ impl<'t> WriteTables<'t> {
             }
         }
         self.remove_dead_letter(output, id)?;
+        let state = PendingState {
+            resume_from: letter.failed_request,
+            ..PendingState::default()
+        };
         self.pending
-            .insert(
-                output_key(output, id),
-                PendingState::default().encode_to_vec().as_slice(),
-            )
+            .insert(output_key(output, id), state.encode_to_vec().as_slice())
             .map_err(store)?;
         Ok(())
     }
@@ -1793,6 +1812,26 @@ mod tests {
         assert_eq!(wal.read_payload(&id).unwrap(), request(1.0));
         assert_eq!(wal.used_bytes().unwrap(), used);
         assert_eq!(wal.watermark("uid-0").unwrap(), None);
+    }
+
+    #[test]
+    fn a_requeued_dead_letter_resumes_at_the_refused_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = open(dir.path());
+        let resume_of = |wal: &Wal, output: &str| {
+            wal.next_pending(output, Ticks::MAX, 10).unwrap()[0].resume_from
+        };
+        let a = wal.append(&header(&[]), &request(1.0)).unwrap();
+        // Requests 0..3 accepted, request 3 refused for good.
+        wal.dead_letter_at("remote_write", &a, Some(3), "400", "")
+            .unwrap();
+        // Resumed at 2 after a retry, then refused there.
+        wal.retry_later_from("otlp", &a, Ticks(0), "503", Some(2))
+            .unwrap();
+        wal.dead_letter("otlp", &a, "400", "").unwrap();
+        assert_eq!(wal.requeue(&WalFilter::default()).unwrap(), 2);
+        assert_eq!(resume_of(&wal, "remote_write"), 3);
+        assert_eq!(resume_of(&wal, "otlp"), 2);
     }
 
     #[test]
