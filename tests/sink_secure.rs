@@ -212,16 +212,7 @@ async fn headers_and_a_rotated_bearer_token_are_sent_and_enforced() {
     )
     .await;
     let auth = OutputAuthConfig {
-        headers: vec![
-            OutputHeader {
-                name: "X-Scope-OrgID".into(),
-                value: HeaderSource::File(tenant_file),
-            },
-            OutputHeader {
-                name: "X-Team".into(),
-                value: HeaderSource::Literal("metrics".into()),
-            },
-        ],
+        headers: tenant_and_team(tenant_file),
         credential: OutputCredential::BearerFile(token_file.clone()),
     };
     let sink = remote_write(&server.url("/api/v1/write"), auth, ca_only(dir.path(), &ca));
@@ -296,6 +287,20 @@ async fn basic_auth_with_a_password_file_is_enforced() {
         before,
         "nothing sent without credentials"
     );
+}
+
+/// The extra headers both header tests send: a tenant read from `tenant_file`, a literal team.
+fn tenant_and_team(tenant_file: std::path::PathBuf) -> Vec<OutputHeader> {
+    vec![
+        OutputHeader {
+            name: "X-Scope-OrgID".into(),
+            value: HeaderSource::File(tenant_file),
+        },
+        OutputHeader {
+            name: "X-Team".into(),
+            value: HeaderSource::Literal("metrics".into()),
+        },
+    ]
 }
 
 fn bump_mtime(path: &Path) {
@@ -589,16 +594,7 @@ async fn grpc_metadata_bearer_and_basic_auth_are_sent_and_enforced() {
     let tenant_file = dir.path().join("tenant");
     std::fs::write(&token_file, "first-Secret-7c1\n").unwrap();
     std::fs::write(&tenant_file, "tenant-from-file\n").unwrap();
-    let headers = vec![
-        OutputHeader {
-            name: "X-Scope-OrgID".into(),
-            value: HeaderSource::File(tenant_file),
-        },
-        OutputHeader {
-            name: "X-Team".into(),
-            value: HeaderSource::Literal("metrics".into()),
-        },
-    ];
+    let headers = tenant_and_team(tenant_file);
     let bearer = OutputAuthConfig {
         headers: headers.clone(),
         credential: OutputCredential::BearerFile(token_file.clone()),
