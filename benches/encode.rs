@@ -6,10 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use adxexporter::prompb::RemoteWriteEncoder;
 use adxexporter::prompb::{Label, Sample, TimeSeries, WriteRequest};
 use adxexporter::sink::DEFAULT_MAX_REQUEST_BYTES;
 use adxexporter::sink::otlp::{OtlpEncoder, OtlpTemplate};
-use adxexporter::sink::remote_write::{RemoteWriteEncoder, split_window};
+use adxexporter::sink::remote_write::split_window;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 mod workload;

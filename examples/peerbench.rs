@@ -18,11 +18,12 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;
 
+use adxexporter::prompb::RemoteWriteEncoder;
 use adxexporter::prompb::WriteRequest;
 use adxexporter::query::{QueryLimits, decode_v2};
 use adxexporter::sink::DEFAULT_MAX_REQUEST_BYTES;
 use adxexporter::sink::otlp::{OtlpEncoder, OtlpTemplate};
-use adxexporter::sink::remote_write::{RemoteWriteEncoder, split_window};
+use adxexporter::sink::remote_write::split_window;
 use adxexporter::time::Ticks;
 use adxexporter::transform::{Mapping, MappingSpec, transform};
 use anyhow::{Context, bail};

@@ -17,16 +17,16 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::BackoffPolicy;
 use crate::cli::RunConfig;
 use crate::query::{KustoAuth, KustoClient, KustoConfig};
+use crate::registry::Snapshot;
 use crate::schedule::scheduler::{Scheduler, SchedulerContext};
-use crate::sink::backoff::BackoffPolicy;
 use crate::sink::drain::Drain;
 use crate::sink::{
     OtlpConfig, OtlpGrpcConfig, OtlpGrpcSink, OtlpSink, Output, RemoteWriteConfig, RemoteWriteSink,
     ScrapePages, ScrapeSink, Sink, scrape,
 };
-use crate::source::Snapshot;
 use crate::source::kube::{Filter, KubeSource};
 use crate::source::manifests::ManifestSource;
 use crate::status::{Board, StatusWriter};
@@ -284,7 +284,6 @@ fn unexpected_end(
 
 /// A client for the cluster of `KUBECONFIG` (or `~/.kube/config`), or the in-cluster service account.
 async fn kube_client() -> anyhow::Result<kube::Client> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     kube::Client::try_default().await.map_err(|e| {
         anyhow::anyhow!(
             "Kubernetes mode (no --manifests) needs a cluster: run in a pod with a service account or set KUBECONFIG, \

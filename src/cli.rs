@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use url::Url;
 
 mod secure;
@@ -25,6 +25,7 @@ pub use secure::{AuthKind, ClientCertArgs, OtlpAuthArgs, RemoteWriteAuthArgs, Tl
 use crate::schedule::window::{WINDOW_VARIABLES, kql_identifier};
 use crate::shard::{Shard, ShardError};
 use crate::sink::auth::OutputAuthConfig;
+use crate::telemetry::LogFormat;
 use crate::time::{Span, Ticks};
 use crate::tls::TlsConfig;
 
@@ -231,12 +232,6 @@ fn parse_exporter_name(s: &str) -> Result<(String, String), String> {
         }
         _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Text,
 }
 
 /// How to reach Kusto and who this instance is: shared by `run` and `preview`, so `preview` queries

@@ -62,7 +62,7 @@ impl FakeApi {
 
     /// A client built the way `kube::Client::try_default()` builds one from `KUBECONFIG`.
     pub async fn client(&self) -> kube::Client {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::install_crypto_provider();
         let yaml = format!(
             "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
              clusters:\n- name: fake\n  cluster:\n    server: {}\n\

@@ -24,6 +24,8 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod azure;
+pub mod backoff;
 pub mod cli;
 pub mod crd;
 pub mod criteria;

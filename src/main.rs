@@ -5,6 +5,7 @@ use adxexporter::cli::{CheckArgs, Command, RunArgs};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    adxexporter::tls::install_crypto_provider();
     let result = match adxexporter::cli::parse() {
         Command::Crd => crd(),
         Command::Check(args) => check(args),

@@ -42,6 +42,14 @@ pub enum Rejected {
     CriteriaError(String),
 }
 
+/// The desired exporters plus the resources that were read but do not run here, and why.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub desired: Desired,
+    /// Keyed by `namespace/name` (or file name for unreadable files).
+    pub rejected: BTreeMap<String, Rejected>,
+}
+
 impl Exporter {
     /// Validates `resource` and checks its criteria and criteriaExpression against `cluster_labels`
     /// (the expression is compiled once, by validation). `cli_prefix` is

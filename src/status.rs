@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use crate::crd::{
     BacklogStatus, Condition, DeadLetterStatus, LastQueryStatus, MetricsExporterStatus,
 };
+use crate::registry::Snapshot;
 use crate::registry::{Exporter, Rejected};
-use crate::source::Snapshot;
 use crate::time::Ticks;
 use crate::wal::{Wal, WalFilter, WalStats};
 

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::crd::{MetricsExporter, MetricsExporterStatus};
 use crate::registry::Rejected;
-use crate::source::Snapshot;
+use crate::registry::Snapshot;
 use crate::status::{
     Board, DeadLetterSummary, RetryingOutput, StatusError, carry_transition_times,
     dead_letter_summaries, exporter_status, rejected_status, retrying_outputs,
@@ -517,7 +517,7 @@ mod tests {
     }
 
     async fn fake_client(url: &str) -> kube::Client {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::install_crypto_provider();
         let config = kube::Config::new(url.parse().unwrap());
         kube::Client::try_from(config).unwrap()
     }

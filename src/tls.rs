@@ -63,6 +63,14 @@ pub enum TlsError {
     Setup(String),
 }
 
+/// reqwest is built with `rustls-no-provider` and panics on its first TLS client unless a process-wide
+/// crypto provider is installed. The one place that installs it (ring, the only provider compiled in):
+/// `main` calls it at start-up, and every client builder here too, so library users (tests) need not.
+/// Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl TlsConfig {
     /// Applies the settings to a client builder for `peer`.
     pub fn apply(
@@ -70,8 +78,7 @@ impl TlsConfig {
         mut builder: reqwest::ClientBuilder,
         peer: Peer,
     ) -> Result<reqwest::ClientBuilder, TlsError> {
-        // reqwest is built with `rustls-no-provider`: the ring provider must be installed first.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto_provider();
         if let Some(path) = &self.ca_file {
             builder = builder.tls_certs_merge(read_ca_bundle(path)?);
         }

@@ -36,9 +36,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::ops::Range;
 
+use crate::prompb::encode;
 use crate::prompb::{Label, METRIC_NAME_LABEL, Sample, TimeSeries, WriteRequest};
 use crate::query::{ColumnType, Table, Value};
-use crate::sink::remote_write;
 use crate::time::Ticks;
 
 /// Configuration problems ([`Mapping::new`]) and schema mismatches ([`transform`]); all permanent.
@@ -429,23 +429,21 @@ pub fn transform_encoded(
     // Body lengths first: they prefix each series and size the buffer exactly (no regrowth copies).
     let body_lens: Vec<usize> = (series.iter())
         .map(|s| {
-            let mut len = remote_write::samples_len(&s.samples);
+            let mut len = encode::samples_len(&s.samples);
             s.labels(columns, &name_order, &mut scratch, |name, value| {
-                len += remote_write::label_field_len(name.as_bytes(), value);
+                len += encode::label_field_len(name.as_bytes(), value);
             });
             len
         })
         .collect();
-    let total = body_lens
-        .iter()
-        .map(|&len| remote_write::series_field_len(len));
+    let total = body_lens.iter().map(|&len| encode::series_field_len(len));
     let mut write_request = Vec::with_capacity(total.sum());
     for (s, &body_len) in series.iter().zip(&body_lens) {
-        remote_write::put_series_header(body_len, &mut write_request);
+        encode::put_series_header(body_len, &mut write_request);
         s.labels(columns, &name_order, &mut scratch, |name, value| {
-            remote_write::put_label(name.as_bytes(), value, &mut write_request);
+            encode::put_label(name.as_bytes(), value, &mut write_request);
         });
-        remote_write::put_samples(&s.samples, &mut write_request);
+        encode::put_samples(&s.samples, &mut write_request);
     }
     Ok(EncodedTransform {
         write_request,

@@ -26,7 +26,7 @@ fn spec(interval: &str) -> Value {
 }
 
 fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    adxexporter::tls::install_crypto_provider();
     reqwest::Client::new()
 }
 
@@ -270,7 +270,7 @@ async fn a_watch_from_before_the_retained_log_expires() {
 }
 
 async fn kube_client(api: &FakeApi, dir: &tempfile::TempDir) -> kube::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    adxexporter::tls::install_crypto_provider();
     let path = dir.path().join("kubeconfig");
     FakeApi::write_kubeconfig(&api.url, &path);
     let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();

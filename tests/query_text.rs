@@ -10,7 +10,7 @@ use adxexporter::time::Ticks;
 
 /// Runs `csl` and returns the first row of the primary result as strings.
 async fn first_row(url: &str, csl: &str) -> Vec<serde_json::Value> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    adxexporter::tls::install_crypto_provider();
     let client = reqwest::Client::new();
     let body = serde_json::json!({ "db": "memory", "csl": csl });
     let response = client

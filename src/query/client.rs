@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 
-use super::auth::{Authenticator, KustoAuth};
+use super::auth::Authenticator;
 use super::error::{QueryError, http_error};
 use super::{DataSet, QueryLimits, decode_v2};
+use crate::azure::KustoAuth;
 use crate::time::Span;
 use crate::tls::{Peer, TlsConfig};
 
@@ -61,11 +62,6 @@ impl std::fmt::Debug for KustoClient {
     }
 }
 
-/// reqwest is built with `rustls-no-provider`: the ring provider must be installed once per process.
-pub(crate) fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 impl KustoClient {
     pub fn new(
         endpoint: url::Url,
@@ -91,7 +87,6 @@ impl KustoClient {
             .transpose()
             .map_err(|e| QueryError::Client(e.to_string()))?;
         let auth = Authenticator::new(&auth, format!("{base}/.default"), transport)?;
-        install_crypto_provider();
         let builder = (config.tls)
             .apply(reqwest::Client::builder(), Peer::Service)
             .map_err(|e| QueryError::Client(e.to_string()))?;

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::auth::AuthError;
+use crate::azure::AuthError;
 
 /// Error bodies and Kusto messages are cut to this many bytes in messages.
 const MAX_ERROR_TEXT: usize = 1024;

@@ -2,11 +2,11 @@
 //! [`DataSet`] of typed [`Table`]s for the transform, or a classified [`QueryError`].
 //!
 //! Layout: [`client`] does the HTTP (POST `/v2/rest/query`, bounded body read, status mapping), [`auth`]
-//! gets and caches bearer tokens, [`decode_v2`]/[`decode_v1`] are pure body decoders, [`table`] holds the
+//! picks the `Authorization` header (tokens from [`crate::azure`]), [`decode_v2`]/[`decode_v1`] are pure body decoders, [`table`] holds the
 //! only types the transform sees. Invariant: a `DataSet` is returned only for a complete response with no
 //! partial failure in any channel and at most `QueryLimits::max_rows` primary rows.
 
-pub mod auth;
+mod auth;
 mod cells;
 pub mod client;
 mod error;
@@ -14,7 +14,7 @@ pub mod table;
 mod v1;
 mod v2;
 
-pub use auth::{AuthError, KustoAuth};
+pub use crate::azure::{AuthError, KustoAuth};
 pub use cells::{column_type_name, parse_column_type};
 pub use client::{KustoClient, KustoConfig};
 pub use error::{KustoErrorInfo, QueryError, error_from_body, http_error};

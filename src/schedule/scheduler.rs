@@ -26,11 +26,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::window::{Window, is_due, pending_window, query_text};
+use crate::backoff;
 use crate::crd::LastQueryStatus;
 use crate::query::{KustoClient, QueryError, QueryLimits};
+use crate::registry::Snapshot;
 use crate::registry::{Desired, Exporter, diff};
-use crate::sink::backoff;
-use crate::source::Snapshot;
 use crate::status::{Board, Problem};
 use crate::telemetry::Health;
 use crate::telemetry::metrics::{

@@ -23,7 +23,7 @@ use base64::Engine;
 use http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::RwLock;
 
-use crate::query::auth::{AuthError, AzureChain, CachedToken, KustoAuth, TokenFile};
+use crate::azure::{AuthError, AzureChain, CachedToken, KustoAuth, TokenFile};
 use crate::tls::TlsConfig;
 
 /// The scope Azure Monitor workspaces (managed Prometheus ingestion) expect.

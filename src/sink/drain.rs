@@ -26,8 +26,8 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::backoff::{self, BackoffPolicy};
 use super::{Disposition, Sink};
+use crate::backoff::{self, BackoffPolicy};
 use crate::schedule::scheduler::blocking;
 use crate::telemetry::metrics::{
     DEAD_LETTERS, POINTS_REJECTED, PUSH_DURATION, PUSH_RETRIES, PUSHES, SAMPLES_PUSHED,

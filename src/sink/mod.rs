@@ -11,7 +11,7 @@
 //! Contract with the drain loop:
 //! - [`Delivered`]: every request of the window was accepted (OTLP partial rejections are counted in
 //!   `rejected_points`, logged, and not retried).
-//! - [`PushFailure`] with [`Disposition::Retry`]: push again later (after [`backoff::next_delay`]) with
+//! - [`PushFailure`] with [`Disposition::Retry`]: push again later (after [`crate::backoff::next_delay`]) with
 //!   [`Sink::push_from`] at `failed_request`, so accepted requests are not re-sent. Re-sending them is
 //!   **not** harmless on Prometheus: 2.42 accepts an identical duplicate only for a series' newest sample;
 //!   any older one, even identical, is `400 out of order sample` and rolls back the whole request
@@ -26,7 +26,6 @@
 //! than the limit, which goes alone and is logged), response bodies are read up to [`MAX_RESPONSE_BODY`].
 
 pub mod auth;
-pub mod backoff;
 pub mod http;
 pub mod otlp;
 pub mod otlp_grpc;

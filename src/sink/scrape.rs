@@ -33,7 +33,7 @@ use crate::exposition::latest_to_text;
 use tokio_util::sync::CancellationToken;
 
 use crate::prompb::WriteRequest;
-use crate::source::Snapshot;
+use crate::registry::Snapshot;
 use crate::time::Ticks;
 use crate::wal::RecordHeader;
 

@@ -28,10 +28,10 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::Snapshot;
 use crate::crd::MetricsExporter;
 use crate::criteria::expression::CriteriaExpression;
 use crate::criteria::{self, Placement};
+use crate::registry::Snapshot;
 use crate::registry::{Exporter, Rejected};
 use crate::shard::Shard;
 use crate::telemetry::Health;

@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::Snapshot;
 use crate::crd::load_documents;
+use crate::registry::Snapshot;
 use crate::registry::{Exporter, Rejected};
 use crate::telemetry::Health;
 

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::metrics as m;
 use crate::registry::Rejected;
-use crate::source::Snapshot;
+use crate::registry::Snapshot;
 use crate::status::Board;
 use crate::time::{TICKS_PER_SECOND, Ticks};
 use crate::wal::{Wal, WalStats};

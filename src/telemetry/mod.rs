@@ -24,7 +24,6 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::LogFormat;
 use crate::time::{Span, Ticks};
 
 pub mod gauges;
@@ -41,6 +40,13 @@ pub enum TelemetryError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// How log lines are written: one JSON object per line, or human-readable text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
 }
 
 /// Installs the global `tracing` subscriber: `RUST_LOG` filters (default `info`), output on stderr.

@@ -25,8 +25,8 @@ use super::{
     PendingRecord, PurgeScope, RecordHeader, RecordId, WAL_FILE_NAME, WalAccess, WalConfig,
     WalError, WalFilter, WalStats,
 };
+use crate::prompb::RemoteWriteEncoder;
 use crate::prompb::WriteRequest;
-use crate::sink::remote_write::RemoteWriteEncoder;
 use crate::time::Ticks;
 
 type RecordKey = (&'static str, i64);

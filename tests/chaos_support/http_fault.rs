@@ -88,7 +88,7 @@ impl HttpFault {
             .expect("bind the HTTP fault proxy");
         let port = listener.local_addr().expect("proxy address").port();
         // reqwest is built without a default TLS provider (see `query::client`).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        adxexporter::tls::install_crypto_provider();
         let shared = Arc::new(Shared {
             upstream: upstream.trim_end_matches('/').to_owned(),
             // No timeout: slowness is the proxy's to inject, not to impose.

@@ -115,7 +115,7 @@ pub fn otlp_sink() -> Peer {
 }
 
 pub fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    adxexporter::tls::install_crypto_provider();
     reqwest::Client::new()
 }
 

@@ -145,7 +145,7 @@ impl Drop for Server {
 impl Server {
     /// Starts on a free port; must be called inside a tokio runtime, which then runs it.
     pub async fn start(tls: Option<ServerTls<'_>>, handler: Handler) -> Server {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        adxexporter::tls::install_crypto_provider();
         let acceptor = tls.map(|t| tokio_rustls::TlsAcceptor::from(Arc::new(server_config(&t))));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -5,6 +5,9 @@
 //! A `WriteRequest` is the unit that flows from the transform through the WAL to every sink: labels of a
 //! series sorted by name with `__name__` included, samples of a series in time order.
 
+pub mod encode;
+pub use encode::{EncodeError, RemoteWriteEncoder};
+
 /// `prometheus.WriteRequest`. Field 3 (`metadata`) is never sent.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct WriteRequest {

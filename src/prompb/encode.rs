@@ -1,0 +1,179 @@
+//! The remote-write 1.0 encoder: `WriteRequest` protobuf bytes written directly from borrowed series,
+//! exactly prost's bytes (property-tested against prost in `sink::remote_write` and `transform`) at
+//! about 3× its speed, since lengths are plain arithmetic instead of nested `encoded_len` walks, then
+//! snappy block compression. It lives here, below every stage, because the transform writes a
+//! window's bytes with it, the WAL re-encodes legacy records with it, and the sinks split with it.
+
+use bytes::Bytes;
+use prost::encoding::{encode_varint, encoded_len_varint};
+
+use super::{Sample, TimeSeries};
+
+/// Why a request could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error(
+        "snappy cannot compress a {0}-byte request (block format limit); lower max_request_bytes"
+    )]
+    Snappy(usize, #[source] snap::Error),
+}
+
+/// `WriteRequest.timeseries` field number.
+const TIMESERIES_TAG: u32 = 1;
+
+// Field keys (tag << 3 | wire type) of the prompb messages.
+const KEY_WRITE_REQUEST_TIMESERIES: u8 = (TIMESERIES_TAG as u8) << 3 | 2;
+const KEY_SERIES_LABELS: u8 = 1 << 3 | 2;
+const KEY_SERIES_SAMPLES: u8 = 2 << 3 | 2;
+const KEY_LABEL_NAME: u8 = 1 << 3 | 2;
+const KEY_LABEL_VALUE: u8 = 2 << 3 | 2;
+const KEY_SAMPLE_VALUE: u8 = 1 << 3 | 1;
+const KEY_SAMPLE_TIMESTAMP: u8 = 2 << 3;
+
+/// A length-delimited field holding `len` bytes: key + length varint + payload.
+pub(crate) fn nested_len(len: usize) -> usize {
+    1 + encoded_len_varint(len as u64) + len
+}
+
+/// A proto3 string field: omitted when empty, like prost.
+fn string_len(s: &[u8]) -> usize {
+    if s.is_empty() { 0 } else { nested_len(s.len()) }
+}
+
+/// `TimeSeries.labels` field holding one label: what it adds to a series body.
+pub(crate) fn label_field_len(name: &[u8], value: &[u8]) -> usize {
+    nested_len(string_len(name) + string_len(value))
+}
+
+/// Proto3 scalars equal to their default (`0.0`, which `-0.0` equals, and `0`) are omitted, like prost.
+fn sample_len(s: &Sample) -> usize {
+    let value = if s.value != 0.0 { 9 } else { 0 };
+    let timestamp = if s.timestamp != 0 {
+        1 + encoded_len_varint(s.timestamp as u64)
+    } else {
+        0
+    };
+    value + timestamp
+}
+
+/// The `TimeSeries.samples` fields: what they add to a series body.
+pub(crate) fn samples_len(samples: &[Sample]) -> usize {
+    samples.iter().map(|p| nested_len(sample_len(p))).sum()
+}
+
+pub(crate) fn series_body_len(s: &TimeSeries) -> usize {
+    let labels: usize = (s.labels.iter())
+        .map(|l| label_field_len(l.name.as_bytes(), l.value.as_bytes()))
+        .sum();
+    labels + samples_len(&s.samples)
+}
+
+fn put_string(key: u8, s: &[u8], buf: &mut Vec<u8>) {
+    if !s.is_empty() {
+        buf.push(key);
+        encode_varint(s.len() as u64, buf);
+        buf.extend_from_slice(s);
+    }
+}
+
+/// `WriteRequest.timeseries` field 1 holding a series whose body is `body_len` bytes.
+pub(crate) fn series_field_len(body_len: usize) -> usize {
+    nested_len(body_len)
+}
+
+/// Starts `WriteRequest.timeseries` field 1 for a series whose body is `body_len` bytes; its labels
+/// ([`put_label`], in order) and then its samples ([`put_samples`]) must follow.
+pub(crate) fn put_series_header(body_len: usize, buf: &mut Vec<u8>) {
+    buf.push(KEY_WRITE_REQUEST_TIMESERIES);
+    encode_varint(body_len as u64, buf);
+}
+
+pub(crate) fn put_label(name: &[u8], value: &[u8], buf: &mut Vec<u8>) {
+    buf.push(KEY_SERIES_LABELS);
+    encode_varint((string_len(name) + string_len(value)) as u64, buf);
+    put_string(KEY_LABEL_NAME, name, buf);
+    put_string(KEY_LABEL_VALUE, value, buf);
+}
+
+pub(crate) fn put_samples(samples: &[Sample], buf: &mut Vec<u8>) {
+    for p in samples {
+        buf.push(KEY_SERIES_SAMPLES);
+        encode_varint(sample_len(p) as u64, buf);
+        if p.value != 0.0 {
+            buf.push(KEY_SAMPLE_VALUE);
+            buf.extend_from_slice(&p.value.to_le_bytes());
+        }
+        if p.timestamp != 0 {
+            buf.push(KEY_SAMPLE_TIMESTAMP);
+            encode_varint(p.timestamp as u64, buf);
+        }
+    }
+}
+
+/// Appends `WriteRequest.timeseries` field 1 holding `s` (whose body is `body_len` bytes, see
+/// [`series_body_len`]): the same bytes as prost's encoding.
+fn put_series(s: &TimeSeries, body_len: usize, buf: &mut Vec<u8>) {
+    put_series_header(body_len, buf);
+    for l in &s.labels {
+        put_label(l.name.as_bytes(), l.value.as_bytes(), buf);
+    }
+    put_samples(&s.samples, buf);
+}
+
+/// Encodes series into snappy-compressed `WriteRequest` bodies, reusing its buffers between calls.
+pub struct RemoteWriteEncoder {
+    raw: Vec<u8>,
+    /// Each series' body length, computed once per encode (it sizes the buffer and prefixes the series).
+    lens: Vec<usize>,
+    compressed: Vec<u8>,
+    snappy: snap::raw::Encoder,
+}
+
+impl Default for RemoteWriteEncoder {
+    fn default() -> Self {
+        RemoteWriteEncoder {
+            raw: Vec::new(),
+            lens: Vec::new(),
+            compressed: Vec::new(),
+            snappy: snap::raw::Encoder::new(),
+        }
+    }
+}
+
+impl RemoteWriteEncoder {
+    /// The uncompressed `WriteRequest` bytes holding `series`, left in an internal buffer.
+    pub fn encode_raw(&mut self, series: &[TimeSeries]) -> &[u8] {
+        self.raw.clear();
+        self.lens.clear();
+        self.lens.extend(series.iter().map(series_body_len));
+        self.raw
+            .reserve(self.lens.iter().map(|&len| nested_len(len)).sum());
+        for (s, &len) in series.iter().zip(&self.lens) {
+            put_series(s, len, &mut self.raw);
+        }
+        &self.raw
+    }
+
+    /// The snappy (block format) body of a `WriteRequest` holding `series`. Compresses into a reused
+    /// buffer and copies the (~6× smaller) result out, instead of faulting in a fresh worst-case buffer.
+    pub fn encode(&mut self, series: &[TimeSeries]) -> Result<Bytes, EncodeError> {
+        self.encode_raw(series);
+        let raw = std::mem::take(&mut self.raw);
+        let body = self.compress(&raw);
+        self.raw = raw;
+        body
+    }
+
+    /// The snappy (block format) body of an already encoded `WriteRequest`.
+    pub fn compress(&mut self, raw: &[u8]) -> Result<Bytes, EncodeError> {
+        self.compressed
+            .resize(snap::raw::max_compress_len(raw.len()), 0);
+        let n = self
+            .snappy
+            .compress(raw, &mut self.compressed)
+            .map_err(|e| EncodeError::Snappy(raw.len(), e))?;
+        Ok(Bytes::copy_from_slice(
+            self.compressed.get(..n).unwrap_or_default(),
+        ))
+    }
+}
