@@ -29,8 +29,8 @@ use crate::sink::{
 };
 use crate::source::kube::{Filter, KubeSource};
 use crate::source::manifests::ManifestSource;
+use crate::status::kube::KubeStatusWriter;
 use crate::status::{Board, StatusWriter};
-use crate::status_kube::KubeStatusWriter;
 use crate::telemetry::{self, Health};
 use crate::wal::{Wal, WalConfig};
 
@@ -208,7 +208,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     {
         let (wal, rx, board, stop) = (wal.clone(), rx.clone(), board.clone(), drain_stop.clone());
         tasks.spawn(async move {
-            telemetry::gauges::run(wal, rx, board, stop).await;
+            crate::status::gauges::run(wal, rx, board, stop).await;
             Ok("metrics")
         });
     }

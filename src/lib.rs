@@ -42,7 +42,6 @@ pub mod shard;
 pub mod sink;
 pub mod source;
 pub mod status;
-pub mod status_kube;
 pub mod telemetry;
 pub mod time;
 pub mod tls;

@@ -3,7 +3,7 @@
 //! reports to [`Health`]; this module renders what the `metrics` macros recorded and the probes'
 //! state. `/healthz` fails when a loop (scheduler, each drain) stops beating; `/readyz` until the WAL
 //! is open and the resource list has been read.
-//! [`metrics`] names every metric; [`gauges`] sets the state gauges periodically.
+//! [`metrics`] names every metric; `status::gauges` sets the state gauges periodically.
 //!
 //! Secrets: nothing here logs request headers or tokens; the Kusto token lives in a type whose
 //! `Debug` hides it (`query::auth`), and the tests run at `trace` level to prove none leaks.
@@ -26,7 +26,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::time::{Span, Ticks};
 
-pub mod gauges;
 pub mod metrics;
 
 #[derive(Debug, thiserror::Error)]

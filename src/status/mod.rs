@@ -1,17 +1,14 @@
-//! The single writer of each exporter's status (SPEC §2). The scheduler and the drain loops report
-//! what happened to a shared [`Board`]; [`StatusWriter`] combines it with the WAL's backlog and
-//! writes the CRD-shaped status. In standalone mode that goes to `<wal-dir>/status.json`, one entry
-//! per `namespace/name`, replaced atomically (write a temporary file, fsync, rename) so a reader
-//! never sees half a file. Resources skipped by criteria get no status (SPEC §4); invalid ones and
-//! those whose `criteriaExpression` cannot be evaluated here get one saying why ([`rejected_status`]).
+//! Each exporter's status (SPEC §2), on the side of the flow. The scheduler reports what happened to a
+//! shared [`Board`]; a writer combines it with the WAL's backlog into the CRD-shaped status — [`file`]
+//! writes `<wal-dir>/status.json` (standalone), [`kube`] patches the status subresource — and
+//! [`gauges`] sets the state gauges from the same sources. This file holds the pure part: the board
+//! and the status a resource gets. Resources skipped by criteria get no status (SPEC §4); invalid ones
+//! and those whose `criteriaExpression` cannot be evaluated here get one saying why
+//! ([`rejected_status`]).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+use std::path::PathBuf;
+use std::sync::Mutex;
 
 use crate::crd::{
     BacklogStatus, Condition, DeadLetterStatus, LastQueryStatus, MetricsExporterStatus,
@@ -20,11 +17,6 @@ use crate::registry::Snapshot;
 use crate::registry::{Exporter, Rejected};
 use crate::time::Ticks;
 use crate::wal::{Wal, WalFilter, WalStats};
-
-/// How often the status file is refreshed.
-pub const STATUS_INTERVAL: Duration = Duration::from_secs(2);
-/// The status file's name inside `--wal-dir`.
-pub const STATUS_FILE_NAME: &str = "status.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
@@ -247,99 +239,6 @@ pub fn rejected_status(why: &Rejected, now: Ticks) -> Option<MetricsExporterStat
     }
 }
 
-/// Writes `<wal-dir>/status.json` every [`STATUS_INTERVAL`] and once more at shutdown, from the
-/// source's first snapshot on (a stop before that leaves the previous file as it was).
-pub struct StatusWriter {
-    pub path: PathBuf,
-    pub wal: Wal,
-    pub board: Arc<Board>,
-    /// What was written last (first: the file left by the previous run), for transition times.
-    previous: Mutex<Option<BTreeMap<String, MetricsExporterStatus>>>,
-}
-
-impl StatusWriter {
-    pub fn new(wal_dir: &Path, wal: Wal, board: Arc<Board>) -> StatusWriter {
-        StatusWriter {
-            path: wal_dir.join(STATUS_FILE_NAME),
-            wal,
-            board,
-            previous: Mutex::new(None),
-        }
-    }
-
-    pub async fn run(
-        self,
-        snapshots: watch::Receiver<Arc<Snapshot>>,
-        shutdown: CancellationToken,
-    ) -> Result<(), StatusError> {
-        let this = Arc::new(self);
-        loop {
-            // Until the source has published once (never marked seen here), the snapshot is the
-            // empty placeholder: writing it would wipe the previous run's status.
-            let (synced, snap) = {
-                let current = snapshots.borrow();
-                (current.has_changed(), current.clone())
-            };
-            if synced {
-                let writer = this.clone();
-                let written = tokio::task::spawn_blocking(move || writer.write_once(&snap)).await;
-                match written {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!("{e}"),
-                    Err(e) => tracing::warn!("status writer task failed: {e}"),
-                }
-            }
-            if shutdown.is_cancelled() {
-                return Ok(());
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(STATUS_INTERVAL) => {}
-            }
-        }
-    }
-
-    /// Computes every status and replaces the file.
-    pub fn write_once(&self, snap: &Snapshot) -> Result<(), StatusError> {
-        let now = Ticks::now();
-        let stats = self.wal.stats()?;
-        let dead = dead_letter_summaries(&self.wal)?;
-        let retrying = retrying_outputs(&self.wal, &stats)?;
-        let mut out: BTreeMap<String, MetricsExporterStatus> = BTreeMap::new();
-        for exporter in snap.desired.values() {
-            let runtime = self.board.get(&exporter.id.uid);
-            let d = dead.get(&exporter.id.uid).cloned().unwrap_or_default();
-            let r = retrying
-                .get(&exporter.id.uid)
-                .map_or(&[][..], Vec::as_slice);
-            out.insert(
-                exporter.key(),
-                exporter_status(exporter, &runtime, &stats, &d, r, now),
-            );
-        }
-        for (key, why) in &snap.rejected {
-            if let Some(status) = rejected_status(why, now) {
-                out.insert(key.clone(), status);
-            }
-        }
-        {
-            // Conditions keep their transition time while unchanged (across restarts too).
-            let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
-            let previous =
-                previous.get_or_insert_with(|| read_status_file(&self.path).unwrap_or_default());
-            for (key, status) in &mut out {
-                carry_transition_times(previous.get(key), status);
-            }
-            previous.clone_from(&out);
-        }
-        let json = serde_json::to_vec_pretty(&out).unwrap_or_default();
-        write_atomically(&self.path, &json).map_err(|source| StatusError::Write {
-            path: self.path.clone(),
-            source,
-        })
-    }
-}
-
 /// Per exporter uid, the outputs whose oldest pending window has failed at least once (blocking).
 pub fn retrying_outputs(
     wal: &Wal,
@@ -402,20 +301,11 @@ pub fn carry_transition_times(
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_data()?;
-    std::fs::rename(&tmp, path)
-}
+pub mod file;
+pub mod gauges;
+pub mod kube;
 
-/// Reads a status file written by [`StatusWriter`] (for resuming and for tests).
-pub fn read_status_file(path: &Path) -> Option<BTreeMap<String, MetricsExporterStatus>> {
-    let bytes = std::fs::read(path).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
+pub use file::{STATUS_FILE_NAME, STATUS_INTERVAL, StatusWriter, read_status_file};
 
 #[cfg(test)]
 mod tests {

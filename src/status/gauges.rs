@@ -13,10 +13,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::metrics as m;
+use super::Board;
 use crate::registry::Rejected;
 use crate::registry::Snapshot;
-use crate::status::Board;
+use crate::telemetry::metrics as m;
 use crate::time::{TICKS_PER_SECOND, Ticks};
 use crate::wal::{Wal, WalStats};
 

@@ -27,13 +27,13 @@ use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::crd::{MetricsExporter, MetricsExporterStatus};
-use crate::registry::Rejected;
-use crate::registry::Snapshot;
-use crate::status::{
+use super::{
     Board, DeadLetterSummary, RetryingOutput, StatusError, carry_transition_times,
     dead_letter_summaries, exporter_status, rejected_status, retrying_outputs,
 };
+use crate::crd::{MetricsExporter, MetricsExporterStatus};
+use crate::registry::Rejected;
+use crate::registry::Snapshot;
 use crate::time::Ticks;
 use crate::wal::{Wal, WalStats};
 
