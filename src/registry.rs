@@ -32,6 +32,8 @@ pub type Desired = BTreeMap<String, Arc<Exporter>>;
 pub enum Rejected {
     /// Its criteria do not match this instance's cluster labels (not an error: status untouched).
     Skipped(String),
+    /// Another StatefulSet replica runs it (sharding, [`crate::shard`]; not an error: status untouched).
+    NotOwned { owner: u32, replicas: u32 },
     /// Its spec is invalid: one line per problem, each naming the field and the fix.
     Invalid(Vec<String>),
     /// Its `criteriaExpression` cannot be evaluated with this instance's cluster labels (unknown

@@ -31,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 use crate::crd::MetricsExporter;
 use crate::criteria::expression::CriteriaExpression;
 use crate::criteria::{self, Placement};
-use crate::registry::Snapshot;
-use crate::registry::{Exporter, Rejected};
+
+use crate::registry::{Exporter, Rejected, Snapshot};
 use crate::shard::Shard;
 use crate::telemetry::Health;
 
@@ -68,8 +68,11 @@ pub fn classify(resource: &MetricsExporter, filter: &Filter) -> Result<Exporter,
         .uid
         .clone()
         .unwrap_or_else(|| resource.key());
-    if let Some(reason) = filter.shard.skip_reason(&uid) {
-        return Err(Rejected::Skipped(reason));
+    if let Some(owner) = filter.shard.other_owner(&uid) {
+        return Err(Rejected::NotOwned {
+            owner,
+            replicas: filter.shard.replicas,
+        });
     }
     // Criteria first: a resource meant for other clusters is none of our business, valid or not.
     // An expression that does not compile or errors here is left to validation and reporting.
@@ -171,7 +174,7 @@ impl KubeSource {
             }
             let snap = state.snapshot();
             if snap != last || !synced {
-                report(&snap, &last);
+                super::report(&snap, &last);
                 tx.send_replace(Arc::new(snap.clone()));
                 last = snap;
             }
@@ -231,35 +234,6 @@ impl WatchState {
 
     fn snapshot(&self) -> Snapshot {
         assemble(self.entries.values())
-    }
-}
-
-/// Logs what changed in the rejected set (the scheduler logs every exporter it starts).
-fn report(now: &Snapshot, before: &Snapshot) {
-    for (key, why) in &now.rejected {
-        if before.rejected.get(key) == Some(why) {
-            continue;
-        }
-        match why {
-            // Sharding skips are most resources on every replica: not worth an info line each.
-            Rejected::Skipped(reason) if reason.starts_with("owned by replica") => {
-                tracing::debug!(exporter = %key, "skipped: {reason}")
-            }
-            Rejected::Skipped(reason) => tracing::info!(exporter = %key, "skipped: {reason}"),
-            Rejected::Invalid(lines) => {
-                for line in lines {
-                    tracing::error!(exporter = %key, "invalid resource: {line}");
-                }
-            }
-            Rejected::CriteriaError(message) => {
-                tracing::error!(exporter = %key, "not run here: {message}")
-            }
-        }
-    }
-    for key in before.rejected.keys() {
-        if !now.rejected.contains_key(key) && !now.desired.values().any(|e| &e.key() == key) {
-            tracing::info!(exporter = %key, "removed");
-        }
     }
 }
 
@@ -368,10 +342,7 @@ mod tests {
                 *runs.entry(uid.clone()).or_default() += 1;
             }
             for why in snap.rejected.values() {
-                assert!(
-                    matches!(why, Rejected::Skipped(r) if r.starts_with("owned by replica")),
-                    "{why:?}"
-                );
+                assert!(matches!(why, Rejected::NotOwned { .. }), "{why:?}");
             }
         }
         assert_eq!(runs.len(), 50);

@@ -15,8 +15,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::crd::load_documents;
-use crate::registry::Snapshot;
-use crate::registry::{Exporter, Rejected};
+
+use crate::registry::{Exporter, Rejected, Snapshot};
 use crate::telemetry::Health;
 
 /// How often the directory is checked for changes.
@@ -173,7 +173,7 @@ impl ManifestSource {
         shutdown: CancellationToken,
     ) -> Result<(), ManifestError> {
         let mut last = self.load()?;
-        report(&last, &Snapshot::default());
+        super::report(&last, &Snapshot::default());
         tx.send_replace(Arc::new(last.clone()));
         health.set_resources_synced();
         loop {
@@ -191,29 +191,9 @@ impl ManifestSource {
                 }
             };
             if snap != last {
-                report(&snap, &last);
+                super::report(&snap, &last);
                 tx.send_replace(Arc::new(snap.clone()));
                 last = snap;
-            }
-        }
-    }
-}
-
-/// Logs what changed in the rejected set (every valid exporter is logged by the scheduler).
-fn report(now: &Snapshot, before: &Snapshot) {
-    for (key, why) in &now.rejected {
-        if before.rejected.get(key) == Some(why) {
-            continue;
-        }
-        match why {
-            Rejected::Skipped(reason) => tracing::info!(exporter = %key, "skipped: {reason}"),
-            Rejected::Invalid(lines) => {
-                for line in lines {
-                    tracing::error!(exporter = %key, "invalid resource: {line}");
-                }
-            }
-            Rejected::CriteriaError(message) => {
-                tracing::error!(exporter = %key, "not run here: {message}")
             }
         }
     }

@@ -5,3 +5,34 @@
 
 pub mod kube;
 pub mod manifests;
+
+use crate::registry::{Rejected, Snapshot};
+
+/// Logs what changed in the rejected set (the scheduler logs every exporter it starts).
+pub(crate) fn report(now: &Snapshot, before: &Snapshot) {
+    for (key, why) in &now.rejected {
+        if before.rejected.get(key) == Some(why) {
+            continue;
+        }
+        match why {
+            // Sharding skips are most resources on every replica: not worth an info line each.
+            Rejected::NotOwned { owner, replicas } => {
+                tracing::debug!(exporter = %key, "skipped: owned by replica {owner} of {replicas}")
+            }
+            Rejected::Skipped(reason) => tracing::info!(exporter = %key, "skipped: {reason}"),
+            Rejected::Invalid(lines) => {
+                for line in lines {
+                    tracing::error!(exporter = %key, "invalid resource: {line}");
+                }
+            }
+            Rejected::CriteriaError(message) => {
+                tracing::error!(exporter = %key, "not run here: {message}")
+            }
+        }
+    }
+    for key in before.rejected.keys() {
+        if !now.rejected.contains_key(key) && !now.desired.values().any(|e| &e.key() == key) {
+            tracing::info!(exporter = %key, "removed");
+        }
+    }
+}

@@ -27,7 +27,7 @@ pub const GAUGE_INTERVAL: Duration = Duration::from_secs(2);
 fn rejected_state(why: &Rejected) -> &'static str {
     match why {
         // The shard filter's reason (source::kube); every other skip is the criteria's.
-        Rejected::Skipped(reason) if reason.starts_with("owned by replica") => "not_owned",
+        Rejected::NotOwned { .. } => "not_owned",
         Rejected::Skipped(_) => "skipped_criteria",
         // Not run and needs a fix of the resource, like an invalid spec.
         Rejected::Invalid(_) | Rejected::CriteriaError(_) => "invalid",
@@ -155,7 +155,10 @@ mod tests {
         .unwrap();
         snap.rejected.insert(
             "ns/c".into(),
-            Rejected::Skipped("owned by replica 1 of 2".into()),
+            Rejected::NotOwned {
+                owner: 1,
+                replicas: 2,
+            },
         );
         snap.rejected.insert(
             "ns/d".into(),

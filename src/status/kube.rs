@@ -346,7 +346,10 @@ mod tests {
         let mut snap = Snapshot::default();
         snap.rejected.insert(
             "ns/skipped".into(),
-            Rejected::Skipped("owned by replica 1 of 2".into()),
+            Rejected::NotOwned {
+                owner: 1,
+                replicas: 2,
+            },
         );
         snap.rejected.insert(
             "ns/bad".into(),
@@ -464,7 +467,10 @@ mod tests {
         );
         snap.rejected.insert(
             "ns/other".into(),
-            Rejected::Skipped("owned by replica 1 of 2".into()),
+            Rejected::NotOwned {
+                owner: 1,
+                replicas: 2,
+            },
         );
         let snap = Arc::new(snap);
         let mut writer = KubeStatusWriter::new(

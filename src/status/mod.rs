@@ -233,7 +233,7 @@ pub fn criteria_error_status(message: &str, now: Ticks) -> MetricsExporterStatus
 /// The status this instance writes for a resource it does not run; `None` for skipped ones.
 pub fn rejected_status(why: &Rejected, now: Ticks) -> Option<MetricsExporterStatus> {
     match why {
-        Rejected::Skipped(_) => None,
+        Rejected::Skipped(_) | Rejected::NotOwned { .. } => None,
         Rejected::Invalid(lines) => Some(invalid_status(lines, now)),
         Rejected::CriteriaError(message) => Some(criteria_error_status(message, now)),
     }
@@ -310,6 +310,7 @@ pub use file::{STATUS_FILE_NAME, STATUS_INTERVAL, StatusWriter, read_status_file
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn status_with(conditions: &[(&str, &str, &str)]) -> MetricsExporterStatus {
         MetricsExporterStatus {
