@@ -30,6 +30,7 @@ pub mod cli;
 pub mod crd;
 pub mod criteria;
 pub mod exposition;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 #[cfg(test)]
 mod kube_fake;
