@@ -32,8 +32,13 @@ pub mod criteria;
 pub mod exposition;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+// The one fake Kubernetes API server, shared with the integration tests; it names the crate
+// `adxexporter` as they do.
 #[cfg(test)]
-mod kube_fake;
+extern crate self as adxexporter;
+#[cfg(test)]
+#[path = "../tests/kube_support/mod.rs"]
+mod kube_support;
 pub mod preview;
 pub mod prompb;
 pub mod query;

@@ -381,17 +381,20 @@ mod tests {
 
     #[tokio::test]
     async fn lists_then_watches_the_api_server() {
-        use crate::kube_fake::{FakeApi, resource as object};
-        use serde_json::json;
-        let a = object(
-            "n1",
-            "a",
-            "u-a",
-            json!({}),
-            json!({"watermark": "2026-11-25T10:00:00Z"}),
-        );
-        let b = object("n1", "b", "u-b", json!({"region": ["westus"]}), json!({}));
-        let fake = FakeApi::start(vec![a.clone(), b], vec![]).await;
+        use crate::kube_support::{FakeApi, exporter};
+        use serde_json::{Value, json};
+        let spec = |criteria: Value| {
+            json!({
+                "database": "db", "interval": "1m", "body": "T", "criteria": criteria,
+                "transform": {"valueColumns": ["v"], "timestampColumn": "ts", "defaultMetricName": "m"}
+            })
+        };
+        let fake = FakeApi::start().await;
+        let a = fake.create(exporter("n1", "a", spec(json!({}))));
+        let uid_a = a["metadata"]["uid"].as_str().unwrap().to_owned();
+        fake.set_spec("n1", "a", spec(json!({"region": ["EastUS", "westus"]})));
+        fake.set_status("n1", "a", json!({"watermark": "2026-11-25T10:00:00Z"}));
+        fake.create(exporter("n1", "b", spec(json!({"region": ["westus"]}))));
         let source = KubeSource::new(fake.client().await, None, filter(Shard::SINGLE));
         let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
         let health = Arc::new(Health::default());
@@ -401,8 +404,8 @@ mod tests {
 
         within(rx.changed()).await.unwrap();
         let snap = rx.borrow_and_update().clone();
-        let e = snap.desired.get("u-a").expect("a runs");
-        assert_eq!(e.generation, 2);
+        let e = snap.desired.get(&uid_a).expect("a runs");
+        assert_eq!(e.generation, 2, "a spec change is a new generation");
         assert_eq!(
             e.status_watermark,
             Some(crate::time::Ticks::parse("2026-11-25T10:00:00Z").unwrap())
@@ -413,23 +416,18 @@ mod tests {
         ));
         assert_eq!(health.ready(), Ok(()), "ready once the list is synced");
 
-        fake.events
-            .send(json!({"type": "DELETED", "object": a}).to_string())
-            .unwrap();
+        fake.delete("n1", "a");
         within(rx.changed()).await.unwrap();
         assert!(
             rx.borrow_and_update().desired.is_empty(),
             "a deleted resource stops"
         );
 
-        let c = object("n2", "c", "u-c", json!({"region": ["EastUS"]}), json!({}));
-        fake.events
-            .send(json!({"type": "ADDED", "object": c}).to_string())
-            .unwrap();
+        let c = fake.create(exporter("n2", "c", spec(json!({"region": ["EastUS"]}))));
         within(rx.changed()).await.unwrap();
         assert_eq!(
             rx.borrow_and_update().desired.keys().collect::<Vec<_>>(),
-            ["u-c"]
+            [c["metadata"]["uid"].as_str().unwrap()]
         );
 
         stop.cancel();

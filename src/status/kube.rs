@@ -432,9 +432,10 @@ mod tests {
 
     #[tokio::test]
     async fn patches_the_status_subresource_by_merge_patch_only_when_changed() {
-        use crate::kube_fake::FakeApi;
-        let fake = FakeApi::start(vec![], vec!["ns/gone".into()]).await;
-        let mut patches = fake.patches;
+        use crate::kube_support::{FakeApi, exporter};
+        // ns/a exists; ns/gone was deleted (its patch gets 404).
+        let fake = FakeApi::start().await;
+        fake.create(exporter("ns", "a", serde_json::json!({"database": "db"})));
         let dir = tempfile::tempdir().unwrap();
         let wal = Wal::open(
             dir.path(),
@@ -473,36 +474,30 @@ mod tests {
             },
         );
         let snap = Arc::new(snap);
-        let mut writer = KubeStatusWriter::new(
-            fake_client(&fake.url).await,
-            wal,
-            Arc::new(Board::default()),
-        );
+        let mut writer =
+            KubeStatusWriter::new(fake.client().await, wal, Arc::new(Board::default()));
 
         writer.round(&snap).await;
-        let mut got = Vec::new();
-        while let Ok(p) = patches.try_recv() {
-            got.push(p);
-        }
-        got.sort_by(|x, y| x.path.cmp(&y.path));
+        let mut got = fake.status_patches();
+        got.sort_by(|x, y| x.name.cmp(&y.name));
         assert_eq!(got.len(), 2, "{got:?}");
         let a = &got[0];
-        assert_eq!(
-            a.path,
-            "/apis/adx-mon.azure.com/v1/namespaces/ns/metricsexporters/a/status"
-        );
+        assert_eq!((a.namespace.as_str(), a.name.as_str()), ("ns", "a"));
         assert_eq!(a.content_type, "application/merge-patch+json");
-        assert!(a.query.contains("fieldManager=adxexporter"), "{}", a.query);
+        let request = (fake.requests().into_iter())
+            .find(|r| r.method == "PATCH" && r.path.ends_with("/metricsexporters/a/status"))
+            .expect("the PATCH of ns/a was recorded");
+        assert!(
+            request.query.contains("fieldManager=adxexporter"),
+            "{}",
+            request.query
+        );
         assert_eq!(a.body["status"]["observedGeneration"], 4);
         let types: Vec<&str> = (a.body["status"]["conditions"].as_array().unwrap().iter())
             .map(|c| c["type"].as_str().unwrap())
             .collect();
         assert_eq!(types, ["Ready", "QueryHealthy", "DeliveryHealthy"]);
-        assert!(
-            got[1]
-                .path
-                .ends_with("/namespaces/ns/metricsexporters/gone/status")
-        );
+        assert_eq!((got[1].name.as_str(), got[1].code), ("gone", 404));
         assert!(writer.written.contains_key("ns/a"));
         assert!(
             !writer.written.contains_key("ns/gone"),
@@ -512,19 +507,9 @@ mod tests {
 
         // Nothing changed for ns/a: no second patch (the deleted one is tried until it leaves the snapshot).
         writer.round(&snap).await;
-        let mut again = Vec::new();
-        while let Ok(p) = patches.try_recv() {
-            again.push(p.path);
-        }
-        assert!(
-            again.iter().all(|p| !p.contains("/metricsexporters/a/")),
-            "{again:?}"
-        );
-    }
-
-    async fn fake_client(url: &str) -> kube::Client {
-        crate::tls::install_crypto_provider();
-        let config = kube::Config::new(url.parse().unwrap());
-        kube::Client::try_from(config).unwrap()
+        let again: Vec<String> = (fake.status_patches().into_iter().skip(2))
+            .map(|p| format!("{}/{}", p.namespace, p.name))
+            .collect();
+        assert!(again.iter().all(|p| p != "ns/a"), "{again:?}");
     }
 }

@@ -25,6 +25,8 @@
 //!
 //! Every request is recorded with the name of the listener it came in on: [`FakeApi::add_client`]
 //! opens one more port on the same store, so two processes given two kubeconfigs can be told apart.
+//!
+//! Also compiled into the library's unit tests (`crate::kube_support`, see `lib.rs`): one fake for all.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, VecDeque};
@@ -187,6 +189,29 @@ impl FakeApi {
         let (code, body) = self.shared.patch_main(namespace, name, None, Some(object));
         assert_eq!(code, StatusCode::OK, "{body}");
         body
+    }
+
+    /// Replaces `status` as a merge patch on the status subresource would.
+    pub fn set_status(&self, namespace: &str, name: &str, status: Value) -> Value {
+        let (code, body) =
+            (self.shared).patch_status(namespace, name, &json!({ "status": status }));
+        assert_eq!(code, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// A client built from a kubeconfig pointing at the first listener, as `kube::Client::try_default()`
+    /// builds one from `KUBECONFIG`.
+    pub async fn client(&self) -> kube::Client {
+        adxexporter::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        FakeApi::write_kubeconfig(&self.url, &path);
+        let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+        let options = kube::config::KubeConfigOptions::default();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
     }
 
     pub fn delete(&self, namespace: &str, name: &str) -> Value {
