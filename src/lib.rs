@@ -27,6 +27,7 @@ pub mod app;
 pub mod azure;
 pub mod backoff;
 pub mod cli;
+pub mod cmd;
 pub mod crd;
 pub mod criteria;
 pub mod exposition;
@@ -39,7 +40,6 @@ extern crate self as adxexporter;
 #[cfg(test)]
 #[path = "../tests/kube_support/mod.rs"]
 mod kube_support;
-pub mod preview;
 pub mod prompb;
 pub mod query;
 pub mod registry;
@@ -53,4 +53,3 @@ pub mod time;
 pub mod tls;
 pub mod transform;
 pub mod wal;
-pub mod waltool;
