@@ -23,6 +23,7 @@ const RUNBOOK_ANCHORS: &[&str] = &[
     "query-failing",
     "rescale",
     "tls-verification-off",
+    "exporter-restarted",
 ];
 
 fn monitoring_dir() -> PathBuf {
@@ -258,6 +259,7 @@ fn the_rule_tests_cover_the_required_alerts() {
         "AdxExporterQueryFailing",
         "AdxExporterPushFailing",
         "AdxExporterDown",
+        "AdxExporterTaskRestarted",
     ] {
         assert!(
             tested.contains(alert),

@@ -2,9 +2,11 @@
 //!
 //! [`window`] holds the pure arithmetic: alignment, the first window, the next window after a
 //! watermark (with the bridge window after an interval change), due checks, catch-up order and the
-//! query text prefix. The scheduler loop built on it (one window in flight per exporter, retries
-//! with backoff, catch-up oldest first, bounded concurrency across exporters) is to come.
+//! query text prefix. [`exporter`] is one exporter's task (one window in flight, retries with
+//! backoff, catch-up oldest first); [`scheduler`] starts, stops and supervises those tasks, with
+//! `--max-concurrent-queries` bounding all of them.
+pub mod exporter;
+pub mod scheduler;
 pub mod window;
 
 pub use window::Window;
-pub mod scheduler;

@@ -9,6 +9,7 @@ use metrics::Unit;
 
 pub const QUERY_DURATION: &str = "adxexporter_query_duration_seconds";
 pub const QUERIES: &str = "adxexporter_queries_total";
+pub const EXPORTER_RESTARTS: &str = "adxexporter_exporter_restarts_total";
 pub const ROWS_READ: &str = "adxexporter_rows_read_total";
 pub const SAMPLES_PRODUCED: &str = "adxexporter_samples_produced_total";
 pub const SAMPLES_SKIPPED: &str = "adxexporter_samples_skipped_total";
@@ -91,6 +92,13 @@ pub const ALL: &[MetricDef] = &[
         None,
         &["exporter", "outcome"],
         "Window queries by outcome: ok, or the error kind (network, throttled, bad_request, schema_mismatch, ...).",
+    ),
+    def(
+        EXPORTER_RESTARTS,
+        Counter,
+        None,
+        &[],
+        "Exporter tasks restarted after a panic (a bug: the log names the exporter and the panic); each restarts from its watermark.",
     ),
     def(
         ROWS_READ,

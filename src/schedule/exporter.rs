@@ -1,0 +1,461 @@
+//! The life of one exporter task: resume, then one window after another until cancelled — query,
+//! transform, WAL append — never skipping one (SPEC §3). Each step ends in one [`Outcome`], and
+//! [`Task::report`] turns it into the metric, the log line and the status board entry, side by side.
+//!
+//! - Resume point: the newer of the WAL's watermark and the resource's status watermark (or adx-mon's
+//!   `LastSuccessfulExecution` condition), else `startTime`, else the newest complete window. The
+//!   status is newer only after another replica exported windows (a rescale handed the resource
+//!   over and back); those must not be exported again.
+//! - A window runs once it is complete (`end <= now − ingestionDelay`). Missed windows run back to
+//!   back, oldest first, one in flight per exporter; `--max-concurrent-queries` bounds all of them.
+//! - The watermark only moves inside [`Wal::append_encoded`], in the same transaction as the
+//!   window's record, so a crash at any point either keeps the window (it will be pushed) or
+//!   re-queries it.
+//! - A failing window is retried with backoff, never skipped: transient failures quickly (up to a
+//!   minute apart), permanent ones (bad query, schema mismatch) slowly (up to five minutes apart)
+//!   with `QueryHealthy=False` carrying Kusto's message until the spec or the data changes.
+//! - A full WAL pauses querying (the watermark holds; Kusto still has the data) until the drain
+//!   loops free space.
+//! - Cancellation (spec change, resource removed, shutdown) interrupts waits and queries, never an
+//!   append: an append that started completes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::scheduler::{SchedulerContext, blocking, pause};
+use super::window::{Window, is_due, pending_window, query_text};
+use crate::backoff;
+use crate::crd::LastQueryStatus;
+use crate::query::{KustoClient, QueryError, QueryLimits};
+use crate::registry::Exporter;
+use crate::status::Problem;
+use crate::telemetry::metrics::{
+    QUERIES, QUERY_DURATION, ROWS_READ, SAMPLES_PRODUCED, SAMPLES_SKIPPED,
+};
+use crate::time::Ticks;
+use crate::transform::{EncodedTransform, TransformError, transform_encoded};
+use crate::wal::{RecordHeader, Wal, WalError};
+
+/// Backoff for transient query failures.
+const TRANSIENT_BASE: Duration = Duration::from_secs(1);
+const TRANSIENT_CAP: Duration = Duration::from_secs(60);
+/// Backoff for permanent query failures: the spec or the data has to change first.
+const PERMANENT_BASE: Duration = Duration::from_secs(30);
+const PERMANENT_CAP: Duration = Duration::from_secs(300);
+/// How long a paused (WAL full) exporter waits before checking again without a WAL change.
+const FULL_RECHECK: Duration = Duration::from_secs(5);
+
+/// Why one window could not be turned into samples.
+#[derive(Debug, thiserror::Error)]
+pub enum WindowError {
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error("the query returned no result table: end the query with the table to export")]
+    NoResultTable,
+    #[error(transparent)]
+    Transform(#[from] TransformError),
+}
+
+impl WindowError {
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            WindowError::Query(e) => e.is_permanent(),
+            WindowError::NoResultTable | WindowError::Transform(_) => true,
+        }
+    }
+
+    /// A short, bounded metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WindowError::Query(e) => e.kind(),
+            WindowError::NoResultTable => "no_result_table",
+            WindowError::Transform(_) => "schema_mismatch",
+        }
+    }
+
+    /// How long to wait before the same window is tried again (`failures` ≥ 1 in a row).
+    fn retry_in(&self, failures: u32) -> Duration {
+        if self.is_permanent() {
+            backoff::delay(
+                failures,
+                PERMANENT_BASE,
+                PERMANENT_CAP,
+                &mut backoff::fastrand01,
+            )
+            .max(PERMANENT_BASE)
+        } else if let WindowError::Query(q) = self
+            && let Some(after) = q.retry_after()
+        {
+            after.min(TRANSIENT_CAP * 5)
+        } else {
+            transient_delay(failures)
+        }
+    }
+}
+
+fn transient_delay(failures: u32) -> Duration {
+    backoff::delay(
+        failures,
+        TRANSIENT_BASE,
+        TRANSIENT_CAP,
+        &mut backoff::fastrand01,
+    )
+}
+
+/// Why an exporter cannot run at all until its spec or this instance's flags change.
+enum Unrunnable {
+    DatabaseNotConfigured,
+    OutputNotConfigured(Vec<String>),
+    Watermark(WalError),
+}
+
+/// What became of one step of an exporter: each variant has exactly one report.
+enum Outcome {
+    /// The exporter cannot run; it waits for cancellation (a spec change restarts it).
+    Unrunnable(Unrunnable),
+    /// Resumed from `watermark` (none: the first window is computed from `startTime` or now).
+    Started { watermark: Option<Ticks> },
+    /// The WAL is full: querying pauses, the watermark holds.
+    WalFull,
+    /// The window's samples are in the WAL and the watermark moved to its end.
+    Appended {
+        window: Window,
+        rows: u64,
+        samples: u64,
+        elapsed: Duration,
+    },
+    /// The query or the transform failed: the same window is tried again in `retry_in`.
+    WindowFailed {
+        window: Window,
+        error: WindowError,
+        elapsed: Duration,
+        retry_in: Duration,
+    },
+    /// The samples could not be appended: the same window is queried again in `retry_in`.
+    AppendFailed {
+        window: Window,
+        error: WalError,
+        elapsed: Duration,
+        retry_in: Duration,
+    },
+}
+
+/// One exporter's task state.
+struct Task {
+    ex: Arc<Exporter>,
+    ctx: Arc<SchedulerContext>,
+    key: String,
+}
+
+/// The life of one exporter: resume, then one window after another until cancelled.
+pub(super) async fn run_exporter(
+    ex: Arc<Exporter>,
+    ctx: Arc<SchedulerContext>,
+    cancel: CancellationToken,
+) {
+    let task = Task {
+        key: ex.key(),
+        ex,
+        ctx,
+    };
+    task.run(cancel).await
+}
+
+impl Task {
+    async fn run(&self, cancel: CancellationToken) {
+        let (ex, ctx) = (&self.ex, &self.ctx);
+        let (client, mut watermark) = match self.preflight().await {
+            Ok(ready) => ready,
+            Err(why) => {
+                self.report(Outcome::Unrunnable(why));
+                cancel.cancelled().await;
+                return;
+            }
+        };
+        self.report(Outcome::Started { watermark });
+        let (interval, delay) = (ex.spec.interval, ex.spec.ingestion_delay);
+        let mut failures: u32 = 0;
+        let mut changes = ctx.wal.subscribe();
+        loop {
+            let now = Ticks::now();
+            let window = pending_window(watermark, ex.spec.start_time, now, interval, delay);
+            if !is_due(&window, now, delay) {
+                let due_at = Ticks(window.end.0.saturating_add(delay.0));
+                if !pause(due_at.since(now).to_std(), &cancel).await {
+                    return;
+                }
+                continue;
+            }
+            let wal = ctx.wal.clone();
+            match blocking(move || wal.is_full()).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    self.report(Outcome::WalFull);
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = changes.changed() => {}
+                        _ = tokio::time::sleep(FULL_RECHECK) => {}
+                    }
+                    continue;
+                }
+                Err(e) => tracing::warn!(exporter = %self.key, "cannot check WAL size: {e}"),
+            }
+            let Ok(permit) = (tokio::select! {
+                _ = cancel.cancelled() => return,
+                p = ctx.queries.clone().acquire_owned() => p,
+            }) else {
+                return;
+            };
+            let started = Instant::now();
+            let result = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = self.run_window(&client, &window) => r,
+            };
+            drop(permit);
+            let elapsed = started.elapsed();
+            let outcome = match result {
+                Ok((rows, transformed)) => match self.append(&window, transformed).await {
+                    Ok(samples) => Outcome::Appended {
+                        window,
+                        rows,
+                        samples,
+                        elapsed,
+                    },
+                    Err(WalError::Full { .. }) => continue,
+                    Err(error) => {
+                        failures += 1;
+                        Outcome::AppendFailed {
+                            window,
+                            error,
+                            elapsed,
+                            retry_in: transient_delay(failures),
+                        }
+                    }
+                },
+                Err(error) => {
+                    failures += 1;
+                    Outcome::WindowFailed {
+                        retry_in: error.retry_in(failures),
+                        window,
+                        error,
+                        elapsed,
+                    }
+                }
+            };
+            let wait = match &outcome {
+                Outcome::Appended { window, .. } => {
+                    watermark = Some(window.end);
+                    failures = 0;
+                    None
+                }
+                Outcome::WindowFailed { retry_in, .. } | Outcome::AppendFailed { retry_in, .. } => {
+                    Some(*retry_in)
+                }
+                _ => None,
+            };
+            self.report(outcome);
+            if let Some(d) = wait
+                && !pause(d, &cancel).await
+            {
+                return;
+            }
+        }
+    }
+
+    /// The Kusto client and the resume point, or why this exporter cannot run.
+    async fn preflight(&self) -> Result<(Arc<KustoClient>, Option<Ticks>), Unrunnable> {
+        let (ex, ctx) = (&self.ex, &self.ctx);
+        let client = (ctx.clients.get(&ex.spec.database).cloned())
+            .ok_or(Unrunnable::DatabaseNotConfigured)?;
+        let configured = ctx.wal.outputs();
+        let unknown: Vec<String> = (ex.spec.outputs.iter().flatten())
+            .filter(|o| !configured.contains(o))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            return Err(Unrunnable::OutputNotConfigured(unknown));
+        }
+        let watermark = resume_point(ex, &ctx.wal)
+            .await
+            .map_err(Unrunnable::Watermark)?;
+        Ok((client, watermark))
+    }
+
+    /// Appends the window's samples; the watermark moves in the same transaction.
+    async fn append(&self, window: &Window, t: EncodedTransform) -> Result<u64, WalError> {
+        record_transform_metrics(&self.key, &t);
+        let header = RecordHeader {
+            exporter: self.ex.id.clone(),
+            generation: self.ex.generation,
+            window_start: window.start,
+            window_end: window.end,
+            created: Ticks::now(),
+            outputs: self.ex.spec.outputs.clone().unwrap_or_default(),
+        };
+        let wal = self.ctx.wal.clone();
+        let samples = t.stats.samples;
+        blocking(move || wal.append_encoded(&header, &t.write_request, samples)).await?;
+        Ok(samples)
+    }
+
+    /// The one place an outcome becomes a metric, a log line and a status board entry.
+    fn report(&self, outcome: Outcome) {
+        let key = &self.key;
+        let uid = &self.ex.id.uid;
+        let board = &self.ctx.board;
+        let problem = |reason: &'static str, message: String| {
+            board.update(uid, |r| r.query_problem = Some(Problem { reason, message }))
+        };
+        match outcome {
+            Outcome::Unrunnable(why) => {
+                let (reason, message) = match why {
+                    Unrunnable::DatabaseNotConfigured => {
+                        let db = &self.ex.spec.database;
+                        ("DatabaseNotConfigured", format!(
+                            "no --kusto-endpoint for database {db:?}: add --kusto-endpoint {db}=https://<cluster>.kusto.windows.net"
+                        ))
+                    }
+                    Unrunnable::OutputNotConfigured(unknown) => ("OutputNotConfigured", format!(
+                        "spec.outputs names {unknown:?}, but this instance's outputs are {:?}: fix spec.outputs or configure the output",
+                        self.ctx.wal.outputs()
+                    )),
+                    Unrunnable::Watermark(e) => {
+                        ("WalError", format!("cannot read the watermark from the WAL: {e}"))
+                    }
+                };
+                tracing::error!(exporter = %key, "{message}");
+                problem(reason, message);
+            }
+            Outcome::Started { watermark } => {
+                tracing::info!(exporter = %key, watermark = ?watermark.map(|w| w.to_string()), interval = %self.ex.spec.interval, "started");
+            }
+            Outcome::WalFull => problem(
+                "WalFull",
+                "the WAL reached --wal-max-bytes, or its volume has less than --wal-min-free-bytes free: querying paused (nothing is lost; Kusto still has the data) until outputs drain it or space returns; check the outputs and the volume (adxexporter_wal_volume_free_bytes), or raise --wal-max-bytes".into(),
+            ),
+            Outcome::Appended {
+                window,
+                rows,
+                samples,
+                elapsed,
+            } => {
+                metrics::histogram!(QUERY_DURATION, "exporter" => key.clone())
+                    .record(elapsed.as_secs_f64());
+                // The watermark and lag gauges are set by status::gauges from the WAL.
+                metrics::counter!(QUERIES, "exporter" => key.clone(), "outcome" => "ok")
+                    .increment(1);
+                tracing::debug!(exporter = %key, window_start = %window.start, window_end = %window.end, rows, samples, "window appended");
+                board.update(uid, |r| {
+                    r.query_problem = None;
+                    r.last_query = Some(last_query(&window, rows, elapsed, None));
+                });
+            }
+            Outcome::WindowFailed {
+                window,
+                error,
+                elapsed,
+                retry_in,
+            } => {
+                metrics::histogram!(QUERY_DURATION, "exporter" => key.clone())
+                    .record(elapsed.as_secs_f64());
+                metrics::counter!(QUERIES, "exporter" => key.clone(), "outcome" => error.kind())
+                    .increment(1);
+                let permanent = error.is_permanent();
+                tracing::warn!(exporter = %key, window_start = %window.start, window_end = %window.end, permanent, retry_in = ?retry_in, "window failed: {error}");
+                let message = error.to_string();
+                let (reason, hint) = if permanent {
+                    ("QueryRejected", "fix the query or the transform")
+                } else {
+                    ("QueryFailing", "transient")
+                };
+                board.update(uid, |r| {
+                    r.last_query = Some(last_query(&window, 0, elapsed, Some(message.clone())));
+                    r.query_problem = Some(Problem {
+                        reason,
+                        message: format!(
+                            "{message} ({hint}; retrying the same window, no window is skipped)"
+                        ),
+                    });
+                });
+            }
+            Outcome::AppendFailed {
+                window,
+                error,
+                elapsed,
+                ..
+            } => {
+                metrics::histogram!(QUERY_DURATION, "exporter" => key.clone())
+                    .record(elapsed.as_secs_f64());
+                tracing::error!(exporter = %key, window_start = %window.start, window_end = %window.end, "WAL append failed: {error}");
+                problem("WalError", format!("cannot append to the WAL: {error}"));
+            }
+        }
+    }
+
+    /// Queries one window and transforms it; returns the row count and the samples.
+    async fn run_window(
+        &self,
+        client: &KustoClient,
+        window: &Window,
+    ) -> Result<(u64, EncodedTransform), WindowError> {
+        let (ex, ctx) = (&self.ex, &self.ctx);
+        let csl = query_text(window, &ctx.cluster_labels, &ex.spec.body);
+        let limits = QueryLimits {
+            max_rows: usize::try_from(ex.spec.max_rows).unwrap_or(usize::MAX),
+            max_bytes: ctx.max_response_bytes,
+        };
+        let data = client.query(&ex.spec.database, &csl, &limits).await?;
+        let table = data.into_primary().ok_or(WindowError::NoResultTable)?;
+        let rows = table.row_count() as u64;
+        // Straight to protobuf: the WAL stores bytes, and a `WriteRequest` would cost a heap string per label.
+        let transformed = transform_encoded(&table, &ex.mapping)?;
+        Ok((rows, transformed))
+    }
+}
+
+/// Where an exporter continues: the newer of its WAL watermark and its status watermark (recorded
+/// in the WAL so both agree). The status can be ahead only when another replica exported the
+/// windows in between (a StatefulSet rescale handed the resource over and back): resuming from
+/// the stale local watermark would export those windows a second time.
+async fn resume_point(ex: &Exporter, wal: &Wal) -> Result<Option<Ticks>, WalError> {
+    let w = wal.clone();
+    let uid = ex.id.uid.clone();
+    let local = blocking(move || w.watermark(&uid)).await?;
+    let Some(from_status) = ex.status_watermark else {
+        return Ok(local);
+    };
+    if local.is_some_and(|l| l >= from_status) {
+        return Ok(local);
+    }
+    let w = wal.clone();
+    let id = ex.id.clone();
+    Ok(Some(
+        blocking(move || w.raise_watermark(&id, from_status)).await?,
+    ))
+}
+
+fn record_transform_metrics(key: &str, t: &EncodedTransform) {
+    metrics::counter!(ROWS_READ, "exporter" => key.to_owned()).increment(t.stats.rows);
+    metrics::counter!(SAMPLES_PRODUCED, "exporter" => key.to_owned()).increment(t.stats.samples);
+    for (reason, n) in &t.stats.skipped {
+        metrics::counter!(SAMPLES_SKIPPED, "exporter" => key.to_owned(), "reason" => reason.as_str())
+            .increment(*n);
+    }
+}
+
+fn last_query(
+    window: &Window,
+    rows: u64,
+    elapsed: Duration,
+    error: Option<String>,
+) -> LastQueryStatus {
+    LastQueryStatus {
+        window_start: Some(window.start.to_string()),
+        window_end: Some(window.end.to_string()),
+        rows: Some(rows),
+        duration_ms: Some(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)),
+        error,
+    }
+}
