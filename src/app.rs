@@ -21,7 +21,8 @@ use crate::backoff::BackoffPolicy;
 use crate::cli::RunConfig;
 use crate::query::{KustoAuth, KustoClient, KustoConfig};
 use crate::registry::Snapshot;
-use crate::schedule::scheduler::{Scheduler, SchedulerContext};
+use crate::schedule::exporter::SchedulerContext;
+use crate::schedule::scheduler::Scheduler;
 use crate::sink::drain::Drain;
 use crate::sink::{
     OtlpConfig, OtlpGrpcConfig, OtlpGrpcSink, OtlpSink, Output, RemoteWriteConfig, RemoteWriteSink,

@@ -19,18 +19,21 @@
 //! - Cancellation (spec change, resource removed, shutdown) interrupts waits and queries, never an
 //!   append: an append that started completes.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::scheduler::{SchedulerContext, blocking, pause};
+use super::scheduler::blocking;
 use super::window::{Window, is_due, pending_window, query_text};
 use crate::backoff;
 use crate::crd::LastQueryStatus;
 use crate::query::{KustoClient, QueryError, QueryLimits};
 use crate::registry::Exporter;
-use crate::status::Problem;
+use crate::status::{Board, Problem};
+use crate::telemetry::Health;
 use crate::telemetry::metrics::{
     QUERIES, QUERY_DURATION, ROWS_READ, SAMPLES_PRODUCED, SAMPLES_SKIPPED,
 };
@@ -46,6 +49,20 @@ const PERMANENT_BASE: Duration = Duration::from_secs(30);
 const PERMANENT_CAP: Duration = Duration::from_secs(300);
 /// How long a paused (WAL full) exporter waits before checking again without a WAL change.
 const FULL_RECHECK: Duration = Duration::from_secs(5);
+
+/// What every exporter task shares.
+pub struct SchedulerContext {
+    pub wal: Wal,
+    /// Kusto clients by database name (`--kusto-endpoint DB=URL`).
+    pub clients: BTreeMap<String, Arc<KustoClient>>,
+    pub cluster_labels: BTreeMap<String, String>,
+    /// `--max-concurrent-queries`.
+    pub queries: Arc<Semaphore>,
+    /// Bound on a decompressed Kusto response body.
+    pub max_response_bytes: usize,
+    pub board: Arc<Board>,
+    pub health: Arc<Health>,
+}
 
 /// Why one window could not be turned into samples.
 #[derive(Debug, thiserror::Error)]
@@ -434,6 +451,14 @@ async fn resume_point(ex: &Exporter, wal: &Wal) -> Result<Option<Ticks>, WalErro
     Ok(Some(
         blocking(move || w.raise_watermark(&id, from_status)).await?,
     ))
+}
+
+/// Sleeps for `d` unless cancelled first; `false` when cancelled.
+pub(super) async fn pause(d: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
 }
 
 fn record_transform_metrics(key: &str, t: &EncodedTransform) {

@@ -2,43 +2,27 @@
 //! ([`super::exporter`] is the task), and supervises them: a task that panics is logged, counted,
 //! reported in status and restarted from its watermark after a backoff, never silently gone.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::exporter::run_exporter;
+use super::exporter::{SchedulerContext, pause, run_exporter};
 use crate::backoff;
-use crate::query::KustoClient;
 use crate::registry::{Desired, Snapshot, diff};
 use crate::status::{Board, Problem};
-use crate::telemetry::Health;
 use crate::telemetry::metrics::EXPORTER_RESTARTS;
-use crate::wal::{Wal, WalError};
+use crate::wal::WalError;
 
 /// Heartbeat period for `/healthz`.
 const HEARTBEAT: Duration = Duration::from_secs(10);
 /// Backoff between restarts of an exporter task that panicked.
 const RESTART_BASE: Duration = Duration::from_secs(1);
 const RESTART_CAP: Duration = Duration::from_secs(300);
-
-/// What every exporter task shares.
-pub struct SchedulerContext {
-    pub wal: Wal,
-    /// Kusto clients by database name (`--kusto-endpoint DB=URL`).
-    pub clients: BTreeMap<String, Arc<KustoClient>>,
-    pub cluster_labels: BTreeMap<String, String>,
-    /// `--max-concurrent-queries`.
-    pub queries: Arc<Semaphore>,
-    /// Bound on a decompressed Kusto response body.
-    pub max_response_bytes: usize,
-    pub board: Arc<Board>,
-    pub health: Arc<Health>,
-}
 
 /// Starts, restarts and stops exporter tasks as the desired set changes.
 pub struct Scheduler {
@@ -166,14 +150,6 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
     (payload.downcast_ref::<&str>().copied())
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(no message)")
-}
-
-/// Sleeps for `d` unless cancelled first; `false` when cancelled.
-pub(super) async fn pause(d: Duration, cancel: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = cancel.cancelled() => false,
-        _ = tokio::time::sleep(d) => true,
-    }
 }
 
 /// Runs blocking WAL work off the async threads. A panic inside is a bug and is propagated.
