@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::scheduler::blocking;
 use super::window::{Window, is_due, pending_window, query_text};
 use crate::backoff;
 use crate::crd::LastQueryStatus;
@@ -39,7 +38,7 @@ use crate::telemetry::metrics::{
 };
 use crate::time::Ticks;
 use crate::transform::{EncodedTransform, TransformError, transform_encoded};
-use crate::wal::{RecordHeader, Wal, WalError};
+use crate::wal::{RecordHeader, Wal, WalError, blocking};
 
 /// Backoff for transient query failures.
 const TRANSIENT_BASE: Duration = Duration::from_secs(1);

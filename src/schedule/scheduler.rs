@@ -16,7 +16,6 @@ use crate::backoff;
 use crate::registry::{Desired, Snapshot, diff};
 use crate::status::{Board, Problem};
 use crate::telemetry::metrics::EXPORTER_RESTARTS;
-use crate::wal::WalError;
 
 /// Heartbeat period for `/healthz`.
 const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -150,20 +149,6 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
     (payload.downcast_ref::<&str>().copied())
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(no message)")
-}
-
-/// Runs blocking WAL work off the async threads. A panic inside is a bug and is propagated.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, WalError> + Send + 'static,
-) -> Result<T, WalError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result,
-        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
-        Err(join) => Err(WalError::Io {
-            path: "<WAL task>".into(),
-            source: std::io::Error::other(join.to_string()),
-        }),
-    }
 }
 
 #[cfg(test)]

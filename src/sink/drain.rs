@@ -28,14 +28,13 @@ use tracing::Instrument;
 
 use super::{Disposition, Sink};
 use crate::backoff::{self, BackoffPolicy};
-use crate::schedule::scheduler::blocking;
 use crate::telemetry::metrics::{
     DEAD_LETTERS, POINTS_REJECTED, PUSH_DURATION, PUSH_RETRIES, PUSHES, SAMPLES_PUSHED,
     status_class,
 };
 use crate::telemetry::{DRAIN_SILENCE, Health};
 use crate::time::{Span, Ticks};
-use crate::wal::{PendingRecord, RecordId, Wal, WalError};
+use crate::wal::{PendingRecord, RecordId, Wal, WalError, blocking};
 
 /// Records fetched per round.
 const BATCH: usize = 64;

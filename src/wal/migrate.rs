@@ -8,7 +8,7 @@
 
 use redb::{Database, ReadableDatabase, TableError, WriteTransaction};
 
-use super::store::META;
+use super::tables::META;
 
 /// The schema version this build writes and the newest it understands.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -137,7 +137,7 @@ fn initialise(db: &Database, version: u32) -> Result<(), MigrateError> {
         meta.insert(META_SCHEMA_VERSION, version.to_le_bytes().as_slice())
             .map_err(store)?;
     }
-    super::store::create_tables(&tx).map_err(store)?;
+    super::tables::create_tables(&tx).map_err(store)?;
     tx.commit().map_err(store)
 }
 

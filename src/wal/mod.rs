@@ -1,10 +1,10 @@
 //! The durable write-ahead log between the transform and the sinks (SPEC §8).
 //!
-//! The scheduler [`Wal::append`]s one record per (exporter, window) — the window's encoded
-//! `prompb::WriteRequest` plus a versioned header — and only then may anything push it. One drain
-//! loop per output reads records oldest-first per exporter ([`Wal::next_pending`]), pushes them and
-//! records the outcome ([`Wal::ack`], [`Wal::retry_later`], [`Wal::dead_letter`]). A record leaves
-//! the WAL in the transaction where its last target output acks or dead-letters it.
+//! The scheduler appends one record per (exporter, window) ([`Wal::append_encoded`]) — the window's
+//! encoded `prompb::WriteRequest` plus a versioned header — and only then may anything push it. One
+//! drain loop per output reads records oldest-first per exporter ([`Wal::next_pending`]), pushes them
+//! and records the outcome ([`Wal::ack`], [`Wal::retry_later_from`], [`Wal::dead_letter_at`]). A
+//! record leaves the WAL in the transaction where its last target output acks or dead-letters it.
 //!
 //! # Durability contract
 //!
@@ -27,23 +27,25 @@
 //!   directory (refused with [`WalError::Locked`]);
 //! - exactly-once delivery: a record pushed but not yet acked at a crash is pushed again.
 //!
-//! With [`WalConfig::verify_on_open`] (default on) every open verifies every page checksum, so a
-//! file altered while adxexporter was stopped is refused ([`WalError::CorruptStore`]) instead of
-//! trusted. It costs one read of the file per start.
+//! With [`WalConfig::verify_on_open`] (default on) every writable open (the service's, and the
+//! `adxexporter wal` tools' `requeue` and `purge --yes`) verifies every page checksum, so a file
+//! altered while adxexporter was stopped is refused ([`WalError::CorruptStore`]) instead of trusted.
+//! It costs one read of the file per start. The tools' read-only opens (`stats`, `list`,
+//! `dead-letters`, `purge` without `--yes`) do not: redb's read-only mode has no such check.
 //!
 //! # On-disk format (schema version 1)
 //!
 //! One redb 4.x file, `<dir>/wal.redb`. Integers in keys are redb's native `i64` (ordered
 //! numerically); windows are Kusto ticks (100 ns since 0001-01-01). Values are prost messages defined
-//! in `record.rs` with documented field numbers.
+//! in `record.rs` with documented field numbers; the tables are defined in `tables.rs`.
 //!
 //! | table | key | value |
 //! |---|---|---|
 //! | `meta` | `&str` | `format` = `adxexporter-wal`, `schema_version` = u32 LE, `used_bytes` = u64 LE |
-//! | `records` | (exporter uid, window start) | `RecordEnvelope` v1: version, uid, namespace, name, generation, window start/end, created, compression, target outputs, payload length and CRC-32 |
+//! | `records` | (exporter uid, window start) | `RecordEnvelope` v1: version, uid, namespace, name, generation, window start/end, created, compression, target outputs, payload length and CRC-32, sample count |
 //! | `payloads` | (scope, uid, window start, chunk u32) | the `WriteRequest` protobuf, snappy raw (block) compressed (plain when snappy saves under 10%: the envelope's `compression`), in chunks of 63 KiB; scope `""` = the live record, an output name = that output's dead-letter copy |
-//! | `pending` | (output, uid, window start) | `PendingState`: attempts, next_attempt_at, last_error |
-//! | `dead_letters` | (output, uid, window start) | `DeadLetterEnvelope` v1: reason, response body (≤ 4 KiB), time, attempts, the record's envelope |
+//! | `pending` | (output, uid, window start) | `PendingState`: attempts, next_attempt_at, last_error, resume_from (requests of the window the output already accepted) |
+//! | `dead_letters` | (output, uid, window start) | `DeadLetterEnvelope` v1: version, output, reason, response body (≤ 4 KiB), time, attempts, the record's envelope, the refused request (where a requeue resumes) |
 //! | `exporters` | uid | `ExporterState`: watermark (end of the newest appended window), forgotten, namespace, name |
 //!
 //! An (output, record) delivery is pending while its `pending` row exists, dead-lettered while its
@@ -83,26 +85,36 @@
 //! - The `adxexporter wal` subcommands open the store themselves, so they need the exporter stopped
 //!   (redb's file lock; [`WalError::Locked`] otherwise). They use [`Wal::open_existing`], which
 //!   creates nothing, never migrates and skips the "output no longer configured" step above (the
-//!   tool does not know the outputs): opening changes nothing; only `requeue`/`purge` write.
+//!   tool does not know the outputs): opening changes nothing (except redb's repair of a store a
+//!   crash left open); only `requeue`/`purge` write.
 //!
 //! # Usage
 //!
-//! All calls block on disk IO: from async code use `tokio::task::spawn_blocking`. `Wal` is an `Arc`
-//! inside: clone it into each task.
+//! All calls block on disk IO: from async code run them on tokio's blocking pool with [`blocking`]
+//! (or `tokio::task::spawn_blocking`). `Wal` is an `Arc` inside: clone it into each task.
 //!
-//! - Scheduler: [`Wal::watermark`], raised with [`Wal::raise_watermark`] when the status / adx-mon's
-//!   condition is newer (another replica exported those windows), [`Wal::is_full`] before querying, [`Wal::append`] after the transform
-//!   ([`WalError::Full`]: pause; [`WalError::WindowBeforeWatermark`]: a bug),
-//!   [`Wal::forget_exporter`] when the resource is deleted.
-//! - Drain loop per output: `let mut changes = wal.subscribe();` then loop: [`Wal::next_pending`]
-//!   `(output, Ticks::now(), n)`; for each, [`Wal::read_payload`] (or
-//!   [`Wal::read_encoded`] for remote write's snappy body), push, then [`Wal::ack`],
-//!   [`Wal::retry_later`] (backoff computed by the sink) or [`Wal::dead_letter`]. When the batch is
-//!   empty: [`Wal::maybe_compact`], then sleep until [`Wal::next_due`] or `changes.changed()`,
-//!   whichever comes first. A [`WalError::CorruptRecord`] from `read_payload` should be
-//!   dead-lettered, not retried.
-//! - Status / metrics / `adxexporter wal`: [`Wal::stats`], [`Wal::list`], [`Wal::dead_letters`],
-//!   [`Wal::read_dead_letter_payload`], [`Wal::requeue`], [`Wal::purge`], [`Wal::compact`].
+//! - Scheduler (`src/schedule/scheduler.rs`): [`Wal::watermark`], raised with
+//!   [`Wal::raise_watermark`] when the status / adx-mon's condition is newer (another replica
+//!   exported those windows), [`Wal::is_full`] before querying, [`Wal::append_encoded`] after the
+//!   transform, which writes the protobuf bytes itself ([`Wal::append`] encodes a `WriteRequest`)
+//!   ([`WalError::Full`]: pause; [`WalError::WindowBeforeWatermark`]: a bug).
+//!   [`Wal::forget_exporter`] (resource deleted) and [`Wal::set_watermark_if_absent`] are not called
+//!   by the service yet, only by tests: a deleted resource's watermark row stays.
+//! - Drain loop per output (`src/sink/drain.rs`): `let mut changes = wal.subscribe();` then loop:
+//!   [`Wal::next_pending`] `(output, Ticks::now(), n)`; for each, [`Wal::read_encoded`] (verified,
+//!   not decoded: remote write POSTs the stored bytes when the window is one request, the rest is
+//!   decoded with [`EncodedWindow::decode`]), push from the record's `resume_from`, then
+//!   [`Wal::ack`], [`Wal::retry_later_from`] (backoff computed by the drain loop) or
+//!   [`Wal::dead_letter_at`]. When the batch is empty: [`Wal::next_due`]; when nothing is pending at
+//!   all, [`Wal::maybe_compact`]; then sleep until the next due time (at most 30 s) or
+//!   `changes.changed()`, whichever comes first. A [`WalError::CorruptRecord`] from `read_encoded`
+//!   or from decoding is dead-lettered ([`Wal::dead_letter`]), not retried. [`Wal::read_payload`]
+//!   reads and decodes in one call (tests, benches).
+//! - Status and metrics: [`Wal::stats`], [`Wal::dead_letters`], and [`Wal::next_pending`] with
+//!   `Ticks::MAX` (each exporter's oldest pending window, to report the outputs retrying it).
+//! - `adxexporter wal` (`src/waltool.rs`): [`Wal::stats`], [`Wal::list`], [`Wal::dead_letters`],
+//!   [`Wal::requeue`], [`Wal::purge`]. [`Wal::read_dead_letter_payload`] and [`Wal::compact`] have
+//!   no caller outside tests (the drain loops compact through `maybe_compact`).
 //!
 //! ```
 //! use adxexporter::prompb::{Label, Sample, TimeSeries, WriteRequest};
@@ -134,6 +146,24 @@
 //! wal.ack("remote_write", &id).unwrap(); // last output acked: the record leaves
 //! assert!(wal.next_pending("remote_write", Ticks::now(), 16).unwrap().is_empty());
 //! ```
+//!
+//! # Source files
+//!
+//! `Wal` is one type whose `impl` blocks are spread over files, one job each:
+//!
+//! - `mod.rs`: this contract, the public types and [`blocking`];
+//! - `record.rs`: the stored prost messages, payload compression and CRC checks;
+//! - `migrate.rs`: schema versions and the migration steps;
+//! - `tables.rs`: the redb tables, their keys, payload chunks and single-row reads and writes;
+//! - `handle.rs`: the `Wal` handle, its transactions, closing after an I/O error and reopening;
+//! - `open.rs`: [`Wal::open`], [`Wal::open_existing`] and what a failed open means;
+//! - `append.rs`: appends, watermarks and window checks;
+//! - `delivery.rs`: the drain loops' calls (due records, payload reads, ack, retry, dead letter);
+//! - `lifecycle.rs`: when a delivery, a dead letter, a record and an exporter's watermark row leave;
+//! - `admin.rs`: [`Wal::requeue`] and [`Wal::purge`];
+//! - `report.rs`: [`Wal::stats`], [`Wal::list`], [`Wal::dead_letters`] and dead-letter payloads;
+//! - `capacity.rs`: `used_bytes` accounting, [`Wal::is_full`] and compaction;
+//! - `tests.rs`: unit tests (the model, crash and tool tests are `tests/wal_*.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -141,13 +171,41 @@ use std::path::PathBuf;
 
 use crate::time::Ticks;
 
+mod admin;
+mod append;
+mod capacity;
+mod delivery;
+mod handle;
+mod lifecycle;
 pub mod migrate;
+mod open;
 pub(crate) mod record;
-mod store;
+mod report;
+mod tables;
+#[cfg(test)]
+mod tests;
 
+pub use capacity::{allocation_estimate, volume_free_bytes};
+pub use handle::Wal;
 pub use migrate::SCHEMA_VERSION;
 pub use record::{Compression, EncodedWindow, RECORD_VERSION};
-pub use store::{Wal, allocation_estimate, volume_free_bytes};
+
+/// Runs blocking WAL work off the async threads, on tokio's blocking pool. A panic inside is a bug
+/// and is propagated.
+pub async fn blocking<T, F>(f: F) -> Result<T, WalError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, WalError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        Err(join) => Err(WalError::Io {
+            path: "<WAL task>".into(),
+            source: std::io::Error::other(join.to_string()),
+        }),
+    }
+}
 
 /// The store's file name inside `--wal-dir`.
 pub const WAL_FILE_NAME: &str = "wal.redb";

@@ -1,0 +1,205 @@
+//! The [`Wal`] handle: the shared redb database and its transactions, closed after an I/O error and
+//! reopened by the next call. Every mutating operation is one `Durability::Immediate` write
+//! transaction (`Wal::write`), so each either happened completely and is on disk, or did not happen.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use redb::{Database, Durability, ReadOnlyDatabase, ReadableDatabase, WriteTransaction};
+use tokio::sync::watch;
+
+use super::open::open_database;
+use super::tables::store;
+use super::{WalConfig, WalError};
+
+/// The durable WAL. Cheap to clone (an `Arc`); `Send + Sync`. All calls block on disk IO: call them
+/// through [`blocking`](super::blocking) (or `tokio::task::spawn_blocking`) in async code.
+#[derive(Clone)]
+pub struct Wal {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    /// Read-locked by every transaction; write-locked only by `compact`, which needs `&mut Database`.
+    pub(super) db: RwLock<Db>,
+    pub(super) dir: PathBuf,
+    pub(super) path: PathBuf,
+    pub(super) config: WalConfig,
+    /// Opened by [`Wal::open_existing`] (the `adxexporter wal` tools): outputs are not known, so
+    /// `requeue` accepts every output and nothing is re-targeted on open.
+    pub(super) tool: bool,
+    pub(super) changes: watch::Sender<u64>,
+}
+
+/// The redb handle: writable for the service and the tools' changes, read-only for the tools'
+/// reports (a read-only open writes nothing, not even redb's shutdown bookkeeping).
+pub(super) enum Db {
+    Writable(Database),
+    ReadOnly(ReadOnlyDatabase),
+    /// Closed after an I/O error (redb refuses everything after one until reopened); the next
+    /// operation reopens it, so a full or flaky volume pauses the WAL instead of ending the process.
+    Closed,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+impl Wal {
+    /// The store file, `<dir>/wal.redb`.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The directory holding the store (for messages).
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The configured output names.
+    pub fn outputs(&self) -> &[String] {
+        &self.inner.config.outputs
+    }
+
+    /// The configured output names, as a set.
+    pub(super) fn configured_outputs(&self) -> BTreeSet<&str> {
+        self.inner
+            .config
+            .outputs
+            .iter()
+            .map(String::as_str)
+            .collect()
+    }
+
+    pub(super) fn resolve_outputs(&self, requested: &[String]) -> Result<Vec<String>, WalError> {
+        let configured = &self.inner.config.outputs;
+        let wanted = if requested.is_empty() {
+            configured
+        } else {
+            requested
+        };
+        let mut outputs: Vec<String> = Vec::with_capacity(wanted.len());
+        for output in wanted {
+            self.check_output(output)?;
+            if !outputs.contains(output) {
+                outputs.push(output.clone());
+            }
+        }
+        if outputs.is_empty() {
+            return Err(WalError::NoOutputs);
+        }
+        Ok(outputs)
+    }
+
+    pub(super) fn check_output(&self, output: &str) -> Result<(), WalError> {
+        if self.inner.config.outputs.iter().any(|o| o == output) {
+            return Ok(());
+        }
+        Err(WalError::UnknownOutput {
+            output: output.to_string(),
+            configured: self.inner.config.outputs.clone(),
+        })
+    }
+
+    pub(super) fn notify(&self) {
+        self.inner.changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    fn db(&self) -> RwLockReadGuard<'_, Db> {
+        // A panic elsewhere cannot leave the store half-written (transactions), so poison is moot.
+        let read = || (self.inner.db.read()).unwrap_or_else(std::sync::PoisonError::into_inner);
+        if matches!(*read(), Db::Closed) {
+            self.reopen();
+        }
+        read()
+    }
+
+    pub(super) fn write<T>(
+        &self,
+        body: impl FnOnce(&WriteTransaction) -> Result<T, WalError>,
+    ) -> Result<T, WalError> {
+        let result = {
+            let guard = self.db();
+            let db = match &*guard {
+                Db::Writable(db) => db,
+                Db::ReadOnly(_) => return Err(WalError::ReadOnly),
+                Db::Closed => return Err(self.closed()),
+            };
+            (|| {
+                let mut tx = db.begin_write().map_err(store)?;
+                tx.set_durability(Durability::Immediate).map_err(store)?;
+                tx.set_two_phase_commit(self.inner.config.two_phase_commit);
+                match body(&tx) {
+                    Ok(value) => {
+                        tx.commit().map_err(store)?;
+                        Ok(value)
+                    }
+                    Err(e) => {
+                        tx.abort().map_err(store)?;
+                        Err(e)
+                    }
+                }
+            })()
+        };
+        result.inspect_err(|e| self.close_after_io_error(e))
+    }
+
+    pub(super) fn read<T>(
+        &self,
+        body: impl FnOnce(&redb::ReadTransaction) -> Result<T, WalError>,
+    ) -> Result<T, WalError> {
+        let result = {
+            let guard = self.db();
+            let tx = match &*guard {
+                Db::Writable(db) => db.begin_read(),
+                Db::ReadOnly(db) => db.begin_read(),
+                Db::Closed => return Err(self.closed()),
+            };
+            tx.map_err(store).and_then(|tx| body(&tx))
+        };
+        result.inspect_err(|e| self.close_after_io_error(e))
+    }
+
+    /// After an I/O error redb answers every later call with `PreviousIo` until the database is
+    /// closed and reopened: close it now (what was committed is on disk; the failed transaction
+    /// was not), and let the next operation reopen it.
+    pub(super) fn close_after_io_error(&self, e: &WalError) {
+        if !matches!(
+            e,
+            WalError::Store(redb::Error::Io(_) | redb::Error::PreviousIo)
+        ) {
+            return;
+        }
+        let mut guard = (self.inner.db.write()).unwrap_or_else(std::sync::PoisonError::into_inner);
+        if matches!(*guard, Db::Writable(_)) {
+            tracing::error!(path = %self.inner.path.display(), "WAL I/O error ({e}); closing the store, it is reopened on the next operation (is the volume full?)");
+            *guard = Db::Closed;
+        }
+    }
+
+    /// Reopens a store closed by [`Wal::close_after_io_error`]; stays closed if it still fails.
+    fn reopen(&self) {
+        let mut guard = (self.inner.db.write()).unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !matches!(*guard, Db::Closed) {
+            return;
+        }
+        match open_database(&self.inner.path, &self.inner.dir, &self.inner.config) {
+            Ok(db) => {
+                tracing::warn!(path = %self.inner.path.display(), "WAL reopened after an I/O error");
+                *guard = Db::Writable(db);
+            }
+            Err(e) => tracing::warn!(path = %self.inner.path.display(), "WAL still closed: {e}"),
+        }
+    }
+
+    pub(super) fn closed(&self) -> WalError {
+        WalError::Closed {
+            path: self.inner.path.clone(),
+        }
+    }
+}

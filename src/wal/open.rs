@@ -1,0 +1,243 @@
+//! Opening the store: [`Wal::open`] for the service (creates, migrates, dead-letters deliveries of
+//! outputs no longer configured), [`Wal::open_existing`] for the `adxexporter wal` tools (changes
+//! nothing), and redb's open failures and panics turned into errors that tell the operator what to do.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use redb::{Builder, Database, DatabaseError, ReadOnlyDatabase, ReadableTable, StorageError};
+use tokio::sync::watch;
+
+use super::handle::{Db, Inner};
+use super::migrate::{self, MigrateError};
+use super::tables::{WriteTables, record_id, store};
+use super::{WAL_FILE_NAME, Wal, WalAccess, WalConfig, WalError};
+
+/// Page cache of a tool-opened store: it reads each row once.
+const TOOL_CACHE_BYTES: usize = 8 << 20;
+
+impl Wal {
+    /// Open (or create) `<dir>/wal.redb`, apply schema migrations, and dead-letter deliveries pending
+    /// for outputs that are no longer configured (see the module docs).
+    pub fn open(dir: &Path, config: WalConfig) -> Result<Wal, WalError> {
+        std::fs::create_dir_all(dir).map_err(|source| WalError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        if config.outputs.iter().any(String::is_empty) {
+            return Err(WalError::EmptyOutputName);
+        }
+        let path = dir.join(WAL_FILE_NAME);
+        let db = open_database(&path, dir, &config)?;
+        let prepared =
+            guard(&path, || migrate::prepare(&db))?.map_err(|e| migrate_error(&path, e))?;
+        if let migrate::Prepared::Migrated { from } = prepared {
+            tracing::info!(path = %path.display(), from, to = migrate::SCHEMA_VERSION, "WAL migrated");
+        }
+        let (changes, _) = watch::channel(0);
+        let wal = Wal {
+            inner: Arc::new(Inner {
+                db: RwLock::new(Db::Writable(db)),
+                dir: dir.to_path_buf(),
+                path,
+                config,
+                tool: false,
+                changes,
+            }),
+        };
+        let abandoned = wal.abandon_unconfigured_outputs()?;
+        if abandoned > 0 {
+            tracing::warn!(
+                path = %wal.inner.path.display(),
+                abandoned,
+                "deliveries pending for outputs no longer configured were dead-lettered; `adxexporter wal requeue` restores them once the output is configured again"
+            );
+        }
+        Ok(wal)
+    }
+
+    /// Open an existing store for the `adxexporter wal` tools without changing it: nothing is created
+    /// ([`WalError::NoStore`] instead), no migration runs ([`WalError::NeedsMigration`]), and pending
+    /// deliveries are never dead-lettered for unconfigured outputs (the tool does not know the
+    /// service's outputs; `requeue` therefore accepts any output). `max_bytes` only feeds `stats`.
+    /// [`WalAccess::ReadOnly`] writes nothing to the file (mutating calls fail with
+    /// [`WalError::ReadOnly`]), except that a store not closed cleanly (crash) is opened writable
+    /// so redb can repair it, as `run` would on start.
+    pub fn open_existing(dir: &Path, max_bytes: u64, access: WalAccess) -> Result<Wal, WalError> {
+        let path = dir.join(WAL_FILE_NAME);
+        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() > 0) {
+            return Err(WalError::NoStore { path });
+        }
+        let mut config = WalConfig::new(max_bytes, Vec::<String>::new());
+        config.cache_bytes = TOOL_CACHE_BYTES;
+        let db = match access {
+            WalAccess::ReadOnly => match open_read_only(&path, dir, &config)? {
+                Some(db) => Db::ReadOnly(db),
+                None => Db::Writable(open_database(&path, dir, &config)?),
+            },
+            WalAccess::ReadWrite => Db::Writable(open_database(&path, dir, &config)?),
+        };
+        let found = guard(&path, || match &db {
+            Db::Writable(db) => migrate::read_version(db),
+            Db::ReadOnly(db) => migrate::read_version(db),
+            Db::Closed => Ok(None),
+        })?
+        .map_err(|e| migrate_error(&path, e))?;
+        match found {
+            None => return Err(WalError::NoStore { path }),
+            Some(found) if found > migrate::SCHEMA_VERSION => {
+                return Err(WalError::SchemaTooNew {
+                    path,
+                    found,
+                    supported: migrate::SCHEMA_VERSION,
+                });
+            }
+            Some(found) if found < migrate::SCHEMA_VERSION => {
+                return Err(WalError::NeedsMigration {
+                    path,
+                    found,
+                    current: migrate::SCHEMA_VERSION,
+                });
+            }
+            Some(_) => {}
+        }
+        let (changes, _) = watch::channel(0);
+        Ok(Wal {
+            inner: Arc::new(Inner {
+                db: RwLock::new(db),
+                dir: dir.to_path_buf(),
+                path,
+                config,
+                tool: true,
+                changes,
+            }),
+        })
+    }
+
+    fn abandon_unconfigured_outputs(&self) -> Result<usize, WalError> {
+        let configured = self.configured_outputs();
+        self.write(|tx| {
+            let mut t = WriteTables::open(tx)?;
+            let mut stale = Vec::new();
+            for entry in t.pending.iter().map_err(store)? {
+                let (k, _) = entry.map_err(store)?;
+                let (output, uid, start) = k.value();
+                if !configured.contains(output) {
+                    stale.push((output.to_string(), record_id(uid, start)));
+                }
+            }
+            for (output, id) in &stale {
+                let state = t.take_pending(output, id)?;
+                let reason = format!(
+                    "output {output} is no longer configured (dead-lettered when the WAL was opened)"
+                );
+                t.insert_dead_letter(output, id, &reason, "", state.attempts, state.resume_from)?;
+                t.finish_if_done(id)?;
+            }
+            Ok(stale.len())
+        })
+    }
+}
+
+/// Open the redb file, mapping each failure to what the operator should do.
+pub(super) fn open_database(
+    path: &Path,
+    dir: &Path,
+    config: &WalConfig,
+) -> Result<Database, WalError> {
+    let mut builder = Builder::new();
+    builder
+        .set_cache_size(config.cache_bytes)
+        .set_check_integrity_on_open(config.verify_on_open);
+    let exists = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+    let opened = guard(path, || {
+        if exists {
+            builder.open(path)
+        } else {
+            builder.create(path)
+        }
+    })?;
+    opened.map_err(|e| open_error(e, path, dir))
+}
+
+/// Open the redb file read-only (no write at all); `None` when it needs a repair (not closed
+/// cleanly), which only a writable open does.
+fn open_read_only(
+    path: &Path,
+    dir: &Path,
+    config: &WalConfig,
+) -> Result<Option<ReadOnlyDatabase>, WalError> {
+    let mut builder = Builder::new();
+    builder.set_cache_size(config.cache_bytes);
+    match guard(path, || builder.open_read_only(path))? {
+        Ok(db) => Ok(Some(db)),
+        Err(DatabaseError::RepairAborted) => Ok(None),
+        Err(e) => Err(open_error(e, path, dir)),
+    }
+}
+
+/// What a failed redb open means for the operator.
+fn open_error(e: DatabaseError, path: &Path, dir: &Path) -> WalError {
+    match e {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            WalError::Locked {
+                dir: dir.to_path_buf(),
+            }
+        }
+        DatabaseError::UpgradeRequired(version) => WalError::CorruptStore {
+            path: path.to_path_buf(),
+            detail: format!("written in redb file format {version}, which this build cannot read"),
+        },
+        DatabaseError::Storage(StorageError::Corrupted(detail)) => WalError::CorruptStore {
+            path: path.to_path_buf(),
+            detail,
+        },
+        DatabaseError::Storage(StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            WalError::CorruptStore {
+                path: path.to_path_buf(),
+                detail: io.to_string(),
+            }
+        }
+        other => WalError::Open {
+            path: path.to_path_buf(),
+            source: other,
+        },
+    }
+}
+
+/// redb may panic (debug assertions) on a file altered behind its back: report that as corruption
+/// of the named file instead of crashing the process.
+fn guard<T>(path: &Path, body: impl FnOnce() -> T) -> Result<T, WalError> {
+    catch_unwind(AssertUnwindSafe(body)).map_err(|panic| {
+        let detail = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "redb panicked while reading it".to_string());
+        WalError::CorruptStore {
+            path: path.to_path_buf(),
+            detail,
+        }
+    })
+}
+
+fn migrate_error(path: &Path, e: MigrateError) -> WalError {
+    match e {
+        MigrateError::TooNew { found, supported } => WalError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found,
+            supported,
+        },
+        MigrateError::Foreign | MigrateError::MalformedMeta { .. } => WalError::CorruptStore {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
+        other => WalError::Migration {
+            path: path.to_path_buf(),
+            source: other,
+        },
+    }
+}

@@ -1,0 +1,201 @@
+//! Unit tests of the store; the model, crash and tool tests are `tests/wal_*.rs`.
+
+use std::path::Path;
+
+use prost::Message;
+
+use super::tables::{EXPORTERS, store};
+use super::*;
+use crate::prompb::{Label, Sample, TimeSeries, WriteRequest};
+
+const START: i64 = 638_000_000_000_000_000;
+const INTERVAL: i64 = 600_000_000;
+
+fn open(dir: &Path) -> Wal {
+    Wal::open(dir, WalConfig::new(1 << 30, ["remote_write", "otlp"])).unwrap()
+}
+
+fn header(outputs: &[&str]) -> RecordHeader {
+    RecordHeader {
+        exporter: ExporterRef::new("uid-0", "ns", "cpu"),
+        generation: 1,
+        window_start: Ticks(START),
+        window_end: Ticks(START + INTERVAL),
+        created: Ticks(START),
+        outputs: outputs.iter().map(|o| o.to_string()).collect(),
+    }
+}
+
+fn request(value: f64) -> WriteRequest {
+    WriteRequest {
+        timeseries: vec![TimeSeries {
+            labels: vec![Label::new("__name__", "cpu")],
+            samples: vec![Sample {
+                value,
+                timestamp: 0,
+            }],
+        }],
+    }
+}
+
+/// A volume with less free space than `min_free_bytes` counts as full (querying pauses) before
+/// redb could hit ENOSPC; with no reserve only `max_bytes` decides.
+#[test]
+fn a_low_volume_counts_as_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = volume_free_bytes(dir.path()).expect("statvfs of a temp dir");
+    let with_reserve = |min_free_bytes: u64| {
+        let mut config = WalConfig::new(1 << 30, ["remote_write"]);
+        config.min_free_bytes = min_free_bytes;
+        let wal = Wal::open(dir.path(), config).unwrap();
+        wal.is_full().unwrap()
+    };
+    assert!(!with_reserve(0));
+    assert!(with_reserve(free.saturating_mul(2).max(1 << 40)));
+}
+
+/// Regression (chaos suite, StatefulSet rescale 1 → 2 → 1): a replica that gets a resource back
+/// must not resume from its own stale watermark when the status shows another replica went on.
+#[test]
+fn raise_watermark_only_moves_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    let ex = header(&[]).exporter;
+    let at = |w: i64| Ticks(START + w * INTERVAL);
+    assert_eq!(wal.raise_watermark(&ex, at(2)).unwrap(), at(2));
+    assert_eq!(wal.raise_watermark(&ex, at(7)).unwrap(), at(7));
+    assert_eq!(wal.raise_watermark(&ex, at(3)).unwrap(), at(7));
+    assert_eq!(wal.watermark(&ex.uid).unwrap(), Some(at(7)));
+    let mut before = header(&[]);
+    before.window_start = at(5);
+    before.window_end = at(6);
+    let err = wal.append(&before, &request(1.0)).unwrap_err();
+    assert!(err.to_string().contains("scheduler bug"), "{err}");
+}
+
+#[test]
+fn payload_snappy_cannot_shrink_is_stored_plain_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: String = (0..8192)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'!' + (x % 90) as u8)
+        })
+        .collect();
+    let mut noisy = request(1.0);
+    noisy.timeseries[0].labels.push(Label::new("noise", noise));
+    let id = wal.append(&header(&[]), &noisy).unwrap();
+    let stored = wal.read_encoded(&id).unwrap();
+    assert_eq!(stored.compression, Compression::None);
+    assert_eq!(stored.bytes, noisy.encode_to_vec());
+    assert_eq!(stored.samples, 1);
+    assert_eq!(wal.read_payload(&id).unwrap(), noisy);
+}
+
+#[test]
+fn duplicate_append_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    let id = wal.append(&header(&[]), &request(1.0)).unwrap();
+    let used = wal.used_bytes().unwrap();
+    // Only reachable when the watermark row is gone (a store written before watermarks outlived records).
+    wal.write(|tx| {
+        let mut exporters = tx.open_table(EXPORTERS).map_err(store)?;
+        exporters.remove("uid-0").map_err(store)?;
+        Ok(())
+    })
+    .unwrap();
+    let err = wal.append(&header(&["otlp"]), &request(2.0)).unwrap_err();
+    assert!(matches!(err, WalError::DuplicateRecord { .. }), "{err}");
+    assert_eq!(wal.read_payload(&id).unwrap(), request(1.0));
+    assert_eq!(wal.used_bytes().unwrap(), used);
+    assert_eq!(wal.watermark("uid-0").unwrap(), None);
+}
+
+#[test]
+fn a_requeued_dead_letter_resumes_at_the_refused_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    let resume_of =
+        |wal: &Wal, output: &str| wal.next_pending(output, Ticks::MAX, 10).unwrap()[0].resume_from;
+    let a = wal.append(&header(&[]), &request(1.0)).unwrap();
+    // Requests 0..3 accepted, request 3 refused for good.
+    wal.dead_letter_at("remote_write", &a, Some(3), "400", "")
+        .unwrap();
+    // Resumed at 2 after a retry, then refused there.
+    wal.retry_later_from("otlp", &a, Ticks(0), "503", Some(2))
+        .unwrap();
+    wal.dead_letter("otlp", &a, "400", "").unwrap();
+    assert_eq!(wal.requeue(&WalFilter::default()).unwrap(), 2);
+    assert_eq!(resume_of(&wal, "remote_write"), 3);
+    assert_eq!(resume_of(&wal, "otlp"), 2);
+}
+
+#[test]
+fn requeue_onto_the_same_live_record_makes_the_output_pending_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    let id = wal.append(&header(&[]), &request(1.0)).unwrap();
+    wal.dead_letter("remote_write", &id, "400", "").unwrap();
+    assert_eq!(wal.requeue(&WalFilter::default()).unwrap(), 1);
+    let listed = wal.list(&WalFilter::default()).unwrap();
+    assert_eq!(listed[0].header.outputs, ["remote_write", "otlp"]);
+    assert!(
+        listed[0]
+            .deliveries
+            .iter()
+            .all(|(_, s)| matches!(s, DeliveryState::Pending { .. }))
+    );
+    assert_eq!(wal.read_payload(&id).unwrap(), request(1.0));
+    assert_eq!(wal.stats().unwrap().dead_letters, 0);
+}
+
+#[test]
+fn requeue_refuses_a_dead_letter_colliding_with_a_different_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    let id = wal
+        .append(&header(&["remote_write"]), &request(1.0))
+        .unwrap();
+    wal.dead_letter("remote_write", &id, "400", "").unwrap();
+    wal.forget_exporter("uid-0").unwrap();
+    assert!(
+        wal.watermark("uid-0").unwrap().is_some(),
+        "kept while a dead letter exists"
+    );
+    // A store written before that rule: the watermark row is gone, so the key is appended again.
+    wal.write(|tx| {
+        let mut exporters = tx.open_table(EXPORTERS).map_err(store)?;
+        exporters.remove("uid-0").map_err(store)?;
+        Ok(())
+    })
+    .unwrap();
+    wal.append(&header(&["otlp"]), &request(2.0)).unwrap();
+    let used = wal.used_bytes().unwrap();
+
+    let err = wal.requeue(&WalFilter::default()).unwrap_err();
+    assert!(matches!(err, WalError::RequeueConflict { .. }), "{err}");
+    assert!(err.to_string().contains("nothing was requeued"), "{err}");
+    assert_eq!(wal.read_payload(&id).unwrap(), request(2.0));
+    assert_eq!(
+        wal.read_dead_letter_payload("remote_write", &id).unwrap(),
+        request(1.0)
+    );
+    let listed = wal.list(&WalFilter::default()).unwrap();
+    assert_eq!(listed[0].header.outputs, ["otlp"]);
+    assert!(
+        wal.next_pending("remote_write", Ticks(0), 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(wal.used_bytes().unwrap(), used);
+
+    // Once the live record is delivered, the dead letter comes back with its own payload.
+    wal.ack("otlp", &id).unwrap();
+    assert_eq!(wal.requeue(&WalFilter::default()).unwrap(), 1);
+    assert_eq!(wal.read_payload(&id).unwrap(), request(1.0));
+}
