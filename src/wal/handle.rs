@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use redb::{Database, Durability, ReadOnlyDatabase, ReadableDatabase, WriteTransaction};
 use tokio::sync::watch;
 
-use super::open::open_database;
+use super::file::open_database;
 use super::tables::store;
 use super::{WalConfig, WalError};
 

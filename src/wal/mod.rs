@@ -156,7 +156,8 @@
 //! - `migrate.rs`: schema versions and the migration steps;
 //! - `tables.rs`: the redb tables, their keys, payload chunks and single-row reads and writes;
 //! - `handle.rs`: the `Wal` handle, its transactions, closing after an I/O error and reopening;
-//! - `open.rs`: [`Wal::open`], [`Wal::open_existing`] and what a failed open means;
+//! - `file.rs`: the redb file opened for writing or read-only, its failures and panics as named errors;
+//! - `open.rs`: [`Wal::open`] and [`Wal::open_existing`] (migration, outputs no longer configured);
 //! - `append.rs`: appends, watermarks and window checks;
 //! - `delivery.rs`: the drain loops' calls (due records, payload reads, ack, retry, dead letter);
 //! - `lifecycle.rs`: when a delivery, a dead letter, a record and an exporter's watermark row leave;
@@ -175,6 +176,7 @@ mod admin;
 mod append;
 mod capacity;
 mod delivery;
+mod file;
 mod handle;
 mod lifecycle;
 pub mod migrate;
