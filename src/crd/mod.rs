@@ -13,7 +13,9 @@
 //!   `adxexporter check` can warn.
 //! - Status timestamps are kept as RFC 3339 strings so a hand-edited status never makes the whole
 //!   object unreadable; the `*_ticks` helpers parse them leniently.
-//! - [`sanitize_label_name`] is the single label-name rule (SPEC §6), shared with the transform.
+//! - Validation is the one home of the label-name rule (SPEC §6): empty columns, sanitising
+//!   ([`sanitize_label_name`]), reserved `__` names and collisions. The transform takes the label
+//!   names from [`ValidatedTransform`] as they are and checks nothing again.
 
 mod check;
 mod load;

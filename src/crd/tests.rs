@@ -168,10 +168,44 @@ fn label_columns_carry_their_sanitised_names() {
 }
 
 #[test]
+fn empty_or_blank_label_columns_are_an_error_naming_the_field() {
+    // The one label-name rule: an empty column never becomes a label (not even `_`).
+    let mut s = spec();
+    s.transform.as_mut().unwrap().label_columns = vec!["host".into(), "".into(), "  ".into()];
+    assert_eq!(
+        problems(&s),
+        vec![
+            "spec.transform.labelColumns[1]: empty column name",
+            "spec.transform.labelColumns[2]: empty column name",
+        ]
+    );
+}
+
+#[test]
+fn value_columns_giving_the_same_metric_name_suffix_are_rejected() {
+    let mut s = spec();
+    let t = s.transform.as_mut().unwrap();
+    t.value_columns = vec!["a-b".into(), "c".into()];
+    t.value_column = Some("a_b".into());
+    assert_eq!(
+        problems(&s),
+        vec![
+            "spec.transform.valueColumns: \"a-b\" and \"a_b\" both give the metric name suffix \"a_b\": rename one in the query (e.g. `project-rename`)"
+        ]
+    );
+    // A single value column gives no suffix, whatever its name.
+    let t = s.transform.as_mut().unwrap();
+    t.value_columns = vec!["a-b".into()];
+    t.value_column = None;
+    assert!(s.validate().is_ok());
+}
+
+#[test]
 fn sanitize_label_name_follows_the_single_rule() {
     assert_eq!(sanitize_label_name("a-b.c"), "a_b_c");
     assert_eq!(sanitize_label_name("9lives"), "_9lives");
     assert_eq!(sanitize_label_name("é"), "_");
+    // The result is always a valid name; an empty *column* is refused before it gets here.
     assert_eq!(sanitize_label_name(""), "_");
     assert_eq!(sanitize_label_name("Host_Name1"), "Host_Name1");
 }

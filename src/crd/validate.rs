@@ -1,10 +1,12 @@
 //! Validation: the one place that turns a spec's text fields into typed values ([`ValidatedSpec`]),
-//! reporting every problem at once, each naming its field and the fix.
+//! reporting every problem at once, each naming its field and the fix. It is also the one home of the
+//! label-name rule, so a resource `check` accepts is one `run` and `preview` can map as it is.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::criteria::expression::{CriteriaExpression, FIELD as EXPRESSION_FIELD};
 use crate::time::{Span, Ticks};
+use crate::transform::sanitize_name_chars;
 
 use super::{DEFAULT_MAX_ROWS, MAX_SPAN, MIN_INTERVAL, MetricsExporterSpec, TransformSpec};
 
@@ -42,7 +44,9 @@ pub struct ValidatedSpec {
     pub outputs: Option<Vec<String>>,
 }
 
-/// The transform settings, checked: at least one value column, no label collisions.
+/// The transform settings, checked: at least one value column, no two value columns giving the same
+/// metric name suffix, every label name final. [`Mapping::new`](crate::transform::Mapping::new)
+/// builds the transform's mapping from this as it is, without checking anything again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidatedTransform {
     /// `valueColumns` then `valueColumn`, duplicates removed, order kept; never empty.
@@ -62,8 +66,12 @@ pub struct LabelColumn {
     pub label: String,
 }
 
-/// The one label-name rule (SPEC §6): every character outside `[a-zA-Z0-9_]` becomes `_` (one per
-/// character, no collapsing), a leading digit gets a `_` in front, and an empty name becomes `_`.
+/// The sanitising part of the one label-name rule (SPEC §6): every character outside
+/// `[a-zA-Z0-9_]` becomes `_` (one per character, no collapsing) and a leading digit gets a `_` in
+/// front, so the result always matches `[a-zA-Z_][a-zA-Z0-9_]*` (hence `_` for an empty name). The
+/// rest of the rule is applied by validation of `spec.transform.labelColumns`: an empty or blank
+/// column is a configuration error before it is ever sanitised, and so are a reserved result and
+/// two columns with the same result.
 pub fn sanitize_label_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len() + 1);
     if name.starts_with(|c: char| c.is_ascii_digit()) || name.is_empty() {
@@ -286,6 +294,18 @@ fn validate_outputs(outputs: Option<&[String]>, p: &mut Problems) {
     }
 }
 
+impl TransformSpec {
+    /// The transform settings alone, checked as [`MetricsExporterSpec::validate`] checks
+    /// `spec.transform`: for callers that have no whole resource (benches, examples, tests).
+    pub fn validate(&self) -> Result<ValidatedTransform, Vec<SpecProblem>> {
+        let mut p = Problems(Vec::new());
+        match validate_transform(self, &mut p) {
+            Some(transform) if p.0.is_empty() => Ok(transform),
+            _ => Err(p.0),
+        }
+    }
+}
+
 fn validate_transform(t: &TransformSpec, p: &mut Problems) -> Option<ValidatedTransform> {
     let before = p.0.len();
     let mut value_columns: Vec<String> = Vec::new();
@@ -307,6 +327,7 @@ fn validate_transform(t: &TransformSpec, p: &mut Problems) -> Option<ValidatedTr
     if value_columns.is_empty() && p.0.len() == before {
         p.add("spec.transform", "set valueColumns (or valueColumn)");
     }
+    validate_value_suffixes(&value_columns, p);
     let timestamp_column = non_blank(&t.timestamp_column).map(str::to_owned);
     match &timestamp_column {
         None => p.add(
@@ -349,6 +370,31 @@ fn validate_transform(t: &TransformSpec, p: &mut Problems) -> Option<ValidatedTr
     })
 }
 
+/// With several value columns each gives the metric name suffix `_<column>`, its characters
+/// sanitised by the transform's metric-name rule; two that give the same suffix would merge their
+/// series, so that is a configuration error.
+fn validate_value_suffixes(value_columns: &[String], p: &mut Problems) {
+    if value_columns.len() < 2 {
+        return;
+    }
+    let mut seen: Vec<(&str, String)> = Vec::with_capacity(value_columns.len());
+    for column in value_columns {
+        let suffix = sanitize_name_chars(column);
+        match seen.iter().find(|(_, s)| *s == suffix) {
+            Some((first, _)) => p.add(
+                "spec.transform.valueColumns",
+                format!(
+                    "{first:?} and {column:?} both give the metric name suffix {suffix:?}: rename one in the query (e.g. `project-rename`)"
+                ),
+            ),
+            None => seen.push((column, suffix)),
+        }
+    }
+}
+
+/// The one label-name rule (SPEC §6), applied to `labelColumns`: an empty or blank column is an
+/// error naming its index, the others are sanitised ([`sanitize_label_name`]), and a name reserved
+/// by Prometheus (`__…`) or given by two columns is an error naming both.
 fn validate_label_columns(columns: &[String], p: &mut Problems) -> Vec<LabelColumn> {
     let mut out: Vec<LabelColumn> = Vec::with_capacity(columns.len());
     for (i, column) in columns.iter().enumerate() {

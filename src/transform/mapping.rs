@@ -1,24 +1,13 @@
-//! From the resource's transform settings to a [`Mapping`]: the metric-name prefix and value-column
-//! suffixes sanitised once, the label names checked; and, per window, where the mapping's columns
-//! sit in the result ([`resolve_columns`]).
+//! From a validated transform ([`ValidatedTransform`]) to a [`Mapping`]: the metric-name prefix, the
+//! default name and the value-column suffixes sanitised once; the metric-name character rule; and,
+//! per window, where the mapping's columns sit in the result ([`resolve_columns`]).
 
+use crate::crd::{LabelColumn, ValidatedTransform};
 use crate::query::{ColumnType, Table};
 
 use super::TransformError;
 
-/// The transform settings as written in the resource (plus the process-wide `--metric-name-prefix`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MappingSpec {
-    pub cli_prefix: Option<String>,
-    pub metric_name_prefix: Option<String>,
-    pub metric_name_column: Option<String>,
-    pub default_metric_name: Option<String>,
-    pub value_columns: Vec<String>,
-    pub timestamp_column: String,
-    pub label_columns: Vec<String>,
-}
-
-/// A validated [`MappingSpec`] with every name part pre-sanitised, ready to run on many windows.
+/// A [`ValidatedTransform`] with every name part pre-sanitised, ready to run on many windows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mapping {
     /// Sanitised `cli_metricNamePrefix_`, or empty.
@@ -28,6 +17,7 @@ pub struct Mapping {
     pub(super) default_base: Option<String>,
     pub(super) value_columns: Vec<ValueColumn>,
     pub(super) timestamp_column: String,
+    /// As validated: the label names are final (sanitised, not reserved, unique).
     pub(super) labels: Vec<LabelColumn>,
 }
 
@@ -38,39 +28,30 @@ pub(super) struct ValueColumn {
     pub(super) suffix: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct LabelColumn {
-    pub(super) column: String,
-    pub(super) label: String,
-}
-
 impl Mapping {
-    pub fn new(spec: MappingSpec) -> Result<Mapping, TransformError> {
-        if spec.value_columns.is_empty() {
-            return Err(TransformError::NoValueColumns);
+    /// The mapping of a validated transform; `cli_prefix` is `--metric-name-prefix` (empty: none).
+    /// Infallible: validation has rejected every configuration problem, including two value
+    /// columns with the same suffix, and the CLI prefix is only ever sanitised, never refused.
+    pub fn new(transform: &ValidatedTransform, cli_prefix: &str) -> Mapping {
+        let several = transform.value_columns.len() > 1;
+        let value_columns = (transform.value_columns.iter())
+            .map(|column| ValueColumn {
+                column: column.clone(),
+                suffix: if several {
+                    format!("_{}", sanitize_name_chars(column))
+                } else {
+                    String::new()
+                },
+            })
+            .collect();
+        Mapping {
+            name_prefix: name_prefix(Some(cli_prefix), transform.metric_name_prefix.as_deref()),
+            metric_name_column: transform.metric_name_column.clone(),
+            default_base: (transform.default_metric_name.as_deref()).map(sanitize_name_chars),
+            value_columns,
+            timestamp_column: transform.timestamp_column.clone(),
+            labels: transform.label_columns.clone(),
         }
-        if spec.timestamp_column.is_empty() {
-            return Err(TransformError::NoTimestampColumn);
-        }
-        let metric_name_column = spec.metric_name_column.filter(|c| !c.is_empty());
-        let default_base = spec
-            .default_metric_name
-            .filter(|n| !n.is_empty())
-            .map(|n| sanitize_name_chars(&n));
-        if metric_name_column.is_none() && default_base.is_none() {
-            return Err(TransformError::NoMetricName);
-        }
-        Ok(Mapping {
-            name_prefix: name_prefix(
-                spec.cli_prefix.as_deref(),
-                spec.metric_name_prefix.as_deref(),
-            ),
-            metric_name_column,
-            default_base,
-            value_columns: value_columns(spec.value_columns)?,
-            timestamp_column: spec.timestamp_column,
-            labels: label_columns(spec.label_columns)?,
-        })
     }
 }
 
@@ -90,58 +71,9 @@ fn name_prefix(cli: Option<&str>, resource: Option<&str>) -> String {
     prefix
 }
 
-fn value_columns(columns: Vec<String>) -> Result<Vec<ValueColumn>, TransformError> {
-    let several = columns.len() > 1;
-    let mut out: Vec<ValueColumn> = Vec::with_capacity(columns.len());
-    for column in columns {
-        if column.is_empty() {
-            return Err(TransformError::EmptyColumnName {
-                role: "valueColumns",
-            });
-        }
-        let suffix = if several {
-            format!("_{}", sanitize_name_chars(&column))
-        } else {
-            String::new()
-        };
-        if let Some(first) = out.iter().find(|v| several && v.suffix == suffix) {
-            return Err(TransformError::ValueColumnCollision {
-                first: first.column.clone(),
-                second: column,
-                suffix: suffix[1..].to_owned(),
-            });
-        }
-        out.push(ValueColumn { column, suffix });
-    }
-    Ok(out)
-}
-
-fn label_columns(columns: Vec<String>) -> Result<Vec<LabelColumn>, TransformError> {
-    let mut out: Vec<LabelColumn> = Vec::with_capacity(columns.len());
-    for column in columns {
-        if column.is_empty() {
-            return Err(TransformError::EmptyColumnName {
-                role: "labelColumns",
-            });
-        }
-        let label = sanitize_label_name(&column);
-        if label.starts_with("__") {
-            return Err(TransformError::ReservedLabel { column, label });
-        }
-        if let Some(first) = out.iter().find(|l| l.label == label) {
-            return Err(TransformError::LabelCollision {
-                first: first.column.clone(),
-                second: column,
-                label,
-            });
-        }
-        out.push(LabelColumn { column, label });
-    }
-    Ok(out)
-}
-
-/// Maps every char outside `[a-zA-Z0-9_:]` to `_` (the leading-digit rule applies to whole names only).
-fn sanitize_name_chars(s: &str) -> String {
+/// Maps every char outside `[a-zA-Z0-9_:]` to `_` (the leading-digit rule applies to whole names
+/// only). Validation uses it too, to refuse value columns whose suffixes would be equal.
+pub(crate) fn sanitize_name_chars(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     push_name_chars(&mut out, s);
     out
@@ -169,22 +101,6 @@ pub fn sanitize_metric_name(s: &str) -> String {
         out.push('_');
     }
     push_name_chars(&mut out, s);
-    out
-}
-
-/// A valid Prometheus label name: `[a-zA-Z0-9_]` kept, others `_`, `_` before a leading digit.
-pub fn sanitize_label_name(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 1);
-    if s.starts_with(|c: char| c.is_ascii_digit()) {
-        out.push('_');
-    }
-    out.extend(s.chars().map(|c| {
-        if c.is_ascii_alphanumeric() || c == '_' {
-            c
-        } else {
-            '_'
-        }
-    }));
     out
 }
 

@@ -19,7 +19,8 @@
 //!    gets a `_` in front, case is kept.
 //! 3. Labels: one per `labelColumns` column whose cell is neither null nor empty, named by the column
 //!    name sanitised to `[a-zA-Z_][a-zA-Z0-9_]*`; any Kusto type is rendered as text (see
-//!    [`write_label_value`]). Reserved (`__…`) and colliding names are rejected by [`Mapping::new`].
+//!    [`write_label_value`]). The names come from validation ([`crate::crd::ValidatedTransform`]),
+//!    the one home of the label-name rule: empty, reserved (`__…`) and colliding names never get here.
 //! 4. Value, per value column: int, long, real, decimal, bool (1/0), numeric strings and dynamic JSON
 //!    numbers; NaN and ±Inf pass through. Null (or an empty string) skips the sample (`null_value`),
 //!    anything else non-numeric skips it too (`non_numeric_value`). A bad cell never fails the window.
@@ -45,44 +46,17 @@ use crate::query::Table;
 use crate::sink::remote_write;
 
 pub use cells::write_label_value;
-pub use mapping::{Mapping, MappingSpec, sanitize_label_name, sanitize_metric_name};
+pub use mapping::{Mapping, sanitize_metric_name};
+
+pub(crate) use mapping::sanitize_name_chars;
 
 use mapping::resolve_columns;
 use series::{RowBuffers, Series, SeriesIndex, add_row};
 
-/// Configuration problems ([`Mapping::new`]) and schema mismatches ([`transform`]); all permanent.
+/// Schema mismatches between a window's result and the mapping ([`transform`]); permanent. There
+/// are no configuration errors here: those are validation's ([`crate::crd::SpecProblem`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransformError {
-    #[error(
-        "transform has no value column: set valueColumns (or valueColumn) to the numeric column(s) to export"
-    )]
-    NoValueColumns,
-    #[error("transform has no timestampColumn: set it to the query's datetime column")]
-    NoTimestampColumn,
-    #[error("transform names no metric: set metricNameColumn or defaultMetricName")]
-    NoMetricName,
-    #[error("transform lists an empty column name in {role}: remove it or name the column")]
-    EmptyColumnName { role: &'static str },
-    #[error(
-        "value columns {first:?} and {second:?} both give the metric name suffix {suffix:?}: rename one in the query (e.g. `project-rename`)"
-    )]
-    ValueColumnCollision {
-        first: String,
-        second: String,
-        suffix: String,
-    },
-    #[error(
-        "label column {column:?} becomes the reserved label name {label:?} (names starting with `__` belong to Prometheus): rename the column in the query"
-    )]
-    ReservedLabel { column: String, label: String },
-    #[error(
-        "label columns {first:?} and {second:?} both become the label name {label:?}: rename one in the query (e.g. `project-rename`) or drop it from labelColumns"
-    )]
-    LabelCollision {
-        first: String,
-        second: String,
-        label: String,
-    },
     #[error("the query result has no column {column:?} (the transform's {role}); it returned [{}]: fix the column name in the transform or the query", available.join(", "))]
     MissingColumn {
         column: String,

@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
+use crate::crd::LabelColumn;
 use crate::prompb::{METRIC_NAME_LABEL, Sample};
 use crate::query::Value;
 
 use super::cells::{row_base_name, row_timestamp, sample_value, write_label_value};
-use super::mapping::{Columns, LabelColumn, Mapping};
+use super::mapping::{Columns, Mapping};
 use super::{SkipCounts, SkipReason};
 
 /// Buffers reused across rows so that a row allocates nothing unless it starts a new series.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::series::push_sort_key;
 use super::*;
+use crate::crd::{TransformSpec, sanitize_label_name};
 use crate::prompb::{Label, METRIC_NAME_LABEL, Sample};
 use crate::query::{Column, ColumnType, Value};
 use crate::time::{Span, Ticks};
@@ -34,29 +35,41 @@ fn table(columns: &[(&str, ColumnType)], rows: Vec<Vec<Value>>) -> Table {
     t
 }
 
-fn spec(values: &[&str], labels: &[&str]) -> MappingSpec {
-    MappingSpec {
+fn spec(values: &[&str], labels: &[&str]) -> TransformSpec {
+    TransformSpec {
         value_columns: values.iter().map(|v| (*v).into()).collect(),
-        timestamp_column: "timestamp".into(),
+        timestamp_column: Some("timestamp".into()),
         label_columns: labels.iter().map(|v| (*v).into()).collect(),
-        ..MappingSpec::default()
+        ..TransformSpec::default()
     }
 }
 
-fn with_default(mut spec: MappingSpec, name: &str) -> MappingSpec {
+fn with_default(mut spec: TransformSpec, name: &str) -> TransformSpec {
     spec.default_metric_name = Some(name.into());
     spec
 }
 
-fn with_name_column(mut spec: MappingSpec, column: &str) -> MappingSpec {
+fn with_name_column(mut spec: TransformSpec, column: &str) -> TransformSpec {
     spec.metric_name_column = Some(column.into());
     spec
 }
 
+/// The mapping `run` and `preview` build: the transform validated, then mapped with the
+/// `--metric-name-prefix`; or the problems validation reports, as `check` prints them.
+fn mapping(spec: &TransformSpec, cli_prefix: &str) -> Result<Mapping, Vec<String>> {
+    spec.validate()
+        .map(|t| Mapping::new(&t, cli_prefix))
+        .map_err(|problems| problems.iter().map(ToString::to_string).collect())
+}
+
+fn run(t: &Table, spec: TransformSpec) -> Transformed {
+    run_prefixed(t, spec, "")
+}
+
 /// Every test (examples and property tests) also checks that the encoded path writes exactly
 /// prost's bytes of the request.
-fn run(t: &Table, spec: MappingSpec) -> Transformed {
-    let mapping = Mapping::new(spec).unwrap();
+fn run_prefixed(t: &Table, spec: TransformSpec, cli_prefix: &str) -> Transformed {
+    let mapping = mapping(&spec, cli_prefix).unwrap();
     let out = transform(t, &mapping).unwrap();
     let encoded = transform_encoded(t, &mapping).unwrap();
     assert_eq!(encoded.stats, out.stats);
@@ -193,7 +206,7 @@ fn adxmon_timestamp_types_datetime_and_strings() {
 fn adxmon_missing_value_column_is_an_error_naming_it_and_the_columns() {
     let err = transform(
         &basic_table(Value::Real(1.0)),
-        &Mapping::new(with_default(spec(&["MissingColumn"], &[]), "m")).unwrap(),
+        &mapping(&with_default(spec(&["MissingColumn"], &[]), "m"), "").unwrap(),
     )
     .unwrap_err();
     assert_eq!(
@@ -215,7 +228,7 @@ fn adxmon_missing_value_column_is_an_error_naming_it_and_the_columns() {
 fn adxmon_missing_metric_name_column_is_an_error() {
     let err = transform(
         &basic_table(Value::Real(1.0)),
-        &Mapping::new(with_name_column(spec(&["value"], &[]), "name")).unwrap(),
+        &mapping(&with_name_column(spec(&["value"], &[]), "name"), "").unwrap(),
     )
     .unwrap_err();
     assert!(
@@ -233,12 +246,16 @@ fn adxmon_missing_metric_name_column_is_an_error() {
 #[test]
 fn adxmon_config_errors_no_metric_name_and_no_value_columns() {
     assert_eq!(
-        Mapping::new(spec(&["value"], &[])),
-        Err(TransformError::NoMetricName)
+        mapping(&spec(&["value"], &[]), ""),
+        Err(vec![
+            "spec.transform: no metric name: set metricNameColumn or defaultMetricName".to_owned()
+        ])
     );
     assert_eq!(
-        Mapping::new(with_default(spec(&[], &[]), "m")),
-        Err(TransformError::NoValueColumns)
+        mapping(&with_default(spec(&[], &[]), "m"), ""),
+        Err(vec![
+            "spec.transform: set valueColumns (or valueColumn)".to_owned()
+        ])
     );
 }
 
@@ -405,9 +422,11 @@ fn names_are_sanitised_per_char_with_case_kept_and_prefixes_joined() {
         ],
     );
     let mut sp = with_name_column(spec(&["Numerator", "Avg-Latency"], &[]), "name");
-    sp.cli_prefix = Some("team-a".into());
     sp.metric_name_prefix = Some("Team.B".into());
-    let names: Vec<String> = flat(&run(&t, sp)).into_iter().map(|f| f.0).collect();
+    let names: Vec<String> = flat(&run_prefixed(&t, sp, "team-a"))
+        .into_iter()
+        .map(|f| f.0)
+        .collect();
     assert_eq!(
         names,
         [
@@ -434,9 +453,8 @@ fn leading_digit_gets_an_underscore_only_at_the_start_of_the_name() {
     let mut sp = with_name_column(spec(&["value"], &[]), "name");
     sp.metric_name_prefix = Some("api".into());
     assert_eq!(flat(&run(&t, sp))[0].0, "api_5xx");
-    let mut sp = with_name_column(spec(&["value"], &[]), "name");
-    sp.cli_prefix = Some("9team".into());
-    assert_eq!(flat(&run(&t, sp))[0].0, "_9team_5xx");
+    let sp = with_name_column(spec(&["value"], &[]), "name");
+    assert_eq!(flat(&run_prefixed(&t, sp, "9team"))[0].0, "_9team_5xx");
     // adx-mon rejects `---` as a prefix; it is just `___` here.
     let mut sp = with_default(spec(&["value"], &[]), "m");
     sp.metric_name_prefix = Some("---".into());
@@ -456,31 +474,43 @@ fn label_names_are_sanitised() {
 
 #[test]
 fn reserved_and_colliding_label_names_are_rejected_naming_both_columns() {
-    let err = Mapping::new(with_default(spec(&["v"], &["__name__"]), "m")).unwrap_err();
-    assert!(matches!(&err, TransformError::ReservedLabel { column, .. } if column == "__name__"));
-    let err = Mapping::new(with_default(spec(&["v"], &["_.x"]), "m")).unwrap_err();
-    assert!(
-        matches!(&err, TransformError::ReservedLabel { label, .. } if label == "__x"),
-        "{err}"
-    );
-    let err = Mapping::new(with_default(spec(&["v"], &["host", "a-b", "a.b"]), "m")).unwrap_err();
+    // Validation's one label-name rule rejects them before a Mapping exists.
+    let err = mapping(&with_default(spec(&["v"], &["__name__"]), "m"), "").unwrap_err();
     assert_eq!(
         err,
-        TransformError::LabelCollision {
-            first: "a-b".into(),
-            second: "a.b".into(),
-            label: "a_b".into()
-        }
+        [
+            "spec.transform.labelColumns: \"__name__\" becomes label \"__name__\", and names starting with __ are reserved: rename the column in the query"
+        ]
     );
-    let msg = err.to_string();
+    let err = mapping(&with_default(spec(&["v"], &["_.x"]), "m"), "").unwrap_err();
+    assert_eq!(
+        err,
+        [
+            "spec.transform.labelColumns: \"_.x\" becomes label \"__x\", and names starting with __ are reserved: rename the column in the query"
+        ]
+    );
+    let err = mapping(
+        &with_default(spec(&["v"], &["host", "a-b", "a.b"]), "m"),
+        "",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        [
+            "spec.transform.labelColumns: \"a-b\" and \"a.b\" both become label \"a_b\": rename one in the query"
+        ]
+    );
+    let msg = &err[0];
     assert!(
         msg.contains("\"a-b\"") && msg.contains("\"a.b\"") && msg.contains("rename"),
         "{msg}"
     );
-    let err = Mapping::new(with_default(spec(&["a-b", "a_b"], &[]), "m")).unwrap_err();
-    assert!(
-        matches!(err, TransformError::ValueColumnCollision { .. }),
-        "{err}"
+    let err = mapping(&with_default(spec(&["a-b", "a_b"], &[]), "m"), "").unwrap_err();
+    assert_eq!(
+        err,
+        [
+            "spec.transform.valueColumns: \"a-b\" and \"a_b\" both give the metric name suffix \"a_b\": rename one in the query (e.g. `project-rename`)"
+        ]
     );
 }
 
@@ -681,7 +711,7 @@ fn timestamp_column_of_another_type_is_a_schema_error() {
     );
     let err = transform(
         &t,
-        &Mapping::new(with_default(spec(&["value"], &[]), "m")).unwrap(),
+        &mapping(&with_default(spec(&["value"], &[]), "m"), "").unwrap(),
     )
     .unwrap_err();
     assert_eq!(
@@ -698,7 +728,7 @@ fn missing_label_column_is_an_error() {
     // adx-mon silently drops it.
     let err = transform(
         &basic_table(Value::Real(1.0)),
-        &Mapping::new(with_default(spec(&["value"], &["host"]), "m")).unwrap(),
+        &mapping(&with_default(spec(&["value"], &["host"]), "m"), "").unwrap(),
     )
     .unwrap_err();
     assert!(
@@ -837,7 +867,11 @@ mod properties {
     }
 
     /// The rules restated naively: whole-string sanitising, a map where later rows overwrite.
-    fn model(t: &Table, sp: &MappingSpec) -> BTreeMap<(Vec<Label>, i64), u64> {
+    fn model(
+        t: &Table,
+        sp: &TransformSpec,
+        cli_prefix: Option<&str>,
+    ) -> BTreeMap<(Vec<Label>, i64), u64> {
         let mut out = BTreeMap::new();
         for row in t.rows() {
             let Value::DateTime(time) = &row[0] else {
@@ -870,7 +904,7 @@ mod properties {
                     },
                     _ => continue,
                 };
-                let mut parts: Vec<String> = sp.cli_prefix.iter().cloned().collect();
+                let mut parts: Vec<String> = cli_prefix.iter().map(|p| p.to_string()).collect();
                 parts.push(base.clone());
                 if sp.value_columns.len() > 1 {
                     parts.push(col.clone());
@@ -927,8 +961,7 @@ mod properties {
             let values: &[&str] = if two_values { &["v1", "v-2"] } else { &["v1"] };
             let mut sp = with_name_column(spec(values, &["host", "n"]), "name");
             sp.default_metric_name = default;
-            sp.cli_prefix = cli_prefix;
-            let out = run(&t, sp.clone());
+            let out = run_prefixed(&t, sp.clone(), cli_prefix.as_deref().unwrap_or_default());
 
             let series = &out.request.timeseries;
             for ts in series {
@@ -951,7 +984,7 @@ mod properties {
             let got: BTreeMap<(Vec<Label>, i64), u64> = (series.iter())
                 .flat_map(|ts| ts.samples.iter().map(|s| ((ts.labels.clone(), s.timestamp), s.value.to_bits())))
                 .collect();
-            prop_assert_eq!(got, model(&t, &sp));
+            prop_assert_eq!(got, model(&t, &sp, cli_prefix.as_deref()));
         }
     }
 }
