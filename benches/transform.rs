@@ -5,9 +5,10 @@
 
 use std::hint::black_box;
 
+use adxexporter::crd::TransformSpec;
 use adxexporter::query::{Column, ColumnType, Table, Value};
 use adxexporter::time::{TICKS_PER_SECOND, Ticks};
-use adxexporter::transform::{Mapping, MappingSpec, transform};
+use adxexporter::transform::{Mapping, transform};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 mod workload;
@@ -57,16 +58,14 @@ fn workload(rows: usize) -> Table {
 
 fn bench(c: &mut Criterion) {
     let table = workload(ROWS);
-    let mapping = Mapping::new(MappingSpec {
-        cli_prefix: Some("adx".into()),
-        metric_name_prefix: None,
+    let transform_spec = TransformSpec {
         metric_name_column: Some("metric_name".into()),
-        default_metric_name: None,
         value_columns: vec!["metric_value".into()],
-        timestamp_column: "timestamp".into(),
+        timestamp_column: Some("timestamp".into()),
         label_columns: vec!["ServiceName".into(), "Region".into(), "Host".into()],
-    })
-    .unwrap();
+        ..TransformSpec::default()
+    };
+    let mapping = Mapping::new(&transform_spec.validate().unwrap(), "adx");
     let out = transform(&table, &mapping).unwrap();
     assert_eq!(out.stats.samples, ROWS as u64);
     assert_eq!(out.request.timeseries.len(), 10_000);

@@ -18,6 +18,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;
 
+use adxexporter::crd::TransformSpec;
 use adxexporter::prompb::RemoteWriteEncoder;
 use adxexporter::prompb::WriteRequest;
 use adxexporter::query::{QueryLimits, decode_v2};
@@ -25,7 +26,7 @@ use adxexporter::sink::DEFAULT_MAX_REQUEST_BYTES;
 use adxexporter::sink::otlp::{OtlpEncoder, OtlpTemplate};
 use adxexporter::sink::remote_write::split_window;
 use adxexporter::time::Ticks;
-use adxexporter::transform::{Mapping, MappingSpec, transform};
+use adxexporter::transform::{Mapping, transform};
 use anyhow::{Context, bail};
 
 #[path = "../benches/workload/mod.rs"]
@@ -125,13 +126,19 @@ const STANDIN_LABELS: &[&str] = &["ServiceName", "Region", "Host", "Exporter"];
 
 /// The mapping the peer benches use: the perf-anchors columns, one sample per row.
 fn mapping(labels: &[&str]) -> anyhow::Result<Mapping> {
-    Ok(Mapping::new(MappingSpec {
+    let transform = TransformSpec {
         metric_name_column: Some("metric_name".into()),
         value_columns: vec!["metric_value".into()],
-        timestamp_column: "timestamp".into(),
+        timestamp_column: Some("timestamp".into()),
         label_columns: labels.iter().map(|l| l.to_string()).collect(),
-        ..MappingSpec::default()
-    })?)
+        ..TransformSpec::default()
+    }
+    .validate()
+    .map_err(|problems| {
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid transform: {}", lines.join("; "))
+    })?;
+    Ok(Mapping::new(&transform, ""))
 }
 
 fn window_of(body: &[u8], labels: &[&str]) -> anyhow::Result<WriteRequest> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::crd::{MetricsExporter, ValidatedSpec};
 use crate::criteria::{self, Placement, expression};
 use crate::time::Ticks;
-use crate::transform::{Mapping, MappingSpec, TransformError};
+use crate::transform::Mapping;
 use crate::wal::ExporterRef;
 
 /// One exporter this instance runs.
@@ -78,8 +78,7 @@ impl Exporter {
                 )));
             }
         }
-        let mapping = mapping_for(&spec, cli_prefix)
-            .map_err(|e| Rejected::Invalid(vec![format!("spec.transform: {e}")]))?;
+        let mapping = Mapping::new(&spec.transform, cli_prefix);
         let namespace = resource
             .metadata
             .namespace
@@ -104,20 +103,6 @@ impl Exporter {
     pub fn key(&self) -> String {
         format!("{}/{}", self.id.namespace, self.id.name)
     }
-}
-
-/// The transform of a validated spec; `cli_prefix` is `--metric-name-prefix`.
-pub fn mapping_for(spec: &ValidatedSpec, cli_prefix: &str) -> Result<Mapping, TransformError> {
-    let t = &spec.transform;
-    Mapping::new(MappingSpec {
-        cli_prefix: Some(cli_prefix.to_owned()).filter(|p| !p.is_empty()),
-        metric_name_prefix: t.metric_name_prefix.clone(),
-        metric_name_column: t.metric_name_column.clone(),
-        default_metric_name: t.default_metric_name.clone(),
-        value_columns: t.value_columns.clone(),
-        timestamp_column: t.timestamp_column.clone(),
-        label_columns: t.label_columns.iter().map(|l| l.column.clone()).collect(),
-    })
 }
 
 /// What changed between two snapshots.

@@ -15,11 +15,12 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use adxexporter::crd::TransformSpec;
 use adxexporter::exposition;
 use adxexporter::query::{Column, ColumnType, Table, Value};
 use adxexporter::schedule::window::{Window, query_text};
 use adxexporter::time::{Span, Ticks};
-use adxexporter::transform::{Mapping, MappingSpec, transform};
+use adxexporter::transform::{Mapping, transform};
 
 /// Runs stdin as a query against `argv[1]` / database `argv[2]`; prints the primary table's raw JSON.
 const QUERY_SCRIPT: &str = r#"
@@ -41,18 +42,6 @@ struct Spec {
     database: String,
     body: String,
     transform: TransformSpec,
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct TransformSpec {
-    value_column: Option<String>,
-    value_columns: Vec<String>,
-    timestamp_column: String,
-    metric_name_column: Option<String>,
-    default_metric_name: Option<String>,
-    metric_name_prefix: Option<String>,
-    label_columns: Vec<String>,
 }
 
 fn examples_dir() -> PathBuf {
@@ -162,19 +151,10 @@ fn table_from_json(json: &serde_json::Value) -> Table {
     table
 }
 
-fn mapping(t: TransformSpec) -> Mapping {
-    let mut value_columns = t.value_columns;
-    value_columns.extend(t.value_column);
-    Mapping::new(MappingSpec {
-        cli_prefix: None,
-        metric_name_prefix: t.metric_name_prefix,
-        metric_name_column: t.metric_name_column,
-        default_metric_name: t.default_metric_name,
-        value_columns,
-        timestamp_column: t.timestamp_column,
-        label_columns: t.label_columns,
-    })
-    .expect("the example's transform is valid")
+/// The example's transform validated and mapped as `run` does it, with no `--metric-name-prefix`.
+fn mapping(t: &TransformSpec) -> Mapping {
+    let transform = t.validate().expect("the example's transform is valid");
+    Mapping::new(&transform, "")
 }
 
 fn check_example(name: &str) {
@@ -188,7 +168,7 @@ fn check_example(name: &str) {
     let query = window_query(&resource.spec.body, start, end);
     let table = table_from_json(&run_query(&kusto.url, &resource.spec.database, &query));
 
-    let out = transform(&table, &mapping(resource.spec.transform)).expect("transform");
+    let out = transform(&table, &mapping(&resource.spec.transform)).expect("transform");
     assert!(
         out.stats.skipped.is_empty(),
         "nothing is skipped: {:?}",

@@ -12,10 +12,9 @@ use crate::crd::load_documents;
 use crate::criteria::{self, CriteriaMatch};
 use crate::exposition;
 use crate::query::{KustoAuth, KustoClient, KustoConfig, QueryLimits};
-use crate::registry::mapping_for;
 use crate::schedule::window::{Window, align_down, newest_complete, query_text};
 use crate::time::Ticks;
-use crate::transform::transform;
+use crate::transform::{Mapping, transform};
 
 pub async fn run(args: PreviewArgs) -> anyhow::Result<ExitCode> {
     let config = args.validate()?;
@@ -56,8 +55,7 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<ExitCode> {
             "note: `run` would skip {key} on an instance with these cluster labels: {reason}"
         );
     }
-    let mapping = mapping_for(&spec, &config.metric_name_prefix)
-        .map_err(|e| anyhow!("{path}: {key}: spec.transform: {e}"))?;
+    let mapping = Mapping::new(&spec.transform, &config.metric_name_prefix);
     let window = match config.window {
         Some((start, end)) => {
             let w = Window { start, end };

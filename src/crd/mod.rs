@@ -1,0 +1,68 @@
+//! The `MetricsExporter` resource (SPEC §2): spec and status types, the CRD, offline validation and
+//! loading resources from YAML/JSON text. No IO.
+//!
+//! - Field names are exactly adx-mon's (camelCase), so resources written for the Go exporter
+//!   deserialize unchanged; the fields adx-mon lacks (`ingestionDelay`, `startTime`, `maxRows`,
+//!   `outputs`, `transform.valueColumn`) are optional.
+//! - Required fields are `Option` in Rust but `required` in the CRD schema: the API server rejects
+//!   a resource without them, while [`MetricsExporterSpec::validate`] can still report *every*
+//!   problem of a hand-written file at once instead of stopping at the first missing field.
+//! - [`MetricsExporterSpec::validate`] is the one place that turns the text fields into typed values
+//!   ([`ValidatedSpec`]); everything downstream uses only the validated form.
+//! - Unknown fields are accepted (forward compatibility); [`load_documents`] lists them so
+//!   `adxexporter check` can warn.
+//! - Status timestamps are kept as RFC 3339 strings so a hand-edited status never makes the whole
+//!   object unreadable; the `*_ticks` helpers parse them leniently.
+//! - Validation is the one home of the label-name rule (SPEC §6): empty columns, sanitising
+//!   ([`names::sanitize_label_name`]), reserved `__` names and collisions. The transform takes the label
+//!   names from [`ValidatedTransform`] as they are and checks nothing again.
+
+mod check;
+mod load;
+pub mod names;
+#[cfg(test)]
+mod tests;
+mod types;
+mod validate;
+
+use crate::time::{Span, TICKS_PER_SECOND};
+
+pub use check::{CheckReport, check_text};
+pub use load::{LoadedResource, load_documents};
+pub use types::{
+    BacklogStatus, Condition, DeadLetterStatus, LastQueryStatus, MetricsExporter,
+    MetricsExporterSpec, MetricsExporterStatus, TransformSpec, crd_yaml,
+};
+pub use validate::{LabelColumn, SpecProblem, ValidatedSpec, ValidatedTransform};
+
+/// API group and version of the resource.
+pub const API_VERSION: &str = "adx-mon.azure.com/v1";
+/// Kind of the resource.
+pub const KIND: &str = "MetricsExporter";
+/// adx-mon's cursor condition: its message holds the end of the last exported window (RFC 3339).
+pub const LEGACY_CURSOR_CONDITION: &str =
+    "metricsexporter.adx-mon.azure.com/LastSuccessfulExecution";
+/// Default `spec.maxRows`.
+pub const DEFAULT_MAX_ROWS: u64 = 500_000;
+/// Shortest allowed `spec.interval`.
+pub const MIN_INTERVAL: Span = Span(TICKS_PER_SECOND);
+/// Longest allowed `spec.interval` and `spec.ingestionDelay` (366 days): keeps window arithmetic
+/// far from the ends of Kusto's datetime range.
+pub const MAX_SPAN: Span = Span(8784 * 3600 * TICKS_PER_SECOND);
+
+/// Why a file's text holds no usable resource, or why the CRD cannot be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum CrdError {
+    #[error("cannot render the CRD as YAML: {0}")]
+    Render(String),
+    #[error("not valid YAML or JSON: {0}")]
+    Syntax(String),
+    #[error("document {doc}: {message}")]
+    NotAResource { doc: usize, message: String },
+    #[error("document {doc} ({key}): {message}")]
+    Shape {
+        doc: usize,
+        key: String,
+        message: String,
+    },
+}

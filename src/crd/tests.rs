@@ -1,0 +1,355 @@
+//! Validation, loading, status helpers and the rendered CRD.
+
+use super::*;
+use crate::crd::names::sanitize_label_name;
+use crate::time::Ticks;
+
+fn spec() -> MetricsExporterSpec {
+    MetricsExporterSpec {
+        database: Some("db".into()),
+        body: Some("T | project ts, v".into()),
+        interval: Some("5m".into()),
+        transform: Some(TransformSpec {
+            value_columns: vec!["v".into()],
+            timestamp_column: Some("ts".into()),
+            default_metric_name: Some("m".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn problems(s: &MetricsExporterSpec) -> Vec<String> {
+    s.validate()
+        .err()
+        .unwrap_or_default()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn a_minimal_spec_validates_with_defaults() {
+    let v = spec().validate().unwrap();
+    assert_eq!(v.interval, Span::from_secs(300));
+    assert_eq!(v.ingestion_delay, Span::ZERO);
+    assert_eq!(v.max_rows, DEFAULT_MAX_ROWS);
+    assert_eq!(v.start_time, None);
+    assert_eq!(v.transform.value_columns, vec!["v"]);
+}
+
+#[test]
+fn value_column_and_value_columns_are_joined_without_duplicates() {
+    let mut s = spec();
+    let t = s.transform.as_mut().unwrap();
+    t.value_columns = vec!["a".into(), "b".into(), "a".into()];
+    t.value_column = Some("b".into());
+    assert_eq!(
+        s.validate().unwrap().transform.value_columns,
+        vec!["a", "b"]
+    );
+    let t = s.transform.as_mut().unwrap();
+    t.value_columns.clear();
+    t.value_column = Some("c".into());
+    assert_eq!(s.validate().unwrap().transform.value_columns, vec!["c"]);
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let mut s = spec();
+    s.interval = Some("0s".into());
+    s.body = None;
+    s.start_time = Some("yesterday".into());
+    s.max_rows = Some(0);
+    assert_eq!(
+        problems(&s),
+        vec![
+            "spec.body: missing: set the KQL query",
+            "spec.interval: \"0s\" is too short: use at least 1s",
+            "spec.startTime: \"yesterday\" is not an RFC 3339 datetime: use e.g. 2026-01-01T00:00:00Z",
+            "spec.maxRows: 0 rows allows no result: use at least 1 (default 500000)",
+        ]
+    );
+}
+
+#[test]
+fn intervals_below_one_second_or_unparseable_are_rejected() {
+    for (text, ok) in [
+        ("1s", true),
+        ("1500ms", true),
+        ("1h30m", true),
+        ("999ms", false),
+        ("-5m", false),
+        ("5 minutes", false),
+        ("1d", false),
+        ("8784h", true),
+        ("8785h", false),
+    ] {
+        let mut s = spec();
+        s.interval = Some(text.into());
+        assert_eq!(s.validate().is_ok(), ok, "{text}");
+    }
+}
+
+#[test]
+fn negative_or_bad_ingestion_delay_is_rejected() {
+    let mut s = spec();
+    s.ingestion_delay = Some("90s".into());
+    assert_eq!(s.validate().unwrap().ingestion_delay, Span::from_secs(90));
+    s.ingestion_delay = Some("-1s".into());
+    assert_eq!(
+        problems(&s),
+        vec!["spec.ingestionDelay: \"-1s\" is negative: use 0s or more"]
+    );
+}
+
+#[test]
+fn transform_needs_a_value_column_and_a_name() {
+    let mut s = spec();
+    let t = s.transform.as_mut().unwrap();
+    t.value_columns.clear();
+    t.default_metric_name = None;
+    assert_eq!(
+        problems(&s),
+        vec![
+            "spec.transform: set valueColumns (or valueColumn)",
+            "spec.transform: no metric name: set metricNameColumn or defaultMetricName",
+        ]
+    );
+}
+
+#[test]
+fn timestamp_column_cannot_be_a_value() {
+    let mut s = spec();
+    s.transform
+        .as_mut()
+        .unwrap()
+        .value_columns
+        .push("ts".into());
+    assert_eq!(
+        problems(&s),
+        vec![
+            "spec.transform.valueColumns: \"ts\" is also the timestampColumn: a datetime cannot be a value"
+        ]
+    );
+}
+
+#[test]
+fn label_collisions_and_reserved_names_are_rejected() {
+    let mut s = spec();
+    s.transform.as_mut().unwrap().label_columns =
+        vec!["a-b".into(), "a_b".into(), "__name__".into(), "ok".into()];
+    assert_eq!(
+        problems(&s),
+        vec![
+            "spec.transform.labelColumns: \"a-b\" and \"a_b\" both become label \"a_b\": rename one in the query",
+            "spec.transform.labelColumns: \"__name__\" becomes label \"__name__\", and names starting with __ are reserved: rename the column in the query",
+        ]
+    );
+}
+
+#[test]
+fn label_columns_carry_their_sanitised_names() {
+    let mut s = spec();
+    s.transform.as_mut().unwrap().label_columns = vec!["Region".into(), "5xx".into()];
+    let labels = s.validate().unwrap().transform.label_columns;
+    assert_eq!(
+        labels,
+        vec![
+            LabelColumn {
+                column: "Region".into(),
+                label: "Region".into()
+            },
+            LabelColumn {
+                column: "5xx".into(),
+                label: "_5xx".into()
+            },
+        ]
+    );
+}
+
+#[test]
+fn empty_or_blank_label_columns_are_an_error_naming_the_field() {
+    // The one label-name rule: an empty column never becomes a label (not even `_`).
+    let mut s = spec();
+    s.transform.as_mut().unwrap().label_columns = vec!["host".into(), "".into(), "  ".into()];
+    assert_eq!(
+        problems(&s),
+        vec![
+            "spec.transform.labelColumns[1]: empty column name",
+            "spec.transform.labelColumns[2]: empty column name",
+        ]
+    );
+}
+
+#[test]
+fn value_columns_giving_the_same_metric_name_suffix_are_rejected() {
+    let mut s = spec();
+    let t = s.transform.as_mut().unwrap();
+    t.value_columns = vec!["a-b".into(), "c".into()];
+    t.value_column = Some("a_b".into());
+    assert_eq!(
+        problems(&s),
+        vec![
+            "spec.transform.valueColumns: \"a-b\" and \"a_b\" both give the metric name suffix \"a_b\": rename one in the query (e.g. `project-rename`)"
+        ]
+    );
+    // A single value column gives no suffix, whatever its name.
+    let t = s.transform.as_mut().unwrap();
+    t.value_columns = vec!["a-b".into()];
+    t.value_column = None;
+    assert!(s.validate().is_ok());
+}
+
+#[test]
+fn sanitize_label_name_follows_the_single_rule() {
+    assert_eq!(sanitize_label_name("a-b.c"), "a_b_c");
+    assert_eq!(sanitize_label_name("9lives"), "_9lives");
+    assert_eq!(sanitize_label_name("é"), "_");
+    // The result is always a valid name; an empty *column* is refused before it gets here.
+    assert_eq!(sanitize_label_name(""), "_");
+    assert_eq!(sanitize_label_name("Host_Name1"), "Host_Name1");
+}
+
+proptest::proptest! {
+    #[test]
+    fn sanitized_label_names_are_always_valid(name in ".{0,20}") {
+        let out = sanitize_label_name(&name);
+        let mut chars = out.chars();
+        let first = chars.next().unwrap();
+        proptest::prop_assert!(first.is_ascii_alphabetic() || first == '_');
+        proptest::prop_assert!(chars.all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        proptest::prop_assert_eq!(sanitize_label_name(&out), out.clone());
+    }
+}
+
+#[test]
+fn legacy_cursor_is_read_from_adx_mon_condition() {
+    let mut status = MetricsExporterStatus::default();
+    assert_eq!(status.legacy_watermark(), None);
+    status.conditions.push(Condition {
+        type_: LEGACY_CURSOR_CONDITION.into(),
+        status: "True".into(),
+        reason: "ExecutionCompleted".into(),
+        message: "2026-01-01T12:05:00Z".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        status.legacy_watermark(),
+        Some(Ticks::parse("2026-01-01T12:05:00Z").unwrap())
+    );
+    status.conditions[0].message = "garbage".into();
+    assert_eq!(status.legacy_watermark(), None);
+}
+
+#[test]
+fn resume_prefers_our_watermark_over_adx_mon_cursor() {
+    let mut me = MetricsExporter::new("x", spec());
+    let mut status = MetricsExporterStatus::default();
+    status.conditions.push(Condition {
+        type_: LEGACY_CURSOR_CONDITION.into(),
+        message: "2026-01-01T00:00:00Z".into(),
+        ..Default::default()
+    });
+    me.status = Some(status.clone());
+    assert_eq!(
+        me.resume_watermark(),
+        Ticks::parse("2026-01-01T00:00:00Z").ok()
+    );
+    status.watermark = Some("2026-02-01T00:00:00Z".into());
+    me.status = Some(status);
+    assert_eq!(
+        me.resume_watermark(),
+        Ticks::parse("2026-02-01T00:00:00Z").ok()
+    );
+}
+
+#[test]
+fn adx_mon_resource_deserializes_and_unknown_fields_are_listed() {
+    let text = r#"
+apiVersion: adx-mon.azure.com/v1
+kind: MetricsExporter
+metadata: {name: m, namespace: ns}
+spec:
+  database: Metrics
+  interval: 5m
+  body: T
+  criteria: {region: [eastus]}
+  transform:
+    valueColumns: [v]
+    timestampColumn: ts
+    metricNamePrefix: team
+    defaultMetricName: m
+    valueColum: typo
+status:
+  conditions:
+  - type: metricsexporter.adx-mon.azure.com/LastSuccessfulExecution
+    status: "True"
+    reason: ExecutionCompleted
+    message: "2026-01-01T00:05:00Z"
+    lastTransitionTime: "2026-01-01T00:05:01Z"
+---
+"#;
+    let docs = load_documents(text).unwrap();
+    assert_eq!(docs.len(), 1);
+    let loaded = docs.into_iter().next().unwrap().unwrap();
+    assert_eq!(loaded.resource.key(), "ns/m");
+    assert_eq!(loaded.unknown_fields, vec!["spec.transform.valueColum"]);
+    assert!(loaded.resource.spec.validate().is_ok());
+    assert_eq!(
+        loaded.resource.legacy_watermark(),
+        Ticks::parse("2026-01-01T00:05:00Z").ok()
+    );
+}
+
+#[test]
+fn wrong_kind_and_wrong_types_name_the_document_and_path() {
+    let text = "apiVersion: v1\nkind: ConfigMap\n---\napiVersion: adx-mon.azure.com/v1\nkind: MetricsExporter\nmetadata: {name: m}\nspec: {maxRows: many}\n";
+    let docs = load_documents(text).unwrap();
+    let errors: Vec<String> = docs
+        .into_iter()
+        .map(|d| d.unwrap_err().to_string())
+        .collect();
+    assert!(
+        errors[0].starts_with(
+            "document 1: apiVersion \"v1\" kind \"ConfigMap\" is not a MetricsExporter"
+        ),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].starts_with("document 2 (default/m): spec.maxRows: invalid type"),
+        "{}",
+        errors[1]
+    );
+}
+
+#[test]
+fn json_and_lists_are_accepted() {
+    let text = r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"adx-mon.azure.com/v1","kind":"MetricsExporter","metadata":{"name":"a"},"spec":{"database":"d","body":"b","interval":"1m","transform":{"valueColumn":"v","timestampColumn":"t","defaultMetricName":"m"}}}]}"#;
+    let docs = load_documents(text).unwrap();
+    assert_eq!(docs.len(), 1);
+    assert!(docs[0].as_ref().unwrap().resource.spec.validate().is_ok());
+}
+
+#[test]
+fn broken_yaml_is_a_syntax_error() {
+    let err = load_documents("spec: [unclosed\n  a: b").unwrap_err();
+    assert!(matches!(err, CrdError::Syntax(_)), "{err}");
+}
+
+#[test]
+fn crd_has_required_fields_patterns_and_columns() {
+    let yaml = crd_yaml().unwrap();
+    for needle in [
+        "shortNames:",
+        "- mexp",
+        "additionalPrinterColumns:",
+        "name: Watermark",
+        "duration(self) >= duration('1s') && duration(self) <= duration('8784h')",
+        "format: date-time",
+        "subresources:",
+    ] {
+        assert!(yaml.contains(needle), "CRD lacks {needle}:\n{yaml}");
+    }
+}

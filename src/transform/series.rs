@@ -1,0 +1,257 @@
+//! Rows folded into series: each row's series key (label values and metric name, built in reused
+//! buffers), the index from key to series, and the finished series sorted by labels with their
+//! samples sorted by time and de-duplicated.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use crate::crd::LabelColumn;
+use crate::prompb::{METRIC_NAME_LABEL, Sample};
+use crate::query::Value;
+
+use super::cells::{row_base_name, row_timestamp, sample_value, write_label_value};
+use super::mapping::{Columns, Mapping};
+use super::{SkipCounts, SkipReason};
+
+/// Buffers reused across rows so that a row allocates nothing unless it starts a new series.
+#[derive(Default)]
+pub(super) struct RowBuffers {
+    /// The series key: each label value length-prefixed in labelColumns order, then the metric name.
+    key: Vec<u8>,
+    base: String,
+    text: String,
+}
+
+pub(super) fn add_row(
+    row: &[Value],
+    columns: &Columns,
+    mapping: &Mapping,
+    buf: &mut RowBuffers,
+    index: &mut SeriesIndex,
+    skipped: &mut SkipCounts,
+) {
+    let cell = |i: usize| row.get(i).unwrap_or(&Value::Null);
+    let per_row = mapping.value_columns.len();
+    let timestamp = match row_timestamp(cell(columns.timestamp), columns.timestamp_is_string) {
+        Ok(ms) => ms,
+        Err(reason) => return skipped.add(reason, per_row),
+    };
+    let metric_name = columns.metric_name.map(cell);
+    if !row_base_name(metric_name, mapping, &mut buf.base, &mut buf.text) {
+        return skipped.add(SkipReason::NoMetricName, per_row);
+    }
+    buf.key.clear();
+    for &i in &columns.labels {
+        buf.text.clear();
+        write_label_value(&mut buf.text, cell(i));
+        buf.key
+            .extend_from_slice(&(buf.text.len() as u32).to_le_bytes());
+        buf.key.extend_from_slice(buf.text.as_bytes());
+    }
+    let labels_len = buf.key.len();
+    for (value_column, &i) in mapping.value_columns.iter().zip(&columns.values) {
+        let value = match sample_value(cell(i)) {
+            Ok(v) => v,
+            Err(reason) => {
+                skipped.add(reason, 1);
+                continue;
+            }
+        };
+        buf.key.truncate(labels_len);
+        buf.key.extend_from_slice(mapping.name_prefix.as_bytes());
+        buf.key.extend_from_slice(buf.base.as_bytes());
+        buf.key.extend_from_slice(value_column.suffix.as_bytes());
+        let sample = Sample { value, timestamp };
+        index.push(&buf.key, labels_len, &mapping.labels, sample);
+    }
+}
+
+/// Series by key, in first-seen order.
+pub(super) struct SeriesIndex {
+    /// foldhash (randomly seeded) rather than SipHash: hashing every row's key is on the hot path.
+    slots: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
+    series: Vec<SeriesBuilder>,
+    /// The label slots in label-name order (`None` is `__name__`): the same for every series of a
+    /// window, so a series' labels come out of its key already sorted.
+    name_order: Vec<Option<usize>>,
+    /// Every series' [`push_sort_key`], back to back: sorting by these slices orders series exactly
+    /// like comparing their `Vec<Label>`, with one `memcmp` over adjacent bytes per comparison
+    /// instead of a walk over ten heap strings.
+    sort_keys: Vec<u8>,
+    /// Scratch: where each label column's value sits in the key being read.
+    values: Vec<Range<usize>>,
+}
+
+/// A series being built. Its labels live in its key (see [`RowBuffers::key`]), read on output.
+pub(super) struct SeriesBuilder {
+    key: Box<[u8]>,
+    labels_len: usize,
+    pub(super) samples: Vec<Sample>,
+    sort_key: Range<usize>,
+}
+
+/// The finished series, sorted by labels, samples sorted and de-duplicated.
+pub(super) struct Series {
+    pub(super) series: Vec<SeriesBuilder>,
+    pub(super) name_order: Vec<Option<usize>>,
+}
+
+impl SeriesIndex {
+    pub(super) fn new(columns: &[LabelColumn]) -> SeriesIndex {
+        let mut name_order: Vec<Option<usize>> =
+            (0..columns.len()).map(Some).chain([None]).collect();
+        let name = |slot: &Option<usize>| {
+            slot.and_then(|i| columns.get(i))
+                .map_or(METRIC_NAME_LABEL, |c| c.label.as_str())
+        };
+        name_order.sort_unstable_by(|a, b| name(a).cmp(name(b)));
+        SeriesIndex {
+            slots: HashMap::default(),
+            series: Vec::new(),
+            name_order,
+            sort_keys: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+
+    pub(super) fn push(
+        &mut self,
+        key: &[u8],
+        labels_len: usize,
+        columns: &[LabelColumn],
+        sample: Sample,
+    ) {
+        let slot = match self.slots.get(key) {
+            Some(&slot) => slot,
+            None => {
+                let slot = self.series.len();
+                let start = self.sort_keys.len();
+                let sort_keys = &mut self.sort_keys;
+                key_labels(
+                    key,
+                    labels_len,
+                    columns,
+                    &self.name_order,
+                    &mut self.values,
+                    |name, value| push_sort_key(name.as_bytes(), value, sort_keys),
+                );
+                self.series.push(SeriesBuilder {
+                    // Moved in from `slots` by `finish`: one copy of the key per series.
+                    key: Box::default(),
+                    labels_len,
+                    samples: Vec::new(),
+                    sort_key: start..self.sort_keys.len(),
+                });
+                self.slots.insert(key.into(), slot);
+                slot
+            }
+        };
+        if let Some(s) = self.series.get_mut(slot) {
+            s.samples.push(sample);
+        }
+    }
+
+    /// The series sorted by labels, samples sorted and de-duplicated; plus the duplicates dropped.
+    pub(super) fn finish(self) -> (Series, usize) {
+        let mut series = self.series;
+        for (key, slot) in self.slots {
+            if let Some(s) = series.get_mut(slot) {
+                s.key = key;
+            }
+        }
+        let keys = self.sort_keys;
+        series.sort_unstable_by(|a, b| {
+            let key = |s: &SeriesBuilder| keys.get(s.sort_key.clone()).unwrap_or_default();
+            key(a).cmp(key(b))
+        });
+        let duplicates = (series.iter_mut())
+            .map(|s| sort_and_dedup(&mut s.samples))
+            .sum();
+        let series = Series {
+            series,
+            name_order: self.name_order,
+        };
+        (series, duplicates)
+    }
+}
+
+impl SeriesBuilder {
+    /// Calls `f(name, value)` for each of its labels in name order (`__name__` included).
+    pub(super) fn labels(
+        &self,
+        columns: &[LabelColumn],
+        name_order: &[Option<usize>],
+        scratch: &mut Vec<Range<usize>>,
+        f: impl FnMut(&str, &[u8]),
+    ) {
+        key_labels(&self.key, self.labels_len, columns, name_order, scratch, f);
+    }
+}
+
+/// Calls `f(name, value)` for each label of the series whose key is `key` (see [`RowBuffers::key`]),
+/// in `name_order`, leaving out empty values; `values` is scratch.
+fn key_labels(
+    key: &[u8],
+    labels_len: usize,
+    columns: &[LabelColumn],
+    name_order: &[Option<usize>],
+    values: &mut Vec<Range<usize>>,
+    mut f: impl FnMut(&str, &[u8]),
+) {
+    values.clear();
+    let mut at = 0;
+    for _ in columns {
+        let len = (key.get(at..at + 4))
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map_or(0, |b| u32::from_le_bytes(b) as usize);
+        let start = (at + 4).min(labels_len);
+        at = (start + len).min(labels_len);
+        values.push(start..at);
+    }
+    for slot in name_order {
+        match slot {
+            None => f(METRIC_NAME_LABEL, key.get(labels_len..).unwrap_or_default()),
+            Some(i) => {
+                let (Some(column), Some(range)) = (columns.get(*i), values.get(*i)) else {
+                    continue;
+                };
+                if !range.is_empty() {
+                    f(&column.label, key.get(range.clone()).unwrap_or_default());
+                }
+            }
+        }
+    }
+}
+
+/// Appends one label in an encoding whose byte order, over a series' labels in turn, is the order
+/// of `Vec<Label>` (name, then value, then the next label; a prefix sorts first): each string with
+/// its zero bytes escaped as `00 FF` and ended by `00 01`, which sorts below any byte that can follow
+/// (a real `00` continues with `FF`).
+pub(super) fn push_sort_key(name: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    for s in [name, value] {
+        for (i, part) in s.split(|&b| b == 0).enumerate() {
+            if i > 0 {
+                out.extend_from_slice(&[0, 0xFF]);
+            }
+            out.extend_from_slice(part);
+        }
+        out.extend_from_slice(&[0, 1]);
+    }
+}
+
+/// Sorts by time (stable, so row order breaks ties) and keeps the last of equal timestamps; returns how
+/// many were dropped.
+fn sort_and_dedup(samples: &mut Vec<Sample>) -> usize {
+    if !samples.is_sorted_by(|a, b| a.timestamp < b.timestamp) {
+        samples.sort_by_key(|s| s.timestamp);
+    }
+    let before = samples.len();
+    samples.dedup_by(|later, kept| {
+        let same = later.timestamp == kept.timestamp;
+        if same {
+            kept.value = later.value;
+        }
+        same
+    });
+    before - samples.len()
+}
