@@ -1,4 +1,4 @@
-//! Command-line flags (SPEC §9), read once at start-up and validated into typed configs.
+//! Command-line flags (docs/design.md#cli), read once at start-up and validated into typed configs.
 //!
 //! - Subcommands: `run` (the default when none is given), `preview`, `check`, `crd`, `wal`.
 //! - Every flag is also an `ADXEXPORTER_<FLAG>` environment variable; the `///` on a field is its

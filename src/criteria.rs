@@ -1,4 +1,4 @@
-//! Which resources this instance runs, from its cluster labels (SPEC §4). Pure.
+//! Which resources this instance runs, from its cluster labels (docs/design.md#criteria). Pure.
 //!
 //! `criteria` matches when, for every key, this instance's cluster label with that key
 //! (case-insensitive) has a value equal (case-insensitive) to one of the listed values: AND across
@@ -9,7 +9,7 @@
 //! [`place`] combines it with `criteriaExpression` ([`expression`]): both must match (AND, as in
 //! adx-mon). The map is checked first: a resource whose map excludes this instance is skipped even
 //! when its expression could not be evaluated here (it is another instance's business, and only
-//! instances that process a resource write its status, SPEC §4).
+//! instances that process a resource write its status, docs/design.md#criteria).
 use std::collections::BTreeMap;
 
 pub mod expression;

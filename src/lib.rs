@@ -1,26 +1,44 @@
 //! adxexporter turns Kusto (Azure Data Explorer) query results into metrics.
 //!
-//! Data flows one way:
+//! Data flows one way (design: `docs/design.md`; the layering rule: `docs/design.md#layers`,
+//! checked by `tests/layers.rs`):
 //!
 //! ```text
-//!  k8s watch / --manifests ─► source ─(registry)─► schedule ─(job)─► query ─► transform ─► wal.append
-//!                                                     │                                      │ notify
-//!                                                     └──────(status update)──► status ◄── sink drainers ─► OTLP / remote write
+//!  Kubernetes watch ─┐                    watch channel            one task per exporter
+//!  --manifests dir ──┴─► source ──► registry::Snapshot ──► schedule ──► query ──► transform ──► wal
+//!                                        │                    │  (Kusto)   (rows → protobuf)    │ append + watermark,
+//!                                        │                    ▼                                 │ one transaction
+//!                                        │              status::Board                           ▼ notify
+//!                                        └──────────► status writers, gauges ◄── WAL stats ── sink drain loops
+//!                                                     (status.json / PATCH)                     ─► remote write,
+//!                                                                                                 OTLP/HTTP, OTLP/gRPC,
+//!                                                                                                 scrape page
 //! ```
 //!
-//! - [`crd`]: the `MetricsExporter` resource (spec, status, validation); no IO.
-//! - [`cli`]: flags, validated once into per-module configs.
-//! - [`criteria`]: which resources this instance runs, from its cluster labels.
-//! - [`schedule`]: window arithmetic (pure) and the query text prefix.
-//! - [`query`]: the Kusto REST client, its frame parser and the `Table`/`Value` types.
-//! - [`transform`]: pure `Table` → `WriteRequest`.
-//! - [`prompb`]: the remote-write messages every later stage carries.
-//! - [`sink`]: outputs (remote write, OTLP/HTTP, OTLP/gRPC, the scrape page), retry classification and backoff.
-//! - [`wal`]: the durable store between the transform and the sinks; [`waltool`]: `adxexporter wal`.
-//! - [`shard`]: which StatefulSet replica runs which resource (rendezvous hashing).
+//! Leaves, usable by every stage:
 //! - [`time`]: Kusto ticks, RFC 3339, timespans and durations.
-//! - [`tls`]: CA bundle, client certificate and verification for every outbound connection.
-//! - [`fuzzing`]: the properties the `cargo fuzz` targets in `fuzz/` check, replayed by `cargo test`.
+//! - [`tls`]: CA bundle, client certificate, verification, and the one rustls crypto provider.
+//! - [`azure`]: Azure AD identities and bearer tokens (Kusto and the outputs).
+//! - [`backoff`]: exponential backoff with full jitter, and `Retry-After`.
+//! - [`prompb`]: the remote-write messages and their encoder, which every later stage carries.
+//! - [`exposition`]: Prometheus text exposition (the scrape page and `preview`).
+//! - [`shard`]: which StatefulSet replica runs which resource (rendezvous hashing).
+//! - [`criteria`]: which resources this instance runs, from its cluster labels (and CEL).
+//! - [`crd`]: the `MetricsExporter` resource: types, validation, the naming rules, loading; no IO.
+//! - [`telemetry`]: logs, metric names, `/metrics`, `/healthz`, `/readyz`.
+//!
+//! Stages, in the order of the flow's vocabulary:
+//! - [`query`]: the Kusto REST client, its frame decoders and the `Table`/`Value` types.
+//! - [`transform`]: pure `Table` → samples / `WriteRequest` bytes.
+//! - [`wal`]: the durable store between the transform and the sinks.
+//! - [`registry`]: the desired exporters (`Snapshot`) and why others do not run here (`Rejected`).
+//! - [`source`]: the Kubernetes watch and the manifests directory, both publishing snapshots.
+//! - [`status`]: the status board, the status file and Kubernetes status writers, the state gauges.
+//! - [`sink`]: the outputs, their drain loops and the retry classification.
+//! - [`schedule`]: window arithmetic (pure) and the supervised exporter tasks.
+//!
+//! Wiring: [`cli`] (flags into per-module configs), [`cmd`] (the offline subcommands), [`app`]
+//! (`run`). Test-only: `fuzzing`, the properties the `cargo fuzz` targets in `fuzz/` check.
 #![forbid(unsafe_code)]
 
 pub mod app;

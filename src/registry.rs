@@ -39,7 +39,7 @@ pub enum Rejected {
     /// Its `criteriaExpression` cannot be evaluated with this instance's cluster labels (unknown
     /// label, not a bool, runtime error): not run, since it may have been meant to exclude this
     /// instance, and reported: log, gauge, and in standalone mode `status.json` (`Criteria=False`,
-    /// reason `CriteriaExpressionError`; never a cluster status, SPEC §4). The message names the
+    /// reason `CriteriaExpressionError`; never a cluster status, docs/design.md#criteria-expression). The message names the
     /// field and the fix.
     CriteriaError(String),
 }

@@ -1,4 +1,4 @@
-//! Which StatefulSet replica runs which MetricsExporter (SPEC §9 scale-out). Pure.
+//! Which StatefulSet replica runs which MetricsExporter (docs/design.md#scale-out scale-out). Pure.
 //!
 //! Rendezvous (highest-random-weight) hashing: every replica ordinal `0..replicas` gets a weight
 //! `hash(uid, ordinal)` and the highest weight owns the resource. The hash is a hand-written FNV-1a

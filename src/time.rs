@@ -3,7 +3,7 @@
 //! Kusto's `datetime` is 100 ns ticks since 0001-01-01T00:00:00Z and its `timespan` is a signed tick
 //! count. Keeping that representation end to end means windows align exactly like KQL `bin()` (which
 //! counts from 0001-01-01), no precision is lost between the wire and the window arithmetic, and the
-//! `_endTime = end − 1 tick` rule of SPEC §3 is a plain subtraction.
+//! `_endTime = end − 1 tick` rule of docs/design.md#query-text is a plain subtraction.
 //!
 //! Text forms handled here: RFC 3339 datetimes (0–7 fractional digits, `Z` or an offset), Kusto
 //! timespans (`[-][d.]hh:mm:ss[.fffffff]`) and Go-style durations (`1h30m`, `30s`, `250ms`) as used by

@@ -426,7 +426,7 @@ async fn create_edit_delete_and_criteria_in_kubernetes_mode() {
     })
     .await;
     // `celbroken` cannot be evaluated with these labels: said in the log, not in its status (an
-    // instance with a `zone` label may be running it: SPEC §4).
+    // instance with a `zone` label may be running it: docs/design.md#criteria).
     let log_path = ex.log.clone();
     eventually(
         "the log to say why `celbroken` does not run",

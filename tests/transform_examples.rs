@@ -1,7 +1,7 @@
 //! The examples in `deploy/examples/` produce exactly their hand-derived `.expected.prom` output.
 //!
 //! For each example: start duckdb-kql with `tests/peers/demo.sql`, run the example's body with the
-//! SPEC §3 window prefix for the window named in its `# preview window:` comment, turn the rows into a
+//! docs/design.md#windows window prefix for the window named in its `# preview window:` comment, turn the rows into a
 //! [`Table`], run [`transform`] and [`exposition::to_text`], and compare with the expected file.
 //!
 //! The query goes through the official Python client (azure-kusto-data, from the test venv), which

@@ -1,5 +1,5 @@
 //! `adxexporter wal stats|list|dead-letters|requeue|purge`: inspect and repair the WAL of a stopped
-//! adxexporter (SPEC §8). Docs and JSON fields: `docs/wal.md`.
+//! adxexporter (docs/design.md#wal-tool). Docs and JSON fields: `docs/wal.md`.
 //!
 //! - The store is opened with [`Wal::open_existing`]: nothing is created, migrated or re-targeted,
 //!   so `stats`, `list` and `dead-letters` leave it as it was. Only `requeue` and `purge --yes` write.

@@ -1,4 +1,4 @@
-//! The `MetricsExporter` resource (SPEC §2): spec and status types, the CRD, offline validation and
+//! The `MetricsExporter` resource (docs/design.md#resource): spec and status types, the CRD, offline validation and
 //! loading resources from YAML/JSON text. No IO.
 //!
 //! - Field names are exactly adx-mon's (camelCase), so resources written for the Go exporter
@@ -13,7 +13,7 @@
 //!   `adxexporter check` can warn.
 //! - Status timestamps are kept as RFC 3339 strings so a hand-edited status never makes the whole
 //!   object unreadable; the `*_ticks` helpers parse them leniently.
-//! - Validation is the one home of the label-name rule (SPEC §6): empty columns, sanitising
+//! - Validation is the one home of the label-name rule (docs/design.md#transform): empty columns, sanitising
 //!   ([`names::sanitize_label_name`]), reserved `__` names and collisions. The transform takes the label
 //!   names from [`ValidatedTransform`] as they are and checks nothing again.
 

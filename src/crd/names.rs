@@ -35,7 +35,7 @@ pub fn sanitize_metric_name(s: &str) -> String {
     out
 }
 
-/// The sanitising part of the one label-name rule (SPEC §6): every character outside
+/// The sanitising part of the one label-name rule (docs/design.md#labels): every character outside
 /// `[a-zA-Z0-9_]` becomes `_` (one per character, no collapsing) and a leading digit gets a `_` in
 /// front, so the result always matches `[a-zA-Z_][a-zA-Z0-9_]*` (hence `_` for an empty name). The
 /// rest of the rule is applied by validation of `spec.transform.labelColumns`: an empty or blank

@@ -78,7 +78,7 @@ pub struct MetricsExporterSpec {
     pub outputs: Option<Vec<String>>,
 }
 
-/// Result columns → samples (SPEC §6).
+/// Result columns → samples (docs/design.md#transform).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{

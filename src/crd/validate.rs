@@ -366,7 +366,7 @@ fn validate_value_suffixes(value_columns: &[String], p: &mut Problems) {
     }
 }
 
-/// The one label-name rule (SPEC §6), applied to `labelColumns`: an empty or blank column is an
+/// The one label-name rule (docs/design.md#labels), applied to `labelColumns`: an empty or blank column is an
 /// error naming its index, the others are sanitised ([`super::names::sanitize_label_name`]), and a name reserved
 /// by Prometheus (`__…`) or given by two columns is an error naming both.
 fn validate_label_columns(columns: &[String], p: &mut Problems) -> Vec<LabelColumn> {

@@ -1,5 +1,5 @@
 //! `spec.criteriaExpression`: a CEL expression over this instance's cluster labels, compatible with
-//! adx-mon (SPEC §4). Pure.
+//! adx-mon (docs/design.md#criteria-expression). Pure.
 //!
 //! Semantics (adx-mon's `celutil.EvaluateCriteriaExpression`, not its docs):
 //! - every cluster label is a `string` variable named by its key **as-is**: names and values are

@@ -6,7 +6,7 @@
 //! `Rows` is Kusto's in-data error report and is collected, not pushed. Errors are parked in
 //! [`Sideband::fatal`] and the serde error only unwinds the parse, so the caller reports the precise one.
 //!
-//! Cell rules (SPEC §5): JSON `null` is [`Value::Null`] for every type, strings included (Kusto strings
+//! Cell rules (docs/design.md#kusto-types): JSON `null` is [`Value::Null`] for every type, strings included (Kusto strings
 //! cannot be null, but captured responses contain `null` there; keeping it distinct from `""` loses
 //! nothing). `long` is read as an exact integer, never via f64. `real` takes numbers (integral too) and
 //! the strings `"NaN"`, `"Infinity"`, `"-Infinity"`. `decimal` keeps the text of a string or number.

@@ -1,5 +1,5 @@
 //! The HTTP side of a Kusto query: one `POST {endpoint}/v2/rest/query` per call over a shared,
-//! connection-reusing reqwest client, with SPEC §5 headers, a client timeout of server timeout + 30 s,
+//! connection-reusing reqwest client, with docs/design.md#kusto-request headers, a client timeout of server timeout + 30 s,
 //! no redirects, gzip, and a body read that stops at `QueryLimits::max_bytes` (never unbounded).
 //! Non-2xx answers become classified [`QueryError`]s; 200 bodies go to the pure [`decode_v2`].
 

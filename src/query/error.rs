@@ -1,5 +1,5 @@
 //! What can go wrong while querying Kusto, and what happens next: every failure is a [`QueryError`]
-//! whose [`QueryError::is_permanent`] follows SPEC §3 (transient: network, timeouts, 429, 5xx,
+//! whose [`QueryError::is_permanent`] follows docs/design.md#window-failures (transient: network, timeouts, 429, 5xx,
 //! truncated bodies; permanent: semantic 400s, `@permanent: true`, missing database, auth refusals,
 //! limits, schema/type errors) and whose [`QueryError::kind`] is a short, bounded metric label.
 //!
@@ -159,7 +159,7 @@ pub enum QueryError {
 }
 
 impl QueryError {
-    /// SPEC §3: permanent errors retry slowly until the spec or the data change; transient ones retry quickly.
+    /// docs/design.md#window-failures: permanent errors retry slowly until the spec or the data change; transient ones retry quickly.
     pub fn is_permanent(&self) -> bool {
         match self {
             QueryError::Network { .. }

@@ -1,7 +1,7 @@
-//! The Kusto REST query client (SPEC §5): the schedule hands it a database and KQL text, it returns a
+//! The Kusto REST query client (docs/design.md#kusto): the schedule hands it a database and KQL text, it returns a
 //! [`DataSet`] of typed [`Table`]s for the transform, or a classified [`QueryError`].
 //!
-//! Layout: [`client`] does the HTTP (POST `/v2/rest/query`, bounded body read, status mapping), [`auth`]
+//! Layout: [`client`] does the HTTP (POST `/v2/rest/query`, bounded body read, status mapping), `auth`
 //! picks the `Authorization` header (tokens from [`crate::azure`]), [`decode_v2`]/[`decode_v1`] are pure body decoders, [`table`] holds the
 //! only types the transform sees. Invariant: a `DataSet` is returned only for a complete response with no
 //! partial failure in any channel and at most `QueryLimits::max_rows` primary rows.

@@ -9,7 +9,7 @@ pub use arcstr::ArcStr;
 
 use crate::time::{Span, Ticks};
 
-/// A Kusto column type (`ColumnType` on the wire; SPEC §5 lists the set).
+/// A Kusto column type (`ColumnType` on the wire; docs/design.md#kusto-types lists the set).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ColumnType {
     Bool,

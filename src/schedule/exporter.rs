@@ -1,6 +1,6 @@
 //! The life of one exporter task: resume, then one window after another until cancelled — query,
-//! transform, WAL append — never skipping one (SPEC §3). Each step ends in one [`Outcome`], and
-//! [`Task::report`] turns it into the metric, the log line and the status board entry, side by side.
+//! transform, WAL append — never skipping one (docs/design.md#windows). Each step ends in one `Outcome`, and
+//! `Task::report` turns it into the metric, the log line and the status board entry, side by side.
 //!
 //! - Resume point: the newer of the WAL's watermark and the resource's status watermark (or adx-mon's
 //!   `LastSuccessfulExecution` condition), else `startTime`, else the newest complete window. The

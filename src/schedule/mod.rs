@@ -1,4 +1,4 @@
-//! When each exporter queries which window (SPEC §3).
+//! When each exporter queries which window (docs/design.md#windows).
 //!
 //! [`window`] holds the pure arithmetic: alignment, the first window, the next window after a
 //! watermark (with the bridge window after an interval change), due checks, catch-up order and the

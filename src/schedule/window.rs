@@ -1,4 +1,4 @@
-//! Window arithmetic and the query text prefix (SPEC §3). Pure: no clock, no IO; "now" is a parameter.
+//! Window arithmetic and the query text prefix (docs/design.md#windows). Pure: no clock, no IO; "now" is a parameter.
 //!
 //! - A [`Window`] is half-open `[start, end)` in Kusto ticks. Windows are aligned like KQL `bin()`:
 //!   multiples of the interval counted from 0001-01-01T00:00:00Z (Go's `Truncate` does the same, so

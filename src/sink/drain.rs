@@ -1,5 +1,5 @@
 //! One drain loop per output: take the oldest pending window of each exporter from the WAL, push
-//! it, and record the outcome in the WAL (SPEC §7, §8).
+//! it, and record the outcome in the WAL (docs/design.md#drain, docs/design.md#wal-cursors).
 //!
 //! - Order: per exporter oldest first, and a window in backoff holds back that exporter's later
 //!   windows on this output (receivers see each series in time order); other exporters and other

@@ -1,4 +1,4 @@
-//! Outputs (SPEC §7): Prometheus remote write 1.0, OTLP/HTTP, OTLP/gRPC ([`otlp_grpc`]) and the
+//! Outputs (docs/design.md#outputs): Prometheus remote write 1.0, OTLP/HTTP, OTLP/gRPC ([`otlp_grpc`]) and the
 //! Prometheus scrape page ([`scrape`]), each a [`Sink`] that delivers one window's [`WriteRequest`]
 //! and reports precisely what happened so the drain loop (WAL cursor, retry state, dead letters) can
 //! act on it. Each is a named WAL output with its own cursor, so any combination runs at once.

@@ -1,4 +1,4 @@
-//! OTLP/HTTP metrics output (SPEC §7): a window becomes `ExportMetricsServiceRequest`s with one
+//! OTLP/HTTP metrics output (docs/design.md#otlp-http): a window becomes `ExportMetricsServiceRequest`s with one
 //! resource (cluster labels overlaid by `--add-resource-attributes`, given here as one map), one scope
 //! (`adxexporter`/crate version) and one Gauge `Metric` per metric name holding all its points.
 //! Each point: attributes = the series' labels except `__name__` (in label order), `time_unix_nano` =

@@ -1,4 +1,4 @@
-//! OTLP/gRPC metrics output (SPEC §7, `--otlp-grpc-endpoint`): the same `ExportMetricsServiceRequest`s
+//! OTLP/gRPC metrics output (docs/design.md#otlp-grpc, `--otlp-grpc-endpoint`): the same `ExportMetricsServiceRequest`s
 //! as OTLP/HTTP — planned and encoded by [`OtlpTemplate`]/[`OtlpEncoder`], byte for byte — sent as the
 //! unary call `opentelemetry.proto.collector.metrics.v1.MetricsService/Export` over one tonic
 //! [`Channel`] (HTTP/2, reused, reconnecting), gzip-compressed.

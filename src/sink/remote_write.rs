@@ -1,4 +1,4 @@
-//! Prometheus remote write 1.0 output (SPEC §7): a window's series are split into requests of at most
+//! Prometheus remote write 1.0 output (docs/design.md#remote-write): a window's series are split into requests of at most
 //! `max_request_bytes` uncompressed protobuf (series order kept, no series split), each encoded as a
 //! `prometheus.WriteRequest`, compressed with snappy **block** format (the framed format gets a 400
 //! `snappy: corrupt input`), and POSTed with the remote-write 0.1.0 headers.

@@ -1,4 +1,4 @@
-//! Outcome classification of one HTTP push attempt (SPEC §7 retry matrix): a pure function from what
+//! Outcome classification of one HTTP push attempt (docs/design.md#retry-matrix retry matrix): a pure function from what
 //! the receiver answered (or how the connection failed) to what the drain loop does next.
 //!
 //! | answer | remote write | OTLP/HTTP |

@@ -1,4 +1,4 @@
-//! The Prometheus scrape output (SPEC §7, the design's Phase 1 "current state"): a page on its own
+//! The Prometheus scrape output (docs/design.md#scrape-page, the design's Phase 1 "current state"): a page on its own
 //! listener (`--scrape-port`, path `--scrape-path`) showing, per exporter, the newest window that the
 //! drain loop delivered to it, in Prometheus text exposition ([`crate::exposition::latest_to_text`]).
 //!

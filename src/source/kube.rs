@@ -5,11 +5,11 @@
 //! a resource came from. Each object is classified once per change, in this order:
 //! 1. not owned by this replica (sharding, [`crate::shard`]) → `Skipped` (no status written);
 //! 2. `criteria`, or a `criteriaExpression` that compiles, do not match `--cluster-labels` →
-//!    `Skipped` (no status written, SPEC §4);
+//!    `Skipped` (no status written, docs/design.md#criteria);
 //! 3. invalid spec (a CEL syntax error included) → `Invalid` (status says why);
 //! 4. a `criteriaExpression` that cannot be evaluated here (unknown label, not a bool, runtime
 //!    error) → `CriteriaError` (not run; logged and counted, no status written: another instance
-//!    with other labels may run it, SPEC §4);
+//!    with other labels may run it, docs/design.md#criteria);
 //! 5. otherwise an [`Exporter`] with the uid, generation and resume watermark of the object.
 //!
 //! A deleted object leaves the snapshot: the scheduler stops querying it, and the WAL still

@@ -4,7 +4,7 @@
 //! describe state, so one task computes them from the same sources the status writer uses.
 //!
 //! Gauges of an exporter that is gone stop being set and drop out of `/metrics` after the
-//! recorder's idle timeout (see [`super::install_metrics`]).
+//! recorder's idle timeout (see [`crate::telemetry::install_metrics`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Kubernetes mode's single writer of `.status` (SPEC §2): every [`KUBE_STATUS_INTERVAL`] it
+//! Kubernetes mode's single writer of `.status` (docs/design.md#status-writers): every [`KUBE_STATUS_INTERVAL`] it
 //! computes each status with the same pure [`exporter_status`] as standalone mode and PATCHes the
 //! status subresource with a JSON merge patch (field manager `adxexporter`).
 //!
@@ -107,7 +107,7 @@ pub fn targets(
     }
     for (key, why) in &snap.rejected {
         // A criteriaExpression that cannot be evaluated with *this* instance's labels says nothing
-        // about the resource: an instance with other labels may be running it. SPEC §4: status only
+        // about the resource: an instance with other labels may be running it. docs/design.md#criteria: status only
         // for resources this instance processes (the log and the exporters gauge say why not).
         if matches!(why, Rejected::CriteriaError(_)) {
             continue;

@@ -1,8 +1,8 @@
-//! Each exporter's status (SPEC §2), on the side of the flow. The scheduler reports what happened to a
+//! Each exporter's status (docs/design.md#status-writers), on the side of the flow. The scheduler reports what happened to a
 //! shared [`Board`]; a writer combines it with the WAL's backlog into the CRD-shaped status — [`file`]
 //! writes `<wal-dir>/status.json` (standalone), [`kube`] patches the status subresource — and
 //! [`gauges`] sets the state gauges from the same sources. This file holds the pure part: the board
-//! and the status a resource gets. Resources skipped by criteria get no status (SPEC §4); invalid ones
+//! and the status a resource gets. Resources skipped by criteria get no status (docs/design.md#criteria); invalid ones
 //! and those whose `criteriaExpression` cannot be evaluated here get one saying why
 //! ([`rejected_status`]).
 
@@ -135,7 +135,7 @@ pub fn exporter_status(
             ),
         )
     } else if !retrying.is_empty() {
-        // An output that keeps failing must show even though nothing is dropped (SPEC §2).
+        // An output that keeps failing must show even though nothing is dropped (docs/design.md#status-writers).
         let outputs: Vec<String> = retrying
             .iter()
             .map(|r| {

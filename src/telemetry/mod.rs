@@ -146,7 +146,7 @@ impl Health {
         beats.insert(name, (now, silence));
     }
 
-    /// Ready when the WAL is open and the resource list has been read once (SPEC §9).
+    /// Ready when the WAL is open and the resource list has been read once (docs/design.md#health).
     pub fn ready(&self) -> Result<(), &'static str> {
         if !self.wal_open.load(Ordering::Relaxed) {
             return Err("WAL not open");

@@ -1,4 +1,4 @@
-//! The transform: one window's query result ([`Table`]) → one remote-write [`WriteRequest`] (SPEC §6).
+//! The transform: one window's query result ([`Table`]) → one remote-write [`WriteRequest`] (docs/design.md#transform).
 //!
 //! Pure and synchronous: no IO, no clock, no globals. It sits between `query` and `wal.append` and is
 //! also what `adxexporter preview` runs. Two outputs from one core: [`transform`] builds the

@@ -1,4 +1,4 @@
-//! The durable write-ahead log between the transform and the sinks (SPEC §8).
+//! The durable write-ahead log between the transform and the sinks (docs/design.md#wal).
 //!
 //! The scheduler appends one record per (exporter, window) ([`Wal::append_encoded`]) — the window's
 //! encoded `prompb::WriteRequest` plus a versioned header — and only then may anything push it. One
