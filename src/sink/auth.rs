@@ -7,7 +7,7 @@
 //! Invariants:
 //! - Files (bearer token, password, `@/path` header values) are re-read whenever their mtime changes,
 //!   so a rotated Secret is picked up without a restart; surrounding whitespace is trimmed.
-//! - Azure tokens come from the same credential chain as Kusto's (`crate::query::auth`: workload
+//! - Azure tokens come from the same credential chain as Kusto's (`crate::azure`: workload
 //!   identity, managed identity, client secret, Azure CLI), are cached and refreshed 5 minutes before
 //!   expiry. After a 401 the output calls [`OutputAuth::renew`], which asks a new credential for a new
 //!   token; the request is retried once, and a second 401 is permanent.

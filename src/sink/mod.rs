@@ -17,8 +17,10 @@
 //!   any older one, even identical, is `400 out of order sample` and rolls back the whole request
 //!   (measured in `tests/sink_remote_write.rs`). VictoriaMetrics and OTLP receivers accept re-sends. If the
 //!   resume point is lost (crash), a whole-window resend to Prometheus will be dead-lettered although the
-//!   data is stored. The drain loop must also cap attempts: Prometheus 2.42 answers 500 (retryable) to some
-//!   bad data (duplicate label names, `too old sample`).
+//!   data is stored. The drain loop never caps attempts (a retryable answer is retried until it
+//!   changes, and the backlog and `adxexporter_push_retries_total` show it): Prometheus 2.42 answers
+//!   500 (retryable) to some bad data (duplicate label names, `too old sample`), which then waits in
+//!   the WAL until an operator purges it (see the push-failing runbook).
 //! - [`PushFailure`] with [`Disposition::Permanent`]: dead-letter the window with the status and the
 //!   (capped) response body; requests before `failed_request` were delivered.
 //!

@@ -12,7 +12,8 @@
 //!
 //! Both honour `Retry-After` (seconds or HTTP date, see [`parse_retry_after`]) on retryable answers.
 //! Note: Prometheus 2.42 answers 500 for duplicate label names and for `too old sample`, which the
-//! remote-write spec makes retryable: the drain loop must cap attempts and dead-letter after that.
+//! remote-write spec makes retryable: the drain loop retries them without a cap (the backlog grows and
+//! the push-failing alert fires), since a cap would dead-letter windows during a long real outage.
 //! `reason` strings are a small fixed set so they can be metric label values.
 //!
 //! OTLP/gRPC answers with a gRPC status instead ([`classify_grpc`], the OTLP spec's table):

@@ -6,7 +6,7 @@
 //! [`metrics`] names every metric; `status::gauges` sets the state gauges periodically.
 //!
 //! Secrets: nothing here logs request headers or tokens; the Kusto token lives in a type whose
-//! `Debug` hides it (`query::auth`), and the tests run at `trace` level to prove none leaks.
+//! `Debug` hides it (`azure::BearerToken`), and the tests run at `trace` level to prove none leaks.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;

@@ -112,7 +112,7 @@
 //!   reads and decodes in one call (tests, benches).
 //! - Status and metrics: [`Wal::stats`], [`Wal::dead_letters`], and [`Wal::next_pending`] with
 //!   `Ticks::MAX` (each exporter's oldest pending window, to report the outputs retrying it).
-//! - `adxexporter wal` (`src/waltool.rs`): [`Wal::stats`], [`Wal::list`], [`Wal::dead_letters`],
+//! - `adxexporter wal` (`src/cmd/wal.rs`): [`Wal::stats`], [`Wal::list`], [`Wal::dead_letters`],
 //!   [`Wal::requeue`], [`Wal::purge`]. [`Wal::read_dead_letter_payload`] and [`Wal::compact`] have
 //!   no caller outside tests (the drain loops compact through `maybe_compact`).
 //!
