@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::window::{Window, is_due, pending_window, query_text};
+use super::window::{Window, first_window, is_due, next_window, query_text};
 use crate::backoff;
 use crate::crd::LastQueryStatus;
 use crate::query::{KustoClient, QueryError, QueryLimits};
@@ -131,8 +131,8 @@ enum Unrunnable {
 enum Outcome {
     /// The exporter cannot run; it waits for cancellation (a spec change restarts it).
     Unrunnable(Unrunnable),
-    /// Resumed from `watermark` (none: the first window is computed from `startTime` or now).
-    Started { watermark: Option<Ticks> },
+    /// Resumed from `watermark` (for a new exporter: the start of its first window).
+    Started { watermark: Ticks },
     /// The WAL is full: querying pauses, the watermark holds.
     WalFull,
     /// The window's samples are in the WAL and the watermark moved to its end.
@@ -196,7 +196,7 @@ impl Task {
         let mut changes = ctx.wal.subscribe();
         loop {
             let now = Ticks::now();
-            let window = pending_window(watermark, ex.spec.start_time, now, interval, delay);
+            let window = next_window(watermark, interval);
             if !is_due(&window, now, delay) {
                 let due_at = Ticks(window.end.0.saturating_add(delay.0));
                 if !pause(due_at.since(now).to_std(), &cancel).await {
@@ -262,7 +262,7 @@ impl Task {
             };
             let wait = match &outcome {
                 Outcome::Appended { window, .. } => {
-                    watermark = Some(window.end);
+                    watermark = window.end;
                     failures = 0;
                     None
                 }
@@ -281,7 +281,7 @@ impl Task {
     }
 
     /// The Kusto client and the resume point, or why this exporter cannot run.
-    async fn preflight(&self) -> Result<(Arc<KustoClient>, Option<Ticks>), Unrunnable> {
+    async fn preflight(&self) -> Result<(Arc<KustoClient>, Ticks), Unrunnable> {
         let (ex, ctx) = (&self.ex, &self.ctx);
         let client = (ctx.clients.get(&ex.spec.database).cloned())
             .ok_or(Unrunnable::DatabaseNotConfigured)?;
@@ -345,7 +345,7 @@ impl Task {
                 problem(reason, message);
             }
             Outcome::Started { watermark } => {
-                tracing::info!(exporter = %key, watermark = ?watermark.map(|w| w.to_string()), interval = %self.ex.spec.interval, "started");
+                tracing::info!(exporter = %key, watermark = %watermark, interval = %self.ex.spec.interval, "started");
             }
             Outcome::WalFull => problem(
                 "WalFull",
@@ -435,21 +435,32 @@ impl Task {
 /// in the WAL so both agree). The status can be ahead only when another replica exported the
 /// windows in between (a StatefulSet rescale handed the resource over and back): resuming from
 /// the stale local watermark would export those windows a second time.
-async fn resume_point(ex: &Exporter, wal: &Wal) -> Result<Option<Ticks>, WalError> {
+///
+/// An exporter with neither starts at its first window (`startTime`, else the newest complete
+/// window), and that start is stored as its watermark before the first query: a first window that
+/// fails is retried, and later windows follow it, instead of each retry moving on to the newest
+/// window (which would skip the failed ones). A restart resumes from the same place.
+async fn resume_point(ex: &Exporter, wal: &Wal) -> Result<Ticks, WalError> {
     let w = wal.clone();
     let uid = ex.id.uid.clone();
     let local = blocking(move || w.watermark(&uid)).await?;
     let Some(from_status) = ex.status_watermark else {
-        return Ok(local);
+        if let Some(local) = local {
+            return Ok(local);
+        }
+        let spec = &ex.spec;
+        let first = first_window(spec.start_time, Ticks::now(), spec.interval, spec.ingestion_delay);
+        let (w, id) = (wal.clone(), ex.id.clone());
+        return blocking(move || w.set_watermark_if_absent(&id, first.start)).await;
     };
-    if local.is_some_and(|l| l >= from_status) {
+    if let Some(local) = local
+        && local >= from_status
+    {
         return Ok(local);
     }
     let w = wal.clone();
     let id = ex.id.clone();
-    Ok(Some(
-        blocking(move || w.raise_watermark(&id, from_status)).await?,
-    ))
+    blocking(move || w.raise_watermark(&id, from_status)).await
 }
 
 /// Sleeps for `d` unless cancelled first; `false` when cancelled.
