@@ -537,7 +537,7 @@ fn progressive_decodes_like_the_plain_answer() {
 fn data_replace_drops_the_stale_rows_and_frees_the_row_budget() {
     let body = read("derived/v2/progressive_replace.json");
     let set = decode_v2(&body, &limits()).unwrap();
-    assert_same(&set, &v2("recorded/v2/metrics.json").unwrap());
+    assert_same(&set, v2("recorded/v2/metrics.json").unwrap());
     // 55 rows arrive in all, 25 at the peak; the final table has 30.
     assert_eq!(
         primary(&decode_v2(&body, &rows_limit(30)).unwrap()).row_count(),
