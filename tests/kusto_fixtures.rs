@@ -1,5 +1,8 @@
-//! Every file under `../shared/fixtures/kusto/` decoded and checked against the values its README states,
-//! plus the partial-failure channels, truncation at every cut point, row limits and key order.
+//! Conformance suite, built only with `--features sdk-fixtures` (Cargo.toml `required-features`; run by
+//! `.ci/run`): every Microsoft SDK-captured response under `../shared/fixtures/kusto/` (outside this
+//! repository, never copied into it) decoded and checked against the values its README states, plus the
+//! partial-failure channels, truncation at every cut point, row limits and key order. The project's own
+//! fixtures, tested by plain `cargo test`, are in `tests/fixtures/kusto/` (`tests/kusto_recorded.rs`).
 
 use adxexporter::query::{
     ColumnType, DataSet, QueryError, QueryLimits, Table, TableKind, Value, decode_v1, decode_v2,
@@ -11,7 +14,9 @@ use proptest::prelude::*;
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/kusto/");
 
 fn read(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{FIXTURES}{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
+    std::fs::read(format!("{FIXTURES}{name}")).unwrap_or_else(|e| {
+        panic!("{FIXTURES}{name}: {e} (the sdk-fixtures suite needs the SDK captures there)")
+    })
 }
 
 fn limits() -> QueryLimits {

@@ -138,11 +138,6 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `../shared` beside the repository: the fixtures and notes shared by every checkout.
-pub fn shared_dir() -> PathBuf {
-    repo_root().join("../shared")
-}
-
 /// A program from the test venv (`$ADXEXPORTER_VENV`, else `<repo>/.venv`), made by `tests/peers/setup.sh`.
 pub fn venv_bin(program: &str) -> PathBuf {
     let venv = std::env::var_os("ADXEXPORTER_VENV")
