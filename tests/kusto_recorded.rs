@@ -712,7 +712,7 @@ fn truncated_bodies_are_transient_truncation_errors() {
 }
 
 /// A body cut at any byte is an error unless only trailing whitespace was cut: never a panic, never a
-/// partial result; and `Truncated` (transient) except for one known gap, below. Over a plain, a
+/// partial result; always `Truncated` (transient). Over a plain, a
 /// progressive and a fragmented (one frame per line, raw UTF-8) v2 body and a v1 body.
 #[test]
 fn every_prefix_of_a_fixture_is_truncated() {
@@ -734,14 +734,6 @@ fn every_prefix_of_a_fixture_is_truncated() {
             match r {
                 Ok(_) => assert!(cut >= end, "{name}: a prefix of {cut} bytes decoded"),
                 Err(QueryError::Truncated { .. }) => assert!(cut < end, "{name}: {cut}"),
-                // Known gap (src/query/v2.rs `json_error`): serde_json reports a number cut right after
-                // its '.', '-', 'e' or sign as "invalid number", not as EOF, when the number is skipped,
-                // inside a dynamic value, or in a v1 row. Such a cut body is Malformed (permanent)
-                // instead of Truncated. Only a body with no Content-Length or chunked framing can reach
-                // the decoder cut like that (the client reports other cuts as Truncated itself).
-                Err(QueryError::Malformed { detail })
-                    if detail.starts_with("invalid number")
-                        && matches!(prefix.last(), Some(b'.' | b'-' | b'+' | b'e' | b'E')) => {}
                 Err(other) => panic!("{name}: a prefix of {cut} bytes: {other:?}"),
             }
         }

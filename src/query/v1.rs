@@ -34,7 +34,7 @@ struct WireTable<'a> {
 
 /// Decodes a v1 body. Pure: no IO.
 pub fn decode_v1(body: &[u8], limits: &QueryLimits) -> Result<DataSet, QueryError> {
-    let body: Body = serde_json::from_slice(body).map_err(json_error)?;
+    let body: Body = serde_json::from_slice(body).map_err(|e| json_error(e, body))?;
     let mut side = Sideband::default();
     let count = body.tables.len();
     let mut tables: Vec<Option<Table>> = vec![None; count];

@@ -61,7 +61,11 @@ pub fn decode_v2(body: &[u8], limits: &QueryLimits) -> Result<DataSet, QueryErro
         .deserialize(&mut de)
         .and_then(|()| de.end());
     if let Err(e) = parsed {
-        return Err(dec.side.fatal.take().unwrap_or_else(|| json_error(e)));
+        return Err(dec
+            .side
+            .fatal
+            .take()
+            .unwrap_or_else(|| json_error(e, text.as_bytes())));
     }
     dec.finish()
 }
@@ -78,8 +82,11 @@ fn body_text(body: &[u8]) -> Result<&str, QueryError> {
 }
 
 /// A serde_json error that no visitor explained: EOF means the body was cut short.
-pub(crate) fn json_error(e: serde_json::Error) -> QueryError {
-    if e.is_eof() {
+/// A JSON error in `body`: truncation when the input ended — serde_json's EOF, or any error it
+/// reports at the very last byte (a number cut after its `.`, `-` or exponent is "invalid number"
+/// there, not EOF) — else a malformed body.
+pub(crate) fn json_error(e: serde_json::Error, body: &[u8]) -> QueryError {
+    if e.is_eof() || (e.is_syntax() && at_last_byte(&e, body)) {
         QueryError::Truncated {
             detail: e.to_string(),
         }
@@ -88,6 +95,15 @@ pub(crate) fn json_error(e: serde_json::Error) -> QueryError {
             detail: e.to_string(),
         }
     }
+}
+
+/// Whether `e`'s position (1-based line and column, counted in bytes) is the last byte of `body`.
+fn at_last_byte(e: &serde_json::Error, body: &[u8]) -> bool {
+    let last_line = body.iter().filter(|&&b| b == b'\n').count() + 1;
+    let last_column = body.len() - body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    !body.last().is_some_and(u8::is_ascii_whitespace)
+        && e.line() == last_line
+        && e.column() >= last_column
 }
 
 struct FrameDecoder {

@@ -449,7 +449,12 @@ async fn resume_point(ex: &Exporter, wal: &Wal) -> Result<Ticks, WalError> {
             return Ok(local);
         }
         let spec = &ex.spec;
-        let first = first_window(spec.start_time, Ticks::now(), spec.interval, spec.ingestion_delay);
+        let first = first_window(
+            spec.start_time,
+            Ticks::now(),
+            spec.interval,
+            spec.ingestion_delay,
+        );
         let (w, id) = (wal.clone(), ex.id.clone());
         return blocking(move || w.set_watermark_if_absent(&id, first.start)).await;
     };
