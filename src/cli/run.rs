@@ -1,0 +1,260 @@
+//! `run`'s flags and their validation into [`RunConfig`]. [`KustoArgs`] is shared with `preview`, so
+//! `preview` reaches Kusto exactly as `run` would.
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use url::Url;
+
+use super::parse::{
+    check_url, parse_cluster_labels, parse_kusto_endpoints, parse_listen_addr,
+    parse_non_negative_duration, parse_pairs, parse_positive, parse_positive_duration,
+    parse_replicas, parse_size,
+};
+use super::{CliError, ClientCertArgs, OtlpAuthArgs, RemoteWriteAuthArgs, TlsArgs};
+use crate::shard::Shard;
+use crate::sink::auth::OutputAuthConfig;
+use crate::telemetry::LogFormat;
+use crate::time::Span;
+use crate::tls::TlsConfig;
+
+/// How to reach Kusto and who this instance is: shared by `run` and `preview`, so `preview` queries
+/// exactly as `run` would.
+#[derive(Debug, Clone, Args)]
+pub struct KustoArgs {
+    /// This instance's labels, KEY=VALUE[,KEY=VALUE...] (repeatable): matched by spec.criteria, defined as _KEY in every query, sent as resource attributes.
+    #[arg(
+        long,
+        env = "ADXEXPORTER_CLUSTER_LABELS",
+        value_name = "K=V",
+        value_delimiter = ','
+    )]
+    pub cluster_labels: Vec<String>,
+    /// Kusto endpoint per database, DB=URL[,DB=URL...] (repeatable).
+    #[arg(
+        long = "kusto-endpoint",
+        alias = "kusto-endpoints",
+        env = "ADXEXPORTER_KUSTO_ENDPOINT",
+        value_name = "DB=URL",
+        value_delimiter = ','
+    )]
+    pub kusto_endpoints: Vec<String>,
+    /// How to get Kusto tokens: auto (workload identity, managed identity, client secret, Azure CLI; no token for http:// endpoints), none, or token-file:PATH.
+    #[arg(long, env = "ADXEXPORTER_KUSTO_AUTH", default_value = "auto")]
+    pub kusto_auth: String,
+    /// Kusto server-side query timeout.
+    #[arg(long, env = "ADXEXPORTER_KUSTO_SERVER_TIMEOUT", default_value = "4m", value_parser = parse_positive_duration)]
+    pub kusto_server_timeout: Span,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub kusto: KustoArgs,
+    /// OTLP/HTTP metrics endpoint, used as given (e.g. http://collector:4318/v1/metrics).
+    #[arg(long, env = "ADXEXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<Url>,
+    /// Prometheus remote-write endpoint (e.g. http://prometheus:9090/api/v1/write).
+    #[arg(long, env = "ADXEXPORTER_REMOTE_WRITE_ENDPOINT", value_name = "URL")]
+    pub remote_write_endpoint: Option<Url>,
+    /// OTLP/gRPC receiver, http://HOST:PORT (plaintext) or https://HOST:PORT (TLS), e.g. https://collector:4317.
+    #[arg(long, env = "ADXEXPORTER_OTLP_GRPC_ENDPOINT", value_name = "URL")]
+    pub otlp_grpc_endpoint: Option<Url>,
+    /// Port (or HOST:PORT) serving the scrape output: each exporter's newest window for Prometheus to scrape (off unless set).
+    #[arg(long, env = "ADXEXPORTER_SCRAPE_PORT", value_name = "PORT", value_parser = parse_listen_addr)]
+    pub scrape_port: Option<SocketAddr>,
+    /// Path of the scrape page.
+    #[arg(long, env = "ADXEXPORTER_SCRAPE_PATH", default_value = "/metrics")]
+    pub scrape_path: String,
+    /// Print each sample's own timestamp on the scrape page (default: none, Prometheus stamps scrape time).
+    #[arg(long, env = "ADXEXPORTER_SCRAPE_TIMESTAMPS")]
+    pub scrape_timestamps: bool,
+    /// Extra OTLP resource attributes, K=V[,K=V...] (repeatable); they override cluster labels.
+    #[arg(
+        long,
+        env = "ADXEXPORTER_ADD_RESOURCE_ATTRIBUTES",
+        value_name = "K=V",
+        value_delimiter = ','
+    )]
+    pub add_resource_attributes: Vec<String>,
+    /// Prefix joined with _ before every metric name.
+    #[arg(long, env = "ADXEXPORTER_METRIC_NAME_PREFIX", default_value = "")]
+    pub metric_name_prefix: String,
+    /// Directory of the write-ahead log (a persistent volume in Kubernetes).
+    #[arg(
+        long,
+        env = "ADXEXPORTER_WAL_DIR",
+        default_value = "/var/lib/adxexporter"
+    )]
+    pub wal_dir: PathBuf,
+    /// Most bytes the WAL may hold (e.g. 1GiB, 512MiB, 1000000); when full, querying pauses.
+    #[arg(long, env = "ADXEXPORTER_WAL_MAX_BYTES", default_value = "1GiB", value_parser = parse_size)]
+    pub wal_max_bytes: u64,
+    /// Free space to keep on the WAL's volume (e.g. 64MiB); below it querying pauses, as when the WAL is full.
+    #[arg(long, env = "ADXEXPORTER_WAL_MIN_FREE_BYTES", default_value = "64MiB", value_parser = parse_size)]
+    pub wal_min_free_bytes: u64,
+    /// Port (or HOST:PORT) serving /metrics.
+    #[arg(long, env = "ADXEXPORTER_METRICS_PORT", default_value = "8080", value_parser = parse_listen_addr)]
+    pub metrics_port: SocketAddr,
+    /// Port (or :PORT, HOST:PORT) serving /healthz and /readyz.
+    #[arg(long, env = "ADXEXPORTER_HEALTH_PROBE_PORT", default_value = "8081", value_parser = parse_listen_addr)]
+    pub health_probe_port: SocketAddr,
+    /// Standalone mode: read MetricsExporter YAML files from this directory instead of Kubernetes.
+    #[arg(long, env = "ADXEXPORTER_MANIFESTS", value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "ADXEXPORTER_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Most Kusto queries in flight at once, across exporters.
+    #[arg(long, env = "ADXEXPORTER_MAX_CONCURRENT_QUERIES", default_value = "4", value_parser = parse_positive)]
+    pub max_concurrent_queries: usize,
+    /// Largest uncompressed push request (e.g. 4MiB); bigger windows are split.
+    #[arg(long, env = "ADXEXPORTER_MAX_REQUEST_BYTES", default_value = "4MiB", value_parser = parse_size)]
+    pub max_request_bytes: u64,
+    /// How long to keep pushing after SIGTERM before exiting.
+    #[arg(long, env = "ADXEXPORTER_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_non_negative_duration)]
+    pub shutdown_grace: Span,
+    /// Log format.
+    #[arg(
+        long,
+        env = "ADXEXPORTER_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    /// Kubernetes mode: replicas sharing the resources (the StatefulSet's replica count); each runs those rendezvous hashing of the uid gives its ordinal.
+    #[arg(long, env = "ADXEXPORTER_REPLICAS", default_value = "1", value_parser = parse_replicas)]
+    pub replicas: u32,
+    /// This pod's name (default: $HOSTNAME); with --replicas > 1 its ordinal is the number after the last -, as in a StatefulSet (adxexporter-2).
+    #[arg(long, env = "ADXEXPORTER_POD_NAME")]
+    pub pod_name: Option<String>,
+    #[command(flatten)]
+    pub remote_write_auth: RemoteWriteAuthArgs,
+    #[command(flatten)]
+    pub otlp_auth: OtlpAuthArgs,
+    #[command(flatten)]
+    pub client_cert: ClientCertArgs,
+}
+
+/// `run`'s flags, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunConfig {
+    pub cluster_labels: BTreeMap<String, String>,
+    pub kusto_endpoints: Vec<(String, Url)>,
+    pub kusto_auth: String,
+    pub otlp_endpoint: Option<Url>,
+    pub remote_write_endpoint: Option<Url>,
+    pub otlp_grpc_endpoint: Option<Url>,
+    /// Where the scrape page listens, when the scrape output is on.
+    pub scrape_addr: Option<SocketAddr>,
+    pub scrape: crate::sink::ScrapeConfig,
+    /// Cluster labels overlaid by `--add-resource-attributes`.
+    pub resource_attributes: BTreeMap<String, String>,
+    pub metric_name_prefix: String,
+    pub wal_dir: PathBuf,
+    pub wal_max_bytes: u64,
+    pub wal_min_free_bytes: u64,
+    pub metrics_addr: SocketAddr,
+    pub health_probe_addr: SocketAddr,
+    pub manifests: Option<PathBuf>,
+    pub namespace: Option<String>,
+    pub max_concurrent_queries: usize,
+    pub max_request_bytes: u64,
+    pub shutdown_grace: Span,
+    pub log_format: LogFormat,
+    pub kusto_server_timeout: Span,
+    /// This replica's ordinal among `--replicas` (Kubernetes mode).
+    pub shard: Shard,
+    pub remote_write_auth: OutputAuthConfig,
+    pub otlp_auth: OutputAuthConfig,
+    /// For Kusto, the outputs and token endpoints (the client certificate: outputs only).
+    pub tls: TlsConfig,
+}
+
+impl RunArgs {
+    pub fn validate(self) -> Result<RunConfig, CliError> {
+        let cluster_labels = parse_cluster_labels(&self.kusto.cluster_labels)?;
+        let kusto_endpoints = parse_kusto_endpoints(&self.kusto.kusto_endpoints)?;
+        for (flag, url) in [
+            ("--otlp-endpoint", &self.otlp_endpoint),
+            ("--remote-write-endpoint", &self.remote_write_endpoint),
+            ("--otlp-grpc-endpoint", &self.otlp_grpc_endpoint),
+        ] {
+            if let Some(url) = url {
+                check_url(flag, url.as_str(), url)?;
+            }
+        }
+        if self.otlp_endpoint.is_none()
+            && self.remote_write_endpoint.is_none()
+            && self.otlp_grpc_endpoint.is_none()
+            && self.scrape_port.is_none()
+        {
+            return Err(CliError::NoOutput);
+        }
+        let scrape_path = self.scrape_path.trim().to_owned();
+        if !scrape_path.starts_with('/')
+            || scrape_path.contains(|c: char| c.is_whitespace() || c == '?' || c == '#')
+        {
+            return Err(CliError::BadScrapePath(self.scrape_path));
+        }
+        if let Some(scrape) = self.scrape_port {
+            for (flag, other) in [
+                ("--metrics-port", self.metrics_port),
+                ("--health-probe-port", self.health_probe_port),
+            ] {
+                if other.port() == scrape.port() {
+                    return Err(CliError::ScrapePortClash {
+                        scrape,
+                        flag,
+                        other,
+                    });
+                }
+            }
+        }
+        let extra = parse_pairs("--add-resource-attributes", &self.add_resource_attributes)?;
+        let mut resource_attributes = cluster_labels.clone();
+        resource_attributes.extend(extra);
+        let pod_name = (self.pod_name.clone()).or_else(|| std::env::var("HOSTNAME").ok());
+        if self.manifests.is_some() && self.replicas > 1 {
+            return Err(CliError::ReplicasWithManifests(self.replicas));
+        }
+        let shard = Shard::from_pod_name(pod_name.as_deref(), self.replicas)?;
+        let remote_write_auth = self.remote_write_auth.config()?;
+        let otlp_auth = self.otlp_auth.config()?;
+        let tls = self.kusto.tls.config(Some(&self.client_cert));
+        Ok(RunConfig {
+            cluster_labels,
+            kusto_endpoints,
+            kusto_auth: self.kusto.kusto_auth,
+            otlp_endpoint: self.otlp_endpoint,
+            remote_write_endpoint: self.remote_write_endpoint,
+            otlp_grpc_endpoint: self.otlp_grpc_endpoint,
+            scrape_addr: self.scrape_port,
+            scrape: crate::sink::ScrapeConfig {
+                path: scrape_path,
+                timestamps: self.scrape_timestamps,
+            },
+            resource_attributes,
+            metric_name_prefix: self.metric_name_prefix.trim().to_owned(),
+            wal_dir: self.wal_dir,
+            wal_max_bytes: self.wal_max_bytes,
+            wal_min_free_bytes: self.wal_min_free_bytes,
+            metrics_addr: self.metrics_port,
+            health_probe_addr: self.health_probe_port,
+            manifests: self.manifests,
+            namespace: self.namespace.filter(|n| !n.trim().is_empty()),
+            max_concurrent_queries: self.max_concurrent_queries,
+            max_request_bytes: self.max_request_bytes,
+            shutdown_grace: self.shutdown_grace,
+            log_format: self.log_format,
+            kusto_server_timeout: self.kusto.kusto_server_timeout,
+            shard,
+            remote_write_auth,
+            otlp_auth,
+            tls,
+        })
+    }
+}
