@@ -33,7 +33,10 @@ pub use parse::{
     parse_cluster_labels, parse_kusto_endpoints, parse_listen_addr, parse_pairs, parse_size,
 };
 pub use preview::{CheckArgs, PreviewArgs, PreviewConfig};
-pub use run::{KustoArgs, RunArgs, RunConfig};
+pub use run::{
+    KustoArgs, KustoSettings, OutputSettings, RunArgs, RunConfig, ScrapeSettings, SourceSettings,
+    TelemetrySettings, WalSettings,
+};
 pub use secure::{AuthKind, ClientCertArgs, OtlpAuthArgs, RemoteWriteAuthArgs, TlsArgs};
 pub use wal::{WalArgs, WalCommand, WalDeadLettersArgs, WalPurgeArgs, WalSelect, WalStore};
 

@@ -4,12 +4,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
-use url::Url;
 
-use super::parse::{parse_cluster_labels, parse_kusto_endpoints, parse_ticks};
-use super::{CliError, KustoArgs};
-use crate::time::{Span, Ticks};
-use crate::tls::TlsConfig;
+use super::parse::{parse_cluster_labels, parse_ticks};
+use super::{CliError, KustoArgs, KustoSettings};
+use crate::time::Ticks;
 
 #[derive(Debug, Clone, Args)]
 pub struct PreviewArgs {
@@ -41,15 +39,13 @@ pub struct PreviewArgs {
 pub struct PreviewConfig {
     pub file: PathBuf,
     pub name: Option<String>,
-    pub kusto_endpoints: Vec<(String, Url)>,
-    pub kusto_auth: String,
+    /// The same Kusto settings `run` would use (no client certificate: Kusto never asks for one).
+    pub kusto: KustoSettings,
     pub cluster_labels: BTreeMap<String, String>,
     pub metric_name_prefix: String,
     /// `[start, end)` from `--start`/`--end`.
     pub window: Option<(Ticks, Ticks)>,
     pub now: Option<Ticks>,
-    pub kusto_server_timeout: Span,
-    pub tls: TlsConfig,
 }
 
 impl PreviewArgs {
@@ -64,14 +60,11 @@ impl PreviewArgs {
         Ok(PreviewConfig {
             file: self.file,
             name: self.name,
-            kusto_endpoints: parse_kusto_endpoints(&self.kusto.kusto_endpoints)?,
-            kusto_auth: self.kusto.kusto_auth,
+            kusto: self.kusto.settings(self.kusto.tls.config(None))?,
             cluster_labels: parse_cluster_labels(&self.kusto.cluster_labels)?,
             metric_name_prefix: self.metric_name_prefix.trim().to_owned(),
             window,
             now: self.now,
-            kusto_server_timeout: self.kusto.kusto_server_timeout,
-            tls: self.kusto.tls.config(None),
         })
     }
 }

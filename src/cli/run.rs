@@ -13,11 +13,14 @@ use super::parse::{
     parse_replicas, parse_size,
 };
 use super::{CliError, ClientCertArgs, OtlpAuthArgs, RemoteWriteAuthArgs, TlsArgs};
+use crate::backoff::BackoffPolicy;
+use crate::query::KustoConfig;
 use crate::shard::Shard;
-use crate::sink::auth::OutputAuthConfig;
+use crate::sink::{OtlpConfig, OtlpGrpcConfig, RemoteWriteConfig, ScrapeConfig};
 use crate::telemetry::LogFormat;
 use crate::time::Span;
 use crate::tls::TlsConfig;
+use crate::wal::WalConfig;
 
 /// How to reach Kusto and who this instance is: shared by `run` and `preview`, so `preview` queries
 /// exactly as `run` would.
@@ -139,45 +142,110 @@ pub struct RunArgs {
     pub client_cert: ClientCertArgs,
 }
 
-/// `run`'s flags, validated.
+/// `run`'s flags, validated, grouped by the module each group is handed to, so the wiring (`app`)
+/// passes the groups on and assembles nothing itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunConfig {
-    pub cluster_labels: BTreeMap<String, String>,
-    pub kusto_endpoints: Vec<(String, Url)>,
-    pub kusto_auth: String,
-    pub otlp_endpoint: Option<Url>,
-    pub remote_write_endpoint: Option<Url>,
-    pub otlp_grpc_endpoint: Option<Url>,
-    /// Where the scrape page listens, when the scrape output is on.
-    pub scrape_addr: Option<SocketAddr>,
-    pub scrape: crate::sink::ScrapeConfig,
-    /// Cluster labels overlaid by `--add-resource-attributes`.
-    pub resource_attributes: BTreeMap<String, String>,
-    pub metric_name_prefix: String,
-    pub wal_dir: PathBuf,
-    pub wal_max_bytes: u64,
-    pub wal_min_free_bytes: u64,
-    pub metrics_addr: SocketAddr,
-    pub health_probe_addr: SocketAddr,
-    pub manifests: Option<PathBuf>,
-    pub namespace: Option<String>,
+    /// Where resources come from and which of them this instance runs.
+    pub source: SourceSettings,
+    /// The Kusto clients, one per database.
+    pub kusto: KustoSettings,
+    /// The scheduler's bound on queries in flight, across exporters.
     pub max_concurrent_queries: usize,
-    pub max_request_bytes: u64,
+    /// The outputs and how their drain loops retry.
+    pub outputs: OutputSettings,
+    pub wal: WalSettings,
+    /// Logs and the admin endpoints.
+    pub telemetry: TelemetrySettings,
+    /// How long the outputs may keep draining after SIGTERM.
     pub shutdown_grace: Span,
-    pub log_format: LogFormat,
-    pub kusto_server_timeout: Span,
+}
+
+/// The resource source: the `--manifests` directory, or the Kubernetes watch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceSettings {
+    /// Standalone mode reads this directory; `None` is Kubernetes mode.
+    pub manifests: Option<PathBuf>,
+    /// Kubernetes mode: the one namespace to watch (`None`: all of them).
+    pub namespace: Option<String>,
+    /// Matched by `spec.criteria`; the scheduler also defines them in every query.
+    pub cluster_labels: BTreeMap<String, String>,
+    pub metric_name_prefix: String,
     /// This replica's ordinal among `--replicas` (Kubernetes mode).
     pub shard: Shard,
-    pub remote_write_auth: OutputAuthConfig,
-    pub otlp_auth: OutputAuthConfig,
-    /// For Kusto, the outputs and token endpoints (the client certificate: outputs only).
-    pub tls: TlsConfig,
+}
+
+/// How to reach Kusto, for `run` and `preview` alike.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KustoSettings {
+    /// `(database, cluster URL)`, one per database.
+    pub endpoints: Vec<(String, Url)>,
+    pub auth: String,
+    /// Every client's settings (server timeout, TLS).
+    pub config: KustoConfig,
+}
+
+/// Every configured output, each already in its sink's own config type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputSettings {
+    pub remote_write: Option<RemoteWriteConfig>,
+    pub otlp: Option<OtlpConfig>,
+    pub otlp_grpc: Option<OtlpGrpcConfig>,
+    pub scrape: Option<ScrapeSettings>,
+    /// Retry delays of every drain loop (built in: no flag sets them).
+    pub backoff: BackoffPolicy,
+}
+
+/// The scrape output: the page and the listener of its own that serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScrapeSettings {
+    pub addr: SocketAddr,
+    pub page: ScrapeConfig,
+}
+
+/// Where the WAL lives and its limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalSettings {
+    pub dir: PathBuf,
+    /// `outputs` is left empty: the wiring fills in the names of the outputs it builds, so they are
+    /// the sinks' own names and cannot drift from them.
+    pub config: WalConfig,
+}
+
+/// Logs, `/metrics` and the probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    pub metrics_addr: SocketAddr,
+    /// The same address as `metrics_addr` means one listener serves both.
+    pub health_probe_addr: SocketAddr,
+    /// Whether `--tls-insecure-skip-verify` is on, for the start-up warning and its gauge.
+    pub tls_insecure_skip_verify: bool,
+}
+
+impl KustoArgs {
+    /// The endpoints and client settings; `tls` is the caller's, since `run` and `preview` differ in
+    /// whether a client certificate is configured at all.
+    pub(super) fn settings(&self, tls: TlsConfig) -> Result<KustoSettings, CliError> {
+        Ok(KustoSettings {
+            endpoints: parse_kusto_endpoints(&self.kusto_endpoints)?,
+            auth: self.kusto_auth.clone(),
+            config: KustoConfig {
+                server_timeout: self.kusto_server_timeout.to_std(),
+                tls,
+                ..KustoConfig::default()
+            },
+        })
+    }
 }
 
 impl RunArgs {
     pub fn validate(self) -> Result<RunConfig, CliError> {
         let cluster_labels = parse_cluster_labels(&self.kusto.cluster_labels)?;
-        let kusto_endpoints = parse_kusto_endpoints(&self.kusto.kusto_endpoints)?;
+        let tls = self.kusto.tls.config(Some(&self.client_cert));
+        // Kusto gets the client certificate too, as it always has: it never presents it (tls.rs),
+        // but a non-default TlsConfig is what makes its token requests use the same TLS settings.
+        let kusto = self.kusto.settings(tls.clone())?;
         for (flag, url) in [
             ("--otlp-endpoint", &self.otlp_endpoint),
             ("--remote-write-endpoint", &self.remote_write_endpoint),
@@ -194,6 +262,7 @@ impl RunArgs {
         {
             return Err(CliError::NoOutput);
         }
+        // Checked even when the scrape output is off, so a typo shows before the port is set.
         let scrape_path = self.scrape_path.trim().to_owned();
         if !scrape_path.starts_with('/')
             || scrape_path.contains(|c: char| c.is_whitespace() || c == '?' || c == '#')
@@ -224,37 +293,64 @@ impl RunArgs {
         let shard = Shard::from_pod_name(pod_name.as_deref(), self.replicas)?;
         let remote_write_auth = self.remote_write_auth.config()?;
         let otlp_auth = self.otlp_auth.config()?;
-        let tls = self.kusto.tls.config(Some(&self.client_cert));
-        Ok(RunConfig {
-            cluster_labels,
-            kusto_endpoints,
-            kusto_auth: self.kusto.kusto_auth,
-            otlp_endpoint: self.otlp_endpoint,
-            remote_write_endpoint: self.remote_write_endpoint,
-            otlp_grpc_endpoint: self.otlp_grpc_endpoint,
-            scrape_addr: self.scrape_port,
-            scrape: crate::sink::ScrapeConfig {
+
+        let max_request_bytes = usize::try_from(self.max_request_bytes).unwrap_or(usize::MAX);
+        let remote_write = self.remote_write_endpoint.map(|url| RemoteWriteConfig {
+            max_request_bytes,
+            auth: remote_write_auth,
+            tls: tls.clone(),
+            ..RemoteWriteConfig::new(url)
+        });
+        let otlp = self.otlp_endpoint.map(|url| OtlpConfig {
+            max_request_bytes,
+            auth: otlp_auth.clone(),
+            tls: tls.clone(),
+            ..OtlpConfig::new(url, resource_attributes.clone())
+        });
+        // The `--otlp-*` headers and credential apply to both OTLP transports.
+        let otlp_grpc = self.otlp_grpc_endpoint.map(|url| OtlpGrpcConfig {
+            max_request_bytes,
+            auth: otlp_auth,
+            tls: tls.clone(),
+            ..OtlpGrpcConfig::new(url, resource_attributes)
+        });
+        let scrape = self.scrape_port.map(|addr| ScrapeSettings {
+            addr,
+            page: ScrapeConfig {
                 path: scrape_path,
                 timestamps: self.scrape_timestamps,
             },
-            resource_attributes,
-            metric_name_prefix: self.metric_name_prefix.trim().to_owned(),
-            wal_dir: self.wal_dir,
-            wal_max_bytes: self.wal_max_bytes,
-            wal_min_free_bytes: self.wal_min_free_bytes,
-            metrics_addr: self.metrics_port,
-            health_probe_addr: self.health_probe_port,
-            manifests: self.manifests,
-            namespace: self.namespace.filter(|n| !n.trim().is_empty()),
+        });
+        let mut wal = WalConfig::new(self.wal_max_bytes, Vec::<String>::new());
+        wal.min_free_bytes = self.wal_min_free_bytes;
+        Ok(RunConfig {
+            source: SourceSettings {
+                manifests: self.manifests,
+                namespace: self.namespace.filter(|n| !n.trim().is_empty()),
+                cluster_labels,
+                metric_name_prefix: self.metric_name_prefix.trim().to_owned(),
+                shard,
+            },
+            kusto,
             max_concurrent_queries: self.max_concurrent_queries,
-            max_request_bytes: self.max_request_bytes,
+            outputs: OutputSettings {
+                remote_write,
+                otlp,
+                otlp_grpc,
+                scrape,
+                backoff: BackoffPolicy::default(),
+            },
+            wal: WalSettings {
+                dir: self.wal_dir,
+                config: wal,
+            },
+            telemetry: TelemetrySettings {
+                log_format: self.log_format,
+                metrics_addr: self.metrics_port,
+                health_probe_addr: self.health_probe_port,
+                tls_insecure_skip_verify: tls.insecure_skip_verify,
+            },
             shutdown_grace: self.shutdown_grace,
-            log_format: self.log_format,
-            kusto_server_timeout: self.kusto.kusto_server_timeout,
-            shard,
-            remote_write_auth,
-            otlp_auth,
-            tls,
         })
     }
 }

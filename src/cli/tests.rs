@@ -25,16 +25,16 @@ const OUT: &str = "--otlp-endpoint=http://collector:4318/v1/metrics";
 #[test]
 fn run_is_the_default_and_defaults_apply() {
     let c = run(&[OUT]).unwrap();
-    assert_eq!(c.wal_dir, PathBuf::from("/var/lib/adxexporter"));
-    assert_eq!(c.wal_max_bytes, 1 << 30);
-    assert_eq!(c.max_request_bytes, 4 << 20);
-    assert_eq!(c.metrics_addr.port(), 8080);
-    assert_eq!(c.health_probe_addr.port(), 8081);
+    assert_eq!(c.wal.dir, PathBuf::from("/var/lib/adxexporter"));
+    assert_eq!(c.wal.config.max_bytes, 1 << 30);
+    assert_eq!(c.outputs.otlp.as_ref().unwrap().max_request_bytes, 4 << 20);
+    assert_eq!(c.telemetry.metrics_addr.port(), 8080);
+    assert_eq!(c.telemetry.health_probe_addr.port(), 8081);
     assert_eq!(c.max_concurrent_queries, 4);
     assert_eq!(c.shutdown_grace, Span::from_secs(20));
-    assert_eq!(c.kusto_server_timeout, Span::from_secs(240));
-    assert_eq!(c.log_format, LogFormat::Text);
-    assert_eq!(c.kusto_auth, "auto");
+    assert_eq!(c.kusto.config.server_timeout, Span::from_secs(240).to_std());
+    assert_eq!(c.telemetry.log_format, LogFormat::Text);
+    assert_eq!(c.kusto.auth, "auto");
     let explicit = match cli(&["run", OUT]).unwrap() {
         Command::Run(a) => a.validate().unwrap(),
         _ => unreachable!(),
@@ -44,10 +44,10 @@ fn run_is_the_default_and_defaults_apply() {
 
 #[test]
 fn replicas_take_the_ordinal_from_the_pod_name() {
-    assert_eq!(run(&[OUT]).unwrap().shard, Shard::SINGLE);
+    assert_eq!(run(&[OUT]).unwrap().source.shard, Shard::SINGLE);
     let c = run(&[OUT, "--replicas=3", "--pod-name=adxexporter-2"]).unwrap();
     assert_eq!(
-        c.shard,
+        c.source.shard,
         Shard {
             ordinal: 2,
             replicas: 3
@@ -76,23 +76,23 @@ fn lists_are_comma_separated_and_repeatable() {
     ])
     .unwrap();
     assert_eq!(
-        c.cluster_labels,
+        c.source.cluster_labels,
         BTreeMap::from([
             ("cloud".into(), "public".into()),
             ("env".into(), "prod".into()),
             ("region".into(), "eastus".into()),
         ])
     );
-    let dbs: Vec<&str> = c.kusto_endpoints.iter().map(|(d, _)| d.as_str()).collect();
+    let dbs: Vec<&str> = c.kusto.endpoints.iter().map(|(d, _)| d.as_str()).collect();
     assert_eq!(dbs, ["a", "b", "c"]);
 }
 
 #[test]
 fn url_with_equals_in_its_query_survives() {
     let c = run(&[OUT, "--kusto-endpoint", "db=https://x.example/?a=b&c=d"]).unwrap();
-    assert_eq!(c.kusto_endpoints[0].0, "db");
+    assert_eq!(c.kusto.endpoints[0].0, "db");
     assert_eq!(
-        c.kusto_endpoints[0].1.as_str(),
+        c.kusto.endpoints[0].1.as_str(),
         "https://x.example/?a=b&c=d"
     );
 }
@@ -169,26 +169,25 @@ fn an_output_is_required() {
 fn grpc_and_scrape_are_outputs_of_their_own() {
     let c = run(&["--otlp-grpc-endpoint", "http://collector:4317"]).unwrap();
     assert_eq!(
-        c.otlp_grpc_endpoint.unwrap().as_str(),
+        c.outputs.otlp_grpc.unwrap().endpoint.as_str(),
         "http://collector:4317/"
     );
-    assert_eq!(c.scrape_addr, None, "scrape is off by default");
+    assert_eq!(c.outputs.scrape, None, "scrape is off by default");
     let c = run(&["--scrape-port", "9464"]).unwrap();
-    assert_eq!(c.scrape_addr.unwrap().port(), 9464);
-    assert_eq!(c.scrape.path, "/metrics");
-    assert!(!c.scrape.timestamps);
+    let scrape = c.outputs.scrape.unwrap();
+    assert_eq!(scrape.addr.port(), 9464);
+    assert_eq!(scrape.page.path, "/metrics");
+    assert!(!scrape.page.timestamps);
     let c = run(&[
         "--scrape-port=:9464",
         "--scrape-path=/kusto",
         "--scrape-timestamps",
     ])
     .unwrap();
-    assert_eq!(
-        (c.scrape.path.as_str(), c.scrape.timestamps),
-        ("/kusto", true)
-    );
+    let page = c.outputs.scrape.unwrap().page;
+    assert_eq!((page.path.as_str(), page.timestamps), ("/kusto", true));
     let c = run(&["--otlp-grpc-endpoint", "https://collector:4317"]).unwrap();
-    assert_eq!(c.otlp_grpc_endpoint.unwrap().scheme(), "https");
+    assert_eq!(c.outputs.otlp_grpc.unwrap().endpoint.scheme(), "https");
     for (flag, url) in [
         ("--otlp-grpc-endpoint", "https://u:s3cret@collector:4317"),
         ("--remote-write-endpoint", "https://u:s3cret@p/api/v1/write"),
@@ -218,7 +217,7 @@ fn resource_attributes_overlay_cluster_labels() {
     ])
     .unwrap();
     assert_eq!(
-        c.resource_attributes,
+        c.outputs.otlp.unwrap().resource_attributes,
         BTreeMap::from([
             ("a".into(), "1".into()),
             ("b".into(), "3".into()),
@@ -251,7 +250,7 @@ fn probe_ports_accept_adx_mon_form() {
     );
     assert!(parse_listen_addr("eighty").is_err());
     let c = run(&[OUT, "--health-probe-port", ":9091"]).unwrap();
-    assert_eq!(c.health_probe_addr.port(), 9091);
+    assert_eq!(c.telemetry.health_probe_addr.port(), 9091);
 }
 
 #[test]
@@ -261,7 +260,10 @@ fn numbers_and_durations_are_checked() {
     assert!(cli(&[OUT, "--kusto-server-timeout", "0s"]).is_err());
     assert!(cli(&[OUT, "--log-format", "xml"]).is_err());
     assert_eq!(
-        run(&[OUT, "--log-format", "json"]).unwrap().log_format,
+        run(&[OUT, "--log-format", "json"])
+            .unwrap()
+            .telemetry
+            .log_format,
         LogFormat::Json
     );
 }
