@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{OutputSettings, RunConfig};
-use crate::query::{KustoAuth, KustoClient};
+use crate::query::KustoClient;
 use crate::registry::Snapshot;
 use crate::schedule::scheduler::{Scheduler, SchedulerContext};
 use crate::sink::drain::Drain;
@@ -91,16 +91,11 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     health.set_wal_open();
     tracing::info!(wal = %wal_dir.display(), outputs = ?names, "WAL open");
 
-    let auth: KustoAuth = config
-        .kusto
-        .auth
-        .parse()
-        .with_context(|| format!("--kusto-auth {:?}", config.kusto.auth))?;
     let mut clients = BTreeMap::new();
     for (database, url) in &config.kusto.endpoints {
         let client = KustoClient::new(
             url.clone(),
-            auth.for_endpoint(url),
+            config.kusto.auth.for_endpoint(url),
             config.kusto.config.clone(),
         )
         .with_context(|| format!("--kusto-endpoint {database}={url}"))?;

@@ -11,7 +11,7 @@ use crate::cli::PreviewArgs;
 use crate::crd::load_documents;
 use crate::criteria::{self, CriteriaMatch};
 use crate::exposition;
-use crate::query::{KustoAuth, KustoClient, QueryLimits};
+use crate::query::{KustoClient, QueryLimits};
 use crate::registry::mapping_for;
 use crate::schedule::window::{Window, align_down, newest_complete, query_text};
 use crate::time::Ticks;
@@ -87,10 +87,9 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<ExitCode> {
                 spec.database
             )
         })?;
-    let auth: KustoAuth = config.kusto.auth.parse()?;
     let client = KustoClient::new(
         url.clone(),
-        auth.for_endpoint(url),
+        config.kusto.auth.for_endpoint(url),
         config.kusto.config.clone(),
     )?;
     let csl = query_text(&window, &config.cluster_labels, &spec.body);

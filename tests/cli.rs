@@ -266,6 +266,45 @@ fn run_keeps_a_url_with_equals_signs() {
 }
 
 #[test]
+fn a_bad_kusto_auth_stops_run_before_the_wal_is_created() {
+    let manifests = tempfile::tempdir().unwrap();
+    let wal = tempfile::tempdir().unwrap();
+    let out = adxexporter(
+        &[
+            "run",
+            "--kusto-auth",
+            "nonee",
+            "--manifests",
+            manifests.path().to_str().unwrap(),
+            "--wal-dir",
+            wal.path().to_str().unwrap(),
+            "--otlp-endpoint",
+            "http://127.0.0.1:1/v1/metrics",
+            "--kusto-endpoint",
+            "db=http://127.0.0.1:1",
+            "--metrics-port",
+            "127.0.0.1:0",
+            "--health-probe-port",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--kusto-auth")
+            && err.contains("\"nonee\"")
+            && err.contains("token-file:PATH"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(wal.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "the WAL dir should be untouched: {left:?}");
+}
+
+#[test]
 fn run_reads_every_flag_from_the_environment() {
     let out = adxexporter(
         &[],

@@ -14,7 +14,7 @@ use super::parse::{
 };
 use super::{CliError, ClientCertArgs, OtlpAuthArgs, RemoteWriteAuthArgs, TlsArgs};
 use crate::backoff::BackoffPolicy;
-use crate::query::KustoConfig;
+use crate::query::{AuthError, KustoAuth, KustoConfig};
 use crate::shard::Shard;
 use crate::sink::{OtlpConfig, OtlpGrpcConfig, RemoteWriteConfig, ScrapeConfig};
 use crate::telemetry::LogFormat;
@@ -180,7 +180,8 @@ pub struct SourceSettings {
 pub struct KustoSettings {
     /// `(database, cluster URL)`, one per database.
     pub endpoints: Vec<(String, Url)>,
-    pub auth: String,
+    /// `--kusto-auth`, parsed here so a bad value stops `run` before anything (the WAL) is created.
+    pub auth: KustoAuth,
     /// Every client's settings (server timeout, TLS).
     pub config: KustoConfig,
 }
@@ -229,7 +230,13 @@ impl KustoArgs {
     pub(super) fn settings(&self, tls: TlsConfig) -> Result<KustoSettings, CliError> {
         Ok(KustoSettings {
             endpoints: parse_kusto_endpoints(&self.kusto_endpoints)?,
-            auth: self.kusto_auth.clone(),
+            auth: self
+                .kusto_auth
+                .parse()
+                .map_err(|e: AuthError| CliError::Invalid {
+                    flag: "--kusto-auth".into(),
+                    reason: e.to_string(),
+                })?,
             config: KustoConfig {
                 server_timeout: self.kusto_server_timeout.to_std(),
                 tls,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::*;
+use crate::query::KustoAuth;
 use crate::shard::Shard;
 use crate::telemetry::LogFormat;
 use crate::time::Span;
@@ -34,12 +35,30 @@ fn run_is_the_default_and_defaults_apply() {
     assert_eq!(c.shutdown_grace, Span::from_secs(20));
     assert_eq!(c.kusto.config.server_timeout, Span::from_secs(240).to_std());
     assert_eq!(c.telemetry.log_format, LogFormat::Text);
-    assert_eq!(c.kusto.auth, "auto");
+    assert_eq!(c.kusto.auth, KustoAuth::Auto);
     let explicit = match cli(&["run", OUT]).unwrap() {
         Command::Run(a) => a.validate().unwrap(),
         _ => unreachable!(),
     };
     assert_eq!(explicit, c);
+}
+
+#[test]
+fn kusto_auth_is_parsed_by_validation() {
+    let c = run(&[OUT, "--kusto-auth", "token-file:/run/token"]).unwrap();
+    assert_eq!(c.kusto.auth, KustoAuth::TokenFile("/run/token".into()));
+    let e = run(&[OUT, "--kusto-auth", "nonee"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("--kusto-auth: ") && e.contains("\"nonee\"") && e.contains("token-file:PATH"),
+        "{e}"
+    );
+    let preview = match cli(&["preview", "-f", "x.yaml", "--kusto-auth", "token-file:"]).unwrap() {
+        Command::Preview(a) => a.validate(),
+        _ => unreachable!(),
+    };
+    assert!(matches!(preview, Err(CliError::Invalid { flag, .. }) if flag == "--kusto-auth"));
 }
 
 #[test]
