@@ -34,7 +34,8 @@ pub use parse::{
 };
 pub use preview::{CheckArgs, PreviewArgs, PreviewConfig};
 pub use run::{
-    KustoArgs, KustoSettings, OutputSettings, RunArgs, RunConfig, ScrapeSettings, SourceSettings,
+    InstanceArgs, KubernetesArgs, KustoArgs, KustoSettings, OutputArgs, OutputSettings, RunArgs,
+    RunConfig, RunKustoArgs, RunWalArgs, ScrapeSettings, SourceArgs, SourceSettings, TelemetryArgs,
     TelemetrySettings, WalSettings,
 };
 pub use secure::{AuthKind, ClientCertArgs, OtlpAuthArgs, RemoteWriteAuthArgs, TlsArgs};
@@ -93,7 +94,8 @@ pub enum CliError {
     ReplicasWithManifests(u32),
 }
 
-/// adxexporter: exports Kusto query results as metrics to OTLP and Prometheus remote write.
+/// adxexporter: exports Kusto query results as metrics to Prometheus remote write, OTLP/HTTP,
+/// OTLP/gRPC and a Prometheus scrape page, any of them at once.
 /// `run` is the default: `adxexporter --otlp-endpoint URL ...` is `adxexporter run --otlp-endpoint URL ...`.
 #[derive(Debug, Parser)]
 #[command(name = "adxexporter", version)]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::parse::{parse_cluster_labels, parse_ticks};
-use super::{CliError, KustoArgs, KustoSettings};
+use super::{CliError, InstanceArgs, KustoArgs, KustoSettings, TlsArgs};
 use crate::time::Ticks;
 
 #[derive(Debug, Clone, Args)]
@@ -19,9 +19,10 @@ pub struct PreviewArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub kusto: KustoArgs,
-    /// Prefix joined with _ before every metric name.
-    #[arg(long, env = "ADXEXPORTER_METRIC_NAME_PREFIX", default_value = "")]
-    pub metric_name_prefix: String,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub instance: InstanceArgs,
     /// Window start (RFC 3339); with --end. Default: the newest complete window.
     #[arg(long, env = "ADXEXPORTER_START", requires = "end", value_parser = parse_ticks)]
     pub start: Option<Ticks>,
@@ -60,9 +61,9 @@ impl PreviewArgs {
         Ok(PreviewConfig {
             file: self.file,
             name: self.name,
-            kusto: self.kusto.settings(self.kusto.tls.config(None))?,
-            cluster_labels: parse_cluster_labels(&self.kusto.cluster_labels)?,
-            metric_name_prefix: self.metric_name_prefix.trim().to_owned(),
+            kusto: self.kusto.settings(self.tls.config(None))?,
+            cluster_labels: parse_cluster_labels(&self.instance.cluster_labels)?,
+            metric_name_prefix: self.instance.metric_name_prefix.trim().to_owned(),
             window,
             now: self.now,
         })

@@ -1,5 +1,7 @@
-//! `run`'s flags and their validation into [`RunConfig`]. [`KustoArgs`] is shared with `preview`, so
-//! `preview` reaches Kusto exactly as `run` would.
+//! `run`'s flags, grouped as `run --help` shows them (Sources, Kusto, Outputs, WAL, Kubernetes,
+//! Telemetry), and their validation into [`RunConfig`], grouped by the module each part is handed
+//! to. [`InstanceArgs`] and [`KustoArgs`] are shared with `preview`, so `preview` queries Kusto and
+//! names metrics exactly as `run` would.
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,10 +24,10 @@ use crate::time::Span;
 use crate::tls::TlsConfig;
 use crate::wal::WalConfig;
 
-/// How to reach Kusto and who this instance is: shared by `run` and `preview`, so `preview` queries
-/// exactly as `run` would.
+/// Who this instance is and how it names metrics: shared by `run` and `preview`, so `preview`'s
+/// query text and metric names are `run`'s.
 #[derive(Debug, Clone, Args)]
-pub struct KustoArgs {
+pub struct InstanceArgs {
     /// This instance's labels, KEY=VALUE[,KEY=VALUE...] (repeatable): matched by spec.criteria, defined as _KEY in every query, sent as resource attributes.
     #[arg(
         long,
@@ -34,6 +36,14 @@ pub struct KustoArgs {
         value_delimiter = ','
     )]
     pub cluster_labels: Vec<String>,
+    /// Prefix joined with _ before every metric name.
+    #[arg(long, env = "ADXEXPORTER_METRIC_NAME_PREFIX", default_value = "")]
+    pub metric_name_prefix: String,
+}
+
+/// How to reach Kusto: shared by `run` and `preview`, so `preview` queries exactly as `run` would.
+#[derive(Debug, Clone, Args)]
+pub struct KustoArgs {
     /// Kusto endpoint per database, DB=URL[,DB=URL...] (repeatable).
     #[arg(
         long = "kusto-endpoint",
@@ -49,20 +59,59 @@ pub struct KustoArgs {
     /// Kusto server-side query timeout.
     #[arg(long, env = "ADXEXPORTER_KUSTO_SERVER_TIMEOUT", default_value = "4m", value_parser = parse_positive_duration)]
     pub kusto_server_timeout: Span,
-    #[command(flatten)]
-    pub tls: TlsArgs,
 }
 
+/// `run`'s flags, one flattened group per `--help` section. clap prints the sections in the order
+/// their first flag is defined and the flags of a section in definition order, so the order of the
+/// fields here (and in each group) is the order of `run --help`: the most used first.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
+    #[command(flatten, next_help_heading = "Sources")]
+    pub source: SourceArgs,
+    #[command(flatten, next_help_heading = "Kusto")]
+    pub kusto: RunKustoArgs,
+    #[command(flatten, next_help_heading = "Outputs")]
+    pub outputs: OutputArgs,
+    #[command(flatten, next_help_heading = "WAL")]
+    pub wal: RunWalArgs,
+    #[command(flatten, next_help_heading = "Kubernetes")]
+    pub kubernetes: KubernetesArgs,
+    #[command(flatten, next_help_heading = "Telemetry")]
+    pub telemetry: TelemetryArgs,
+}
+
+/// Where the MetricsExporter resources come from, and what this instance makes of them.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// Standalone mode: read MetricsExporter YAML files from this directory instead of Kubernetes.
+    #[arg(long, env = "ADXEXPORTER_MANIFESTS", value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "ADXEXPORTER_NAMESPACE")]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+}
+
+/// Kusto as `preview` reaches it, plus `run`'s own bound on queries in flight.
+#[derive(Debug, Clone, Args)]
+pub struct RunKustoArgs {
     #[command(flatten)]
     pub kusto: KustoArgs,
-    /// OTLP/HTTP metrics endpoint, used as given (e.g. http://collector:4318/v1/metrics).
-    #[arg(long, env = "ADXEXPORTER_OTLP_ENDPOINT", value_name = "URL")]
-    pub otlp_endpoint: Option<Url>,
+    /// Most Kusto queries in flight at once, across exporters.
+    #[arg(long, env = "ADXEXPORTER_MAX_CONCURRENT_QUERIES", default_value = "4", value_parser = parse_positive)]
+    pub max_concurrent_queries: usize,
+}
+
+/// The outputs: endpoints first, then their credentials and TLS, then how requests are shaped.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
     /// Prometheus remote-write endpoint (e.g. http://prometheus:9090/api/v1/write).
     #[arg(long, env = "ADXEXPORTER_REMOTE_WRITE_ENDPOINT", value_name = "URL")]
     pub remote_write_endpoint: Option<Url>,
+    /// OTLP/HTTP metrics endpoint, used as given (e.g. http://collector:4318/v1/metrics).
+    #[arg(long, env = "ADXEXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<Url>,
     /// OTLP/gRPC receiver, http://HOST:PORT (plaintext) or https://HOST:PORT (TLS), e.g. https://collector:4317.
     #[arg(long, env = "ADXEXPORTER_OTLP_GRPC_ENDPOINT", value_name = "URL")]
     pub otlp_grpc_endpoint: Option<Url>,
@@ -75,6 +124,14 @@ pub struct RunArgs {
     /// Print each sample's own timestamp on the scrape page (default: none, Prometheus stamps scrape time).
     #[arg(long, env = "ADXEXPORTER_SCRAPE_TIMESTAMPS")]
     pub scrape_timestamps: bool,
+    #[command(flatten)]
+    pub remote_write_auth: RemoteWriteAuthArgs,
+    #[command(flatten)]
+    pub otlp_auth: OtlpAuthArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub client_cert: ClientCertArgs,
     /// Extra OTLP resource attributes, K=V[,K=V...] (repeatable); they override cluster labels.
     #[arg(
         long,
@@ -83,9 +140,17 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub add_resource_attributes: Vec<String>,
-    /// Prefix joined with _ before every metric name.
-    #[arg(long, env = "ADXEXPORTER_METRIC_NAME_PREFIX", default_value = "")]
-    pub metric_name_prefix: String,
+    /// Largest uncompressed push request (e.g. 4MiB); bigger windows are split.
+    #[arg(long, env = "ADXEXPORTER_MAX_REQUEST_BYTES", default_value = "4MiB", value_parser = parse_size)]
+    pub max_request_bytes: u64,
+    /// How long to keep pushing after SIGTERM before exiting.
+    #[arg(long, env = "ADXEXPORTER_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_non_negative_duration)]
+    pub shutdown_grace: Span,
+}
+
+/// The write-ahead log between the queries and the outputs.
+#[derive(Debug, Clone, Args)]
+pub struct RunWalArgs {
     /// Directory of the write-ahead log (a persistent volume in Kubernetes).
     #[arg(
         long,
@@ -99,27 +164,22 @@ pub struct RunArgs {
     /// Free space to keep on the WAL's volume (e.g. 64MiB); below it querying pauses, as when the WAL is full.
     #[arg(long, env = "ADXEXPORTER_WAL_MIN_FREE_BYTES", default_value = "64MiB", value_parser = parse_size)]
     pub wal_min_free_bytes: u64,
-    /// Port (or HOST:PORT) serving /metrics.
-    #[arg(long, env = "ADXEXPORTER_METRICS_PORT", default_value = "8080", value_parser = parse_listen_addr)]
-    pub metrics_port: SocketAddr,
-    /// Port (or :PORT, HOST:PORT) serving /healthz and /readyz.
-    #[arg(long, env = "ADXEXPORTER_HEALTH_PROBE_PORT", default_value = "8081", value_parser = parse_listen_addr)]
-    pub health_probe_port: SocketAddr,
-    /// Standalone mode: read MetricsExporter YAML files from this directory instead of Kubernetes.
-    #[arg(long, env = "ADXEXPORTER_MANIFESTS", value_name = "DIR")]
-    pub manifests: Option<PathBuf>,
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "ADXEXPORTER_NAMESPACE")]
-    pub namespace: Option<String>,
-    /// Most Kusto queries in flight at once, across exporters.
-    #[arg(long, env = "ADXEXPORTER_MAX_CONCURRENT_QUERIES", default_value = "4", value_parser = parse_positive)]
-    pub max_concurrent_queries: usize,
-    /// Largest uncompressed push request (e.g. 4MiB); bigger windows are split.
-    #[arg(long, env = "ADXEXPORTER_MAX_REQUEST_BYTES", default_value = "4MiB", value_parser = parse_size)]
-    pub max_request_bytes: u64,
-    /// How long to keep pushing after SIGTERM before exiting.
-    #[arg(long, env = "ADXEXPORTER_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_non_negative_duration)]
-    pub shutdown_grace: Span,
+}
+
+/// Sharding between StatefulSet replicas (Kubernetes mode).
+#[derive(Debug, Clone, Args)]
+pub struct KubernetesArgs {
+    /// Kubernetes mode: replicas sharing the resources (the StatefulSet's replica count); each runs those rendezvous hashing of the uid gives its ordinal.
+    #[arg(long, env = "ADXEXPORTER_REPLICAS", default_value = "1", value_parser = parse_replicas)]
+    pub replicas: u32,
+    /// This pod's name (default: $HOSTNAME); with --replicas > 1 its ordinal is the number after the last -, as in a StatefulSet (adxexporter-2).
+    #[arg(long, env = "ADXEXPORTER_POD_NAME")]
+    pub pod_name: Option<String>,
+}
+
+/// Logs, `/metrics` and the probes.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
     /// Log format.
     #[arg(
         long,
@@ -128,18 +188,12 @@ pub struct RunArgs {
         default_value = "text"
     )]
     pub log_format: LogFormat,
-    /// Kubernetes mode: replicas sharing the resources (the StatefulSet's replica count); each runs those rendezvous hashing of the uid gives its ordinal.
-    #[arg(long, env = "ADXEXPORTER_REPLICAS", default_value = "1", value_parser = parse_replicas)]
-    pub replicas: u32,
-    /// This pod's name (default: $HOSTNAME); with --replicas > 1 its ordinal is the number after the last -, as in a StatefulSet (adxexporter-2).
-    #[arg(long, env = "ADXEXPORTER_POD_NAME")]
-    pub pod_name: Option<String>,
-    #[command(flatten)]
-    pub remote_write_auth: RemoteWriteAuthArgs,
-    #[command(flatten)]
-    pub otlp_auth: OtlpAuthArgs,
-    #[command(flatten)]
-    pub client_cert: ClientCertArgs,
+    /// Port (or HOST:PORT) serving /metrics.
+    #[arg(long, env = "ADXEXPORTER_METRICS_PORT", default_value = "8080", value_parser = parse_listen_addr)]
+    pub metrics_port: SocketAddr,
+    /// Port (or :PORT, HOST:PORT) serving /healthz and /readyz.
+    #[arg(long, env = "ADXEXPORTER_HEALTH_PROBE_PORT", default_value = "8081", value_parser = parse_listen_addr)]
+    pub health_probe_port: SocketAddr,
 }
 
 /// `run`'s flags, validated, grouped by the module each group is handed to, so the wiring (`app`)
@@ -248,38 +302,46 @@ impl KustoArgs {
 
 impl RunArgs {
     pub fn validate(self) -> Result<RunConfig, CliError> {
-        let cluster_labels = parse_cluster_labels(&self.kusto.cluster_labels)?;
-        let tls = self.kusto.tls.config(Some(&self.client_cert));
+        let RunArgs {
+            source,
+            kusto,
+            outputs: out,
+            wal,
+            kubernetes,
+            telemetry,
+        } = self;
+        let cluster_labels = parse_cluster_labels(&source.instance.cluster_labels)?;
+        let tls = out.tls.config(Some(&out.client_cert));
         // Kusto gets the client certificate too, as it always has: it never presents it (tls.rs),
         // but a non-default TlsConfig is what makes its token requests use the same TLS settings.
-        let kusto = self.kusto.settings(tls.clone())?;
+        let kusto_settings = kusto.kusto.settings(tls.clone())?;
         for (flag, url) in [
-            ("--otlp-endpoint", &self.otlp_endpoint),
-            ("--remote-write-endpoint", &self.remote_write_endpoint),
-            ("--otlp-grpc-endpoint", &self.otlp_grpc_endpoint),
+            ("--otlp-endpoint", &out.otlp_endpoint),
+            ("--remote-write-endpoint", &out.remote_write_endpoint),
+            ("--otlp-grpc-endpoint", &out.otlp_grpc_endpoint),
         ] {
             if let Some(url) = url {
                 check_url(flag, url.as_str(), url)?;
             }
         }
-        if self.otlp_endpoint.is_none()
-            && self.remote_write_endpoint.is_none()
-            && self.otlp_grpc_endpoint.is_none()
-            && self.scrape_port.is_none()
+        if out.otlp_endpoint.is_none()
+            && out.remote_write_endpoint.is_none()
+            && out.otlp_grpc_endpoint.is_none()
+            && out.scrape_port.is_none()
         {
             return Err(CliError::NoOutput);
         }
         // Checked even when the scrape output is off, so a typo shows before the port is set.
-        let scrape_path = self.scrape_path.trim().to_owned();
+        let scrape_path = out.scrape_path.trim().to_owned();
         if !scrape_path.starts_with('/')
             || scrape_path.contains(|c: char| c.is_whitespace() || c == '?' || c == '#')
         {
-            return Err(CliError::BadScrapePath(self.scrape_path));
+            return Err(CliError::BadScrapePath(out.scrape_path));
         }
-        if let Some(scrape) = self.scrape_port {
+        if let Some(scrape) = out.scrape_port {
             for (flag, other) in [
-                ("--metrics-port", self.metrics_port),
-                ("--health-probe-port", self.health_probe_port),
+                ("--metrics-port", telemetry.metrics_port),
+                ("--health-probe-port", telemetry.health_probe_port),
             ] {
                 if other.port() == scrape.port() {
                     return Err(CliError::ScrapePortClash {
@@ -290,56 +352,56 @@ impl RunArgs {
                 }
             }
         }
-        let extra = parse_pairs("--add-resource-attributes", &self.add_resource_attributes)?;
+        let extra = parse_pairs("--add-resource-attributes", &out.add_resource_attributes)?;
         let mut resource_attributes = cluster_labels.clone();
         resource_attributes.extend(extra);
-        let pod_name = (self.pod_name.clone()).or_else(|| std::env::var("HOSTNAME").ok());
-        if self.manifests.is_some() && self.replicas > 1 {
-            return Err(CliError::ReplicasWithManifests(self.replicas));
+        let pod_name = (kubernetes.pod_name.clone()).or_else(|| std::env::var("HOSTNAME").ok());
+        if source.manifests.is_some() && kubernetes.replicas > 1 {
+            return Err(CliError::ReplicasWithManifests(kubernetes.replicas));
         }
-        let shard = Shard::from_pod_name(pod_name.as_deref(), self.replicas)?;
-        let remote_write_auth = self.remote_write_auth.config()?;
-        let otlp_auth = self.otlp_auth.config()?;
+        let shard = Shard::from_pod_name(pod_name.as_deref(), kubernetes.replicas)?;
+        let remote_write_auth = out.remote_write_auth.config()?;
+        let otlp_auth = out.otlp_auth.config()?;
 
-        let max_request_bytes = usize::try_from(self.max_request_bytes).unwrap_or(usize::MAX);
-        let remote_write = self.remote_write_endpoint.map(|url| RemoteWriteConfig {
+        let max_request_bytes = usize::try_from(out.max_request_bytes).unwrap_or(usize::MAX);
+        let remote_write = out.remote_write_endpoint.map(|url| RemoteWriteConfig {
             max_request_bytes,
             auth: remote_write_auth,
             tls: tls.clone(),
             ..RemoteWriteConfig::new(url)
         });
-        let otlp = self.otlp_endpoint.map(|url| OtlpConfig {
+        let otlp = out.otlp_endpoint.map(|url| OtlpConfig {
             max_request_bytes,
             auth: otlp_auth.clone(),
             tls: tls.clone(),
             ..OtlpConfig::new(url, resource_attributes.clone())
         });
         // The `--otlp-*` headers and credential apply to both OTLP transports.
-        let otlp_grpc = self.otlp_grpc_endpoint.map(|url| OtlpGrpcConfig {
+        let otlp_grpc = out.otlp_grpc_endpoint.map(|url| OtlpGrpcConfig {
             max_request_bytes,
             auth: otlp_auth,
             tls: tls.clone(),
             ..OtlpGrpcConfig::new(url, resource_attributes)
         });
-        let scrape = self.scrape_port.map(|addr| ScrapeSettings {
+        let scrape = out.scrape_port.map(|addr| ScrapeSettings {
             addr,
             page: ScrapeConfig {
                 path: scrape_path,
-                timestamps: self.scrape_timestamps,
+                timestamps: out.scrape_timestamps,
             },
         });
-        let mut wal = WalConfig::new(self.wal_max_bytes, Vec::<String>::new());
-        wal.min_free_bytes = self.wal_min_free_bytes;
+        let mut wal_config = WalConfig::new(wal.wal_max_bytes, Vec::<String>::new());
+        wal_config.min_free_bytes = wal.wal_min_free_bytes;
         Ok(RunConfig {
             source: SourceSettings {
-                manifests: self.manifests,
-                namespace: self.namespace.filter(|n| !n.trim().is_empty()),
+                manifests: source.manifests,
+                namespace: source.namespace.filter(|n| !n.trim().is_empty()),
                 cluster_labels,
-                metric_name_prefix: self.metric_name_prefix.trim().to_owned(),
+                metric_name_prefix: source.instance.metric_name_prefix.trim().to_owned(),
                 shard,
             },
-            kusto,
-            max_concurrent_queries: self.max_concurrent_queries,
+            kusto: kusto_settings,
+            max_concurrent_queries: kusto.max_concurrent_queries,
             outputs: OutputSettings {
                 remote_write,
                 otlp,
@@ -348,16 +410,16 @@ impl RunArgs {
                 backoff: BackoffPolicy::default(),
             },
             wal: WalSettings {
-                dir: self.wal_dir,
-                config: wal,
+                dir: wal.wal_dir,
+                config: wal_config,
             },
             telemetry: TelemetrySettings {
-                log_format: self.log_format,
-                metrics_addr: self.metrics_port,
-                health_probe_addr: self.health_probe_port,
+                log_format: telemetry.log_format,
+                metrics_addr: telemetry.metrics_port,
+                health_probe_addr: telemetry.health_probe_port,
                 tls_insecure_skip_verify: tls.insecure_skip_verify,
             },
-            shutdown_grace: self.shutdown_grace,
+            shutdown_grace: out.shutdown_grace,
         })
     }
 }
