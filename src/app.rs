@@ -17,16 +17,14 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::BackoffPolicy;
-use crate::cli::RunConfig;
-use crate::query::{KustoAuth, KustoClient, KustoConfig};
+use crate::cli::{OutputSettings, RunConfig};
+use crate::query::KustoClient;
 use crate::registry::Snapshot;
 use crate::schedule::exporter::SchedulerContext;
 use crate::schedule::scheduler::Scheduler;
 use crate::sink::drain::Drain;
 use crate::sink::{
-    OtlpConfig, OtlpGrpcConfig, OtlpGrpcSink, OtlpSink, Output, RemoteWriteConfig, RemoteWriteSink,
-    ScrapePages, ScrapeSink, Sink, scrape,
+    OtlpGrpcSink, OtlpSink, Output, RemoteWriteSink, ScrapePages, ScrapeSink, Sink, scrape,
 };
 use crate::source::kube::{Filter, KubeSource};
 use crate::source::manifests::ManifestSource;
@@ -41,8 +39,8 @@ const DRAIN_CONCURRENCY: usize = 8;
 const MAX_RESPONSE_BYTES: usize = 512 << 20;
 
 pub async fn run(config: RunConfig) -> anyhow::Result<()> {
-    telemetry::init_logging(config.log_format);
-    let endpoints: Vec<String> = (config.kusto_endpoints.iter())
+    telemetry::init_logging(config.telemetry.log_format);
+    let endpoints: Vec<String> = (config.kusto.endpoints.iter())
         .map(|(db, url)| format!("{db}={url}"))
         .collect();
     tracing::info!(
@@ -57,50 +55,49 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
     let admin_stop = CancellationToken::new();
     let router = telemetry::admin_router(Some(metrics), health.clone());
-    let mut admin =
-        vec![telemetry::serve(config.metrics_addr, router.clone(), admin_stop.clone()).await?];
-    if config.health_probe_addr != config.metrics_addr {
-        admin.push(telemetry::serve(config.health_probe_addr, router, admin_stop.clone()).await?);
+    let (metrics_addr, probe_addr) = (
+        config.telemetry.metrics_addr,
+        config.telemetry.health_probe_addr,
+    );
+    let mut admin = vec![telemetry::serve(metrics_addr, router.clone(), admin_stop.clone()).await?];
+    if probe_addr != metrics_addr {
+        admin.push(telemetry::serve(probe_addr, router, admin_stop.clone()).await?);
     }
 
-    telemetry::tls_insecure_warning(config.tls.insecure_skip_verify);
-    let outputs = build_outputs(&config)?;
+    telemetry::tls_insecure_warning(config.telemetry.tls_insecure_skip_verify);
+    let outputs = build_outputs(&config.outputs)?;
     // The scrape page gets its own listener (never the self-metrics port).
     let scrape_pages = outputs.iter().find_map(|o| match o {
         Output::Scrape(s) => Some(s.pages()),
         _ => None,
     });
-    if let (Some(addr), Some(pages)) = (config.scrape_addr, &scrape_pages) {
-        let router = scrape::router(&config.scrape.path, pages.clone());
+    if let (Some(scrape), Some(pages)) = (&config.outputs.scrape, &scrape_pages) {
+        let (addr, path) = (scrape.addr, &scrape.page.path);
+        let router = scrape::router(path, pages.clone());
         admin.push(telemetry::serve(addr, router, admin_stop.clone()).await?);
-        tracing::info!(%addr, path = %config.scrape.path, "scrape output listening");
+        tracing::info!(%addr, path = %path, "scrape output listening");
     }
     let names: Vec<String> = outputs.iter().map(|o| o.name().to_owned()).collect();
-    std::fs::create_dir_all(&config.wal_dir)
-        .with_context(|| format!("cannot create --wal-dir {}", config.wal_dir.display()))?;
+    let wal_dir = &config.wal.dir;
+    std::fs::create_dir_all(wal_dir)
+        .with_context(|| format!("cannot create --wal-dir {}", wal_dir.display()))?;
     let wal = {
-        let dir = config.wal_dir.clone();
-        let mut wal_config = WalConfig::new(config.wal_max_bytes, names.clone());
-        wal_config.min_free_bytes = config.wal_min_free_bytes;
+        let dir = wal_dir.clone();
+        let wal_config = WalConfig {
+            outputs: names.clone(),
+            ..config.wal.config.clone()
+        };
         tokio::task::spawn_blocking(move || Wal::open(&dir, wal_config)).await??
     };
     health.set_wal_open();
-    tracing::info!(wal = %config.wal_dir.display(), outputs = ?names, "WAL open");
+    tracing::info!(wal = %wal_dir.display(), outputs = ?names, "WAL open");
 
-    let auth: KustoAuth = config
-        .kusto_auth
-        .parse()
-        .with_context(|| format!("--kusto-auth {:?}", config.kusto_auth))?;
     let mut clients = BTreeMap::new();
-    for (database, url) in &config.kusto_endpoints {
+    for (database, url) in &config.kusto.endpoints {
         let client = KustoClient::new(
             url.clone(),
-            auth.for_endpoint(url),
-            KustoConfig {
-                server_timeout: config.kusto_server_timeout.to_std(),
-                tls: config.tls.clone(),
-                ..KustoConfig::default()
-            },
+            config.kusto.auth.for_endpoint(url),
+            config.kusto.config.clone(),
         )
         .with_context(|| format!("--kusto-endpoint {database}={url}"))?;
         clients.insert(database.clone(), Arc::new(client));
@@ -115,30 +112,31 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     let mut query_tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
     let mut tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
 
-    let kube_client = match &config.manifests {
+    let source = &config.source;
+    let kube_client = match &source.manifests {
         Some(_) => None,
         None => Some(kube_client().await?),
     };
-    match (&config.manifests, &kube_client) {
+    match (&source.manifests, &kube_client) {
         (Some(dir), _) => {
-            if config.shard.replicas > 1 {
+            if source.shard.replicas > 1 {
                 tracing::warn!(
                     "--replicas is ignored with --manifests: this instance runs every resource of the directory"
                 );
             }
-            let source = ManifestSource::new(
+            let manifests = ManifestSource::new(
                 dir.clone(),
-                config.cluster_labels.clone(),
-                config.metric_name_prefix.clone(),
+                source.cluster_labels.clone(),
+                source.metric_name_prefix.clone(),
             );
             let (health, stop) = (health.clone(), query_stop.clone());
             query_tasks.spawn(async move {
-                source.run(tx, health, stop).await?;
+                manifests.run(tx, health, stop).await?;
                 Ok("source")
             });
         }
         (None, Some(client)) => {
-            let shard = config.shard;
+            let shard = source.shard;
             if shard.ordinal >= shard.replicas {
                 tracing::warn!(
                     "ordinal {} is not below --replicas {}: this replica runs no exporter and only drains its WAL",
@@ -147,23 +145,23 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
                 );
             }
             tracing::info!(
-                namespace = config.namespace.as_deref().unwrap_or("<all>"),
+                namespace = source.namespace.as_deref().unwrap_or("<all>"),
                 replica = shard.ordinal,
                 replicas = shard.replicas,
                 "Kubernetes mode: watching MetricsExporter resources"
             );
-            let source = KubeSource::new(
+            let watch = KubeSource::new(
                 client.clone(),
-                config.namespace.as_deref(),
+                source.namespace.as_deref(),
                 Filter {
-                    cluster_labels: config.cluster_labels.clone(),
-                    cli_prefix: config.metric_name_prefix.clone(),
+                    cluster_labels: source.cluster_labels.clone(),
+                    cli_prefix: source.metric_name_prefix.clone(),
                     shard,
                 },
             );
             let (health, stop) = (health.clone(), query_stop.clone());
             query_tasks.spawn(async move {
-                source.run(tx, health, stop).await?;
+                watch.run(tx, health, stop).await?;
                 Ok("source")
             });
         }
@@ -172,7 +170,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     let scheduler = Scheduler::new(SchedulerContext {
         wal: wal.clone(),
         clients,
-        cluster_labels: config.cluster_labels.clone(),
+        cluster_labels: source.cluster_labels.clone(),
         queries: Arc::new(Semaphore::new(config.max_concurrent_queries)),
         max_response_bytes: MAX_RESPONSE_BYTES,
         board: board.clone(),
@@ -196,7 +194,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         let drain = Drain {
             sink: Arc::new(output),
             wal: wal.clone(),
-            policy: BackoffPolicy::default(),
+            policy: config.outputs.backoff.clone(),
             concurrency: DRAIN_CONCURRENCY,
             health: health.clone(),
         };
@@ -224,7 +222,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
                 });
             }
             None => {
-                let status = StatusWriter::new(&config.wal_dir, wal.clone(), board);
+                let status = StatusWriter::new(wal_dir, wal.clone(), board);
                 tasks.spawn(async move {
                     status.run(rx, stop).await?;
                     Ok("status")
@@ -293,31 +291,21 @@ async fn kube_client() -> anyhow::Result<kube::Client> {
     })
 }
 
-fn build_outputs(config: &RunConfig) -> anyhow::Result<Vec<Output>> {
-    let max_request_bytes = usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX);
+/// One sink per configured output, always in this order (the WAL and the logs list them so).
+fn build_outputs(config: &OutputSettings) -> anyhow::Result<Vec<Output>> {
     let mut outputs = Vec::new();
-    if let Some(url) = &config.remote_write_endpoint {
-        let mut c = RemoteWriteConfig::new(url.clone());
-        c.max_request_bytes = max_request_bytes;
-        (c.auth, c.tls) = (config.remote_write_auth.clone(), config.tls.clone());
-        outputs.push(Output::RemoteWrite(RemoteWriteSink::new(c)?));
+    if let Some(c) = &config.remote_write {
+        outputs.push(Output::RemoteWrite(RemoteWriteSink::new(c.clone())?));
     }
-    if let Some(url) = &config.otlp_endpoint {
-        let mut c = OtlpConfig::new(url.clone(), config.resource_attributes.clone());
-        c.max_request_bytes = max_request_bytes;
-        (c.auth, c.tls) = (config.otlp_auth.clone(), config.tls.clone());
-        outputs.push(Output::Otlp(OtlpSink::new(c)?));
+    if let Some(c) = &config.otlp {
+        outputs.push(Output::Otlp(OtlpSink::new(c.clone())?));
     }
-    if let Some(url) = &config.otlp_grpc_endpoint {
-        let mut c = OtlpGrpcConfig::new(url.clone(), config.resource_attributes.clone());
-        c.max_request_bytes = max_request_bytes;
-        // The `--otlp-*` headers and credential apply to both OTLP transports.
-        (c.auth, c.tls) = (config.otlp_auth.clone(), config.tls.clone());
-        outputs.push(Output::OtlpGrpc(OtlpGrpcSink::new(c)?));
+    if let Some(c) = &config.otlp_grpc {
+        outputs.push(Output::OtlpGrpc(OtlpGrpcSink::new(c.clone())?));
     }
-    if config.scrape_addr.is_some() {
+    if let Some(scrape) = &config.scrape {
         let pages = Arc::new(ScrapePages::default());
-        outputs.push(Output::Scrape(ScrapeSink::new(&config.scrape, pages)));
+        outputs.push(Output::Scrape(ScrapeSink::new(&scrape.page, pages)));
     }
     Ok(outputs)
 }

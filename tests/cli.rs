@@ -266,6 +266,45 @@ fn run_keeps_a_url_with_equals_signs() {
 }
 
 #[test]
+fn a_bad_kusto_auth_stops_run_before_the_wal_is_created() {
+    let manifests = tempfile::tempdir().unwrap();
+    let wal = tempfile::tempdir().unwrap();
+    let out = adxexporter(
+        &[
+            "run",
+            "--kusto-auth",
+            "nonee",
+            "--manifests",
+            manifests.path().to_str().unwrap(),
+            "--wal-dir",
+            wal.path().to_str().unwrap(),
+            "--otlp-endpoint",
+            "http://127.0.0.1:1/v1/metrics",
+            "--kusto-endpoint",
+            "db=http://127.0.0.1:1",
+            "--metrics-port",
+            "127.0.0.1:0",
+            "--health-probe-port",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--kusto-auth")
+            && err.contains("\"nonee\"")
+            && err.contains("token-file:PATH"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(wal.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "the WAL dir should be untouched: {left:?}");
+}
+
+#[test]
 fn run_reads_every_flag_from_the_environment() {
     let out = adxexporter(
         &[],
@@ -406,5 +445,98 @@ fn top_level_help_lists_the_subcommands() {
             help.contains(&format!("\n  {sub} ")),
             "{sub} missing:\n{help}"
         );
+    }
+}
+
+#[test]
+fn top_level_help_names_every_output() {
+    for flag in ["--help", "-h"] {
+        let out = adxexporter(&[flag], &[]);
+        assert_eq!(out.status.code(), Some(0));
+        // Words, not lines: the help is wrapped to the terminal's width.
+        let help = stdout(&out)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        for output in [
+            "Prometheus remote write",
+            "OTLP/HTTP",
+            "OTLP/gRPC",
+            "Prometheus scrape page",
+        ] {
+            assert!(help.contains(output), "{flag}: {output} missing:\n{help}");
+        }
+    }
+}
+
+#[test]
+fn run_help_reads_in_sections_by_topic() {
+    let out = adxexporter(&["run", "--help"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = stdout(&out);
+    let headings = [
+        "Sources",
+        "Kusto",
+        "Outputs",
+        "WAL",
+        "Kubernetes",
+        "Telemetry",
+    ];
+    let starts: Vec<usize> = (headings.iter())
+        .map(|h| {
+            help.find(&format!("\n{h}:\n"))
+                .unwrap_or_else(|| panic!("no {h} section:\n{help}"))
+        })
+        .collect();
+    assert!(
+        starts.windows(2).all(|w| w[0] < w[1]),
+        "sections not in the order {headings:?}:\n{help}"
+    );
+    // The flag lines of one section, from its heading to the next.
+    let section = |name: &str| -> Vec<&str> {
+        let i = headings.iter().position(|h| *h == name).unwrap();
+        let end = starts.get(i + 1).copied().unwrap_or(help.len());
+        (help[starts[i]..end].lines())
+            .filter_map(|l| l.trim_start().strip_prefix("--"))
+            .filter_map(|l| l.split([' ', '<']).next())
+            .collect()
+    };
+    assert_eq!(
+        section("Sources").first(),
+        Some(&"manifests"),
+        "--manifests leads Sources:\n{help}"
+    );
+    for (name, flags) in [
+        ("Sources", &["namespace", "cluster-labels"][..]),
+        (
+            "Kusto",
+            &["kusto-endpoint", "kusto-auth", "max-concurrent-queries"],
+        ),
+        (
+            "Outputs",
+            &[
+                "remote-write-endpoint",
+                "otlp-endpoint",
+                "otlp-grpc-endpoint",
+                "scrape-port",
+                "otlp-auth",
+                "tls-client-cert",
+                "max-request-bytes",
+            ],
+        ),
+        ("WAL", &["wal-dir", "wal-max-bytes", "wal-min-free-bytes"]),
+        ("Kubernetes", &["replicas", "pod-name"]),
+        (
+            "Telemetry",
+            &["log-format", "metrics-port", "health-probe-port"],
+        ),
+    ] {
+        let listed = section(name);
+        for flag in flags {
+            assert!(
+                listed.contains(flag),
+                "--{flag} is not under {name}:\n{help}"
+            );
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 mod common;
 mod run_support;
+#[allow(dead_code)] // the proxy's other modes serve the chaos suite
 #[path = "chaos_support/tcp_fault.rs"]
 mod tcp_fault;
 

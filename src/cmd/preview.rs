@@ -11,7 +11,7 @@ use crate::cli::PreviewArgs;
 use crate::crd::load_documents;
 use crate::criteria::{self, CriteriaMatch};
 use crate::exposition;
-use crate::query::{KustoAuth, KustoClient, KustoConfig, QueryLimits};
+use crate::query::{KustoClient, QueryLimits};
 use crate::schedule::window::{Window, align_down, newest_complete, query_text};
 use crate::time::Ticks;
 use crate::transform::{Mapping, transform};
@@ -43,7 +43,7 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<ExitCode> {
             .collect();
         anyhow!("invalid resource:\n{}", lines.join("\n"))
     })?;
-    if config.tls.insecure_skip_verify {
+    if config.kusto.config.tls.insecure_skip_verify {
         eprintln!(
             "warning: --tls-insecure-skip-verify: the Kusto server certificate is NOT verified"
         );
@@ -74,7 +74,8 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<ExitCode> {
         ),
     };
     let (_, url) = config
-        .kusto_endpoints
+        .kusto
+        .endpoints
         .iter()
         .find(|(db, _)| *db == spec.database)
         .ok_or_else(|| {
@@ -84,15 +85,10 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<ExitCode> {
                 spec.database
             )
         })?;
-    let auth: KustoAuth = config.kusto_auth.parse()?;
     let client = KustoClient::new(
         url.clone(),
-        auth.for_endpoint(url),
-        KustoConfig {
-            server_timeout: config.kusto_server_timeout.to_std(),
-            tls: config.tls.clone(),
-            ..KustoConfig::default()
-        },
+        config.kusto.auth.for_endpoint(url),
+        config.kusto.config.clone(),
     )?;
     let csl = query_text(&window, &config.cluster_labels, &spec.body);
     let limits = QueryLimits {

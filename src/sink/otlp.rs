@@ -41,7 +41,7 @@ pub const DEFAULT_GZIP_LEVEL: u32 = 1;
 const WRAPPER: usize = 1 + 10;
 
 /// Settings of the OTLP/HTTP output.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OtlpConfig {
     /// Full URL, used as given (no `/v1/metrics` appended).
     pub endpoint: url::Url,

@@ -50,7 +50,7 @@ const EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsServ
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings of the OTLP/gRPC output.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OtlpGrpcConfig {
     /// `http://host:port` or `https://host:port` of the receiver (a path is ignored by gRPC).
     pub endpoint: url::Url,

@@ -31,7 +31,7 @@ use crate::wal::{Compression, EncodedWindow, RecordHeader};
 use bytes::Bytes;
 
 /// Settings of the remote-write output.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteWriteConfig {
     /// Full URL, e.g. `http://prometheus:9090/api/v1/write`.
     pub endpoint: url::Url,

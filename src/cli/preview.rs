@@ -1,0 +1,96 @@
+//! `preview`'s and `check`'s flags: one window of one resource against Kusto (validated into
+//! [`PreviewConfig`]), and offline validation of resource files with optional cluster labels.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::parse::{parse_cluster_labels, parse_ticks};
+use super::{CliError, InstanceArgs, KustoArgs, KustoSettings, TlsArgs};
+use crate::time::Ticks;
+
+#[derive(Debug, Clone, Args)]
+pub struct PreviewArgs {
+    /// The MetricsExporter file (YAML or JSON).
+    #[arg(short = 'f', long, env = "ADXEXPORTER_FILE", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Which resource of the file, when it holds several.
+    #[arg(long, env = "ADXEXPORTER_NAME")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub kusto: KustoArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+    /// Window start (RFC 3339); with --end. Default: the newest complete window.
+    #[arg(long, env = "ADXEXPORTER_START", requires = "end", value_parser = parse_ticks)]
+    pub start: Option<Ticks>,
+    /// Window end, exclusive (RFC 3339); with --start.
+    #[arg(long, env = "ADXEXPORTER_END", requires = "start", value_parser = parse_ticks)]
+    pub end: Option<Ticks>,
+    /// What "now" is (tests).
+    #[arg(long, env = "ADXEXPORTER_NOW", hide = true, value_parser = parse_ticks)]
+    pub now: Option<Ticks>,
+}
+
+/// `preview`'s flags, validated. Whether `window` is aligned to the resource's interval is for
+/// the caller to check (it knows the interval): accept, but warn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreviewConfig {
+    pub file: PathBuf,
+    pub name: Option<String>,
+    /// The same Kusto settings `run` would use (no client certificate: Kusto never asks for one).
+    pub kusto: KustoSettings,
+    pub cluster_labels: BTreeMap<String, String>,
+    pub metric_name_prefix: String,
+    /// `[start, end)` from `--start`/`--end`.
+    pub window: Option<(Ticks, Ticks)>,
+    pub now: Option<Ticks>,
+}
+
+impl PreviewArgs {
+    pub fn validate(self) -> Result<PreviewConfig, CliError> {
+        let window = match (self.start, self.end) {
+            (Some(start), Some(end)) if start >= end => {
+                return Err(CliError::EmptyWindow { start, end });
+            }
+            (Some(start), Some(end)) => Some((start, end)),
+            _ => None,
+        };
+        Ok(PreviewConfig {
+            file: self.file,
+            name: self.name,
+            kusto: self.kusto.settings(self.tls.config(None))?,
+            cluster_labels: parse_cluster_labels(&self.instance.cluster_labels)?,
+            metric_name_prefix: self.instance.metric_name_prefix.trim().to_owned(),
+            window,
+            now: self.now,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Cluster labels, K=V[,K=V...]: also report whether each resource would run on such an instance.
+    #[arg(
+        long,
+        env = "ADXEXPORTER_CLUSTER_LABELS",
+        value_name = "K=V",
+        value_delimiter = ','
+    )]
+    pub cluster_labels: Vec<String>,
+    /// MetricsExporter files (YAML, several documents separated by ---, or JSON).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+impl CheckArgs {
+    /// The cluster labels, if any were given.
+    pub fn labels(&self) -> Result<Option<BTreeMap<String, String>>, CliError> {
+        if self.cluster_labels.iter().all(|s| s.trim().is_empty()) {
+            return Ok(None);
+        }
+        parse_cluster_labels(&self.cluster_labels).map(Some)
+    }
+}

@@ -1,0 +1,358 @@
+//! Unit tests of the flags: defaults, list and pair parsing, cross-flag checks, value parsers and
+//! the clap definition itself. The binary's own behaviour (exit codes, `--help`) is in tests/cli.rs.
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::*;
+use crate::query::KustoAuth;
+use crate::shard::Shard;
+use crate::telemetry::LogFormat;
+use crate::time::Span;
+
+fn cli(args: &[&str]) -> Result<Command, clap::Error> {
+    parse_from(std::iter::once("adxexporter").chain(args.iter().copied()))
+}
+
+fn run(args: &[&str]) -> Result<RunConfig, CliError> {
+    match cli(args).unwrap() {
+        Command::Run(a) => a.validate(),
+        other => panic!("not run: {other:?}"),
+    }
+}
+
+const OUT: &str = "--otlp-endpoint=http://collector:4318/v1/metrics";
+
+#[test]
+fn run_is_the_default_and_defaults_apply() {
+    let c = run(&[OUT]).unwrap();
+    assert_eq!(c.wal.dir, PathBuf::from("/var/lib/adxexporter"));
+    assert_eq!(c.wal.config.max_bytes, 1 << 30);
+    assert_eq!(c.outputs.otlp.as_ref().unwrap().max_request_bytes, 4 << 20);
+    assert_eq!(c.telemetry.metrics_addr.port(), 8080);
+    assert_eq!(c.telemetry.health_probe_addr.port(), 8081);
+    assert_eq!(c.max_concurrent_queries, 4);
+    assert_eq!(c.shutdown_grace, Span::from_secs(20));
+    assert_eq!(c.kusto.config.server_timeout, Span::from_secs(240).to_std());
+    assert_eq!(c.telemetry.log_format, LogFormat::Text);
+    assert_eq!(c.kusto.auth, KustoAuth::Auto);
+    let explicit = match cli(&["run", OUT]).unwrap() {
+        Command::Run(a) => a.validate().unwrap(),
+        _ => unreachable!(),
+    };
+    assert_eq!(explicit, c);
+}
+
+#[test]
+fn kusto_auth_is_parsed_by_validation() {
+    let c = run(&[OUT, "--kusto-auth", "token-file:/run/token"]).unwrap();
+    assert_eq!(c.kusto.auth, KustoAuth::TokenFile("/run/token".into()));
+    let e = run(&[OUT, "--kusto-auth", "nonee"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("--kusto-auth: ") && e.contains("\"nonee\"") && e.contains("token-file:PATH"),
+        "{e}"
+    );
+    let preview = match cli(&["preview", "-f", "x.yaml", "--kusto-auth", "token-file:"]).unwrap() {
+        Command::Preview(a) => a.validate(),
+        _ => unreachable!(),
+    };
+    assert!(matches!(preview, Err(CliError::Invalid { flag, .. }) if flag == "--kusto-auth"));
+}
+
+#[test]
+fn replicas_take_the_ordinal_from_the_pod_name() {
+    assert_eq!(run(&[OUT]).unwrap().source.shard, Shard::SINGLE);
+    let c = run(&[OUT, "--replicas=3", "--pod-name=adxexporter-2"]).unwrap();
+    assert_eq!(
+        c.source.shard,
+        Shard {
+            ordinal: 2,
+            replicas: 3
+        }
+    );
+    let err = run(&[OUT, "--replicas", "3", "--pod-name", "laptop"]).unwrap_err();
+    assert!(
+        matches!(err, CliError::Shard(ShardError::NoOrdinal { .. })),
+        "{err}"
+    );
+    assert!(cli(&[OUT, "--replicas=0"]).is_err());
+    let err = run(&[OUT, "--replicas=2", "--manifests=/x"]).unwrap_err();
+    assert_eq!(err, CliError::ReplicasWithManifests(2));
+}
+
+#[test]
+fn lists_are_comma_separated_and_repeatable() {
+    let c = run(&[
+        OUT,
+        "--cluster-labels=region=eastus, env = prod",
+        "--cluster-labels",
+        "cloud=public",
+        "--kusto-endpoint=a=https://a.kusto.windows.net,b=https://b.kusto.windows.net",
+        "--kusto-endpoints",
+        "c=http://127.0.0.1:8082",
+    ])
+    .unwrap();
+    assert_eq!(
+        c.source.cluster_labels,
+        BTreeMap::from([
+            ("cloud".into(), "public".into()),
+            ("env".into(), "prod".into()),
+            ("region".into(), "eastus".into()),
+        ])
+    );
+    let dbs: Vec<&str> = c.kusto.endpoints.iter().map(|(d, _)| d.as_str()).collect();
+    assert_eq!(dbs, ["a", "b", "c"]);
+}
+
+#[test]
+fn url_with_equals_in_its_query_survives() {
+    let c = run(&[OUT, "--kusto-endpoint", "db=https://x.example/?a=b&c=d"]).unwrap();
+    assert_eq!(c.kusto.endpoints[0].0, "db");
+    assert_eq!(
+        c.kusto.endpoints[0].1.as_str(),
+        "https://x.example/?a=b&c=d"
+    );
+}
+
+#[test]
+fn malformed_pairs_are_named() {
+    assert_eq!(
+        run(&[OUT, "--kusto-endpoint", "nodb"])
+            .unwrap_err()
+            .to_string(),
+        "--kusto-endpoint: \"nodb\" is not DB=URL"
+    );
+    assert_eq!(
+        run(&[OUT, "--cluster-labels", "region=eastus,=x"])
+            .unwrap_err()
+            .to_string(),
+        "--cluster-labels: \"=x\" has an empty key"
+    );
+    assert_eq!(
+        run(&[OUT, "--kusto-endpoint", "a=ftp://x"])
+            .unwrap_err()
+            .to_string(),
+        "--kusto-endpoint: \"a=ftp://x\": use an http:// or https:// URL with a host"
+    );
+}
+
+#[test]
+fn duplicates_are_errors() {
+    assert_eq!(
+        run(&[OUT, "--kusto-endpoint", "a=http://x,a=http://y"]).unwrap_err(),
+        CliError::DuplicateKey {
+            flag: "--kusto-endpoint",
+            key: "a".into()
+        }
+    );
+    assert_eq!(
+        run(&[OUT, "--cluster-labels", "Region=a,region=b"]).unwrap_err(),
+        CliError::DuplicateKey {
+            flag: "--cluster-labels",
+            key: "region".into()
+        }
+    );
+}
+
+#[test]
+fn cluster_labels_must_make_distinct_kql_variables() {
+    assert_eq!(
+        run(&[OUT, "--cluster-labels", "a-b=1,a_b=2"])
+            .unwrap_err()
+            .to_string(),
+        "--cluster-labels: \"a-b\" and \"a_b\" both become KQL variable _a_b: rename one"
+    );
+    assert_eq!(
+        run(&[OUT, "--cluster-labels", "startTime=x"])
+            .unwrap_err()
+            .to_string(),
+        "--cluster-labels: \"startTime\" would redefine _startTime, which holds the window: rename it"
+    );
+    assert!(matches!(
+        run(&[OUT, "--cluster-labels", "a=x\u{7}y"]),
+        Err(CliError::ControlCharacter { .. })
+    ));
+}
+
+#[test]
+fn an_output_is_required() {
+    let err = run(&[]).unwrap_err();
+    assert_eq!(err, CliError::NoOutput);
+    assert!(err.to_string().contains("--otlp-endpoint"));
+    assert!(run(&["--remote-write-endpoint", "http://p:9090/api/v1/write"]).is_ok());
+}
+
+#[test]
+fn grpc_and_scrape_are_outputs_of_their_own() {
+    let c = run(&["--otlp-grpc-endpoint", "http://collector:4317"]).unwrap();
+    assert_eq!(
+        c.outputs.otlp_grpc.unwrap().endpoint.as_str(),
+        "http://collector:4317/"
+    );
+    assert_eq!(c.outputs.scrape, None, "scrape is off by default");
+    let c = run(&["--scrape-port", "9464"]).unwrap();
+    let scrape = c.outputs.scrape.unwrap();
+    assert_eq!(scrape.addr.port(), 9464);
+    assert_eq!(scrape.page.path, "/metrics");
+    assert!(!scrape.page.timestamps);
+    let c = run(&[
+        "--scrape-port=:9464",
+        "--scrape-path=/kusto",
+        "--scrape-timestamps",
+    ])
+    .unwrap();
+    let page = c.outputs.scrape.unwrap().page;
+    assert_eq!((page.path.as_str(), page.timestamps), ("/kusto", true));
+    let c = run(&["--otlp-grpc-endpoint", "https://collector:4317"]).unwrap();
+    assert_eq!(c.outputs.otlp_grpc.unwrap().endpoint.scheme(), "https");
+    for (flag, url) in [
+        ("--otlp-grpc-endpoint", "https://u:s3cret@collector:4317"),
+        ("--remote-write-endpoint", "https://u:s3cret@p/api/v1/write"),
+    ] {
+        let e = run(&[flag, url]).unwrap_err().to_string();
+        assert!(
+            e.contains("basic-auth-username") && !e.contains("s3cret"),
+            "{e}"
+        );
+    }
+    let e = run(&["--otlp-grpc-endpoint", "collector:4317"]).unwrap_err();
+    assert!(e.to_string().contains("--otlp-grpc-endpoint"), "{e}");
+    let e = run(&["--scrape-port", "8080"]).unwrap_err();
+    assert!(e.to_string().contains("--metrics-port"), "{e}");
+    let e = run(&["--scrape-port", "9464", "--scrape-path", "metrics"]).unwrap_err();
+    assert_eq!(e, CliError::BadScrapePath("metrics".into()));
+}
+
+#[test]
+fn resource_attributes_overlay_cluster_labels() {
+    let c = run(&[
+        OUT,
+        "--cluster-labels",
+        "a=1,b=2",
+        "--add-resource-attributes",
+        "b=3,c=4",
+    ])
+    .unwrap();
+    assert_eq!(
+        c.outputs.otlp.unwrap().resource_attributes,
+        BTreeMap::from([
+            ("a".into(), "1".into()),
+            ("b".into(), "3".into()),
+            ("c".into(), "4".into())
+        ])
+    );
+}
+
+#[test]
+fn sizes_parse_with_suffixes() {
+    assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+    assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+    assert_eq!(parse_size("4MB"), Ok(4_000_000));
+    assert_eq!(parse_size("1.5KiB"), Ok(1536));
+    assert_eq!(parse_size("1000"), Ok(1000));
+    assert_eq!(parse_size("64 kib"), Ok(65536));
+    assert!(parse_size("0").is_err());
+    assert!(parse_size("1XB").is_err());
+    assert!(parse_size("").is_err());
+    assert!(cli(&[OUT, "--wal-max-bytes", "lots"]).is_err());
+}
+
+#[test]
+fn probe_ports_accept_adx_mon_form() {
+    assert_eq!(parse_listen_addr(":8081").unwrap().port(), 8081);
+    assert_eq!(parse_listen_addr("9000").unwrap().port(), 9000);
+    assert_eq!(
+        parse_listen_addr("127.0.0.1:7000").unwrap(),
+        "127.0.0.1:7000".parse::<SocketAddr>().unwrap()
+    );
+    assert!(parse_listen_addr("eighty").is_err());
+    let c = run(&[OUT, "--health-probe-port", ":9091"]).unwrap();
+    assert_eq!(c.telemetry.health_probe_addr.port(), 9091);
+}
+
+#[test]
+fn numbers_and_durations_are_checked() {
+    assert!(cli(&[OUT, "--max-concurrent-queries", "0"]).is_err());
+    assert!(cli(&[OUT, "--shutdown-grace", "-1s"]).is_err());
+    assert!(cli(&[OUT, "--kusto-server-timeout", "0s"]).is_err());
+    assert!(cli(&[OUT, "--log-format", "xml"]).is_err());
+    assert_eq!(
+        run(&[OUT, "--log-format", "json"])
+            .unwrap()
+            .telemetry
+            .log_format,
+        LogFormat::Json
+    );
+}
+
+#[test]
+fn preview_needs_both_or_neither_bound() {
+    assert!(cli(&["preview", "-f", "x.yaml", "--start", "2026-01-01T00:00:00Z"]).is_err());
+    let args = match cli(&[
+        "preview",
+        "-f",
+        "x.yaml",
+        "--start",
+        "2026-01-01T00:05:00Z",
+        "--end",
+        "2026-01-01T00:00:00Z",
+    ])
+    .unwrap()
+    {
+        Command::Preview(a) => a,
+        _ => unreachable!(),
+    };
+    assert!(matches!(args.validate(), Err(CliError::EmptyWindow { .. })));
+    let args = match cli(&[
+        "preview",
+        "-f",
+        "x.yaml",
+        "--start",
+        "2026-01-01T00:00:00Z",
+        "--end",
+        "2026-01-01T00:05:00Z",
+        "--now",
+        "2026-01-02T00:00:00Z",
+    ])
+    .unwrap()
+    {
+        Command::Preview(a) => a,
+        _ => unreachable!(),
+    };
+    let p = args.validate().unwrap();
+    assert_eq!(
+        p.window,
+        Some((
+            Ticks::parse("2026-01-01T00:00:00Z").unwrap(),
+            Ticks::parse("2026-01-01T00:05:00Z").unwrap()
+        ))
+    );
+    assert_eq!(p.now, Ticks::parse("2026-01-02T00:00:00Z").ok());
+}
+
+#[test]
+fn check_takes_files_and_optional_labels() {
+    let args = match cli(&[
+        "check",
+        "--cluster-labels",
+        "region=eastus",
+        "a.yaml",
+        "b.yaml",
+    ])
+    .unwrap()
+    {
+        Command::Check(a) => a,
+        _ => unreachable!(),
+    };
+    assert_eq!(args.files.len(), 2);
+    assert_eq!(args.labels().unwrap().unwrap()["region"], "eastus");
+    assert!(cli(&["check"]).is_err());
+}
+
+#[test]
+fn clap_definition_is_consistent() {
+    use clap::CommandFactory;
+    Cli::command().debug_assert();
+}
