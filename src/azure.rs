@@ -21,7 +21,7 @@ use futures::future::BoxFuture;
 use tokio::sync::Mutex;
 
 /// Refresh a cached token this long before it expires.
-pub const REFRESH_EARLY: Duration = Duration::from_secs(5 * 60);
+pub(crate) const REFRESH_EARLY: Duration = Duration::from_secs(5 * 60);
 
 /// How the exporter authenticates to Kusto (`--kusto-auth`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +65,7 @@ impl KustoAuth {
     /// The mode to use for one endpoint: `auto` sends no token to a plain-`http://` endpoint (a local
     /// engine such as duckdb-kql; adx-mon did the same), since a bearer token must never cross the
     /// network unencrypted. Explicit modes are used as given.
-    pub fn for_endpoint(&self, endpoint: &url::Url) -> KustoAuth {
+    pub(crate) fn for_endpoint(&self, endpoint: &url::Url) -> KustoAuth {
         match self {
             KustoAuth::Auto if endpoint.scheme() == "http" => KustoAuth::None,
             other => other.clone(),
@@ -107,7 +107,7 @@ impl fmt::Display for KustoAuth {
 
 /// A token and when it stops working. `Debug` never shows the secret.
 #[derive(Clone, PartialEq, Eq)]
-pub struct BearerToken {
+pub(crate) struct BearerToken {
     secret: String,
     pub expires_at: SystemTime,
 }
@@ -135,14 +135,14 @@ impl fmt::Debug for BearerToken {
 }
 
 /// Something that can fetch a new token (an Azure credential, a chain of them, a test fake).
-pub trait TokenFetch: Send + Sync {
+pub(crate) trait TokenFetch: Send + Sync {
     fn fetch<'a>(&'a self, scope: &'a str) -> BoxFuture<'a, Result<BearerToken, String>>;
     /// The identity in use, for error messages (e.g. `auto → managed-identity`).
     fn describe(&self) -> String;
 }
 
 /// Caches one fetcher's token and refreshes it [`REFRESH_EARLY`] before expiry.
-pub struct CachedToken<F> {
+pub(crate) struct CachedToken<F> {
     fetch: F,
     scope: String,
     cached: Mutex<Option<BearerToken>>,
@@ -158,7 +158,7 @@ impl<F: TokenFetch> CachedToken<F> {
     }
 
     /// The cached token when fresh at `now`, else a new one (one fetch at a time).
-    pub async fn token_at(&self, now: SystemTime) -> Result<BearerToken, String> {
+    pub(crate) async fn token_at(&self, now: SystemTime) -> Result<BearerToken, String> {
         let mut cached = self.cached.lock().await;
         if let Some(t) = cached.as_ref().filter(|t| t.is_fresh(now)) {
             return Ok(t.clone());
@@ -176,7 +176,7 @@ impl<F: TokenFetch> CachedToken<F> {
         &self.scope
     }
 
-    pub fn fetcher(&self) -> &F {
+    pub(crate) fn fetcher(&self) -> &F {
         &self.fetch
     }
 }
@@ -188,7 +188,7 @@ struct AzureSource {
 }
 
 /// Azure credentials tried in order; after the first success only that one is used.
-pub struct AzureChain {
+pub(crate) struct AzureChain {
     mode: KustoAuth,
     /// The HTTP transport token requests use (TLS settings), kept for [`AzureChain::renewed`].
     transport: Option<azure_core::http::Transport>,

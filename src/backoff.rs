@@ -25,7 +25,7 @@ pub fn delay(
 
 /// The delay to wait before the next attempt: the server's `Retry-After` when it sent one (capped by
 /// `max_retry_after`, so a hostile or confused server cannot park an output for days), else [`delay`].
-pub fn next_delay(
+pub(crate) fn next_delay(
     attempt: u32,
     retry_after: Option<Duration>,
     policy: &BackoffPolicy,
@@ -59,7 +59,7 @@ impl Default for BackoffPolicy {
 }
 
 /// The production random source for [`delay`].
-pub fn fastrand01() -> f64 {
+pub(crate) fn fastrand01() -> f64 {
     fastrand::f64()
 }
 

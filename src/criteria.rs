@@ -26,8 +26,9 @@ pub enum CriteriaMatch {
     },
 }
 
+#[cfg(test)]
 impl CriteriaMatch {
-    pub fn is_match(&self) -> bool {
+    fn is_match(&self) -> bool {
         matches!(self, CriteriaMatch::Matches)
     }
 }
@@ -62,7 +63,7 @@ pub fn evaluate(
 
 /// Whether this instance runs a resource, from its `criteria` and its compiled `criteriaExpression`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Placement {
+pub(crate) enum Placement {
     Runs,
     /// Not meant for this instance: exactly like a criteria mismatch (never queried, no status).
     Skipped(String),
@@ -72,7 +73,7 @@ pub enum Placement {
 }
 
 /// `criteria` AND `expression` against this instance's cluster labels.
-pub fn place(
+pub(crate) fn place(
     criteria: &BTreeMap<String, Vec<String>>,
     expression: Option<&CriteriaExpression>,
     labels: &BTreeMap<String, String>,

@@ -47,7 +47,7 @@ pub fn to_text(req: &WriteRequest) -> String {
 /// The scrape page of one window: one line per series holding its newest sample (the series'
 /// current state), sorted like [`to_text`], with the sample's timestamp only when `timestamps`.
 /// A series listed twice in the window (not produced by the transform) appears once, newest sample.
-pub fn latest_to_text(req: &WriteRequest, timestamps: bool) -> String {
+pub(crate) fn latest_to_text(req: &WriteRequest, timestamps: bool) -> String {
     let mut series: Vec<(&str, Vec<&Label>, &Sample)> = (req.timeseries.iter())
         .filter_map(|ts| {
             // max_by_key keeps the last of equal timestamps: the transform keeps the last too.
@@ -112,7 +112,7 @@ fn write_escaped(out: &mut String, value: &str) {
 }
 
 /// A sample value exactly as Go's `strconv.FormatFloat(v, 'g', -1, 64)` (and so Prometheus) prints it.
-pub fn write_value(out: &mut String, v: f64) {
+pub(crate) fn write_value(out: &mut String, v: f64) {
     if v.is_nan() {
         out.push_str("NaN");
     } else if v.is_infinite() {

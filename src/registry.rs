@@ -25,7 +25,7 @@ pub struct Exporter {
 }
 
 /// The exporters keyed by uid.
-pub type Desired = BTreeMap<String, Arc<Exporter>>;
+pub(crate) type Desired = BTreeMap<String, Arc<Exporter>>;
 
 /// Why a resource does not run here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +56,7 @@ impl Exporter {
     /// Validates `resource` and checks its criteria and criteriaExpression against `cluster_labels`
     /// (the expression is compiled once, by validation). `cli_prefix` is
     /// `--metric-name-prefix`. Resources without a uid (files) get `namespace/name` as their uid.
-    pub fn from_resource(
+    pub(crate) fn from_resource(
         resource: &MetricsExporter,
         cluster_labels: &BTreeMap<String, String>,
         cli_prefix: &str,
@@ -107,7 +107,7 @@ impl Exporter {
 
 /// What changed between two snapshots.
 #[derive(Debug, Default, PartialEq)]
-pub struct Changes {
+pub(crate) struct Changes {
     /// New exporters, and exporters whose spec or generation changed (their task restarts and
     /// continues from the watermark: a spec change never re-exports).
     pub start: Vec<Arc<Exporter>>,
@@ -116,7 +116,7 @@ pub struct Changes {
 }
 
 /// The changes that turn `old` into `new`.
-pub fn diff(old: &Desired, new: &Desired) -> Changes {
+pub(crate) fn diff(old: &Desired, new: &Desired) -> Changes {
     let mut changes = Changes::default();
     for (uid, exporter) in new {
         match old.get(uid) {

@@ -48,13 +48,13 @@ pub enum ShardError {
 
 impl Shard {
     /// One replica that owns everything.
-    pub const SINGLE: Shard = Shard {
+    pub(crate) const SINGLE: Shard = Shard {
         ordinal: 0,
         replicas: 1,
     };
 
     /// The shard of pod `pod` among `replicas`; with one replica the pod name does not matter.
-    pub fn from_pod_name(pod: Option<&str>, replicas: u32) -> Result<Shard, ShardError> {
+    pub(crate) fn from_pod_name(pod: Option<&str>, replicas: u32) -> Result<Shard, ShardError> {
         if replicas <= 1 {
             return Ok(Shard::SINGLE);
         }
@@ -75,13 +75,13 @@ impl Shard {
     }
 
     /// The replica that runs `uid` when it is not this one, or `None` when this one does.
-    pub fn other_owner(&self, uid: &str) -> Option<u32> {
+    pub(crate) fn other_owner(&self, uid: &str) -> Option<u32> {
         (!self.owns(uid)).then(|| owner(uid, self.replicas))
     }
 }
 
 /// The StatefulSet ordinal in a pod name: the number after the last `-`.
-pub fn ordinal_from_pod_name(pod: &str) -> Option<u32> {
+pub(crate) fn ordinal_from_pod_name(pod: &str) -> Option<u32> {
     let (_, digits) = pod.rsplit_once('-')?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -103,7 +103,7 @@ pub fn owner(uid: &str, replicas: u32) -> u32 {
 }
 
 /// The rendezvous weight of `ordinal` for `uid`: stable across builds and platforms.
-pub fn weight(uid: &str, ordinal: u32) -> u64 {
+pub(crate) fn weight(uid: &str, ordinal: u32) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut h = OFFSET;

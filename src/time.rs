@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// 100 ns ticks in one second.
 pub const TICKS_PER_SECOND: i64 = 10_000_000;
 /// 100 ns ticks in one millisecond.
-pub const TICKS_PER_MILLI: i64 = 10_000;
+pub(crate) const TICKS_PER_MILLI: i64 = 10_000;
 /// Ticks from 0001-01-01 to 1970-01-01.
 pub const UNIX_EPOCH_TICKS: i64 = 621_355_968_000_000_000;
 const TICKS_PER_DAY: i64 = 86_400 * TICKS_PER_SECOND;
@@ -53,7 +53,7 @@ impl Ticks {
         Ticks::from_system_time(SystemTime::now())
     }
 
-    pub fn from_system_time(t: SystemTime) -> Ticks {
+    pub(crate) fn from_system_time(t: SystemTime) -> Ticks {
         let nanos: i128 = match t.duration_since(UNIX_EPOCH) {
             Ok(d) => d.as_nanos() as i128,
             Err(e) => -(e.duration().as_nanos() as i128),
@@ -62,7 +62,7 @@ impl Ticks {
     }
 
     /// Saturates at the ends of Kusto's range.
-    pub fn from_unix_nanos(nanos: i128) -> Ticks {
+    pub(crate) fn from_unix_nanos(nanos: i128) -> Ticks {
         let t = nanos.div_euclid(100) + UNIX_EPOCH_TICKS as i128;
         Ticks(t.clamp(Ticks::MIN.0 as i128, Ticks::MAX.0 as i128) as i64)
     }
@@ -76,28 +76,11 @@ impl Ticks {
         (self.0 - UNIX_EPOCH_TICKS).div_euclid(TICKS_PER_MILLI)
     }
 
-    pub fn unix_nanos(self) -> i128 {
-        (self.0 as i128 - UNIX_EPOCH_TICKS as i128) * 100
-    }
-
-    pub fn to_system_time(self) -> SystemTime {
-        let nanos = self.unix_nanos();
-        if nanos >= 0 {
-            UNIX_EPOCH + std::time::Duration::from_nanos(nanos as u64)
-        } else {
-            UNIX_EPOCH - std::time::Duration::from_nanos((-nanos) as u64)
-        }
-    }
-
-    pub fn checked_add(self, s: Span) -> Option<Ticks> {
+    pub(crate) fn checked_add(self, s: Span) -> Option<Ticks> {
         let t = self.0.checked_add(s.0)?;
         (Ticks::MIN.0..=Ticks::MAX.0)
             .contains(&t)
             .then_some(Ticks(t))
-    }
-
-    pub fn checked_sub(self, s: Span) -> Option<Ticks> {
-        self.checked_add(Span(s.0.checked_neg()?))
     }
 
     pub fn since(self, earlier: Ticks) -> Span {
@@ -203,18 +186,18 @@ impl Span {
         Span(s * TICKS_PER_SECOND)
     }
 
-    pub fn from_std(d: std::time::Duration) -> Span {
+    pub(crate) fn from_std(d: std::time::Duration) -> Span {
         Span((d.as_nanos() / 100).min(i64::MAX as u128) as i64)
     }
 
     /// Negative spans become zero.
-    pub fn to_std(self) -> std::time::Duration {
+    pub(crate) fn to_std(self) -> std::time::Duration {
         std::time::Duration::from_nanos((self.0.max(0) as u64).saturating_mul(100))
     }
 
     /// Parses a Go-style duration as adx-mon's `metav1.Duration` does: `30s`, `5m`, `1h30m`, `1.5h`,
     /// `250ms`, `0`. A leading `-` is accepted and yields a negative span (callers validate the sign).
-    pub fn parse_duration(s: &str) -> Result<Span, TimeError> {
+    pub(crate) fn parse_duration(s: &str) -> Result<Span, TimeError> {
         let bad = || TimeError::BadDuration(s.to_owned());
         let (neg, mut rest) = match s.strip_prefix('-') {
             Some(r) => (true, r),
@@ -316,7 +299,7 @@ impl Span {
     }
 
     /// Kusto timespan text, as Kusto prints it: `[-][d.]hh:mm:ss[.fffffff]` (fraction trimmed).
-    pub fn kusto_text(self) -> String {
+    pub(crate) fn kusto_text(self) -> String {
         let mut out = String::new();
         let abs = self.0.unsigned_abs();
         if self.0 < 0 {

@@ -93,7 +93,7 @@ impl TlsConfig {
 
     /// An HTTP transport for `azure_identity` credentials, so token endpoints get the same CA bundle
     /// and verification settings as everything else.
-    pub fn azure_transport(&self) -> Result<azure_core::http::Transport, TlsError> {
+    pub(crate) fn azure_transport(&self) -> Result<azure_core::http::Transport, TlsError> {
         let client = self
             .apply(reqwest::Client::builder(), Peer::Service)?
             .build()
@@ -108,7 +108,7 @@ impl TlsConfig {
     /// (the OTLP/gRPC channel): the system roots through rustls-platform-verifier (what reqwest
     /// uses) plus `--tls-ca-file`, the client certificate for outputs, or no verification at all.
     /// ALPN is left to the caller.
-    pub fn rustls_config(&self, peer: Peer) -> Result<rustls::ClientConfig, TlsError> {
+    pub(crate) fn rustls_config(&self, peer: Peer) -> Result<rustls::ClientConfig, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier: Arc<dyn ServerCertVerifier> = if self.insecure_skip_verify {
             Arc::new(AcceptAnyServerCert(provider.clone()))
@@ -256,7 +256,7 @@ fn read_identity(cc: &ClientCert) -> Result<reqwest::Identity, TlsError> {
 }
 
 /// `e` and its sources, joined: reqwest's top-level message alone is often just "builder error".
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

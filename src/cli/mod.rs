@@ -29,17 +29,11 @@ mod secure;
 mod tests;
 mod wal;
 
-pub use parse::{
-    parse_cluster_labels, parse_kusto_endpoints, parse_listen_addr, parse_pairs, parse_size,
-};
-pub use preview::{CheckArgs, PreviewArgs, PreviewConfig};
-pub use run::{
-    InstanceArgs, KubernetesArgs, KustoArgs, KustoSettings, OutputArgs, OutputSettings, RunArgs,
-    RunConfig, RunKustoArgs, RunWalArgs, ScrapeSettings, SourceArgs, SourceSettings, TelemetryArgs,
-    TelemetrySettings, WalSettings,
-};
-pub use secure::{AuthKind, ClientCertArgs, OtlpAuthArgs, RemoteWriteAuthArgs, TlsArgs};
-pub use wal::{WalArgs, WalCommand, WalDeadLettersArgs, WalPurgeArgs, WalSelect, WalStore};
+pub(crate) use preview::{CheckArgs, PreviewArgs};
+pub use run::RunArgs;
+pub(crate) use run::{InstanceArgs, KustoArgs, KustoSettings, OutputSettings, RunConfig};
+pub(crate) use secure::{ClientCertArgs, OtlpAuthArgs, RemoteWriteAuthArgs, TlsArgs};
+pub(crate) use wal::{WalArgs, WalCommand, WalDeadLettersArgs, WalPurgeArgs, WalSelect, WalStore};
 
 use crate::shard::ShardError;
 use crate::time::Ticks;

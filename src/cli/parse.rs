@@ -12,7 +12,7 @@ use crate::time::{Span, Ticks};
 
 /// `K=V` items into a map: split on the first `=`, trimmed, empty items skipped, duplicate keys
 /// (case-insensitive) and control characters rejected.
-pub fn parse_pairs(
+pub(crate) fn parse_pairs(
     flag: &'static str,
     items: &[String],
 ) -> Result<BTreeMap<String, String>, CliError> {
@@ -65,7 +65,7 @@ pub(super) fn split_pair<'a>(
 }
 
 /// `--cluster-labels`: as [`parse_pairs`], and each key must give its own KQL variable.
-pub fn parse_cluster_labels(items: &[String]) -> Result<BTreeMap<String, String>, CliError> {
+pub(crate) fn parse_cluster_labels(items: &[String]) -> Result<BTreeMap<String, String>, CliError> {
     let labels = parse_pairs("--cluster-labels", items)?;
     let mut idents: BTreeMap<String, &String> = BTreeMap::new();
     for key in labels.keys() {
@@ -88,7 +88,7 @@ pub fn parse_cluster_labels(items: &[String]) -> Result<BTreeMap<String, String>
 }
 
 /// `--kusto-endpoint DB=URL` items: split on the first `=`, URL must be http(s), one per database.
-pub fn parse_kusto_endpoints(items: &[String]) -> Result<Vec<(String, Url)>, CliError> {
+pub(crate) fn parse_kusto_endpoints(items: &[String]) -> Result<Vec<(String, Url)>, CliError> {
     const FLAG: &str = "--kusto-endpoint";
     let mut out: Vec<(String, Url)> = Vec::new();
     for item in items.iter().map(|i| i.trim()).filter(|i| !i.is_empty()) {
@@ -148,7 +148,7 @@ fn no_userinfo(flag: &'static str, url: &Url) -> Result<(), CliError> {
 }
 
 /// A byte size: `1073741824`, `1GiB`, `512MiB`, `64KiB`, `4MB` (decimal), `1.5GiB`; more than 0.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let bad = || format!("{s:?} is not a size: use e.g. 1GiB, 512MiB, 4MB or a number of bytes");
     let t = s.trim();
     let split = t
@@ -176,7 +176,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// `8081`, `:8081` (adx-mon's form) or `HOST:PORT`; a bare port listens on every interface.
-pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
     let t = s.trim();
     let port_only = t.strip_prefix(':').unwrap_or(t);
     if let Ok(port) = port_only.parse::<u16>() {

@@ -119,7 +119,7 @@ pub struct OutputArgs {
     #[arg(long, env = "ADXEXPORTER_SCRAPE_PORT", value_name = "PORT", value_parser = parse_listen_addr)]
     pub scrape_port: Option<SocketAddr>,
     /// Path of the scrape page.
-    #[arg(long, env = "ADXEXPORTER_SCRAPE_PATH", default_value = "/metrics")]
+    #[arg(long, env = "ADXEXPORTER_SCRAPE_PATH", default_value = crate::sink::scrape::DEFAULT_SCRAPE_PATH)]
     pub scrape_path: String,
     /// Print each sample's own timestamp on the scrape page (default: none, Prometheus stamps scrape time).
     #[arg(long, env = "ADXEXPORTER_SCRAPE_TIMESTAMPS")]

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::*;
+use crate::cli::parse::{parse_listen_addr, parse_size};
 use crate::query::KustoAuth;
 use crate::shard::Shard;
 use crate::telemetry::LogFormat;

@@ -9,7 +9,7 @@ use super::{ValidatedSpec, load_documents};
 
 /// What `adxexporter check` says about one file: `ok` lines, warnings and problems, in file order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct CheckReport {
+pub(crate) struct CheckReport {
     /// `ok ns/name` (plus, with cluster labels, whether it would run here).
     pub ok: Vec<String>,
     /// `FILE: ns/name: warning: ...`; they do not fail the check.
@@ -20,7 +20,7 @@ pub struct CheckReport {
 
 /// Checks the text of one file. `file` is how lines name it; with `labels`, each `ok` line also
 /// says whether an instance with those cluster labels would run the resource.
-pub fn check_text(
+pub(crate) fn check_text(
     file: &str,
     text: &str,
     labels: Option<&BTreeMap<String, String>>,

@@ -27,13 +27,14 @@ mod validate;
 
 use crate::time::{Span, TICKS_PER_SECOND};
 
-pub use check::{CheckReport, check_text};
-pub use load::{LoadedResource, load_documents};
-pub use types::{
-    BacklogStatus, Condition, DeadLetterStatus, LastQueryStatus, MetricsExporter,
-    MetricsExporterSpec, MetricsExporterStatus, TransformSpec, crd_yaml,
+pub(crate) use check::{CheckReport, check_text};
+pub use load::load_documents;
+pub use types::MetricsExporter;
+pub(crate) use types::{
+    BacklogStatus, Condition, DeadLetterStatus, LastQueryStatus, MetricsExporterSpec, crd_yaml,
 };
-pub use validate::{LabelColumn, SpecProblem, ValidatedSpec, ValidatedTransform};
+pub use types::{MetricsExporterStatus, TransformSpec};
+pub(crate) use validate::{LabelColumn, ValidatedSpec, ValidatedTransform};
 
 /// API group and version of the resource.
 pub const API_VERSION: &str = "adx-mon.azure.com/v1";

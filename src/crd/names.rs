@@ -4,13 +4,13 @@
 
 /// Maps every char outside `[a-zA-Z0-9_:]` to `_` (the leading-digit rule applies to whole names
 /// only). Validation uses it too, to refuse value columns whose suffixes would be equal.
-pub fn sanitize_name_chars(s: &str) -> String {
+pub(crate) fn sanitize_name_chars(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     push_name_chars(&mut out, s);
     out
 }
 
-pub fn push_name_chars(out: &mut String, s: &str) {
+pub(crate) fn push_name_chars(out: &mut String, s: &str) {
     if s.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
     {
@@ -26,7 +26,8 @@ pub fn push_name_chars(out: &mut String, s: &str) {
 }
 
 /// A valid Prometheus metric name from arbitrary text: `[a-zA-Z0-9_:]` kept, others `_`, `_` before a digit.
-pub fn sanitize_metric_name(s: &str) -> String {
+#[cfg(test)] // the oracle of the transform's name property test
+pub(crate) fn sanitize_metric_name(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 1);
     if s.starts_with(|c: char| c.is_ascii_digit()) {
         out.push('_');
@@ -41,7 +42,7 @@ pub fn sanitize_metric_name(s: &str) -> String {
 /// rest of the rule is applied by validation of `spec.transform.labelColumns`: an empty or blank
 /// column is a configuration error before it is ever sanitised, and so are a reserved result and
 /// two columns with the same result.
-pub fn sanitize_label_name(name: &str) -> String {
+pub(crate) fn sanitize_label_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len() + 1);
     if name.starts_with(|c: char| c.is_ascii_digit()) || name.is_empty() {
         out.push('_');
@@ -57,6 +58,6 @@ pub fn sanitize_label_name(name: &str) -> String {
 }
 
 /// A label name Prometheus reserves for itself.
-pub fn is_reserved_label_name(name: &str) -> bool {
+pub(crate) fn is_reserved_label_name(name: &str) -> bool {
     name.starts_with("__")
 }

@@ -297,7 +297,11 @@ status:
     assert_eq!(loaded.unknown_fields, vec!["spec.transform.valueColum"]);
     assert!(loaded.resource.spec.validate().is_ok());
     assert_eq!(
-        loaded.resource.legacy_watermark(),
+        loaded
+            .resource
+            .status
+            .as_ref()
+            .and_then(|s| s.legacy_watermark()),
         Ticks::parse("2026-01-01T00:05:00Z").ok()
     );
 }

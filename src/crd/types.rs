@@ -192,12 +192,12 @@ pub struct Condition {
 
 impl MetricsExporterStatus {
     /// The typed watermark; `None` when absent or unparseable.
-    pub fn watermark_ticks(&self) -> Option<Ticks> {
+    pub(crate) fn watermark_ticks(&self) -> Option<Ticks> {
         self.watermark.as_deref().and_then(|s| Ticks::parse(s).ok())
     }
 
     /// adx-mon's cursor (the end of its last exported window), for migration without gap or repeat.
-    pub fn legacy_watermark(&self) -> Option<Ticks> {
+    pub(crate) fn legacy_watermark(&self) -> Option<Ticks> {
         let condition = self
             .conditions
             .iter()
@@ -212,13 +212,8 @@ impl MetricsExporterStatus {
 }
 
 impl MetricsExporter {
-    /// adx-mon's cursor from the status, if any (see [`MetricsExporterStatus::legacy_watermark`]).
-    pub fn legacy_watermark(&self) -> Option<Ticks> {
-        self.status.as_ref()?.legacy_watermark()
-    }
-
     /// Where to resume: our watermark, else adx-mon's cursor.
-    pub fn resume_watermark(&self) -> Option<Ticks> {
+    pub(crate) fn resume_watermark(&self) -> Option<Ticks> {
         let status = self.status.as_ref()?;
         status
             .watermark_ticks()
@@ -236,7 +231,7 @@ impl MetricsExporter {
 }
 
 /// The CRD as YAML: what `adxexporter crd` prints and `deploy/crds/metricsexporters.yaml` holds.
-pub fn crd_yaml() -> Result<String, CrdError> {
+pub(crate) fn crd_yaml() -> Result<String, CrdError> {
     use kube::CustomResourceExt;
     serde_saphyr::to_string(&MetricsExporter::crd()).map_err(|e| CrdError::Render(e.to_string()))
 }

@@ -33,7 +33,7 @@ use cel::parser::Expression;
 use cel::{Context, Env, Value};
 
 /// The field, as users write it; callers put it at the head of every message.
-pub const FIELD: &str = "spec.criteriaExpression";
+pub(crate) const FIELD: &str = "spec.criteriaExpression";
 
 /// CEL's built-in type names, which resolve without being declared (`type(x) == string`).
 const TYPE_NAMES: &[&str] = &[
@@ -53,9 +53,9 @@ const TYPE_NAMES: &[&str] = &[
 ];
 
 /// Longest expression accepted, in bytes (adx-mon's are one-liners).
-pub const MAX_LEN: usize = 4096;
+pub(crate) const MAX_LEN: usize = 4096;
 /// Deepest nesting of parentheses, calls, lists and maps accepted.
-pub const MAX_DEPTH: u16 = 32;
+pub(crate) const MAX_DEPTH: u16 = 32;
 /// Stack of the thread that parses and evaluates; virtual until touched.
 const STACK: usize = 64 << 20;
 
@@ -110,7 +110,7 @@ pub enum ExpressionError {
 impl CriteriaExpression {
     /// Parses `source` (trimmed). Errors are [`ExpressionError::Syntax`] with the parser's
     /// position and message on one line.
-    pub fn compile(source: &str) -> Result<CriteriaExpression, ExpressionError> {
+    pub(crate) fn compile(source: &str) -> Result<CriteriaExpression, ExpressionError> {
         let source = source.trim();
         if source.len() > MAX_LEN {
             return Err(ExpressionError::Syntax {

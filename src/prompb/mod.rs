@@ -6,7 +6,7 @@
 //! series sorted by name with `__name__` included, samples of a series in time order.
 
 pub mod encode;
-pub use encode::{EncodeError, RemoteWriteEncoder};
+pub use encode::RemoteWriteEncoder;
 
 /// `prometheus.WriteRequest`. Field 3 (`metadata`) is never sent.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -43,7 +43,7 @@ pub struct Sample {
 }
 
 /// The reserved label that carries the metric name.
-pub const METRIC_NAME_LABEL: &str = "__name__";
+pub(crate) const METRIC_NAME_LABEL: &str = "__name__";
 
 impl Label {
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Label {

@@ -485,7 +485,7 @@ impl<'de> Visitor<'de> for CellVisitor<'_> {
 }
 
 /// Kusto's `ColumnType` names, aliases included; anything else is [`ColumnType::Other`].
-pub fn parse_column_type(name: &str) -> ColumnType {
+pub(crate) fn parse_column_type(name: &str) -> ColumnType {
     match name.to_ascii_lowercase().as_str() {
         "bool" | "boolean" => ColumnType::Bool,
         "int" | "int32" => ColumnType::Int,
@@ -502,7 +502,7 @@ pub fn parse_column_type(name: &str) -> ColumnType {
 }
 
 /// A v1 `DataType` (.NET type name) as a Kusto type, for services that send no `ColumnType`.
-pub fn parse_v1_data_type(name: &str) -> ColumnType {
+pub(crate) fn parse_v1_data_type(name: &str) -> ColumnType {
     let lower = name.to_ascii_lowercase();
     let short = lower.rsplit('.').next().unwrap_or(&lower);
     match short {

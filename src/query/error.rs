@@ -28,7 +28,7 @@ pub struct KustoErrorInfo {
 
 impl KustoErrorInfo {
     /// Reads one OneApiError: either `{"error":{...}}` or the inner object itself; a bare string is a message.
-    pub fn from_json(v: &serde_json::Value) -> KustoErrorInfo {
+    pub(crate) fn from_json(v: &serde_json::Value) -> KustoErrorInfo {
         if let Some(s) = v.as_str() {
             return KustoErrorInfo {
                 message: truncate_text(s),
@@ -48,7 +48,7 @@ impl KustoErrorInfo {
     }
 
     /// Every error in a `OneApiErrors` array or a v1 `Exceptions` array (anything else yields one error).
-    pub fn list_from_json(v: &serde_json::Value) -> Vec<KustoErrorInfo> {
+    pub(crate) fn list_from_json(v: &serde_json::Value) -> Vec<KustoErrorInfo> {
         match v.as_array() {
             Some(items) => items.iter().map(KustoErrorInfo::from_json).collect(),
             None if v.is_null() => Vec::new(),
@@ -249,7 +249,7 @@ pub fn http_error(
 }
 
 /// The Kusto error in an error body: JSON `{"error":{...}}` when it parses, else the text itself.
-pub fn error_from_body(body: &[u8], status: u16) -> KustoErrorInfo {
+pub(crate) fn error_from_body(body: &[u8], status: u16) -> KustoErrorInfo {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)
         && v.get("error").is_some()
     {

@@ -14,10 +14,11 @@ pub mod table;
 mod v1;
 mod v2;
 
-pub use crate::azure::{AuthError, KustoAuth};
-pub use cells::{column_type_name, parse_column_type};
+pub(crate) use crate::azure::AuthError;
+pub use crate::azure::KustoAuth;
+pub use cells::column_type_name;
 pub use client::{KustoClient, KustoConfig};
-pub use error::{KustoErrorInfo, QueryError, error_from_body, http_error};
+pub use error::{KustoErrorInfo, QueryError, http_error};
 pub use table::{ArcStr, Column, ColumnType, Table, Value};
 pub use v1::decode_v1;
 pub use v2::decode_v2;
@@ -95,7 +96,7 @@ impl DataSet {
     }
 
     /// Takes the first PrimaryResult table out without copying its rows.
-    pub fn into_primary(self) -> Option<Table> {
+    pub(crate) fn into_primary(self) -> Option<Table> {
         self.tables
             .into_iter()
             .zip(self.kinds)

@@ -77,7 +77,7 @@ impl Table {
     }
 
     /// Drops every row (Kusto's `DataReplace` fragments restart a table's rows).
-    pub fn clear_rows(&mut self) {
+    pub(crate) fn clear_rows(&mut self) {
         self.cells.clear();
     }
 

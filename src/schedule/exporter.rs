@@ -50,7 +50,7 @@ const PERMANENT_CAP: Duration = Duration::from_secs(300);
 const FULL_RECHECK: Duration = Duration::from_secs(5);
 
 /// What every exporter task shares.
-pub struct SchedulerContext {
+pub(crate) struct SchedulerContext {
     pub wal: Wal,
     /// Kusto clients by database name (`--kusto-endpoint DB=URL`).
     pub clients: BTreeMap<String, Arc<KustoClient>>,
@@ -65,7 +65,7 @@ pub struct SchedulerContext {
 
 /// Why one window could not be turned into samples.
 #[derive(Debug, thiserror::Error)]
-pub enum WindowError {
+pub(crate) enum WindowError {
     #[error(transparent)]
     Query(#[from] QueryError),
     #[error("the query returned no result table: end the query with the table to export")]

@@ -24,7 +24,7 @@ const RESTART_BASE: Duration = Duration::from_secs(1);
 const RESTART_CAP: Duration = Duration::from_secs(300);
 
 /// Starts, restarts and stops exporter tasks as the desired set changes.
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     ctx: Arc<SchedulerContext>,
 }
 

@@ -56,12 +56,13 @@ impl Window {
     }
 
     /// The inclusive last instant, `end − 1 tick`: the query's `_endTime`.
-    pub fn last_tick(&self) -> Ticks {
+    pub(crate) fn last_tick(&self) -> Ticks {
         Ticks(self.end.0.saturating_sub(1))
     }
 
     /// Both edges on the interval's grid and exactly one interval long.
-    pub fn is_aligned(&self, interval: Span) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_aligned(&self, interval: Span) -> bool {
         self.len() == interval && align_down(self.start, interval) == self.start
     }
 
@@ -78,7 +79,7 @@ impl fmt::Display for Window {
 }
 
 /// Rounds down to a multiple of `interval` counted from 0001-01-01 (KQL `bin()`).
-pub fn align_down(t: Ticks, interval: Span) -> Ticks {
+pub(crate) fn align_down(t: Ticks, interval: Span) -> Ticks {
     if interval.0 <= 0 {
         return t;
     }
@@ -86,7 +87,7 @@ pub fn align_down(t: Ticks, interval: Span) -> Ticks {
 }
 
 /// Rounds up to a multiple of `interval` (unchanged when already aligned).
-pub fn align_up(t: Ticks, interval: Span) -> Ticks {
+pub(crate) fn align_up(t: Ticks, interval: Span) -> Ticks {
     let down = align_down(t, interval);
     if down == t {
         t
@@ -96,12 +97,12 @@ pub fn align_up(t: Ticks, interval: Span) -> Ticks {
 }
 
 /// The newest instant whose data counts as complete: `now − delay`.
-pub fn cutoff(now: Ticks, delay: Span) -> Ticks {
+pub(crate) fn cutoff(now: Ticks, delay: Span) -> Ticks {
     Ticks(now.0.saturating_sub(delay.0.max(0)))
 }
 
 /// The newest window with `end <= now − delay`.
-pub fn newest_complete(now: Ticks, interval: Span, delay: Span) -> Window {
+pub(crate) fn newest_complete(now: Ticks, interval: Span, delay: Span) -> Window {
     let end = align_down(cutoff(now, delay), interval);
     Window {
         start: Ticks(end.0.saturating_sub(interval.0.max(0))),
@@ -111,7 +112,12 @@ pub fn newest_complete(now: Ticks, interval: Span, delay: Span) -> Window {
 
 /// The first window of an exporter without a watermark: the window containing `start_time`, or
 /// the newest complete window.
-pub fn first_window(start_time: Option<Ticks>, now: Ticks, interval: Span, delay: Span) -> Window {
+pub(crate) fn first_window(
+    start_time: Option<Ticks>,
+    now: Ticks,
+    interval: Span,
+    delay: Span,
+) -> Window {
     match start_time {
         Some(t) => {
             let start = align_down(t, interval);
@@ -126,7 +132,7 @@ pub fn first_window(start_time: Option<Ticks>, now: Ticks, interval: Span, delay
 
 /// The window after `watermark`: `[watermark, watermark + interval)`, or the short bridge
 /// `[watermark, align_up(watermark))` when the watermark is off the interval's grid.
-pub fn next_window(watermark: Ticks, interval: Span) -> Window {
+pub(crate) fn next_window(watermark: Ticks, interval: Span) -> Window {
     if interval.0 <= 0 {
         return Window {
             start: watermark,
@@ -139,22 +145,8 @@ pub fn next_window(watermark: Ticks, interval: Span) -> Window {
     }
 }
 
-/// The window to run next: after the watermark if there is one, else the first window.
-pub fn pending_window(
-    watermark: Option<Ticks>,
-    start_time: Option<Ticks>,
-    now: Ticks,
-    interval: Span,
-    delay: Span,
-) -> Window {
-    match watermark {
-        Some(w) => next_window(w, interval),
-        None => first_window(start_time, now, interval, delay),
-    }
-}
-
 /// Complete and old enough to query: `end <= now − delay` (never capped at now).
-pub fn is_due(window: &Window, now: Ticks, delay: Span) -> bool {
+pub(crate) fn is_due(window: &Window, now: Ticks, delay: Span) -> bool {
     !window.is_empty() && window.end <= cutoff(now, delay)
 }
 
@@ -209,7 +201,7 @@ pub fn kql_identifier(key: &str) -> String {
 }
 
 /// A KQL double-quoted string literal holding exactly `value`.
-pub fn kql_string_literal(value: &str) -> String {
+pub(crate) fn kql_string_literal(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('"');
     for c in value.chars() {
@@ -227,7 +219,7 @@ pub fn kql_string_literal(value: &str) -> String {
 }
 
 /// Variables the window prefix defines; a cluster label may not reuse them.
-pub const WINDOW_VARIABLES: [&str; 2] = ["_startTime", "_endTime"];
+pub(crate) const WINDOW_VARIABLES: [&str; 2] = ["_startTime", "_endTime"];
 
 /// The query sent for `window`: the `let` prefix (see the module docs) and the trimmed body.
 pub fn query_text(

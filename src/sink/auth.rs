@@ -27,7 +27,7 @@ use crate::azure::{AuthError, AzureChain, CachedToken, KustoAuth, TokenFile};
 use crate::tls::TlsConfig;
 
 /// The scope Azure Monitor workspaces (managed Prometheus ingestion) expect.
-pub const DEFAULT_AZURE_SCOPE: &str = "https://monitor.azure.com/.default";
+pub(crate) const DEFAULT_AZURE_SCOPE: &str = "https://monitor.azure.com/.default";
 
 /// Where an extra header's value comes from.
 #[derive(Clone, PartialEq, Eq)]
@@ -79,13 +79,13 @@ pub struct OutputAuthConfig {
 
 impl OutputAuthConfig {
     /// Whether requests carry something secret (so plain `http://` deserves a warning).
-    pub fn sends_secrets(&self) -> bool {
+    pub(crate) fn sends_secrets(&self) -> bool {
         self.credential != OutputCredential::None
             || (self.headers.iter()).any(|h| matches!(h.value, HeaderSource::File(_)))
     }
 
     /// Logs a warning at start-up when credentials would cross the network unencrypted.
-    pub fn warn_if_plaintext(&self, output: &'static str, endpoint: &url::Url) {
+    pub(crate) fn warn_if_plaintext(&self, output: &'static str, endpoint: &url::Url) {
         if endpoint.scheme() == "http" && self.sends_secrets() {
             tracing::warn!(
                 output,
@@ -142,13 +142,13 @@ struct AzureState {
 
 /// Auth headers for one request, and which credential generation produced them (for
 /// [`OutputAuth::renew`]).
-pub struct AuthHeaders {
+pub(crate) struct AuthHeaders {
     pub headers: HeaderMap,
     pub generation: u64,
 }
 
 /// The runtime form of [`OutputAuthConfig`]: produces each request's auth headers.
-pub struct OutputAuth {
+pub(crate) struct OutputAuth {
     output: &'static str,
     headers: Vec<(HeaderName, HeaderValueSource)>,
     credential: Credential,
@@ -292,7 +292,7 @@ impl OutputAuth {
     /// through new credential objects (see [`AzureChain::renewed`]), unless a concurrent push
     /// already did. Returns whether a retry can send a different credential; files are re-read on
     /// every request anyway, so for them a retry would repeat the refused request.
-    pub async fn renew(&self, refused: u64, why: &str) -> bool {
+    pub(crate) async fn renew(&self, refused: u64, why: &str) -> bool {
         let Credential::Azure(state) = &self.credential else {
             return false;
         };

@@ -44,7 +44,7 @@ const IDLE_MAX: Duration = Duration::from_secs(30);
 const WAL_ERROR_PAUSE: Duration = Duration::from_secs(5);
 
 /// Drains one output.
-pub struct Drain<S> {
+pub(crate) struct Drain<S> {
     pub sink: Arc<S>,
     pub wal: Wal,
     pub policy: BackoffPolicy,

@@ -22,7 +22,7 @@ use crate::tls::{Peer, TlsConfig, error_chain};
 
 /// What one POST produced, owned (the body is capped at [`MAX_RESPONSE_BODY`]).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Sent {
+pub(crate) enum Sent {
     Answered {
         status: u16,
         retry_after: Option<Duration>,
@@ -33,7 +33,7 @@ pub enum Sent {
 
 impl Sent {
     /// The body as text for dead-letter reasons (lossy: receivers may answer with anything).
-    pub fn body_text(&self) -> String {
+    pub(crate) fn body_text(&self) -> String {
         match self {
             Sent::Answered { body, .. } => String::from_utf8_lossy(body).into_owned(),
             Sent::Failed(_) => String::new(),
@@ -67,7 +67,7 @@ impl Sent {
 
 /// A POST target with its fixed headers.
 #[derive(Debug, Clone)]
-pub struct Poster {
+pub(crate) struct Poster {
     /// The output's name for logs: `remote_write`, `otlp`.
     output: &'static str,
     client: reqwest::Client,
@@ -78,7 +78,7 @@ pub struct Poster {
 
 /// What secures an output's connection: its auth headers and the process's TLS settings.
 #[derive(Debug, Clone, Copy)]
-pub struct Security<'a> {
+pub(crate) struct Security<'a> {
     pub auth: &'a OutputAuthConfig,
     pub tls: &'a TlsConfig,
 }
@@ -238,7 +238,7 @@ pub struct Request<'w> {
 /// succeed; the failure names that request so a retry resumes there. `encode(k)` builds request `k`;
 /// `accepted` reads a 2xx answer and returns the points the receiver rejected anyway (OTLP partial
 /// success). Shared by both sinks so they cannot drift apart in how a window is pushed.
-pub async fn send_window<'w>(
+pub(crate) async fn send_window<'w>(
     poster: &Poster,
     protocol: Protocol,
     chunks: &[Chunk],

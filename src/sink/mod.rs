@@ -30,8 +30,8 @@
 pub mod auth;
 pub mod http;
 pub mod otlp;
-pub mod otlp_grpc;
-pub mod otlp_proto;
+pub(crate) mod otlp_grpc;
+pub(crate) mod otlp_proto;
 pub mod remote_write;
 pub mod retry;
 pub mod scrape;
@@ -51,7 +51,7 @@ pub use scrape::{ScrapeConfig, ScrapePages, ScrapeSink};
 /// Default bound on one request's uncompressed protobuf size.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
 /// Default per-request timeout (connect + send + response).
-pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// How much of a response body is kept (for dead-letter reasons and OTLP partial-success decoding).
 pub const MAX_RESPONSE_BODY: usize = 64 << 10;
 /// `User-Agent` of every push.

@@ -34,9 +34,9 @@ use crate::prompb::{METRIC_NAME_LABEL, TimeSeries, WriteRequest};
 use crate::tls::TlsConfig;
 
 /// The instrumentation scope name on every request.
-pub const SCOPE_NAME: &str = "adxexporter";
+pub(crate) const SCOPE_NAME: &str = "adxexporter";
 /// Default gzip level (see the module docs).
-pub const DEFAULT_GZIP_LEVEL: u32 = 1;
+pub(crate) const DEFAULT_GZIP_LEVEL: u32 = 1;
 /// Upper bound of a length-delimited field's tag + length prefix.
 const WRAPPER: usize = 1 + 10;
 

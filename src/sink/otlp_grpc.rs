@@ -43,7 +43,7 @@ use crate::prompb::{TimeSeries, WriteRequest};
 use crate::tls::{Peer, TlsConfig, error_chain};
 
 /// The output's name in the WAL, metrics and `spec.outputs`.
-pub const OTLP_GRPC_OUTPUT: &str = "otlp_grpc";
+pub(crate) const OTLP_GRPC_OUTPUT: &str = "otlp_grpc";
 /// The OTLP metrics export method.
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 /// How long to wait for a TCP connection before the attempt counts as failed (retryable).

@@ -15,14 +15,14 @@ pub struct ExportMetricsServiceRequest {
 
 /// `ExportMetricsServiceResponse`.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct ExportMetricsServiceResponse {
+pub(crate) struct ExportMetricsServiceResponse {
     #[prost(message, optional, tag = "1")]
     pub partial_success: Option<ExportMetricsPartialSuccess>,
 }
 
 /// `ExportMetricsPartialSuccess`: points the server dropped, with its reason.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct ExportMetricsPartialSuccess {
+pub(crate) struct ExportMetricsPartialSuccess {
     #[prost(int64, tag = "1")]
     pub rejected_data_points: i64,
     #[prost(string, tag = "2")]

@@ -34,7 +34,7 @@ pub enum Protocol {
 
 /// How a request failed below HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportFailure {
+pub(crate) enum TransportFailure {
     /// No connection could be made (refused, DNS, TLS handshake).
     Connect,
     /// The request timeout elapsed.
@@ -47,7 +47,7 @@ pub enum TransportFailure {
 
 /// What one push attempt produced.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Attempt<'a> {
+pub(crate) enum Attempt<'a> {
     /// The receiver answered: status, parsed `Retry-After`, and a capped prefix of the body.
     Answered {
         status: u16,
@@ -86,7 +86,7 @@ impl Disposition {
 }
 
 /// Classifies one attempt under `protocol`'s retry rules.
-pub fn classify(protocol: Protocol, attempt: &Attempt<'_>) -> Disposition {
+pub(crate) fn classify(protocol: Protocol, attempt: &Attempt<'_>) -> Disposition {
     match *attempt {
         Attempt::Failed(failure) => Disposition::Retry {
             after: None,
@@ -141,7 +141,7 @@ fn transport_reason(failure: TransportFailure) -> &'static str {
 
 /// Classifies an OTLP/gRPC answer: its status code, the `RetryInfo` delay if the server sent one,
 /// and its message (kept as the dead-letter body).
-pub fn classify_grpc(
+pub(crate) fn classify_grpc(
     code: tonic::Code,
     retry_info: Option<Duration>,
     message: &str,
@@ -174,7 +174,7 @@ pub fn classify_grpc(
 }
 
 /// The canonical upper-case name of a gRPC code, as the OTLP spec writes it.
-pub fn grpc_code_name(code: tonic::Code) -> &'static str {
+pub(crate) fn grpc_code_name(code: tonic::Code) -> &'static str {
     use tonic::Code;
     match code {
         Code::Ok => "OK",
@@ -199,7 +199,7 @@ pub fn grpc_code_name(code: tonic::Code) -> &'static str {
 
 /// Parses a `Retry-After` value: delay-seconds, or an HTTP date (a date in the past means "now", zero).
 /// Anything else is ignored (`None`): the caller's own backoff applies.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));

@@ -38,9 +38,9 @@ use crate::time::Ticks;
 use crate::wal::RecordHeader;
 
 /// The output's name in the WAL, metrics and `spec.outputs`.
-pub const SCRAPE_OUTPUT: &str = "scrape";
+pub(crate) const SCRAPE_OUTPUT: &str = "scrape";
 /// Default `--scrape-path`.
-pub const DEFAULT_SCRAPE_PATH: &str = "/metrics";
+pub(crate) const DEFAULT_SCRAPE_PATH: &str = "/metrics";
 /// Content type of the Prometheus text format 0.0.4.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -87,7 +87,7 @@ impl ScrapePages {
 
     /// Keeps only the pages of `uids` (the exporters that exist and select this output) and shows
     /// only them from now on.
-    pub fn retain(&self, uids: BTreeSet<String>) {
+    pub(crate) fn retain(&self, uids: BTreeSet<String>) {
         let mut shown = self.shown.write().unwrap_or_else(|e| e.into_inner());
         let mut pages = self.pages.write().unwrap_or_else(|e| e.into_inner());
         pages.retain(|uid, _| uids.contains(uid));
@@ -186,7 +186,7 @@ impl Sink for ScrapeSink {
 /// Keeps the pages in step with the desired resources until `shutdown`: after each new snapshot
 /// from the source, only exporters that exist and select this output (no `spec.outputs`, or one
 /// naming `scrape`) keep a page. The first (empty, unsynced) snapshot is not acted on.
-pub async fn follow(
+pub(crate) async fn follow(
     pages: Arc<ScrapePages>,
     mut snapshots: tokio::sync::watch::Receiver<Arc<Snapshot>>,
     shutdown: CancellationToken,

@@ -20,7 +20,7 @@ pub struct Chunk {
 /// Packs items `0..n` into chunks of at most `max` bytes. `fixed` is every request's overhead;
 /// `cost(i, first_in_chunk)` is item `i`'s size, where `first_in_chunk` lets a caller charge a
 /// per-request header (an OTLP `Metric` wrapper) to the item that opens a chunk.
-pub fn pack(
+pub(crate) fn pack(
     n: usize,
     fixed: usize,
     max: usize,

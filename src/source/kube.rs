@@ -40,7 +40,7 @@ use crate::telemetry::Health;
 const MAX_BATCH: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
-pub enum KubeSourceError {
+pub(crate) enum KubeSourceError {
     #[error("the Kubernetes watch of MetricsExporter resources ended unexpectedly")]
     WatchEnded,
 }
@@ -62,7 +62,7 @@ struct Entry {
 }
 
 /// Decides whether `resource` runs here (see the module doc for the order).
-pub fn classify(resource: &MetricsExporter, filter: &Filter) -> Result<Exporter, Rejected> {
+pub(crate) fn classify(resource: &MetricsExporter, filter: &Filter) -> Result<Exporter, Rejected> {
     let uid = resource
         .metadata
         .uid
@@ -93,7 +93,8 @@ pub fn classify(resource: &MetricsExporter, filter: &Filter) -> Result<Exporter,
 }
 
 /// The snapshot of a set of objects. Pure.
-pub fn build_snapshot<'a>(
+#[cfg(test)]
+pub(crate) fn build_snapshot<'a>(
     resources: impl IntoIterator<Item = &'a MetricsExporter>,
     filter: &Filter,
 ) -> Snapshot {
@@ -125,7 +126,7 @@ fn assemble<'a>(entries: impl Iterator<Item = &'a Entry>) -> Snapshot {
 }
 
 /// Watches the API and publishes snapshots until `shutdown`.
-pub struct KubeSource {
+pub(crate) struct KubeSource {
     api: Api<MetricsExporter>,
     filter: Filter,
 }

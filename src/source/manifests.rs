@@ -20,10 +20,10 @@ use crate::registry::{Exporter, Rejected, Snapshot};
 use crate::telemetry::Health;
 
 /// How often the directory is checked for changes.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
-pub enum ManifestError {
+pub(crate) enum ManifestError {
     #[error(
         "cannot read the --manifests directory {dir}: {source} (check the path and permissions)"
     )]
@@ -44,7 +44,7 @@ struct FileState {
 }
 
 /// Reads the directory into snapshots, remembering each file's last good content.
-pub struct ManifestSource {
+pub(crate) struct ManifestSource {
     dir: PathBuf,
     cluster_labels: BTreeMap<String, String>,
     cli_prefix: String,

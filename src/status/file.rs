@@ -12,13 +12,13 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 
 /// How often the status file is refreshed.
-pub const STATUS_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const STATUS_INTERVAL: Duration = Duration::from_secs(2);
 /// The status file's name inside `--wal-dir`.
-pub const STATUS_FILE_NAME: &str = "status.json";
+pub(crate) const STATUS_FILE_NAME: &str = "status.json";
 
 /// Writes `<wal-dir>/status.json` every [`STATUS_INTERVAL`] and once more at shutdown, from the
 /// source's first snapshot on (a stop before that leaves the previous file as it was).
-pub struct StatusWriter {
+pub(crate) struct StatusWriter {
     pub path: PathBuf,
     pub wal: Wal,
     pub board: Arc<Board>,
@@ -69,7 +69,7 @@ impl StatusWriter {
     }
 
     /// Computes every status and replaces the file.
-    pub fn write_once(&self, snap: &Snapshot) -> Result<(), StatusError> {
+    pub(crate) fn write_once(&self, snap: &Snapshot) -> Result<(), StatusError> {
         let now = Ticks::now();
         let stats = self.wal.stats()?;
         let dead = dead_letter_summaries(&self.wal)?;
@@ -119,7 +119,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Reads a status file written by [`StatusWriter`] (for resuming and for tests).
-pub fn read_status_file(path: &Path) -> Option<BTreeMap<String, MetricsExporterStatus>> {
+pub(crate) fn read_status_file(path: &Path) -> Option<BTreeMap<String, MetricsExporterStatus>> {
     let bytes = std::fs::read(path).ok()?;
     serde_json::from_slice(&bytes).ok()
 }

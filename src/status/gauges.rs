@@ -21,7 +21,7 @@ use crate::time::{TICKS_PER_SECOND, Ticks};
 use crate::wal::{Wal, WalStats};
 
 /// How often the gauges are refreshed.
-pub const GAUGE_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const GAUGE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The `state` label of a resource that does not run here.
 fn rejected_state(why: &Rejected) -> &'static str {
@@ -35,7 +35,7 @@ fn rejected_state(why: &Rejected) -> &'static str {
 }
 
 /// Resources per state: every state of [`m::EXPORTER_STATES`], zero when none. Pure.
-pub fn exporter_states(snap: &Snapshot, board: &Board) -> BTreeMap<&'static str, u64> {
+pub(crate) fn exporter_states(snap: &Snapshot, board: &Board) -> BTreeMap<&'static str, u64> {
     let mut counts: BTreeMap<&'static str, u64> =
         m::EXPORTER_STATES.iter().map(|s| (*s, 0)).collect();
     for exporter in snap.desired.values() {
@@ -103,7 +103,7 @@ pub fn record(stats: &WalStats, snap: &Snapshot, board: &Board, free: Option<u64
     }
 }
 
-pub use crate::wal::volume_free_bytes as free_bytes;
+pub(crate) use crate::wal::volume_free_bytes as free_bytes;
 
 /// Refreshes the gauges every [`GAUGE_INTERVAL`] until `shutdown`. Never fails: a WAL read error
 /// is logged and the gauges keep their previous values.

@@ -38,9 +38,9 @@ use crate::time::Ticks;
 use crate::wal::{Wal, WalStats};
 
 /// Shortest time between two patches of one resource.
-pub const KUBE_STATUS_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const KUBE_STATUS_INTERVAL: Duration = Duration::from_secs(5);
 /// The field manager of every status patch.
-pub const FIELD_MANAGER: &str = "adxexporter";
+pub(crate) const FIELD_MANAGER: &str = "adxexporter";
 /// Status patches in flight at once.
 const PATCH_CONCURRENCY: usize = 8;
 /// Longest the last round at shutdown may take.
@@ -56,7 +56,7 @@ const CLEARABLE: &[(&str, &[&str])] = &[
 ];
 
 #[derive(Debug, thiserror::Error)]
-pub enum KubeStatusError {
+pub(crate) enum KubeStatusError {
     #[error(transparent)]
     Status(#[from] StatusError),
     #[error(
@@ -142,7 +142,7 @@ pub fn merge_patch(status: &MetricsExporterStatus) -> Value {
 }
 
 /// Patches `.status` of every resource this instance processes, at a bounded rate.
-pub struct KubeStatusWriter {
+pub(crate) struct KubeStatusWriter {
     client: kube::Client,
     wal: Wal,
     board: Arc<Board>,

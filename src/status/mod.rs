@@ -19,7 +19,7 @@ use crate::time::Ticks;
 use crate::wal::{Wal, WalFilter, WalStats};
 
 #[derive(Debug, thiserror::Error)]
-pub enum StatusError {
+pub(crate) enum StatusError {
     #[error(
         "cannot write the status file {path}: {source} (check free space and permissions of --wal-dir)"
     )]
@@ -86,7 +86,7 @@ pub struct RetryingOutput {
 }
 
 /// The status of one exporter from the runtime facts and the WAL. Pure.
-pub fn exporter_status(
+pub(crate) fn exporter_status(
     exporter: &Exporter,
     runtime: &ExporterRuntime,
     wal: &WalStats,
@@ -195,7 +195,7 @@ pub fn exporter_status(
 }
 
 /// The status of a resource that was read but is invalid: `Ready=False` with every problem.
-pub fn invalid_status(lines: &[String], now: Ticks) -> MetricsExporterStatus {
+pub(crate) fn invalid_status(lines: &[String], now: Ticks) -> MetricsExporterStatus {
     MetricsExporterStatus {
         conditions: vec![Condition {
             type_: "Ready".into(),
@@ -211,11 +211,11 @@ pub fn invalid_status(lines: &[String], now: Ticks) -> MetricsExporterStatus {
 
 /// The condition reason (adx-mon's, on its `Criteria` condition) of a `criteriaExpression` that
 /// cannot be evaluated with this instance's cluster labels.
-pub const CRITERIA_EXPRESSION_ERROR: &str = "CriteriaExpressionError";
+pub(crate) const CRITERIA_EXPRESSION_ERROR: &str = "CriteriaExpressionError";
 
 /// The status of a resource whose `criteriaExpression` cannot be evaluated here, so it does not
 /// run: `Ready=False` and adx-mon's `Criteria=False`, both with [`CRITERIA_EXPRESSION_ERROR`].
-pub fn criteria_error_status(message: &str, now: Ticks) -> MetricsExporterStatus {
+pub(crate) fn criteria_error_status(message: &str, now: Ticks) -> MetricsExporterStatus {
     let condition = |type_: &str| Condition {
         type_: type_.into(),
         status: "False".into(),
@@ -231,7 +231,7 @@ pub fn criteria_error_status(message: &str, now: Ticks) -> MetricsExporterStatus
 }
 
 /// The status this instance writes for a resource it does not run; `None` for skipped ones.
-pub fn rejected_status(why: &Rejected, now: Ticks) -> Option<MetricsExporterStatus> {
+pub(crate) fn rejected_status(why: &Rejected, now: Ticks) -> Option<MetricsExporterStatus> {
     match why {
         Rejected::Skipped(_) | Rejected::NotOwned { .. } => None,
         Rejected::Invalid(lines) => Some(invalid_status(lines, now)),
@@ -240,7 +240,7 @@ pub fn rejected_status(why: &Rejected, now: Ticks) -> Option<MetricsExporterStat
 }
 
 /// Per exporter uid, the outputs whose oldest pending window has failed at least once (blocking).
-pub fn retrying_outputs(
+pub(crate) fn retrying_outputs(
     wal: &Wal,
     stats: &WalStats,
 ) -> Result<BTreeMap<String, Vec<RetryingOutput>>, StatusError> {
@@ -271,7 +271,7 @@ pub fn retrying_outputs(
 }
 
 /// Dead letters per exporter uid, from the WAL (blocking).
-pub fn dead_letter_summaries(
+pub(crate) fn dead_letter_summaries(
     wal: &Wal,
 ) -> Result<BTreeMap<String, DeadLetterSummary>, StatusError> {
     let mut dead: BTreeMap<String, DeadLetterSummary> = BTreeMap::new();
@@ -285,7 +285,7 @@ pub fn dead_letter_summaries(
 
 /// Keeps each condition's `lastTransitionTime` from `previous` while its status is unchanged, so
 /// the time says when the condition last flipped, not when the status was last written.
-pub fn carry_transition_times(
+pub(crate) fn carry_transition_times(
     previous: Option<&MetricsExporterStatus>,
     next: &mut MetricsExporterStatus,
 ) {
@@ -305,11 +305,12 @@ pub mod file;
 pub mod gauges;
 pub mod kube;
 
-pub use file::{STATUS_FILE_NAME, STATUS_INTERVAL, StatusWriter, read_status_file};
+pub(crate) use file::StatusWriter;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::file::read_status_file;
     use std::sync::Arc;
 
     fn status_with(conditions: &[(&str, &str, &str)]) -> MetricsExporterStatus {

@@ -9,7 +9,7 @@ use metrics::Unit;
 
 pub const QUERY_DURATION: &str = "adxexporter_query_duration_seconds";
 pub const QUERIES: &str = "adxexporter_queries_total";
-pub const EXPORTER_RESTARTS: &str = "adxexporter_exporter_restarts_total";
+pub(crate) const EXPORTER_RESTARTS: &str = "adxexporter_exporter_restarts_total";
 pub const ROWS_READ: &str = "adxexporter_rows_read_total";
 pub const SAMPLES_PRODUCED: &str = "adxexporter_samples_produced_total";
 pub const SAMPLES_SKIPPED: &str = "adxexporter_samples_skipped_total";
@@ -18,7 +18,7 @@ pub const WATERMARK_LAG: &str = "adxexporter_watermark_lag_seconds";
 pub const BACKLOG_WINDOWS: &str = "adxexporter_backlog_windows";
 pub const EXPORTERS: &str = "adxexporter_exporters";
 pub const WAL_RECORDS: &str = "adxexporter_wal_records";
-pub const WAL_USED_BYTES: &str = "adxexporter_wal_used_bytes";
+pub(crate) const WAL_USED_BYTES: &str = "adxexporter_wal_used_bytes";
 pub const WAL_MAX_BYTES: &str = "adxexporter_wal_max_bytes";
 pub const WAL_FILE_BYTES: &str = "adxexporter_wal_file_bytes";
 pub const WAL_OLDEST_RECORD_AGE: &str = "adxexporter_wal_oldest_record_age_seconds";
@@ -31,10 +31,10 @@ pub const SAMPLES_PUSHED: &str = "adxexporter_samples_pushed_total";
 pub const POINTS_REJECTED: &str = "adxexporter_points_rejected_total";
 pub const DEAD_LETTERS: &str = "adxexporter_dead_letters_total";
 pub const BUILD_INFO: &str = "adxexporter_build_info";
-pub const TLS_INSECURE_SKIP_VERIFY: &str = "adxexporter_tls_insecure_skip_verify";
+pub(crate) const TLS_INSECURE_SKIP_VERIFY: &str = "adxexporter_tls_insecure_skip_verify";
 
 /// The values of the `state` label of [`EXPORTERS`].
-pub const EXPORTER_STATES: [&str; 5] = [
+pub(crate) const EXPORTER_STATES: [&str; 5] = [
     "active",
     "failing",
     "skipped_criteria",
@@ -251,16 +251,16 @@ pub const ALL: &[MetricDef] = &[
 ];
 
 /// Upper bounds of the query duration buckets: Kusto queries take from milliseconds to minutes.
-pub const QUERY_BUCKETS: &[f64] = &[
+pub(crate) const QUERY_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
 /// Upper bounds of the push duration buckets.
-pub const PUSH_BUCKETS: &[f64] = &[
+pub(crate) const PUSH_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// Registers the help text and unit of every metric with the installed recorder.
-pub fn describe_all() {
+pub(crate) fn describe_all() {
     for m in ALL {
         match (m.kind, m.unit) {
             (Kind::Counter, Some(u)) => metrics::describe_counter!(m.name, u, m.help),
@@ -274,7 +274,7 @@ pub fn describe_all() {
 }
 
 /// The `status` label of [`PUSHES`]: the HTTP status class, `none` without a response.
-pub fn status_class(status: Option<u16>) -> &'static str {
+pub(crate) fn status_class(status: Option<u16>) -> &'static str {
     match status {
         Some(100..=199) => "1xx",
         Some(200..=299) => "2xx",

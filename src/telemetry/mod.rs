@@ -49,7 +49,7 @@ pub enum LogFormat {
 }
 
 /// Installs the global `tracing` subscriber: `RUST_LOG` filters (default `info`), output on stderr.
-pub fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a person at a terminal, never in files or `kubectl logs`.
@@ -91,7 +91,7 @@ fn recorder_builder() -> Result<PrometheusBuilder, TelemetryError> {
 }
 
 /// Installs the global metrics recorder with every metric described; its handle renders `/metrics`.
-pub fn install_metrics() -> Result<PrometheusHandle, TelemetryError> {
+pub(crate) fn install_metrics() -> Result<PrometheusHandle, TelemetryError> {
     let handle = recorder_builder()?
         .install_recorder()
         .map_err(|e| TelemetryError::Recorder(e.to_string()))?;
@@ -102,7 +102,7 @@ pub fn install_metrics() -> Result<PrometheusHandle, TelemetryError> {
 
 /// Makes `--tls-insecure-skip-verify` impossible to miss: a warning at start-up and a gauge that
 /// stays 1 in `/metrics` (0 otherwise, so an alert can be written on it).
-pub fn tls_insecure_warning(insecure: bool) {
+pub(crate) fn tls_insecure_warning(insecure: bool) {
     ::metrics::gauge!(metrics::TLS_INSECURE_SKIP_VERIFY).set(if insecure { 1.0 } else { 0.0 });
     if insecure {
         tracing::warn!(
@@ -113,7 +113,7 @@ pub fn tls_insecure_warning(insecure: bool) {
 
 /// Liveness and readiness as the pipeline reports them.
 #[derive(Debug, Default)]
-pub struct Health {
+pub(crate) struct Health {
     wal_open: AtomicBool,
     resources_synced: AtomicBool,
     /// Per loop: (ticks of its last beat, how long it may stay silent). A wedged loop stops beating.
@@ -121,17 +121,17 @@ pub struct Health {
 }
 
 /// How long the scheduler may go without a heartbeat before `/healthz` fails.
-pub const SCHEDULER_SILENCE: Span = Span(120 * crate::time::TICKS_PER_SECOND);
+pub(crate) const SCHEDULER_SILENCE: Span = Span(120 * crate::time::TICKS_PER_SECOND);
 /// How long a drain loop may go without finishing a round: a round pushes a batch of windows,
 /// which can take minutes against a slow receiver, so this is generous.
-pub const DRAIN_SILENCE: Span = Span(900 * crate::time::TICKS_PER_SECOND);
+pub(crate) const DRAIN_SILENCE: Span = Span(900 * crate::time::TICKS_PER_SECOND);
 
 impl Health {
-    pub fn set_wal_open(&self) {
+    pub(crate) fn set_wal_open(&self) {
         self.wal_open.store(true, Ordering::Relaxed);
     }
 
-    pub fn set_resources_synced(&self) {
+    pub(crate) fn set_resources_synced(&self) {
         self.resources_synced.store(true, Ordering::Relaxed);
     }
 
@@ -141,7 +141,7 @@ impl Health {
     }
 
     /// Loop `name` is alive at `now` and will beat again within `silence`.
-    pub fn beat(&self, name: &'static str, silence: Span, now: Ticks) {
+    pub(crate) fn beat(&self, name: &'static str, silence: Span, now: Ticks) {
         let mut beats = self.beats.lock().unwrap_or_else(|p| p.into_inner());
         beats.insert(name, (now, silence));
     }
@@ -179,7 +179,7 @@ struct AdminState {
 }
 
 /// `/metrics`, `/healthz` and `/readyz`.
-pub fn admin_router(metrics: Option<PrometheusHandle>, health: Arc<Health>) -> Router {
+pub(crate) fn admin_router(metrics: Option<PrometheusHandle>, health: Arc<Health>) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(healthz))
@@ -316,7 +316,7 @@ mod tests {
 
         let alive = || async { healthz(State(state())).await.into_response().status() };
         assert_eq!(alive().await, StatusCode::OK);
-        let long_ago = Ticks::now().checked_sub(Span::from_secs(3600)).unwrap();
+        let long_ago = Ticks::now().checked_add(Span::from_secs(-3600)).unwrap();
         health.beat("scheduler", SCHEDULER_SILENCE, long_ago);
         assert_eq!(alive().await, StatusCode::SERVICE_UNAVAILABLE);
     }

@@ -97,7 +97,7 @@ fn parse_number(s: &str) -> Result<f64, SkipReason> {
 /// decimal for 1e-7 ≤ |v| < 1e21, else `1.5e-8`/`1e21`; `NaN`, `+Inf`, `-Inf`); datetime RFC 3339 UTC
 /// with the fraction trimmed; bool `true`/`false`; guid text; timespan Kusto `[-][d.]hh:mm:ss[.f]`;
 /// dynamic the compact JSON as received (JSON `null` omits the label).
-pub fn write_label_value(out: &mut String, cell: &Value) {
+pub(crate) fn write_label_value(out: &mut String, cell: &Value) {
     // fmt::Write into a String cannot fail.
     let _ = match cell {
         Value::Null => Ok(()),

@@ -45,7 +45,6 @@ use crate::prompb::encode;
 use crate::prompb::{Label, TimeSeries, WriteRequest};
 use crate::query::Table;
 
-pub use cells::write_label_value;
 pub use mapping::Mapping;
 
 use mapping::resolve_columns;

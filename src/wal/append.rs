@@ -111,7 +111,7 @@ impl Wal {
     /// Raise the watermark to `watermark` when the store has none or an older one (another replica
     /// exported the windows in between: its status says so, its own WAL delivers them); returns the
     /// watermark in effect afterwards. Never lowers it. Also clears a pending `forget_exporter`.
-    pub fn raise_watermark(
+    pub(crate) fn raise_watermark(
         &self,
         exporter: &ExporterRef,
         watermark: Ticks,

@@ -57,7 +57,7 @@ impl Wal {
 
     /// Compact when the file holds much more than the live data (backlog drained): call it from a
     /// drain loop when idle. Waits for in-flight operations. Returns whether it compacted.
-    pub fn maybe_compact(&self) -> Result<bool, WalError> {
+    pub(crate) fn maybe_compact(&self) -> Result<bool, WalError> {
         let slack = COMPACT_SLACK_BYTES.min(self.inner.config.max_bytes / 4);
         let threshold = self.used_bytes()?.saturating_mul(2).saturating_add(slack);
         if self.file_bytes() <= threshold {
@@ -89,7 +89,7 @@ impl Wal {
 }
 
 /// Free bytes for unprivileged users on the volume holding `dir`; `None` if it cannot be read.
-pub fn volume_free_bytes(dir: &Path) -> Option<u64> {
+pub(crate) fn volume_free_bytes(dir: &Path) -> Option<u64> {
     let s = rustix::fs::statvfs(dir).ok()?;
     Some(s.f_bavail.saturating_mul(s.f_frsize))
 }

@@ -88,7 +88,7 @@ impl Wal {
     /// The stored payload, verified (length, CRC, compression) but not decoded: the snappy
     /// block-compressed `WriteRequest`, which Prometheus remote write can POST as it is, or the plain
     /// protobuf when snappy saved under 10% (see [`record::Compression`]).
-    pub fn read_encoded(&self, id: &RecordId) -> Result<EncodedWindow, WalError> {
+    pub(crate) fn read_encoded(&self, id: &RecordId) -> Result<EncodedWindow, WalError> {
         let (envelope, stored) = self.read_stored(id)?;
         record::verified_window(&envelope, stored).map_err(|e| corrupt(id, e))
     }
@@ -128,7 +128,7 @@ impl Wal {
     /// [`Wal::retry_later`], also recording how many of the window's requests the output already
     /// accepted (`Some`), so the next attempt resumes there instead of re-sending them: Prometheus
     /// refuses an identical re-send of an older sample as out of order. `None` keeps the stored point.
-    pub fn retry_later_from(
+    pub(crate) fn retry_later_from(
         &self,
         output: &str,
         id: &RecordId,
@@ -168,7 +168,7 @@ impl Wal {
     /// the record if no output has it pending any more. A requeue resumes at the refused request,
     /// so the requests the receiver already accepted are not sent again (Prometheus would refuse
     /// them as out of order, and the window would be dead-lettered once more).
-    pub fn dead_letter_at(
+    pub(crate) fn dead_letter_at(
         &self,
         output: &str,
         id: &RecordId,

@@ -13,7 +13,7 @@ use super::tables::META;
 /// The schema version this build writes and the newest it understands.
 pub const SCHEMA_VERSION: u32 = 1;
 /// `meta["format"]`: marks a redb file as an adxexporter WAL.
-pub const FORMAT: &[u8] = b"adxexporter-wal";
+pub(crate) const FORMAT: &[u8] = b"adxexporter-wal";
 pub(crate) const META_FORMAT: &str = "format";
 pub(crate) const META_SCHEMA_VERSION: &str = "schema_version";
 
@@ -55,7 +55,7 @@ fn store(e: impl Into<redb::Error>) -> MigrateError {
 
 /// What `prepare` found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Prepared {
+pub(crate) enum Prepared {
     Initialised,
     Current,
     Migrated { from: u32 },

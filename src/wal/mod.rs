@@ -179,7 +179,7 @@ mod delivery;
 mod file;
 mod handle;
 mod lifecycle;
-pub mod migrate;
+pub(crate) mod migrate;
 mod open;
 pub(crate) mod record;
 mod report;
@@ -187,10 +187,12 @@ mod tables;
 #[cfg(test)]
 mod tests;
 
-pub use capacity::{allocation_estimate, volume_free_bytes};
+pub use capacity::allocation_estimate;
+pub(crate) use capacity::volume_free_bytes;
 pub use handle::Wal;
 pub use migrate::SCHEMA_VERSION;
-pub use record::{Compression, EncodedWindow, RECORD_VERSION};
+pub use record::Compression;
+pub(crate) use record::EncodedWindow;
 
 /// Runs blocking WAL work off the async threads, on tokio's blocking pool. A panic inside is a bug
 /// and is propagated.

@@ -64,7 +64,11 @@ impl Wal {
     /// [`WalAccess::ReadOnly`] writes nothing to the file (mutating calls fail with
     /// [`WalError::ReadOnly`]), except that a store not closed cleanly (crash) is opened writable
     /// so redb can repair it, as `run` would on start.
-    pub fn open_existing(dir: &Path, max_bytes: u64, access: WalAccess) -> Result<Wal, WalError> {
+    pub(crate) fn open_existing(
+        dir: &Path,
+        max_bytes: u64,
+        access: WalAccess,
+    ) -> Result<Wal, WalError> {
         let path = dir.join(WAL_FILE_NAME);
         if !std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() > 0) {
             return Err(WalError::NoStore { path });

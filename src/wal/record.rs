@@ -13,7 +13,7 @@ use prost::Message;
 use crate::prompb::WriteRequest;
 
 /// Version of [`RecordEnvelope`] / [`DeadLetterEnvelope`] this code writes and understands.
-pub const RECORD_VERSION: u32 = 1;
+pub(crate) const RECORD_VERSION: u32 = 1;
 
 /// Refuse to inflate a payload claiming more than this: a corrupt length must not allocate the heap away.
 const MAX_DECOMPRESSED_BYTES: usize = 1 << 30;
@@ -31,7 +31,7 @@ pub enum Compression {
 /// Header of one record, table `records`. The payload bytes live in table `payloads` (chunked, same
 /// uid and window) so scans (stats, next_pending) never read payload pages.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct RecordEnvelope {
+pub(crate) struct RecordEnvelope {
     #[prost(uint32, tag = "1")]
     pub version: u32,
     #[prost(string, tag = "2")]
@@ -70,7 +70,7 @@ pub struct RecordEnvelope {
 
 /// Delivery state of one (output, record) still to be delivered, table `pending`.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct PendingState {
+pub(crate) struct PendingState {
     #[prost(uint32, tag = "1")]
     pub attempts: u32,
     /// Kusto ticks; the drain loop leaves the record alone before this instant.
@@ -85,7 +85,7 @@ pub struct PendingState {
 
 /// One dead letter, table `dead_letters`; its payload copy lives in `payloads` under scope = output.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct DeadLetterEnvelope {
+pub(crate) struct DeadLetterEnvelope {
     #[prost(uint32, tag = "1")]
     pub version: u32,
     #[prost(string, tag = "2")]
@@ -109,7 +109,7 @@ pub struct DeadLetterEnvelope {
 
 /// Per-exporter state, table `exporters`.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct ExporterState {
+pub(crate) struct ExporterState {
     /// End (exclusive, Kusto ticks) of the newest appended window.
     #[prost(int64, tag = "1")]
     pub watermark: i64,
@@ -123,7 +123,7 @@ pub struct ExporterState {
 }
 
 /// Longest response body / error text kept, so a chatty endpoint cannot bloat the store.
-pub const MAX_BODY_BYTES: usize = 4096;
+pub(crate) const MAX_BODY_BYTES: usize = 4096;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RecordError {
@@ -149,7 +149,7 @@ pub enum RecordError {
 
 /// An encoded `WriteRequest` as it is stored: compressed or not, and the CRC-32 of the stored bytes.
 #[derive(Debug)]
-pub struct StoredPayload<'a> {
+pub(crate) struct StoredPayload<'a> {
     pub compression: Compression,
     pub bytes: Cow<'a, [u8]>,
     pub crc32: u32,
@@ -157,7 +157,7 @@ pub struct StoredPayload<'a> {
 
 /// Compress an encoded `WriteRequest` for storage; kept plain ([`Compression::None`]) when snappy
 /// saves less than a tenth, since such bytes cost more to inflate on every read than they save.
-pub fn encode_payload(write_request: &[u8]) -> Result<StoredPayload<'_>, RecordError> {
+pub(crate) fn encode_payload(write_request: &[u8]) -> Result<StoredPayload<'_>, RecordError> {
     let compressed = snap::raw::Encoder::new()
         .compress_vec(write_request)
         .map_err(|e| RecordError::Compress(e.to_string()))?;
@@ -180,7 +180,7 @@ fn worth_compressing(plain: usize, compressed: usize) -> bool {
 }
 
 /// Check stored payload bytes against the length and CRC their envelope records.
-pub fn verify_payload(envelope: &RecordEnvelope, stored: &[u8]) -> Result<(), RecordError> {
+pub(crate) fn verify_payload(envelope: &RecordEnvelope, stored: &[u8]) -> Result<(), RecordError> {
     let found_len = stored.len() as u64;
     if found_len != envelope.payload_len {
         return Err(RecordError::PayloadLength {
@@ -199,7 +199,7 @@ pub fn verify_payload(envelope: &RecordEnvelope, stored: &[u8]) -> Result<(), Re
 }
 
 /// Verify, decompress and decode stored payload bytes.
-pub fn decode_payload(
+pub(crate) fn decode_payload(
     envelope: &RecordEnvelope,
     stored: &[u8],
 ) -> Result<WriteRequest, RecordError> {
@@ -227,7 +227,7 @@ impl EncodedWindow {
     }
 
     /// Length of the plain protobuf, read from the snappy header without inflating anything.
-    pub fn plain_len(&self) -> Result<usize, RecordError> {
+    pub(crate) fn plain_len(&self) -> Result<usize, RecordError> {
         match self.compression {
             Compression::SnappyRaw => snap::raw::decompress_len(&self.bytes)
                 .map_err(|e| RecordError::Decompress(e.to_string())),
@@ -241,7 +241,7 @@ impl EncodedWindow {
 }
 
 /// Check stored payload bytes against their envelope and keep them with what reading them needs.
-pub fn verified_window(
+pub(crate) fn verified_window(
     envelope: &RecordEnvelope,
     stored: Vec<u8>,
 ) -> Result<EncodedWindow, RecordError> {
@@ -268,14 +268,14 @@ fn decompress(stored: &[u8]) -> Result<Vec<u8>, RecordError> {
         .map_err(|e| RecordError::Decompress(e.to_string()))
 }
 
-pub fn decode_envelope(bytes: &[u8]) -> Result<RecordEnvelope, RecordError> {
+pub(crate) fn decode_envelope(bytes: &[u8]) -> Result<RecordEnvelope, RecordError> {
     let envelope =
         RecordEnvelope::decode(bytes).map_err(|e| RecordError::Envelope(e.to_string()))?;
     check_version(envelope.version)?;
     Ok(envelope)
 }
 
-pub fn decode_dead_letter(bytes: &[u8]) -> Result<DeadLetterEnvelope, RecordError> {
+pub(crate) fn decode_dead_letter(bytes: &[u8]) -> Result<DeadLetterEnvelope, RecordError> {
     let dead =
         DeadLetterEnvelope::decode(bytes).map_err(|e| RecordError::Envelope(e.to_string()))?;
     check_version(dead.version)?;
@@ -285,11 +285,11 @@ pub fn decode_dead_letter(bytes: &[u8]) -> Result<DeadLetterEnvelope, RecordErro
     Ok(dead)
 }
 
-pub fn decode_pending(bytes: &[u8]) -> Result<PendingState, RecordError> {
+pub(crate) fn decode_pending(bytes: &[u8]) -> Result<PendingState, RecordError> {
     PendingState::decode(bytes).map_err(|e| RecordError::Envelope(e.to_string()))
 }
 
-pub fn decode_exporter(bytes: &[u8]) -> Result<ExporterState, RecordError> {
+pub(crate) fn decode_exporter(bytes: &[u8]) -> Result<ExporterState, RecordError> {
     ExporterState::decode(bytes).map_err(|e| RecordError::Envelope(e.to_string()))
 }
 
@@ -301,7 +301,7 @@ fn check_version(found: u32) -> Result<(), RecordError> {
 }
 
 /// Cut `text` to at most `max` bytes on a char boundary (response bodies, error texts).
-pub fn cap_text(text: &str, max: usize) -> String {
+pub(crate) fn cap_text(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }
