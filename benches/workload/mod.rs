@@ -1,5 +1,5 @@
-//! The benchmark workload of `../shared/notes/perf-anchors.md` §1, shared by every bench so their
-//! figures describe the same data: 10 metric names × 1000 hosts in 10 regions.
+//! The benchmark workload shared by every bench, so their figures describe the same data: 10 metric
+//! names × 1000 hosts in 10 regions (benches/README.md states the figures measured on it).
 #![allow(dead_code)]
 
 use std::fmt::Write as _;
