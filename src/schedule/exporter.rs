@@ -37,7 +37,7 @@ use crate::telemetry::metrics::{
     QUERIES, QUERY_DURATION, ROWS_READ, SAMPLES_PRODUCED, SAMPLES_SKIPPED,
 };
 use crate::time::Ticks;
-use crate::transform::{EncodedTransform, TransformError, transform_encoded};
+use crate::transform::{EncodedTransform, TransformError, TransformStats, transform_encoded};
 use crate::wal::{RecordHeader, Wal, WalError, blocking};
 
 /// Backoff for transient query failures.
@@ -135,12 +135,14 @@ enum Outcome {
     Started { watermark: Ticks },
     /// The WAL is full: querying pauses, the watermark holds.
     WalFull,
-    /// The window's samples are in the WAL and the watermark moved to its end.
+    /// The window's samples are in the WAL and the watermark moved to its end. `unusable`: the
+    /// rows gave no sample for a reason the resource must fix (what to tell the operator).
     Appended {
         window: Window,
         rows: u64,
         samples: u64,
         elapsed: Duration,
+        unusable: Option<String>,
     },
     /// The query or the transform failed: the same window is tried again in `retry_in`.
     WindowFailed {
@@ -232,24 +234,28 @@ impl Task {
             drop(permit);
             let elapsed = started.elapsed();
             let outcome = match result {
-                Ok((rows, transformed)) => match self.append(&window, transformed).await {
-                    Ok(samples) => Outcome::Appended {
-                        window,
-                        rows,
-                        samples,
-                        elapsed,
-                    },
-                    Err(WalError::Full { .. }) => continue,
-                    Err(error) => {
-                        failures += 1;
-                        Outcome::AppendFailed {
+                Ok((rows, transformed)) => {
+                    let unusable = unusable_rows(&transformed.stats);
+                    match self.append(&window, transformed).await {
+                        Ok(samples) => Outcome::Appended {
                             window,
-                            error,
+                            rows,
+                            samples,
                             elapsed,
-                            retry_in: transient_delay(failures),
+                            unusable,
+                        },
+                        Err(WalError::Full { .. }) => continue,
+                        Err(error) => {
+                            failures += 1;
+                            Outcome::AppendFailed {
+                                window,
+                                error,
+                                elapsed,
+                                retry_in: transient_delay(failures),
+                            }
                         }
                     }
-                },
+                }
                 Err(error) => {
                     failures += 1;
                     Outcome::WindowFailed {
@@ -356,6 +362,7 @@ impl Task {
                 rows,
                 samples,
                 elapsed,
+                unusable,
             } => {
                 metrics::histogram!(QUERY_DURATION, "exporter" => key.clone())
                     .record(elapsed.as_secs_f64());
@@ -363,8 +370,14 @@ impl Task {
                 metrics::counter!(QUERIES, "exporter" => key.clone(), "outcome" => "ok")
                     .increment(1);
                 tracing::debug!(exporter = %key, window_start = %window.start, window_end = %window.end, rows, samples, "window appended");
+                if let Some(message) = &unusable {
+                    tracing::warn!(exporter = %key, window_start = %window.start, window_end = %window.end, "{message}");
+                }
                 board.update(uid, |r| {
-                    r.query_problem = None;
+                    r.query_problem = unusable.map(|message| Problem {
+                        reason: "NoSamples",
+                        message,
+                    });
                     r.last_query = Some(last_query(&window, rows, elapsed, None));
                 });
             }
@@ -474,6 +487,28 @@ pub(super) async fn pause(d: Duration, cancel: &CancellationToken) -> bool {
         _ = cancel.cancelled() => false,
         _ = tokio::time::sleep(d) => true,
     }
+}
+
+/// When a window's rows gave no sample for a reason only the resource can fix (values that are not
+/// numbers, no metric name, timestamps that are not datetimes), what to tell the operator. Rows
+/// that are all null are data, not a mistake: no message.
+fn unusable_rows(stats: &TransformStats) -> Option<String> {
+    use crate::transform::SkipReason::{BadTimestamp, NoMetricName, NonNumericValue};
+    let mistakes = [NonNumericValue, NoMetricName, BadTimestamp];
+    if stats.rows == 0
+        || stats.samples > 0
+        || !mistakes.iter().any(|r| stats.skipped.contains_key(r))
+    {
+        return None;
+    }
+    let counts: Vec<String> = (stats.skipped.iter())
+        .map(|(reason, n)| format!("{n} {}", reason.as_str()))
+        .collect();
+    Some(format!(
+        "the window's {} rows gave no sample ({}): make spec.transform.valueColumns numbers (toreal() in the query), give every row a metric name, and make timestampColumn a datetime; the window is stored empty and the next ones are queried as usual",
+        stats.rows,
+        counts.join(", ")
+    ))
 }
 
 fn record_transform_metrics(key: &str, t: &EncodedTransform) {

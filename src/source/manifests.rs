@@ -77,11 +77,11 @@ impl ManifestSource {
         // Sorted by `manifest_files`, so membership is a binary search: a linear `contains` here was
         // quadratic (1000 files = 1M path comparisons, ~5 % of a core at the 2 s poll).
         let paths = manifest_files(&self.dir)?;
-        let before = self.files.len();
+        let before = (self.files.len(), self.file_errors.len());
         self.files.retain(|p, _| paths.binary_search(p).is_ok());
         self.file_errors
             .retain(|p, _| paths.binary_search(p).is_ok());
-        let mut changed = self.files.len() != before;
+        let mut changed = (self.files.len(), self.file_errors.len()) != before;
         for path in &paths {
             let Ok(meta) = std::fs::metadata(path) else {
                 continue;
@@ -98,9 +98,8 @@ impl ManifestSource {
                     changed = true;
                 }
                 Err(message) => {
-                    if self.file_errors.get(path) != Some(&message) {
-                        tracing::error!(file = %path.display(), "{message}; its previous resources (if any) keep running");
-                    }
+                    // Reported through the snapshot (log, status, gauge), not here.
+                    changed |= self.file_errors.get(path) != Some(&message);
                     self.file_errors.insert(path.clone(), message);
                 }
             }
@@ -161,6 +160,22 @@ impl ManifestSource {
                     }
                 }
             }
+        }
+        // A file that cannot be read or parsed is an invalid "resource" of its own, so it reaches
+        // the log, status.json and the exporters{state="invalid"} gauge (and its alert).
+        for (path, message) in &self.file_errors {
+            let keeps = if self.files.contains_key(path) {
+                "the resources it held before keep running"
+            } else {
+                "none of its resources runs"
+            };
+            snap.rejected.insert(
+                path.display().to_string(),
+                Rejected::Invalid(vec![format!(
+                    "{}: {message}: fix the file ({keeps})",
+                    path.display()
+                )]),
+            );
         }
         snap
     }
@@ -241,6 +256,38 @@ mod tests {
             "the previous good version keeps running"
         );
         assert!(src.file_errors.contains_key(&file));
+        let key = file.display().to_string();
+        match second.rejected.get(&key) {
+            Some(Rejected::Invalid(lines)) => assert!(
+                lines[0].contains("fix the file (the resources it held before keep running)"),
+                "{lines:?}"
+            ),
+            other => panic!("the broken file is reported as invalid: {other:?}"),
+        }
+        std::fs::write(&file, GOOD).unwrap();
+        let third = src.load().unwrap();
+        assert!(third.rejected.is_empty(), "fixed: {:?}", third.rejected);
+    }
+
+    /// A file that never parsed (a YAML syntax error, bytes that are not UTF-8) is an invalid entry
+    /// of its own: status, the exporters gauge and its alert see it, not only a log line.
+    #[test]
+    fn a_file_that_never_parsed_is_reported_as_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("syntax.yaml"), "spec:\n  interval: [1m\n").unwrap();
+        std::fs::write(dir.path().join("bytes.yaml"), b"kind: \xff\xfe\n").unwrap();
+        let mut src = ManifestSource::new(dir.path().into(), BTreeMap::new(), String::new());
+        let snap = src.load().unwrap();
+        assert!(snap.desired.is_empty());
+        for name in ["syntax.yaml", "bytes.yaml"] {
+            let key = dir.path().join(name).display().to_string();
+            match snap.rejected.get(&key) {
+                Some(Rejected::Invalid(lines)) => {
+                    assert!(lines[0].contains("none of its resources runs"), "{lines:?}")
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -291,10 +338,12 @@ mod tests {
         assert!(src.refresh().unwrap(), "a file was added");
         assert_eq!(src.snapshot().desired.len(), 2);
         std::fs::write(&b, "spec: [unclosed\n  - x: {").unwrap();
+        let desired = src.snapshot().desired;
         assert!(
-            !src.refresh().unwrap(),
-            "a broken edit keeps the old content"
+            src.refresh().unwrap(),
+            "a broken edit is a change: the file is now reported"
         );
+        assert_eq!(src.snapshot().desired, desired, "and keeps the old content");
         assert!(
             !src.refresh().unwrap(),
             "and is not a change on the next poll either"
