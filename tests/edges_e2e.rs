@@ -136,3 +136,109 @@ fn unix_ms(s: &str) -> i64 {
         .unwrap_or_else(|e| panic!("{s:?}: {e}"))
         .as_millisecond()
 }
+
+/// The value of `name{labels}` on a `/metrics` page.
+fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// A manifest with a YAML syntax error, one that is not UTF-8, and a resource whose value column
+/// holds strings: each reaches status.json and the exporters gauge the shipped alert watches
+/// (`AdxExporterExportersFailing`), while the good resource keeps exporting.
+#[test]
+fn broken_manifests_and_unusable_rows_are_visible() {
+    let data = Dataset::ending_now(60, 5);
+    let work = tempfile::tempdir().unwrap();
+    let kusto = duckdb_kql(&write_init_sql(work.path(), &data));
+    let manifests = work.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    let write = |name: &str, bytes: &[u8]| std::fs::write(manifests.join(name), bytes).unwrap();
+    write(
+        "cpu.yaml",
+        resource_yaml("cpu", "1m", data.first_start_ms, GOOD_BODY).as_bytes(),
+    );
+    write(
+        "strings.yaml",
+        resource_yaml(
+            "strings",
+            "1m",
+            data.first_start_ms,
+            &GOOD_BODY.replace("V = avg(X)", "V = strcat(\"v\", tostring(avg(X)))"),
+        )
+        .as_bytes(),
+    );
+    write(
+        "syntax.yaml",
+        b"apiVersion: adx-mon.azure.com/v1\nspec:\n  interval: [1m\n",
+    );
+    write(
+        "bytes.yaml",
+        b"kind: MetricsExporter\nmetadata: {name: \xff\xfe}\n",
+    );
+    let otlp = OtlpSink::start();
+    let mut exporter = Exporter::start(
+        work.path(),
+        &kusto.url,
+        &manifests,
+        &["--otlp-endpoint".into(), otlp.url()],
+    );
+    exporter.wait_caught_up("cpu", data.end_ms(), LIMIT);
+
+    let status = eventually(
+        "the broken files and the string-valued resource in status.json",
+        LIMIT,
+        || {
+            let st = exporter.status()?;
+            let strings = st.get("e2e/strings")?;
+            condition(strings, "QueryHealthy").filter(|c| c.1 == "NoSamples")?;
+            ["syntax.yaml", "bytes.yaml"]
+                .iter()
+                .all(|f| st.contains_key(&manifests.join(f).display().to_string()))
+                .then_some(st)
+        },
+        || format!("{:?}\n{}", exporter.status(), exporter.log_tail()),
+    );
+    for file in ["syntax.yaml", "bytes.yaml"] {
+        let entry = &status[&manifests.join(file).display().to_string()];
+        let (ready, reason, message) = condition(entry, "Ready").unwrap();
+        assert_eq!(
+            (ready.as_str(), reason.as_str()),
+            ("False", "InvalidSpec"),
+            "{entry}"
+        );
+        assert!(
+            message.contains(file) && message.contains("fix the file"),
+            "{message}"
+        );
+    }
+    let (healthy, _, message) = condition(&status["e2e/strings"], "QueryHealthy").unwrap();
+    assert_eq!(healthy, "False");
+    assert!(message.contains("non_numeric_value"), "{message}");
+    assert_eq!(
+        condition(&status["e2e/strings"], "Ready").unwrap().0,
+        "False",
+        "a resource that exports nothing is not Ready"
+    );
+
+    let page = eventually(
+        "the exporters gauge to count the broken files and the failing resource",
+        LIMIT,
+        || {
+            let (_, page) = common::http_get(exporter.metrics_port, "/metrics")?;
+            (metric(&page, "adxexporter_exporters{state=\"invalid\"}") == Some(2.0)).then_some(page)
+        },
+        || exporter.log_tail(),
+    );
+    assert_eq!(
+        metric(&page, "adxexporter_exporters{state=\"failing\"}"),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        metric(&page, "adxexporter_exporters{state=\"active\"}"),
+        Some(1.0),
+        "{page}"
+    );
+    exporter.assert_running();
+}

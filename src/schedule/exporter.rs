@@ -374,10 +374,15 @@ impl Task {
                     tracing::warn!(exporter = %key, window_start = %window.start, window_end = %window.end, "{message}");
                 }
                 board.update(uid, |r| {
-                    r.query_problem = unusable.map(|message| Problem {
-                        reason: "NoSamples",
-                        message,
-                    });
+                    // An empty window says nothing about whether rows are usable: keep NoSamples.
+                    let still_unusable = rows == 0
+                        && r.query_problem.as_ref().is_some_and(|p| p.reason == "NoSamples");
+                    if !still_unusable {
+                        r.query_problem = unusable.map(|message| Problem {
+                            reason: "NoSamples",
+                            message,
+                        });
+                    }
                     r.last_query = Some(last_query(&window, rows, elapsed, None));
                 });
             }
