@@ -59,9 +59,18 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         config.telemetry.metrics_addr,
         config.telemetry.health_probe_addr,
     );
-    let mut admin = vec![telemetry::serve(metrics_addr, router.clone(), admin_stop.clone()).await?];
+    let mut admin = vec![
+        telemetry::serve(
+            metrics_addr,
+            "--metrics-port",
+            router.clone(),
+            admin_stop.clone(),
+        )
+        .await?,
+    ];
     if probe_addr != metrics_addr {
-        admin.push(telemetry::serve(probe_addr, router, admin_stop.clone()).await?);
+        let flag = "--health-probe-port";
+        admin.push(telemetry::serve(probe_addr, flag, router, admin_stop.clone()).await?);
     }
 
     telemetry::tls_insecure_warning(config.telemetry.tls_insecure_skip_verify);
@@ -74,7 +83,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     if let (Some(scrape), Some(pages)) = (&config.outputs.scrape, &scrape_pages) {
         let (addr, path) = (scrape.addr, &scrape.page.path);
         let router = scrape::router(path, pages.clone());
-        admin.push(telemetry::serve(addr, router, admin_stop.clone()).await?);
+        admin.push(telemetry::serve(addr, "--scrape-port", router, admin_stop.clone()).await?);
         tracing::info!(%addr, path = %path, "scrape output listening");
     }
     let names: Vec<String> = outputs.iter().map(|o| o.name().to_owned()).collect();
@@ -231,7 +240,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         }
     }
 
-    let failure = tokio::select! {
+    let mut failure = tokio::select! {
         _ = shutdown.recv() => None,
         ended = query_tasks.join_next() => Some(unexpected_end(ended)),
         ended = tasks.join_next() => Some(unexpected_end(ended)),
@@ -244,7 +253,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     // An append that had started completes here, so the drain below pushes it too.
     while let Some(ended) = query_tasks.join_next().await {
         if let Ok(Err(e)) = ended {
-            tracing::warn!("during shutdown: {e:#}");
+            note_error(&mut failure, e);
         }
     }
     if failure.is_none() {
@@ -253,7 +262,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     drain_stop.cancel();
     while let Some(ended) = tasks.join_next().await {
         if let Ok(Err(e)) = ended {
-            tracing::warn!("during shutdown: {e:#}");
+            note_error(&mut failure, e);
         }
     }
     admin_stop.cancel();
@@ -269,12 +278,26 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     }
 }
 
+/// A task's error seen while stopping: the cause to report when the stop began with a task that
+/// merely ended because of it (the scheduler ends when the source fails), else a warning.
+fn note_error(failure: &mut Option<anyhow::Error>, e: anyhow::Error) {
+    match failure {
+        Some(f) if f.is::<StoppedTask>() => *failure = Some(e),
+        _ => tracing::warn!("during shutdown: {}", crate::tls::error_chain(e.as_ref())),
+    }
+}
+
+/// A task that should run until shutdown returned without an error.
+#[derive(Debug, thiserror::Error)]
+#[error("the {0} task stopped unexpectedly")]
+struct StoppedTask(&'static str);
+
 /// Why a task that should run until shutdown ended.
 fn unexpected_end(
     ended: Option<Result<anyhow::Result<&'static str>, tokio::task::JoinError>>,
 ) -> anyhow::Error {
     match ended {
-        Some(Ok(Ok(name))) => anyhow::anyhow!("the {name} task stopped unexpectedly"),
+        Some(Ok(Ok(name))) => StoppedTask(name).into(),
         Some(Ok(Err(e))) => e,
         Some(Err(join)) => anyhow::anyhow!("a task panicked: {join}"),
         None => anyhow::anyhow!("no task running"),

@@ -16,7 +16,7 @@ async fn main() -> ExitCode {
         Command::Wal(args) => cmd::wal::run(args),
     };
     result.unwrap_or_else(|e| {
-        eprintln!("adxexporter: {e:#}");
+        eprintln!("adxexporter: {}", adxexporter::tls::error_chain(e.as_ref()));
         ExitCode::from(2)
     })
 }

@@ -256,12 +256,16 @@ fn read_identity(cc: &ClientCert) -> Result<reqwest::Identity, TlsError> {
 }
 
 /// `e` and its sources, joined: reqwest's top-level message alone is often just "builder error".
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+/// A source whose text the message already holds (ours often quote the OS error) is not repeated.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         source = s.source();
     }
     out

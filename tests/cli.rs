@@ -540,3 +540,101 @@ fn run_help_reads_in_sections_by_topic() {
         }
     }
 }
+
+/// `run` with a standalone setup whose flags are replaced or extended by `extra` (later flags win).
+fn run_standalone(wal: &std::path::Path, manifests: &str, extra: &[&str]) -> Output {
+    let wal = wal.to_str().unwrap();
+    let mut args = vec![
+        "run",
+        "--manifests",
+        manifests,
+        "--wal-dir",
+        wal,
+        "--otlp-endpoint",
+        "http://127.0.0.1:1/v1/metrics",
+        "--kusto-endpoint",
+        "db=http://127.0.0.1:1",
+        "--kusto-auth",
+        "none",
+        "--metrics-port",
+        "127.0.0.1:0",
+        "--health-probe-port",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    adxexporter(&args, &[])
+}
+
+fn entries(dir: &std::path::Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect()
+}
+
+/// A missing `--manifests` directory is named, with the fix, before the WAL is created (it used to
+/// end with "the scheduler task stopped unexpectedly", the cause a WARN line above it).
+#[test]
+fn a_missing_manifests_directory_is_named_before_the_wal_is_created() {
+    let wal = tempfile::tempdir().unwrap();
+    let out = run_standalone(wal.path(), "/nonexistent/manifests", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--manifests /nonexistent/manifests: not a directory"),
+        "{err}"
+    );
+    assert!(!err.contains("stopped unexpectedly"), "{err}");
+    assert!(
+        entries(wal.path()).is_empty(),
+        "the WAL dir should be untouched"
+    );
+}
+
+/// A taken `--scrape-port` is named as such, not as the admin endpoints' ports.
+#[test]
+fn a_busy_scrape_port_is_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let (wal, manifests) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let out = run_standalone(
+        wal.path(),
+        manifests.path().to_str().unwrap(),
+        &["--scrape-port", &port],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("cannot listen on {port} for --scrape-port")),
+        "{err}"
+    );
+    assert!(err.contains("change --scrape-port"), "{err}");
+    assert!(!err.contains("--metrics-port"), "{err}");
+    // The OS error appears once, not once per layer of the message.
+    assert_eq!(err.matches("Address already in use").count(), 1, "{err}");
+}
+
+/// An output URL without its scheme says to write the scheme ("relative URL without a base" did not).
+#[test]
+fn a_url_without_a_scheme_says_to_write_it() {
+    let (wal, manifests) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let out = run_standalone(
+        wal.path(),
+        manifests.path().to_str().unwrap(),
+        &["--remote-write-endpoint", "prometheus:9090/api/v1/write"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("write it with its scheme, e.g. http://prometheus:9090/api/v1/write"),
+        "{err}"
+    );
+    let out = run_standalone(
+        wal.path(),
+        manifests.path().to_str().unwrap(),
+        &["--kusto-endpoint", "db=127.0.0.1:8080"],
+    );
+    let err = stderr(&out);
+    assert!(err.contains("--kusto-endpoint"), "{err}");
+    assert!(err.contains("e.g. http://127.0.0.1:8080"), "{err}");
+}

@@ -58,6 +58,7 @@ async fn serve(timestamps: bool) -> (ScrapeSink, u16, CancellationToken) {
     let stop = CancellationToken::new();
     adxexporter::telemetry::serve(
         addr,
+        "--scrape-port",
         scrape::router(&config.path, sink.pages()),
         stop.clone(),
     )

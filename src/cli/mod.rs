@@ -66,6 +66,11 @@ pub enum CliError {
         "no output configured: set at least one of --otlp-endpoint URL (ADXEXPORTER_OTLP_ENDPOINT), --remote-write-endpoint URL (ADXEXPORTER_REMOTE_WRITE_ENDPOINT), --otlp-grpc-endpoint URL (ADXEXPORTER_OTLP_GRPC_ENDPOINT), --scrape-port PORT (ADXEXPORTER_SCRAPE_PORT)"
     )]
     NoOutput,
+    #[error(
+        "--manifests {}: not a directory (create it, fix the path, or leave --manifests out to watch Kubernetes)",
+        .0.display()
+    )]
+    NoManifestsDir(std::path::PathBuf),
     #[error("--scrape-path {0:?} must start with / and contain no spaces, ? or #: e.g. /metrics")]
     BadScrapePath(String),
     #[error(

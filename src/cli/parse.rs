@@ -93,10 +93,10 @@ pub(crate) fn parse_kusto_endpoints(items: &[String]) -> Result<Vec<(String, Url
     let mut out: Vec<(String, Url)> = Vec::new();
     for item in items.iter().map(|i| i.trim()).filter(|i| !i.is_empty()) {
         let (db, url) = split_pair(FLAG, item, "DB=URL")?;
-        let parsed = Url::parse(url).map_err(|e| CliError::BadUrl {
+        let parsed = parse_url(url).map_err(|reason| CliError::BadUrl {
             flag: FLAG,
             item: item.to_owned(),
-            reason: e.to_string(),
+            reason,
         })?;
         check_url(FLAG, item, &parsed)?;
         if out.iter().any(|(d, _)| d == db) {
@@ -110,9 +110,31 @@ pub(crate) fn parse_kusto_endpoints(items: &[String]) -> Result<Vec<(String, Url
     Ok(out)
 }
 
+/// A URL as the user wrote it; the error says what to write instead ("relative URL without a base"
+/// means the scheme is missing).
+pub(crate) fn parse_url(s: &str) -> Result<Url, String> {
+    Url::parse(s).map_err(|e| match e {
+        url::ParseError::RelativeUrlWithoutBase => {
+            format!("not a URL: write it with its scheme, e.g. http://{s}")
+        }
+        other => format!("not a URL ({other})"),
+    })
+}
+
 /// A Kusto or output URL: `http://` or `https://` with a host (for gRPC: plaintext or TLS), and no
 /// credentials in it. `item` is what the user wrote, quoted back in the error.
 pub(super) fn check_url(flag: &'static str, item: &str, url: &Url) -> Result<(), CliError> {
+    if url.cannot_be_a_base() {
+        // `host:port/path` parses with `host` as the scheme.
+        return Err(CliError::BadUrl {
+            flag,
+            item: item.to_owned(),
+            reason: format!(
+                "not an http:// or https:// URL: write it with its scheme, e.g. http://{}",
+                url.as_str()
+            ),
+        });
+    }
     if !(matches!(url.scheme(), "http" | "https") && url.has_host()) {
         return Err(CliError::BadUrl {
             flag,

@@ -12,7 +12,7 @@ use url::Url;
 use super::parse::{
     check_url, parse_cluster_labels, parse_kusto_endpoints, parse_listen_addr,
     parse_non_negative_duration, parse_pairs, parse_positive, parse_positive_duration,
-    parse_replicas, parse_size,
+    parse_replicas, parse_size, parse_url,
 };
 use super::{CliError, ClientCertArgs, OtlpAuthArgs, RemoteWriteAuthArgs, TlsArgs};
 use crate::backoff::BackoffPolicy;
@@ -107,13 +107,13 @@ pub struct RunKustoArgs {
 #[derive(Debug, Clone, Args)]
 pub struct OutputArgs {
     /// Prometheus remote-write endpoint (e.g. http://prometheus:9090/api/v1/write).
-    #[arg(long, env = "ADXEXPORTER_REMOTE_WRITE_ENDPOINT", value_name = "URL")]
+    #[arg(long, env = "ADXEXPORTER_REMOTE_WRITE_ENDPOINT", value_name = "URL", value_parser = parse_url)]
     pub remote_write_endpoint: Option<Url>,
     /// OTLP/HTTP metrics endpoint, used as given (e.g. http://collector:4318/v1/metrics).
-    #[arg(long, env = "ADXEXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    #[arg(long, env = "ADXEXPORTER_OTLP_ENDPOINT", value_name = "URL", value_parser = parse_url)]
     pub otlp_endpoint: Option<Url>,
     /// OTLP/gRPC receiver, http://HOST:PORT (plaintext) or https://HOST:PORT (TLS), e.g. https://collector:4317.
-    #[arg(long, env = "ADXEXPORTER_OTLP_GRPC_ENDPOINT", value_name = "URL")]
+    #[arg(long, env = "ADXEXPORTER_OTLP_GRPC_ENDPOINT", value_name = "URL", value_parser = parse_url)]
     pub otlp_grpc_endpoint: Option<Url>,
     /// Port (or HOST:PORT) serving the scrape output: each exporter's newest window for Prometheus to scrape (off unless set).
     #[arg(long, env = "ADXEXPORTER_SCRAPE_PORT", value_name = "PORT", value_parser = parse_listen_addr)]
@@ -360,6 +360,12 @@ impl RunArgs {
             return Err(CliError::ReplicasWithManifests(kubernetes.replicas));
         }
         let shard = Shard::from_pod_name(pod_name.as_deref(), kubernetes.replicas)?;
+        // The one check that reads the file system, after the flags themselves are known good.
+        if let Some(dir) = &source.manifests
+            && !dir.is_dir()
+        {
+            return Err(CliError::NoManifestsDir(dir.clone()));
+        }
         let remote_write_auth = out.remote_write_auth.config()?;
         let otlp_auth = out.otlp_auth.config()?;
 

@@ -33,10 +33,12 @@ pub enum TelemetryError {
     #[error("cannot install the metrics recorder: {0}")]
     Recorder(String),
     #[error(
-        "cannot listen on {addr} for the admin endpoints: {source} (is another process using the port? change --metrics-port/--health-probe-port)"
+        "cannot listen on {addr} for {flag}: {source} (is another process using the port? change {flag})"
     )]
     Bind {
         addr: SocketAddr,
+        /// The flag that chose the address.
+        flag: &'static str,
         source: std::io::Error,
     },
 }
@@ -55,19 +57,55 @@ pub(crate) fn init_logging(format: LogFormat) {
     // Colours only for a person at a terminal, never in files or `kubectl logs`.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::stderr().is_terminal());
     // A second init (tests) keeps the first subscriber.
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder
+            .with_writer(|| OneLine(std::io::stderr()))
+            .try_init(),
         // Fields of the enclosing span (exporter, window) ride along in `span`.
         LogFormat::Json => builder
+            .with_writer(std::io::stderr)
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
             .try_init(),
     };
+}
+
+/// A text log writer that keeps one event on one line: a Kusto or receiver message with line
+/// breaks would otherwise split a log line, and `grep exporter=…` would miss its tail. The fmt layer
+/// writes each event with one `write`, ending in the only newline that may stay.
+struct OneLine<W>(W);
+
+impl<W: std::io::Write> std::io::Write for OneLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_all(&one_line(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// `event` with every line break but a final one written as the two characters `\n`.
+fn one_line(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let body = event.strip_suffix(b"\n").unwrap_or(event);
+    if !body.iter().any(|&b| b == b'\n' || b == b'\r') {
+        return event.into();
+    }
+    let mut out = Vec::with_capacity(event.len() + 8);
+    for &b in body {
+        match b {
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b => out.push(b),
+        }
+    }
+    out.extend_from_slice(&event[body.len()..]);
+    out.into()
 }
 
 /// Gauges not set for this long (an exporter that is gone) drop out of `/metrics`.
@@ -214,15 +252,17 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
     }
 }
 
-/// Binds `addr` now (so a taken port fails start-up) and serves `router` until `shutdown`.
+/// Binds `addr` now (so a taken port fails start-up, naming `flag`) and serves `router` until
+/// `shutdown`.
 pub async fn serve(
     addr: SocketAddr,
+    flag: &'static str,
     router: Router,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, TelemetryError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| TelemetryError::Bind { addr, source })?;
+        .map_err(|source| TelemetryError::Bind { addr, flag, source })?;
     Ok(tokio::spawn(async move {
         let _ = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -241,6 +281,16 @@ mod tests {
         let handle = recorder.handle();
         ::metrics::with_local_recorder(&recorder, record);
         handle.render()
+    }
+
+    #[test]
+    fn a_text_log_event_stays_on_one_line() {
+        assert_eq!(&*one_line(b"INFO plain\n"), b"INFO plain\n");
+        assert_eq!(
+            &*one_line(b"WARN window failed: Semantic error:\r\n  line 2\n"),
+            b"WARN window failed: Semantic error:\\r\\n  line 2\n"
+        );
+        assert_eq!(&*one_line(b"no newline at all"), b"no newline at all");
     }
 
     #[test]
