@@ -257,7 +257,12 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         }
     }
     if failure.is_none() {
-        drain_within(&wal, config.shutdown_grace.to_std()).await;
+        tokio::select! {
+            _ = drain_within(&wal, config.shutdown_grace.to_std()) => {}
+            _ = shutdown.recv() => tracing::warn!(
+                "second stop signal: stopping now; undelivered windows stay in the WAL for the next start"
+            ),
+        }
     }
     drain_stop.cancel();
     while let Some(ended) = tasks.join_next().await {
@@ -337,6 +342,7 @@ fn build_outputs(config: &OutputSettings) -> anyhow::Result<Vec<Output>> {
 async fn drain_within(wal: &Wal, grace: Duration) {
     let deadline = Instant::now() + grace;
     let mut changes = wal.subscribe();
+    let mut said = None;
     loop {
         let w = wal.clone();
         let pending = tokio::task::spawn_blocking(move || w.stats())
@@ -351,9 +357,16 @@ async fn drain_within(wal: &Wal, grace: Duration) {
                     .sum::<u64>()
             });
         match pending {
-            Some(0) => return,
-            Some(n) => tracing::info!(pending = n, "waiting for outputs to drain"),
-            None => return,
+            Some(0) | None => return,
+            // Once, then when the count changes: not four lines a second for the whole grace.
+            Some(n) if said != Some(n) => {
+                tracing::info!(
+                    pending = n,
+                    "waiting for outputs to drain (a second SIGTERM or Ctrl-C stops at once)"
+                );
+                said = Some(n);
+            }
+            Some(_) => {}
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -370,11 +383,17 @@ async fn drain_within(wal: &Wal, grace: Duration) {
     }
 }
 
-/// SIGTERM or Ctrl-C. SIGTERM's handler is installed by [`ShutdownSignal::install`], so one that
-/// arrives before [`ShutdownSignal::recv`] is awaited is kept, not fatal.
+/// SIGTERM or Ctrl-C: the first starts the graceful stop, a second one ends the drain wait at once
+/// (what is not pushed stays in the WAL). SIGHUP is not a stop: there is nothing to reload by
+/// signal (the manifests directory is re-read every 2 s, credential and token files whenever they
+/// change), so it is logged and ignored rather than killing the process. The handlers are
+/// installed by [`ShutdownSignal::install`], so a signal that arrives before [`ShutdownSignal::recv`]
+/// is awaited is kept, not fatal.
 struct ShutdownSignal {
     #[cfg(unix)]
     term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl ShutdownSignal {
@@ -387,7 +406,12 @@ impl ShutdownSignal {
                     tracing::warn!("cannot listen for SIGTERM ({e}): only Ctrl-C stops cleanly")
                 })
                 .ok();
-            ShutdownSignal { term }
+            let hup = signal(SignalKind::hangup())
+                .inspect_err(|e| {
+                    tracing::warn!("cannot listen for SIGHUP ({e}): it stops the process")
+                })
+                .ok();
+            ShutdownSignal { term, hup }
         }
         #[cfg(not(unix))]
         {
@@ -395,15 +419,31 @@ impl ShutdownSignal {
         }
     }
 
+    /// The next SIGTERM or Ctrl-C.
     async fn recv(&mut self) {
         #[cfg(unix)]
-        if let Some(term) = self.term.as_mut() {
+        loop {
+            let hup = async {
+                match self.hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let term = async {
+                match self.term.as_mut() {
+                    Some(t) => t.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+                _ = term => return,
+                _ = tokio::signal::ctrl_c() => return,
+                _ = hup => tracing::info!(
+                    "SIGHUP ignored: nothing to reload (the manifests directory is re-read every 2 s, credential files whenever they change); SIGTERM stops"
+                ),
             }
-            return;
         }
+        #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -242,3 +242,91 @@ fn broken_manifests_and_unusable_rows_are_visible() {
     );
     exporter.assert_running();
 }
+
+/// SIGHUP does not stop the process (it used to kill it at once, with no log and no drain); a
+/// second SIGTERM ends the drain wait at once instead of waiting the whole grace, and what was not
+/// pushed is delivered after the next start.
+#[test]
+fn sighup_is_ignored_and_a_second_sigterm_stops_at_once() {
+    let data = Dataset::ending_now(60, 4);
+    let work = tempfile::tempdir().unwrap();
+    let kusto = duckdb_kql(&write_init_sql(work.path(), &data));
+    let manifests = work.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("cpu.yaml"),
+        resource_yaml("cpu", "1m", data.first_start_ms, GOOD_BODY),
+    )
+    .unwrap();
+    let otlp = OtlpSink::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let upstream: SocketAddr = format!("127.0.0.1:{}", otlp.port).parse().unwrap();
+    let proxy = TcpFault::start(&rt, upstream);
+    proxy.set(TcpMode::Reset);
+    let mut exporter = Exporter::start(
+        work.path(),
+        &kusto.url,
+        &manifests,
+        &[
+            "--otlp-endpoint".into(),
+            format!("http://127.0.0.1:{}/v1/metrics", proxy.port),
+            "--shutdown-grace".into(),
+            "1h".into(),
+        ],
+    );
+    eventually(
+        "windows waiting in the WAL for the receiver",
+        LIMIT,
+        || {
+            let st = exporter.status_of("cpu")?;
+            (watermark_ms(&st) >= Some(data.end_ms()) && backlog_windows(&st) >= 4).then_some(())
+        },
+        || exporter.log_tail(),
+    );
+
+    exporter.signal("HUP");
+    eventually(
+        "the SIGHUP log line",
+        LIMIT,
+        || exporter.log_text().contains("SIGHUP ignored").then_some(()),
+        || exporter.log_tail(),
+    );
+    exporter.assert_running();
+
+    exporter.signal("TERM");
+    eventually(
+        "the drain wait",
+        LIMIT,
+        || {
+            (exporter.log_text())
+                .contains("waiting for outputs to drain")
+                .then_some(())
+        },
+        || exporter.log_tail(),
+    );
+    // The grace is an hour: only the second signal can end the process within the limit.
+    let exit = exporter.terminate(LIMIT);
+    assert!(exit.success(), "exit {exit:?}\n{}", exporter.log_tail());
+    let log = exporter.log_text();
+    assert!(log.contains("second stop signal: stopping now"), "{log}");
+    assert_eq!(
+        log.matches("waiting for outputs to drain").count(),
+        1,
+        "logged once, not every 250 ms: {log}"
+    );
+    assert!(otlp.points().is_empty(), "nothing was delivered yet");
+
+    proxy.set(TcpMode::Pass);
+    exporter.restart();
+    let expected = data.expected();
+    let points = eventually(
+        "the kept windows delivered after the restart",
+        LIMIT,
+        || {
+            let points = otlp.points();
+            (points.len() >= expected.len()).then_some(points)
+        },
+        || exporter.log_tail(),
+    );
+    assert_otlp_matches(&points, &expected);
+}

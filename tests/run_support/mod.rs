@@ -271,6 +271,15 @@ impl Exporter {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Sends `signal` (e.g. `HUP`, `TERM`) and returns at once.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -{signal} failed");
+    }
+
     /// SIGKILL: a crash at whatever point the process happens to be.
     pub fn kill9(&mut self) {
         let mut c = self.child.take().expect("running");
