@@ -182,6 +182,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         cluster_labels: source.cluster_labels.clone(),
         queries: Arc::new(Semaphore::new(config.max_concurrent_queries)),
         max_response_bytes: MAX_RESPONSE_BYTES,
+        slow_query: config.kusto.config.server_timeout / 4,
         board: board.clone(),
         health: health.clone(),
     });

@@ -127,6 +127,11 @@ fn a_first_window_that_fails_is_retried_not_skipped() {
     for ((host, t), v) in otlp.points() {
         assert_eq!(expected.get(&(host.clone(), t)), Some(&v), "{host} at {t}");
     }
+    let log = exporter.log_text();
+    assert!(
+        log.contains("recovered (QueryFailing): windows are appended again"),
+        "the recovery is logged: {log}"
+    );
     drop(exporter);
 }
 
@@ -329,4 +334,60 @@ fn sighup_is_ignored_and_a_second_sigterm_stops_at_once() {
         || exporter.log_tail(),
     );
     assert_otlp_matches(&points, &expected);
+}
+
+/// A query that hangs is visible while it hangs (status said "the last query succeeded" and the
+/// log was silent until the client timeout): after a quarter of --kusto-server-timeout, a WARN
+/// line and QueryHealthy=False with reason QuerySlow.
+#[test]
+fn a_hanging_query_is_reported_while_it_hangs() {
+    let data = Dataset::ending_now(60, 3);
+    let work = tempfile::tempdir().unwrap();
+    let kusto = duckdb_kql(&write_init_sql(work.path(), &data));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let upstream: SocketAddr = kusto.url.trim_start_matches("http://").parse().unwrap();
+    let proxy = TcpFault::start(&rt, upstream);
+    proxy.set(TcpMode::Blackhole);
+    let manifests = work.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("cpu.yaml"),
+        resource_yaml("cpu", "1m", data.first_start_ms, GOOD_BODY),
+    )
+    .unwrap();
+    let otlp = OtlpSink::start();
+    let exporter = Exporter::start(
+        work.path(),
+        &format!("http://127.0.0.1:{}", proxy.port),
+        &manifests,
+        &[
+            "--otlp-endpoint".into(),
+            otlp.url(),
+            "--kusto-server-timeout".into(),
+            "8s".into(),
+        ],
+    );
+    let status = eventually(
+        "QueryHealthy=False QuerySlow while the query hangs",
+        LIMIT,
+        || {
+            let st = exporter.status_of("cpu")?;
+            condition(&st, "QueryHealthy")
+                .filter(|c| c.0 == "False" && c.1 == "QuerySlow")
+                .map(|_| st)
+        },
+        || exporter.log_tail(),
+    );
+    let (_, _, message) = condition(&status, "QueryHealthy").unwrap();
+    assert!(message.contains("has been running for"), "{message}");
+    assert!(
+        message.contains(&rfc3339(data.first_start_ms).replace(".000", "")),
+        "names the window: {message}"
+    );
+    let log = exporter.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("has been running for")),
+        "{log}"
+    );
 }

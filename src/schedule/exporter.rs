@@ -48,6 +48,9 @@ const PERMANENT_BASE: Duration = Duration::from_secs(30);
 const PERMANENT_CAP: Duration = Duration::from_secs(300);
 /// How long a paused (WAL full) exporter waits before checking again without a WAL change.
 const FULL_RECHECK: Duration = Duration::from_secs(5);
+/// A failed append is retried at most this far apart: the WAL reopens by itself once its volume
+/// accepts writes again, and querying should follow within seconds, not a minute.
+const APPEND_RETRY_CAP: Duration = Duration::from_secs(10);
 
 /// What every exporter task shares.
 pub(crate) struct SchedulerContext {
@@ -59,6 +62,10 @@ pub(crate) struct SchedulerContext {
     pub queries: Arc<Semaphore>,
     /// Bound on a decompressed Kusto response body.
     pub max_response_bytes: usize,
+    /// A query running longer than this is reported, and again after each further period, so
+    /// status does not say "the last query succeeded" while one hangs for minutes (a quarter of
+    /// `--kusto-server-timeout`: 60 s by default).
+    pub slow_query: Duration,
     pub board: Arc<Board>,
     pub health: Arc<Health>,
 }
@@ -133,6 +140,8 @@ enum Outcome {
     Unrunnable(Unrunnable),
     /// Resumed from `watermark` (for a new exporter: the start of its first window).
     Started { watermark: Ticks },
+    /// The query of `window` has been running for `running` and goes on.
+    Slow { window: Window, running: Duration },
     /// The WAL is full: querying pauses, the watermark holds.
     WalFull,
     /// The window's samples are in the WAL and the watermark moved to its end. `unusable`: the
@@ -227,9 +236,16 @@ impl Task {
                 return;
             };
             let started = Instant::now();
-            let result = tokio::select! {
-                _ = cancel.cancelled() => return,
-                r = self.run_window(&client, &window) => r,
+            let query = self.run_window(&client, &window);
+            tokio::pin!(query);
+            let period = ctx.slow_query.max(Duration::from_secs(1));
+            let mut slow = tokio::time::interval_at((started + period).into(), period);
+            let result = loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = &mut query => break r,
+                    _ = slow.tick() => self.report(Outcome::Slow { window, running: started.elapsed() }),
+                }
             };
             drop(permit);
             let elapsed = started.elapsed();
@@ -251,7 +267,7 @@ impl Task {
                                 window,
                                 error,
                                 elapsed,
-                                retry_in: transient_delay(failures),
+                                retry_in: transient_delay(failures).min(APPEND_RETRY_CAP),
                             }
                         }
                     }
@@ -350,6 +366,16 @@ impl Task {
                 tracing::error!(exporter = %key, "{message}");
                 problem(reason, message);
             }
+            Outcome::Slow { window, running } => {
+                let message = format!(
+                    "the query of window {}..{} has been running for {}s: Kusto answers or the request fails within --kusto-server-timeout plus 30 s; check the cluster's load and the query",
+                    window.start,
+                    window.end,
+                    running.as_secs()
+                );
+                tracing::warn!(exporter = %key, window_start = %window.start, window_end = %window.end, "{message}");
+                problem("QuerySlow", message);
+            }
             Outcome::Started { watermark } => {
                 tracing::info!(exporter = %key, watermark = %watermark, interval = %self.ex.spec.interval, "started");
             }
@@ -373,7 +399,13 @@ impl Task {
                 if let Some(message) = &unusable {
                     tracing::warn!(exporter = %key, window_start = %window.start, window_end = %window.end, "{message}");
                 }
+                board.count_window(samples);
                 board.update(uid, |r| {
+                    if let Some(p) = &r.query_problem
+                        && !matches!(p.reason, "NoSamples" | "QuerySlow")
+                    {
+                        tracing::info!(exporter = %key, window_start = %window.start, "recovered ({}): windows are appended again", p.reason);
+                    }
                     // An empty window says nothing about whether rows are usable: keep NoSamples.
                     let still_unusable = rows == 0
                         && r.query_problem.as_ref().is_some_and(|p| p.reason == "NoSamples");

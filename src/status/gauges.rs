@@ -50,6 +50,32 @@ pub(crate) fn exporter_states(snap: &Snapshot, board: &Board) -> BTreeMap<&'stat
     counts
 }
 
+/// How often the INFO summary line is written: one line a minute says the instance works, however
+/// many resources it runs (a line per window would be thousands a minute); state changes of single
+/// exporters (failing, recovered, slow, invalid) have lines of their own.
+const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The summary line: windows and samples appended since the last one, exporters by state, the
+/// backlog. Takes the board's counts.
+fn summary(stats: &WalStats, snap: &Snapshot, board: &Board) -> String {
+    let (windows, samples) = board.take_counts();
+    let states = exporter_states(snap, board);
+    let pending: u64 = (stats.outputs.iter())
+        .filter(|o| o.configured)
+        .map(|o| o.pending)
+        .sum();
+    format!(
+        "last {}s: {windows} windows appended ({samples} samples); exporters: {} active, {} failing, {} invalid, {} skipped, {} on other replicas; {pending} window deliveries pending, {} dead letters",
+        SUMMARY_INTERVAL.as_secs(),
+        states["active"],
+        states["failing"],
+        states["invalid"],
+        states["skipped_criteria"],
+        states["not_owned"],
+        stats.dead_letters,
+    )
+}
+
 fn seconds(t: Ticks) -> f64 {
     t.unix_millis() as f64 / 1000.0
 }
@@ -113,15 +139,22 @@ pub async fn run(
     board: Arc<Board>,
     shutdown: CancellationToken,
 ) {
+    let mut next_summary = tokio::time::Instant::now() + SUMMARY_INTERVAL;
     loop {
         let snap = snapshots.borrow().clone();
         let (wal2, board2) = (wal.clone(), board.clone());
         let read = tokio::task::spawn_blocking(move || {
             let stats = wal2.stats()?;
             record(&stats, &snap, &board2, free_bytes(wal2.dir()), Ticks::now());
+            if tokio::time::Instant::now() >= next_summary {
+                tracing::info!("{}", summary(&stats, &snap, &board2));
+            }
             Ok::<_, crate::wal::WalError>(())
         })
         .await;
+        if tokio::time::Instant::now() >= next_summary {
+            next_summary += SUMMARY_INTERVAL;
+        }
         match read {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("metrics: cannot read WAL stats: {e}"),
@@ -138,6 +171,42 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::status::Problem;
+
+    #[test]
+    fn the_summary_line_counts_windows_states_and_backlog_and_resets() {
+        let board = Board::default();
+        board.count_window(10);
+        board.count_window(5);
+        let mut snap = Snapshot::default();
+        snap.rejected.insert(
+            "ns/x".into(),
+            Rejected::Invalid(vec!["spec.interval: missing".into()]),
+        );
+        let stats = WalStats {
+            dead_letters: 2,
+            outputs: vec![crate::wal::OutputStats {
+                output: "otlp".into(),
+                configured: true,
+                pending: 3,
+                oldest_pending: None,
+                next_attempt_at: None,
+                dead_letters: 2,
+            }],
+            records: 0,
+            used_bytes: 0,
+            max_bytes: 0,
+            file_bytes: 0,
+            exporters: vec![],
+        };
+        let line = summary(&stats, &snap, &board);
+        assert_eq!(
+            line,
+            "last 60s: 2 windows appended (15 samples); exporters: 0 active, 0 failing, 1 invalid, 0 skipped, 0 on other replicas; 3 window deliveries pending, 2 dead letters"
+        );
+        assert!(
+            summary(&stats, &snap, &board).starts_with("last 60s: 0 windows appended (0 samples)")
+        );
+    }
 
     #[test]
     fn resources_are_counted_by_state() {

@@ -50,9 +50,23 @@ pub struct ExporterRuntime {
 #[derive(Debug, Default)]
 pub struct Board {
     exporters: Mutex<BTreeMap<String, ExporterRuntime>>,
+    /// Windows and samples appended since the last [`Board::take_counts`] (the INFO summary line).
+    appended: Mutex<(u64, u64)>,
 }
 
 impl Board {
+    /// Counts one appended window of `samples` samples.
+    pub fn count_window(&self, samples: u64) {
+        let mut c = self.appended.lock().unwrap_or_else(|p| p.into_inner());
+        c.0 += 1;
+        c.1 += samples;
+    }
+
+    /// Windows and samples appended since the last call.
+    pub fn take_counts(&self) -> (u64, u64) {
+        std::mem::take(&mut *self.appended.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     pub fn update(&self, uid: &str, f: impl FnOnce(&mut ExporterRuntime)) {
         let mut map = self.exporters.lock().unwrap_or_else(|p| p.into_inner());
         f(map.entry(uid.to_owned()).or_default());
