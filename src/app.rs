@@ -18,7 +18,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{OutputSettings, RunConfig};
-use crate::query::KustoClient;
+use crate::query::budget::{human_bytes, resolve_budget};
+use crate::query::{KustoClient, MemoryBudget};
 use crate::registry::Snapshot;
 use crate::schedule::exporter::SchedulerContext;
 use crate::schedule::scheduler::Scheduler;
@@ -37,6 +38,8 @@ use crate::wal::{Wal, WalConfig};
 const DRAIN_CONCURRENCY: usize = 8;
 /// Decompressed Kusto response bound (the row limit usually bites first).
 const MAX_RESPONSE_BYTES: usize = 512 << 20;
+/// Where the container's memory limit is read for the default `--query-memory-budget`.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     telemetry::init_logging(config.telemetry.log_format);
@@ -112,6 +115,17 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         clients.insert(database.clone(), Arc::new(client));
     }
 
+    let (budget, origin) = resolve_budget(
+        config.query_memory_budget,
+        std::path::Path::new(CGROUP_ROOT),
+    );
+    tracing::info!(
+        budget_bytes = budget,
+        max_concurrent_queries = config.max_concurrent_queries,
+        "query memory budget: {} ({origin})",
+        human_bytes(budget)
+    );
+
     let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
     let board = Arc::new(Board::default());
     let query_stop = CancellationToken::new();
@@ -181,6 +195,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         clients,
         cluster_labels: source.cluster_labels.clone(),
         queries: Arc::new(Semaphore::new(config.max_concurrent_queries)),
+        memory: MemoryBudget::new(budget),
         max_response_bytes: MAX_RESPONSE_BYTES,
         slow_query: config.kusto.config.server_timeout / 4,
         board: board.clone(),

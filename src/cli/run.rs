@@ -101,6 +101,18 @@ pub struct RunKustoArgs {
     /// Most Kusto queries in flight at once, across exporters.
     #[arg(long, env = "ADXEXPORTER_MAX_CONCURRENT_QUERIES", default_value = "4", value_parser = parse_positive)]
     pub max_concurrent_queries: usize,
+    /// Memory for Kusto responses and their decoded rows across the queries in flight (e.g. 512MiB); a query waits for its share, a window that cannot fit fails (default: half the container's memory limit, else 1GiB).
+    #[arg(long, env = "ADXEXPORTER_QUERY_MEMORY_BUDGET", value_name = "SIZE", value_parser = parse_memory_budget)]
+    pub query_memory_budget: Option<u64>,
+}
+
+/// At least 1 KiB: the budget is counted in KiB.
+fn parse_memory_budget(s: &str) -> Result<u64, String> {
+    let bytes = parse_size(s)?;
+    if bytes < 1024 {
+        return Err(format!("{s:?} is below 1KiB"));
+    }
+    Ok(bytes)
 }
 
 /// The outputs: endpoints first, then their credentials and TLS, then how requests are shaped.
@@ -206,6 +218,8 @@ pub struct RunConfig {
     pub kusto: KustoSettings,
     /// The scheduler's bound on queries in flight, across exporters.
     pub max_concurrent_queries: usize,
+    /// `--query-memory-budget` in bytes; `None`: derived at start from the cgroup memory limit.
+    pub query_memory_budget: Option<u64>,
     /// The outputs and how their drain loops retry.
     pub outputs: OutputSettings,
     pub wal: WalSettings,
@@ -408,6 +422,7 @@ impl RunArgs {
             },
             kusto: kusto_settings,
             max_concurrent_queries: kusto.max_concurrent_queries,
+            query_memory_budget: kusto.query_memory_budget,
             outputs: OutputSettings {
                 remote_write,
                 otlp,

@@ -22,6 +22,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::budget::{Reservation, Shortfall, over_budget};
 use super::error::{KustoErrorInfo, QueryError};
 use super::table::{Column, ColumnType, Table, Value};
 use crate::time::{Span, Ticks};
@@ -39,6 +40,8 @@ pub(crate) struct Sideband {
     pub primary_rows: usize,
     pub partial: Vec<KustoErrorInfo>,
     pub fatal: Option<QueryError>,
+    /// Decoded rows accounted against the query memory budget (`None`: not metered).
+    pub meter: Option<Meter>,
 }
 
 impl Sideband {
@@ -48,6 +51,61 @@ impl Sideband {
         self.fatal = Some(err);
         e
     }
+
+    /// Accounts `rows` more decoded rows of `columns` cells plus the text the interners allocated
+    /// for them; fails the decode when the budget cannot cover them.
+    fn charge(
+        &mut self,
+        rows: usize,
+        columns: usize,
+        interners: &mut [Interner],
+    ) -> Result<(), QueryError> {
+        let Some(meter) = &mut self.meter else {
+            return Ok(());
+        };
+        let text: u64 = interners
+            .iter_mut()
+            .map(|i| std::mem::take(&mut i.fresh))
+            .sum();
+        let cells = (rows * columns) as u64 * CELL_BYTES;
+        meter.decoded += cells + text;
+        let used = meter.base + meter.decoded;
+        match meter.reservation.try_cover(used) {
+            Ok(()) => Ok(()),
+            Err(Shortfall::Busy) => Err(QueryError::MemoryBusy { need: used }),
+            Err(Shortfall::Over) => Err(over_budget(
+                &meter.reservation,
+                used,
+                Some(self.primary_rows),
+                meter.max_rows,
+            )),
+        }
+    }
+}
+
+/// Bytes of one decoded cell: a [`Value`] in the table's flat vector.
+pub(crate) const CELL_BYTES: u64 = size_of::<Value>() as u64;
+/// What one new text cell costs beyond its bytes: the `ArcStr` header (length and count, 16 bytes)
+/// and the allocator's 8-byte header, rounded up to its 16-byte granule.
+fn text_cost(len: usize) -> u64 {
+    if len == 0 {
+        return 0; // the shared empty string
+    }
+    (len as u64 + 24).next_multiple_of(16)
+}
+/// Decoded rows are charged to the budget in batches of this many rows (and at the end of a table).
+const CHARGE_EVERY: usize = 512;
+
+/// A decode's account with the query memory budget: the body is already in `reservation` (`base`
+/// bytes); decoded rows are added as they are decoded.
+#[derive(Debug)]
+pub(crate) struct Meter {
+    pub reservation: Reservation,
+    pub base: u64,
+    /// Estimated bytes of the decoded cells so far ([`CELL_BYTES`] per cell plus new text).
+    pub decoded: u64,
+    /// The resource's row limit, for the message when the window does not fit.
+    pub max_rows: usize,
 }
 
 /// How to decode one table's rows.
@@ -89,7 +147,14 @@ impl<'de> Visitor<'de> for RowsSeed<'_> {
         let mut interners: Vec<Interner> = columns.iter().map(|_| Interner::default()).collect();
         let mut row = self.table.row_count();
         let cells = self.table.cells_mut();
+        let mut uncharged = 0;
         loop {
+            if uncharged == CHARGE_EVERY {
+                self.side
+                    .charge(uncharged, columns.len(), &mut interners)
+                    .map_err(|e| self.side.fail::<A::Error>(e))?;
+                uncharged = 0;
+            }
             let start = cells.len();
             let seed = RowSeed {
                 columns: &columns,
@@ -100,7 +165,12 @@ impl<'de> Visitor<'de> for RowsSeed<'_> {
                 side: self.side,
             };
             match seq.next_element_seed(seed) {
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    return self
+                        .side
+                        .charge(uncharged, columns.len(), &mut interners)
+                        .map_err(|e| self.side.fail(e));
+                }
                 Ok(Some(RowOutcome::ErrorReport)) => {}
                 Ok(Some(RowOutcome::Row)) => {
                     if let Some(limit) = self.ctx.max_rows {
@@ -111,6 +181,7 @@ impl<'de> Visitor<'de> for RowsSeed<'_> {
                         self.side.primary_rows += 1;
                     }
                     row += 1;
+                    uncharged += 1;
                 }
                 Err(e) => {
                     // Keep whole rows only, whatever failed mid-row.
@@ -227,6 +298,8 @@ const INTERN_TRIAL: u32 = 4096;
 /// A slot holds the last string that hashed to it, so memory stays bounded whatever the column holds.
 #[derive(Default)]
 pub(crate) struct Interner {
+    /// Bytes of the strings allocated since the last charge ([`text_cost`] each).
+    fresh: u64,
     /// The last string returned: label columns often repeat a value over consecutive rows.
     last: Option<ArcStr>,
     slots: Vec<Option<ArcStr>>,
@@ -239,6 +312,7 @@ impl Interner {
     /// A shared copy of `s`: the cached one when the column saw it recently, else a fresh one.
     fn text(&mut self, s: &str) -> ArcStr {
         if self.off || s.len() > INTERN_MAX_LEN {
+            self.fresh += text_cost(s.len());
             return s.into();
         }
         if let Some(last) = &self.last
@@ -263,6 +337,7 @@ impl Interner {
             return ArcStr::clone(shared);
         }
         let fresh = ArcStr::from(s);
+        self.fresh += text_cost(s.len());
         if let Some(slot) = self.slots.get_mut(index) {
             *slot = Some(ArcStr::clone(&fresh));
         }

@@ -1,15 +1,20 @@
 //! The HTTP side of a Kusto query: one `POST {endpoint}/v2/rest/query` per call over a shared,
 //! connection-reusing reqwest client, with docs/design.md#kusto-request headers, a client timeout of server timeout + 30 s,
 //! no redirects, gzip, and a body read that stops at `QueryLimits::max_bytes` (never unbounded).
-//! Non-2xx answers become classified [`QueryError`]s; 200 bodies go to the pure [`decode_v2`].
+//! Non-2xx answers become classified [`QueryError`]s; 200 bodies go to the pure decoder
+//! ([`super::decode_v2`]). With [`KustoClient::query_within`] the body and the decoded rows are
+//! accounted in a [`Reservation`] of the query memory budget before they are allocated (see
+//! [`super::budget`]).
 
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 
 use super::auth::Authenticator;
+use super::budget::{Reservation, Shortfall, over_budget};
 use super::error::{QueryError, http_error};
-use super::{DataSet, QueryLimits, decode_v2};
+use super::v2::decode_v2_within;
+use super::{DataSet, QueryLimits};
 use crate::azure::KustoAuth;
 use crate::time::Span;
 use crate::tls::{Peer, TlsConfig};
@@ -116,12 +121,31 @@ impl KustoClient {
         self.auth.describe()
     }
 
-    /// Runs `csl` against `database` and decodes the full result.
+    /// Runs `csl` against `database` and decodes the full result, outside any memory budget.
     pub async fn query(
         &self,
         database: &str,
         csl: &str,
         limits: &QueryLimits,
+    ) -> Result<DataSet, QueryError> {
+        let mut unlimited = Reservation::unlimited();
+        self.query_within(database, csl, limits, &mut unlimited, 0)
+            .await
+    }
+
+    /// Runs `csl` against `database` with the response body and the decoded rows accounted in
+    /// `reservation`, waiting for budget rather than allocating past it. On success the body is
+    /// gone and the reservation accounts the decoded rows plus `keep_per_row` bytes per primary
+    /// row (what the caller's transform will need; its room comes from the body's). Fails with
+    /// [`QueryError::MemoryBusy`] when this query must give its reservation back and try again,
+    /// and with [`QueryError::OverMemoryBudget`] when the window cannot fit at all.
+    pub async fn query_within(
+        &self,
+        database: &str,
+        csl: &str,
+        limits: &QueryLimits,
+        reservation: &mut Reservation,
+        keep_per_row: u64,
     ) -> Result<DataSet, QueryError> {
         let body = serde_json::json!({
             "db": database,
@@ -152,9 +176,15 @@ impl KustoClient {
         let response = request.send().await.map_err(|e| self.transport_error(e))?;
         let status = response.status().as_u16();
         let retry_after = parse_retry_after(response.headers());
-        let body = self.read_body(response, limits.max_bytes).await?;
+        let body = self.read_body(response, limits, reservation).await?;
         if status == 200 {
-            return decode_v2(&body, limits);
+            let set = decode_waiting(&body, limits, reservation).await?;
+            let body_len = body.len() as u64;
+            drop(body);
+            let rows: u64 = set.primary_tables().map(|t| t.row_count() as u64).sum();
+            let decoded = reservation.used_bytes().saturating_sub(body_len);
+            reservation.shrink_to(decoded.saturating_add(rows.saturating_mul(keep_per_row)));
+            return Ok(set);
         }
         Err(http_error(
             status,
@@ -165,20 +195,31 @@ impl KustoClient {
         ))
     }
 
-    /// Reads the (decompressed) body chunk by chunk, failing as soon as it passes `max_bytes`.
+    /// Reads the (decompressed) body chunk by chunk, failing as soon as it passes `max_bytes`, and
+    /// accounting it in `reservation` before each chunk is kept: a plain `Content-Length` is
+    /// reserved up front (twice over, for the decoded rows), else the reservation grows as the
+    /// chunks come.
     async fn read_body(
         &self,
         mut response: reqwest::Response,
-        max_bytes: usize,
+        limits: &QueryLimits,
+        reservation: &mut Reservation,
     ) -> Result<Vec<u8>, QueryError> {
-        if let Some(len) = response.content_length()
-            && len > max_bytes as u64
-            && response
+        let max_bytes = limits.max_bytes;
+        let plain_len = response.content_length().filter(|_| {
+            response
                 .headers()
                 .get(reqwest::header::CONTENT_ENCODING)
                 .is_none()
-        {
-            return Err(QueryError::TooManyBytes { limit: max_bytes });
+        });
+        if let Some(len) = plain_len {
+            if len > max_bytes as u64 {
+                return Err(QueryError::TooManyBytes { limit: max_bytes });
+            }
+            if reservation.budget_bytes().is_some_and(|b| len > b) {
+                return Err(over_budget(reservation, len, None, limits.max_rows));
+            }
+            reservation.hold_at_least(len.saturating_mul(2)).await;
         }
         let mut body = Vec::with_capacity(
             response
@@ -198,6 +239,14 @@ impl KustoClient {
             if body.len() + chunk.len() > max_bytes {
                 return Err(QueryError::TooManyBytes { limit: max_bytes });
             }
+            let used = (body.len() + chunk.len()) as u64;
+            match reservation.cover(used).await {
+                Ok(()) => {}
+                Err(Shortfall::Busy) => return Err(restart(reservation, used)),
+                Err(Shortfall::Over) => {
+                    return Err(over_budget(reservation, used, None, limits.max_rows));
+                }
+            }
             body.extend_from_slice(&chunk);
         }
         Ok(body)
@@ -214,6 +263,41 @@ impl KustoClient {
                 detail: error_chain(&e),
             }
         }
+    }
+}
+
+/// Decodes `body` with its rows accounted in `reservation`; when the budget is busy, waits as the
+/// grower (see [`super::budget`]) and decodes again, or asks the caller to restart.
+async fn decode_waiting(
+    body: &[u8],
+    limits: &QueryLimits,
+    reservation: &mut Reservation,
+) -> Result<DataSet, QueryError> {
+    let body_len = body.len() as u64;
+    loop {
+        match decode_v2_within(body, limits, reservation) {
+            Err(QueryError::MemoryBusy { need }) => {
+                // What was decoded is dropped; the units stay for the next try.
+                reservation.rewind(body_len);
+                match reservation.cover(need).await {
+                    Ok(()) => reservation.rewind(body_len),
+                    Err(Shortfall::Busy) => return Err(restart(reservation, need)),
+                    Err(Shortfall::Over) => {
+                        return Err(over_budget(reservation, need, None, limits.max_rows));
+                    }
+                }
+            }
+            done => return done,
+        }
+    }
+}
+
+/// A query that must give its reservation back: it asks for twice what it needed so far before
+/// it queries again (the body and the rows still to come), capped at the whole budget.
+fn restart(reservation: &Reservation, used: u64) -> QueryError {
+    let need = used.saturating_mul(2);
+    QueryError::MemoryBusy {
+        need: reservation.budget_bytes().map_or(need, |b| need.min(b)),
     }
 }
 
@@ -509,6 +593,167 @@ mod tests {
         assert!(matches!(err, QueryError::Network { .. }), "{err:?}");
         assert!(!err.is_permanent());
         assert_eq!(err.kind(), "network");
+    }
+
+    /// A v2 body of `rows` rows `[i, label, 1.5]` whose label column repeats one `label`.
+    fn rows_body(rows: usize, label: &str) -> Vec<u8> {
+        let cells: Vec<String> = (0..rows)
+            .map(|i| format!("[{i},\"{label}\",1.5]"))
+            .collect();
+        format!(
+            r#"[{{"FrameType":"DataSetHeader","IsProgressive":false,"Version":"v2.0"}},
+{{"FrameType":"DataTable","TableId":1,"TableKind":"PrimaryResult","TableName":"PrimaryResult","Columns":[{{"ColumnName":"i","ColumnType":"long"}},{{"ColumnName":"l","ColumnType":"string"}},{{"ColumnName":"v","ColumnType":"real"}}],"Rows":[{}]}},
+{{"FrameType":"DataSetCompletion","HasErrors":false,"Cancelled":false}}]"#,
+            cells.join(",")
+        )
+        .into_bytes()
+    }
+
+    /// A 200 without Content-Length: the body ends when the connection closes, so it is streamed.
+    fn streamed(body: &[u8]) -> Vec<u8> {
+        let mut reply = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+        reply.extend_from_slice(body);
+        reply
+    }
+
+    async fn query_within(
+        reply: Vec<u8>,
+        reservation: &mut Reservation,
+        keep_per_row: u64,
+    ) -> Result<DataSet, QueryError> {
+        let (url, seen) = serve_once(reply).await;
+        let client = KustoClient::new(url, KustoAuth::None, KustoConfig::default()).unwrap();
+        let result =
+            (client.query_within("db1", "T", &limits_rows(100_000), reservation, keep_per_row))
+                .await;
+        seen.await.unwrap();
+        result
+    }
+
+    fn limits_rows(max_rows: usize) -> QueryLimits {
+        QueryLimits {
+            max_rows,
+            max_bytes: 1 << 20,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_response_larger_than_the_budget_fails_whether_announced_or_streamed() {
+        use crate::query::MemoryBudget;
+        let budget = MemoryBudget::new(8 << 10);
+        let body = rows_body(2000, "x");
+        assert!(body.len() > 8 << 10);
+        for reply in [response("200 OK", &[], &body), streamed(&body)] {
+            let mut r = budget.reserve(0).await;
+            let err = query_within(reply, &mut r, 0).await.unwrap_err();
+            assert!(
+                matches!(err, QueryError::OverMemoryBudget { rows: None, .. }),
+                "{err:?}"
+            );
+            assert!(err.is_permanent());
+            assert_eq!(err.kind(), "over_memory_budget");
+            let text = err.to_string();
+            for part in [
+                "--query-memory-budget (8 KiB)",
+                "the Kusto response alone is larger",
+                "spec.maxRows = 100000",
+            ] {
+                assert!(text.contains(part), "{part:?} not in {text}");
+            }
+            drop(r);
+            assert_eq!(budget.reserved_bytes(), 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn decoded_rows_that_cannot_fit_fail_naming_the_rows_decoded() {
+        use crate::query::MemoryBudget;
+        // 3000 rows of ~16 bytes: the body (~48 KB) fits in 100 KiB, its 9000 cells (144 KB) do not.
+        let body = rows_body(3000, "a");
+        assert!(body.len() < 50_000, "{}", body.len());
+        let budget = MemoryBudget::new(100 << 10);
+        for reply in [response("200 OK", &[], &body), streamed(&body)] {
+            let mut r = budget.reserve(0).await;
+            let err = query_within(reply, &mut r, 0).await.unwrap_err();
+            let QueryError::OverMemoryBudget {
+                rows: Some(rows), ..
+            } = err
+            else {
+                panic!("{err:?}")
+            };
+            assert!(rows > 0 && rows < 3000, "{rows}");
+            assert!(
+                err.to_string()
+                    .contains("the Kusto response and its decoded rows need more"),
+                "{err}"
+            );
+        }
+        assert_eq!(budget.reserved_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_window_that_fits_keeps_its_rows_and_transform_room_accounted() {
+        use crate::query::MemoryBudget;
+        let budget = MemoryBudget::new(1 << 20);
+        let body = rows_body(1000, "label");
+        let mut r = budget.reserve(0).await;
+        let set = query_within(streamed(&body), &mut r, 64).await.unwrap();
+        assert_eq!(set.primary().unwrap().row_count(), 1000);
+        // 16 bytes per cell, one allocation for the repeated label ("label": 5 + 24 → 32).
+        let decoded = 1000 * 3 * 16 + 32;
+        assert_eq!(r.used_bytes(), decoded + 1000 * 64);
+        assert!(r.held_bytes() >= r.used_bytes());
+        assert_eq!(budget.reserved_bytes(), r.held_bytes());
+        // The peak: the body and its rows together, or the rows and the transform's room.
+        let peak = (body.len() as u64 + decoded).max(decoded + 1000 * 64);
+        assert_eq!(r.peak_bytes(), peak);
+        drop(r);
+        assert_eq!(budget.reserved_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_busy_budget_makes_one_query_wait_and_the_next_give_back() {
+        use crate::query::MemoryBudget;
+        let budget = MemoryBudget::new(64 << 10);
+        let mut other = budget.reserve(56 << 10).await;
+        other.try_cover(56 << 10).unwrap();
+        // ~18 KB of body and ~15 KB of rows: fits the budget, not the 8 KiB left free.
+        let label = "a-label-that-repeats-in-every-row-of-the-window";
+        let body = rows_body(300, label);
+        let (url, seen) = serve_once(streamed(&body)).await;
+        let first = tokio::spawn({
+            let budget = budget.clone();
+            async move {
+                let client =
+                    KustoClient::new(url, KustoAuth::None, KustoConfig::default()).unwrap();
+                let mut r = budget.reserve(0).await;
+                let result = (client.query_within("db1", "T", &limits_rows(1000), &mut r, 0)).await;
+                (result, r)
+            }
+        });
+        // The first query runs out of free units and waits for more, holding what it read.
+        while !budget.grower_waiting() {
+            assert!(!first.is_finished(), "{:?}", first.await.unwrap().0);
+            tokio::task::yield_now().await;
+        }
+        // A second query meanwhile may not wait while holding: it gives everything back.
+        let mut second = budget.reserve(0).await;
+        let err = query_within(streamed(&body), &mut second, 0)
+            .await
+            .unwrap_err();
+        let QueryError::MemoryBusy { need } = err else {
+            panic!("{err:?}")
+        };
+        assert!(need > 0 && need <= 64 << 10, "{need}");
+        assert!(!err.is_permanent());
+        drop(second);
+        // When the other holder finishes, the waiting query gets its units and completes.
+        drop(other);
+        let (result, r) = first.await.unwrap();
+        seen.await.unwrap();
+        assert_eq!(result.unwrap().primary().unwrap().row_count(), 300);
+        drop(r);
+        assert_eq!(budget.reserved_bytes(), 0);
     }
 
     #[tokio::test]

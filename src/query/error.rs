@@ -121,6 +121,20 @@ pub enum QueryError {
     )]
     TooManyRows { limit: usize },
 
+    #[error("{}", over_budget_text(*budget, *needed, *rows, *max_rows))]
+    OverMemoryBudget {
+        budget: u64,
+        needed: u64,
+        /// Rows decoded when the budget ran out (`None`: while reading the body).
+        rows: Option<usize>,
+        max_rows: usize,
+    },
+
+    /// Internal: the budget is busy and this query must give back what it holds, then wait for
+    /// `need` bytes before it asks Kusto again (docs in `budget.rs`). Never a window failure.
+    #[error("waiting for {} of --query-memory-budget", super::budget::human_bytes(*need))]
+    MemoryBusy { need: u64 },
+
     #[error("Kusto reported a partial query failure ({} error(s){}): {}", errors.len(),
         if *cancelled { ", query cancelled" } else { "" },
         errors.first().map(|e| e.to_string()).unwrap_or_default())]
@@ -165,7 +179,8 @@ impl QueryError {
             QueryError::Network { .. }
             | QueryError::Timeout { .. }
             | QueryError::Throttled { .. }
-            | QueryError::Truncated { .. } => false,
+            | QueryError::Truncated { .. }
+            | QueryError::MemoryBusy { .. } => false,
             QueryError::Auth(e) => e.is_permanent(),
             QueryError::Http { status, error } => match error.permanent {
                 Some(p) => p,
@@ -180,6 +195,7 @@ impl QueryError {
             | QueryError::DatabaseNotFound { .. }
             | QueryError::TooManyBytes { .. }
             | QueryError::TooManyRows { .. }
+            | QueryError::OverMemoryBudget { .. }
             | QueryError::UnexpectedBody { .. }
             | QueryError::Malformed { .. }
             | QueryError::Protocol { .. }
@@ -201,6 +217,8 @@ impl QueryError {
             QueryError::Http { .. } => "bad_request",
             QueryError::TooManyBytes { .. } => "too_large",
             QueryError::TooManyRows { .. } => "too_many_rows",
+            QueryError::OverMemoryBudget { .. } => "over_memory_budget",
+            QueryError::MemoryBusy { .. } => "memory_busy",
             QueryError::PartialFailure { .. } => "partial_failure",
             QueryError::Truncated { .. } => "truncated",
             QueryError::UnexpectedBody { .. }
@@ -218,6 +236,26 @@ impl QueryError {
             _ => None,
         }
     }
+}
+
+/// The message of [`QueryError::OverMemoryBudget`]: names the flag, what did not fit and
+/// `spec.maxRows`, and what to change.
+fn over_budget_text(budget: u64, needed: u64, rows: Option<usize>, max_rows: usize) -> String {
+    use super::budget::human_bytes;
+    let what = match rows {
+        None => format!(
+            "the Kusto response alone is larger (at least {})",
+            human_bytes(needed)
+        ),
+        Some(rows) => format!(
+            "the Kusto response and its decoded rows need more ({} after decoding {rows} rows)",
+            human_bytes(needed)
+        ),
+    };
+    format!(
+        "the window does not fit in --query-memory-budget ({}): {what}; make its windows smaller (aggregate more in the query, or shorten spec.interval: a window of spec.maxRows = {max_rows} rows has to fit) or raise --query-memory-budget together with the container's memory limit",
+        human_bytes(budget)
+    )
 }
 
 /// Maps a non-2xx answer to an error: a OneApiErrors JSON body gives `code`/`@message`/`@permanent`, any

@@ -1,12 +1,14 @@
 //! The Kusto REST query client (docs/design.md#kusto): the schedule hands it a database and KQL text, it returns a
 //! [`DataSet`] of typed [`Table`]s for the transform, or a classified [`QueryError`].
 //!
-//! Layout: [`client`] does the HTTP (POST `/v2/rest/query`, bounded body read, status mapping), `auth`
+//! Layout: [`client`] does the HTTP (POST `/v2/rest/query`, bounded body read, status mapping), [`budget`]
+//! is the memory budget that body and decoded rows are accounted against, `auth`
 //! picks the `Authorization` header (tokens from [`crate::azure`]), [`decode_v2`]/[`decode_v1`] are pure body decoders, [`table`] holds the
 //! only types the transform sees. Invariant: a `DataSet` is returned only for a complete response with no
 //! partial failure in any channel and at most `QueryLimits::max_rows` primary rows.
 
 mod auth;
+pub mod budget;
 mod cells;
 pub mod client;
 mod error;
@@ -16,6 +18,7 @@ mod v2;
 
 pub(crate) use crate::azure::AuthError;
 pub use crate::azure::KustoAuth;
+pub use budget::{MemoryBudget, Reservation};
 pub use cells::column_type_name;
 pub use client::{KustoClient, KustoConfig};
 pub use error::{KustoErrorInfo, QueryError, http_error};

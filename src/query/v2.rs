@@ -21,8 +21,10 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::budget::Reservation;
 use super::cells::{
-    Dialect, RowsCtx, RowsSeed, Sideband, decode_raw_rows, parse_column_type, parse_v1_data_type,
+    Dialect, Meter, RowsCtx, RowsSeed, Sideband, decode_raw_rows, parse_column_type,
+    parse_v1_data_type,
 };
 use super::error::{KustoErrorInfo, QueryError, truncate_text};
 use super::table::{Column, Table};
@@ -30,28 +32,68 @@ use super::{DataSet, QueryLimits, TableKind};
 
 /// Decodes a v2 body. Pure: no IO, no clock.
 pub fn decode_v2(body: &[u8], limits: &QueryLimits) -> Result<DataSet, QueryError> {
+    decode_v2_metered(body, limits, None).0
+}
+
+/// As [`decode_v2`], accounting the decoded rows in `reservation` on top of what it already
+/// accounts (the body): fails with [`QueryError::MemoryBusy`] when the budget is busy (the caller
+/// may wait and decode again) or [`QueryError::OverMemoryBudget`] when the rows cannot fit at all.
+pub(crate) fn decode_v2_within(
+    body: &[u8],
+    limits: &QueryLimits,
+    reservation: &mut Reservation,
+) -> Result<DataSet, QueryError> {
+    if reservation.budget_bytes().is_none() {
+        return decode_v2(body, limits);
+    }
+    let meter = Meter {
+        base: reservation.used_bytes(),
+        reservation: std::mem::take(reservation),
+        decoded: 0,
+        max_rows: limits.max_rows,
+    };
+    let (result, meter) = decode_v2_metered(body, limits, Some(meter));
+    if let Some(meter) = meter {
+        *reservation = meter.reservation;
+    }
+    result
+}
+
+fn decode_v2_metered(
+    body: &[u8],
+    limits: &QueryLimits,
+    meter: Option<Meter>,
+) -> (Result<DataSet, QueryError>, Option<Meter>) {
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         None => {
-            return Err(QueryError::Truncated {
+            let err = QueryError::Truncated {
                 detail: "the body is empty".into(),
-            });
+            };
+            return (Err(err), meter);
         }
         Some(b'[') => {}
         Some(_) => {
-            return Err(QueryError::UnexpectedBody {
+            let err = QueryError::UnexpectedBody {
                 text: truncate_text(String::from_utf8_lossy(body).trim()),
-            });
+            };
+            return (Err(err), meter);
         }
     }
     // One validation pass over the whole body is cheaper than serde_json's per-string check.
-    let text = body_text(body)?;
+    let text = match body_text(body) {
+        Ok(text) => text,
+        Err(e) => return (Err(e), meter),
+    };
     let mut dec = FrameDecoder {
         limits: *limits,
         body_len: body.len(),
         tables: Vec::new(),
         kinds: Vec::new(),
         open: Vec::new(),
-        side: Sideband::default(),
+        side: Sideband {
+            meter,
+            ..Sideband::default()
+        },
         completed: false,
         cancelled: false,
         has_errors: false,
@@ -60,14 +102,16 @@ pub fn decode_v2(body: &[u8], limits: &QueryLimits) -> Result<DataSet, QueryErro
     let parsed = FramesSeed { dec: &mut dec }
         .deserialize(&mut de)
         .and_then(|()| de.end());
+    let meter = dec.side.meter.take();
     if let Err(e) = parsed {
-        return Err(dec
+        let err = dec
             .side
             .fatal
             .take()
-            .unwrap_or_else(|| json_error(e, text.as_bytes())));
+            .unwrap_or_else(|| json_error(e, text.as_bytes()));
+        return (Err(err), meter);
     }
-    dec.finish()
+    (dec.finish(), meter)
 }
 
 /// The body as text; invalid UTF-8 is malformed, a multi-byte character cut at the end is truncation.

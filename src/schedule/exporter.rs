@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::window::{Window, first_window, is_due, next_window, query_text};
 use crate::backoff;
 use crate::crd::LastQueryStatus;
-use crate::query::{KustoClient, QueryError, QueryLimits};
+use crate::query::{KustoClient, MemoryBudget, QueryError, QueryLimits, Reservation};
 use crate::registry::Exporter;
 use crate::status::{Board, Problem};
 use crate::telemetry::Health;
@@ -60,6 +60,8 @@ pub(crate) struct SchedulerContext {
     pub cluster_labels: BTreeMap<String, String>,
     /// `--max-concurrent-queries`.
     pub queries: Arc<Semaphore>,
+    /// `--query-memory-budget`: response bodies and decoded rows of the queries in flight.
+    pub memory: MemoryBudget,
     /// Bound on a decompressed Kusto response body.
     pub max_response_bytes: usize,
     /// A query running longer than this is reported, and again after each further period, so
@@ -204,6 +206,9 @@ impl Task {
         self.report(Outcome::Started { watermark });
         let (interval, delay) = (ex.spec.interval, ex.spec.ingestion_delay);
         let mut failures: u32 = 0;
+        // What the next query reserves of the memory budget before it is sent: the last window's
+        // peak (windows of one exporter are alike), or what a restart asked for.
+        let mut reserve_first: u64 = 0;
         let mut changes = ctx.wal.subscribe();
         loop {
             let now = Ticks::now();
@@ -235,24 +240,43 @@ impl Task {
             }) else {
                 return;
             };
+            // Waits holding nothing: the budget's rule against deadlock (query::budget).
+            let mut reservation = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = ctx.memory.reserve(reserve_first) => r,
+            };
             let started = Instant::now();
-            let query = self.run_window(&client, &window);
-            tokio::pin!(query);
-            let period = ctx.slow_query.max(Duration::from_secs(1));
-            let mut slow = tokio::time::interval_at((started + period).into(), period);
-            let result = loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    r = &mut query => break r,
-                    _ = slow.tick() => self.report(Outcome::Slow { window, running: started.elapsed() }),
+            let result = {
+                let query = self.run_window(&client, &window, &mut reservation);
+                tokio::pin!(query);
+                let period = ctx.slow_query.max(Duration::from_secs(1));
+                let mut slow = tokio::time::interval_at((started + period).into(), period);
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        r = &mut query => break r,
+                        _ = slow.tick() => self.report(Outcome::Slow { window, running: started.elapsed() }),
+                    }
                 }
             };
+            if let Err(WindowError::Query(QueryError::MemoryBusy { need })) = result {
+                // Not a failure: the reservation is given back (so no two queries wait on each
+                // other) and the same window is queried once `need` bytes are free.
+                tracing::debug!(exporter = %self.key, window_start = %window.start, need, "the query memory budget is busy: the window waits for its share and is queried again");
+                reserve_first = need;
+                continue;
+            }
+            if result.is_ok() {
+                reserve_first = reservation.peak_bytes();
+            }
             drop(permit);
             let elapsed = started.elapsed();
             let outcome = match result {
                 Ok((rows, transformed)) => {
                     let unusable = unusable_rows(&transformed.stats);
-                    match self.append(&window, transformed).await {
+                    let appended = self.append(&window, transformed).await;
+                    drop(reservation);
+                    match appended {
                         Ok(samples) => Outcome::Appended {
                             window,
                             rows,
@@ -431,7 +455,9 @@ impl Task {
                 let permanent = error.is_permanent();
                 tracing::warn!(exporter = %key, window_start = %window.start, window_end = %window.end, permanent, retry_in = ?retry_in, "window failed: {error}");
                 let message = error.to_string();
-                let (reason, hint) = if permanent {
+                let (reason, hint) = if let WindowError::Query(QueryError::OverMemoryBudget { .. }) = &error {
+                    ("OverMemoryBudget", "retried slowly")
+                } else if permanent {
                     ("QueryRejected", "fix the query or the transform")
                 } else {
                     ("QueryFailing", "transient")
@@ -460,11 +486,13 @@ impl Task {
         }
     }
 
-    /// Queries one window and transforms it; returns the row count and the samples.
+    /// Queries one window and transforms it; returns the row count and the samples. The response,
+    /// the rows and the samples are accounted in `reservation` (left holding the samples' bytes).
     async fn run_window(
         &self,
         client: &KustoClient,
         window: &Window,
+        reservation: &mut Reservation,
     ) -> Result<(u64, EncodedTransform), WindowError> {
         let (ex, ctx) = (&self.ex, &self.ctx);
         let csl = query_text(window, &ctx.cluster_labels, &ex.spec.body);
@@ -472,11 +500,15 @@ impl Task {
             max_rows: usize::try_from(ex.spec.max_rows).unwrap_or(usize::MAX),
             max_bytes: ctx.max_response_bytes,
         };
-        let data = client.query(&ex.spec.database, &csl, &limits).await?;
+        let keep = ex.mapping.working_bytes_per_row();
+        let data =
+            (client.query_within(&ex.spec.database, &csl, &limits, reservation, keep)).await?;
         let table = data.into_primary().ok_or(WindowError::NoResultTable)?;
         let rows = table.row_count() as u64;
         // Straight to protobuf: the WAL stores bytes, and a `WriteRequest` would cost a heap string per label.
         let transformed = transform_encoded(&table, &ex.mapping)?;
+        drop(table);
+        reservation.shrink_to(transformed.write_request.len() as u64);
         Ok((rows, transformed))
     }
 }

@@ -29,7 +29,17 @@ pub(super) struct ValueColumn {
     pub(super) suffix: String,
 }
 
+/// Memory the transform needs per sample while it runs (the sample in its series, the series index,
+/// the encoded bytes), for the query memory budget: an upper estimate from the transform bench's
+/// workload (docs/deploy.md#memory-sizing).
+const WORKING_BYTES_PER_SAMPLE: u64 = 64;
+
 impl Mapping {
+    /// Estimated memory the transform of one input row needs (one sample per value column).
+    pub fn working_bytes_per_row(&self) -> u64 {
+        self.value_columns.len() as u64 * WORKING_BYTES_PER_SAMPLE
+    }
+
     /// The mapping of a validated transform; `cli_prefix` is `--metric-name-prefix` (empty: none).
     /// Infallible: validation has rejected every configuration problem, including two value
     /// columns with the same suffix, and the CLI prefix is only ever sanitised, never refused.
