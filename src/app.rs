@@ -31,6 +31,9 @@ use crate::source::kube::{Filter, KubeSource};
 use crate::source::manifests::ManifestSource;
 use crate::status::kube::KubeStatusWriter;
 use crate::status::{Board, StatusWriter};
+use crate::telemetry::metrics::{
+    MEMORY_WAITS, QUERY_MEMORY_BUDGET, QUERY_MEMORY_RESERVED, QUERY_MEMORY_WAITS,
+};
 use crate::telemetry::{self, Health};
 use crate::wal::{Wal, WalConfig};
 
@@ -125,6 +128,11 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         "query memory budget: {} ({origin})",
         human_bytes(budget)
     );
+    metrics::gauge!(QUERY_MEMORY_BUDGET).set(budget as f64);
+    metrics::gauge!(QUERY_MEMORY_RESERVED).set(0.0);
+    for wait in MEMORY_WAITS {
+        metrics::counter!(QUERY_MEMORY_WAITS, "wait" => wait).increment(0);
+    }
 
     let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
     let board = Arc::new(Board::default());

@@ -371,6 +371,7 @@ fn every_run_flag_has_help_and_env() {
         "--manifests",
         "--namespace",
         "--max-concurrent-queries",
+        "--query-memory-budget",
         "--max-request-bytes",
         "--shutdown-grace",
         "--log-format",
@@ -510,7 +511,12 @@ fn run_help_reads_in_sections_by_topic() {
         ("Sources", &["namespace", "cluster-labels"][..]),
         (
             "Kusto",
-            &["kusto-endpoint", "kusto-auth", "max-concurrent-queries"],
+            &[
+                "kusto-endpoint",
+                "kusto-auth",
+                "max-concurrent-queries",
+                "query-memory-budget",
+            ],
         ),
         (
             "Outputs",

@@ -33,6 +33,8 @@ fn run_is_the_default_and_defaults_apply() {
     assert_eq!(c.telemetry.metrics_addr.port(), 8080);
     assert_eq!(c.telemetry.health_probe_addr.port(), 8081);
     assert_eq!(c.max_concurrent_queries, 4);
+    // Derived at start from the cgroup memory limit.
+    assert_eq!(c.query_memory_budget, None);
     assert_eq!(c.shutdown_grace, Span::from_secs(20));
     assert_eq!(c.kusto.config.server_timeout, Span::from_secs(240).to_std());
     assert_eq!(c.telemetry.log_format, LogFormat::Text);
@@ -42,6 +44,20 @@ fn run_is_the_default_and_defaults_apply() {
         _ => unreachable!(),
     };
     assert_eq!(explicit, c);
+}
+
+#[test]
+fn query_memory_budget_is_a_size_of_at_least_one_kib() {
+    let c = run(&[OUT, "--query-memory-budget", "384MiB"]).unwrap();
+    assert_eq!(c.query_memory_budget, Some(384 << 20));
+    let c = run(&[OUT, "--query-memory-budget=1KiB"]).unwrap();
+    assert_eq!(c.query_memory_budget, Some(1024));
+    for bad in ["1000", "lots", "0"] {
+        let e = cli(&["run", OUT, "--query-memory-budget", bad])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--query-memory-budget"), "{bad}: {e}");
+    }
 }
 
 #[test]

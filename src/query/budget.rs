@@ -1,28 +1,36 @@
 //! One memory budget for what Kusto queries hold in memory at once: response bodies and their
 //! decoded rows (docs/design.md#kusto-limits, `--query-memory-budget`).
 //!
-//! The budget is a fair (FIFO) semaphore of 1 KiB units. A query holds a [`Reservation`] from
-//! before its request is sent until its window is appended, and grows it as the body streams in and
-//! as rows are decoded; bytes are accounted before they are allocated, so a query that would pass
-//! the budget waits instead of allocating.
+//! The budget is a count of free 1 KiB units. A query holds a [`Reservation`] from before its
+//! request is sent until its window is appended, and grows it as the body streams in and as rows
+//! are decoded; bytes are accounted before they are allocated, so a query that would pass the
+//! budget waits instead of allocating.
 //!
-//! Waiting while holding units could deadlock (every query holding half of what it needs). The rule
-//! that prevents it: a query that holds units never waits for more, except the one query that holds
-//! the *grower* lock. Any other query that finds the budget busy gives everything back
-//! ([`QueryError::MemoryBusy`]) and waits for a larger reservation before it asks Kusto again,
-//! holding nothing while it waits. The grower only waits for units that the other holders give
-//! back when they finish or restart, and the fair semaphore serves it before later arrivals, so it
-//! always gets them. A window whose needs pass the whole budget cannot fit at all and fails
-//! permanently ([`QueryError::OverMemoryBudget`]).
+//! Waiting while holding units could deadlock (every query holding half of what it needs, or a
+//! query queued for the whole budget ahead of one that holds part of it). The rules that prevent it:
+//!
+//! - A query that holds nothing waits in one first-come, first-served queue ([`MemoryBudget::reserve`]).
+//! - A query that holds units never waits for more, except one at a time: the *grower*. Any other
+//!   query that finds the budget busy gives everything back ([`QueryError::MemoryBusy`]) and
+//!   queues for a larger reservation before it asks Kusto again, holding nothing while it waits.
+//! - Units that come back go to the grower first; the queue is served only while no grower waits.
+//!
+//! So every holder but the grower makes progress and eventually gives its units back, and the
+//! grower, which never needs more than the whole budget, gets them before anyone else. A window
+//! whose needs pass the whole budget cannot fit at all and fails permanently
+//! ([`QueryError::OverMemoryBudget`]).
 
+use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Notify;
 
 use super::error::QueryError;
+pub use super::error::human_bytes;
+use crate::telemetry::metrics::{QUERY_MEMORY_RESERVED, QUERY_MEMORY_WAITS};
 
-/// Bytes per semaphore unit.
+/// Bytes per unit of the budget.
 pub const UNIT: u64 = 1024;
 
 /// The default when the container has no memory limit (or none can be read).
@@ -39,11 +47,20 @@ pub struct MemoryBudget {
 }
 
 struct Inner {
-    sem: Semaphore,
     /// Units in the whole budget.
-    total: u32,
-    /// Held by the one query that may wait for more units while it holds some.
-    grower: Mutex<()>,
+    total: u64,
+    state: Mutex<State>,
+    /// Woken whenever units come back, the grower is done, or the head of the queue changes.
+    changed: Notify,
+}
+
+struct State {
+    free: u64,
+    /// A query that holds units is waiting for more (there is at most one).
+    grower: bool,
+    /// Queries that hold nothing, waiting in arrival order: (ticket, units wanted).
+    queue: VecDeque<(u64, u64)>,
+    next_ticket: u64,
 }
 
 impl std::fmt::Debug for MemoryBudget {
@@ -56,30 +73,34 @@ impl std::fmt::Debug for MemoryBudget {
 }
 
 impl MemoryBudget {
-    /// A budget of `bytes`, rounded up to whole KiB (at least one, at most 4 TiB).
+    /// A budget of `bytes`, rounded up to whole KiB (at least one).
     pub fn new(bytes: u64) -> MemoryBudget {
-        let total = u32::try_from(bytes.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX);
+        let total = bytes.div_ceil(UNIT).max(1);
         MemoryBudget {
             inner: Arc::new(Inner {
-                sem: Semaphore::new(total as usize),
                 total,
-                grower: Mutex::new(()),
+                state: Mutex::new(State {
+                    free: total,
+                    grower: false,
+                    queue: VecDeque::new(),
+                    next_ticket: 0,
+                }),
+                changed: Notify::new(),
             }),
         }
     }
 
     pub fn total_bytes(&self) -> u64 {
-        u64::from(self.inner.total) * UNIT
+        self.inner.total * UNIT
     }
 
     /// Bytes held by reservations right now.
     pub fn reserved_bytes(&self) -> u64 {
-        let free = self.inner.sem.available_permits() as u64;
-        (u64::from(self.inner.total) - free.min(u64::from(self.inner.total))) * UNIT
+        (self.inner.total - self.state().free) * UNIT
     }
 
-    /// Waits (holding nothing) until `bytes` of the budget are free and reserves them; a request
-    /// beyond the whole budget waits for the whole budget.
+    /// Waits (holding nothing, first come first served) until `bytes` of the budget are free and
+    /// reserves them; a request beyond the whole budget waits for the whole budget.
     pub async fn reserve(&self, bytes: u64) -> Reservation {
         let mut r = Reservation {
             budget: Some(self.clone()),
@@ -87,28 +108,169 @@ impl MemoryBudget {
             used: 0,
             peak: 0,
         };
-        let units = self.units_for(bytes);
-        r.acquire(units).await;
+        r.held = self.take_queued(self.units_for(bytes)).await;
         r
     }
 
     /// Units for `bytes`, capped at the whole budget.
-    fn units_for(&self, bytes: u64) -> u32 {
-        u32::try_from(bytes.div_ceil(UNIT))
-            .unwrap_or(u32::MAX)
-            .min(self.inner.total)
+    fn units_for(&self, bytes: u64) -> u64 {
+        bytes.div_ceil(UNIT).min(self.inner.total)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every critical section below is a few integer operations that cannot panic.
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes `units` if they are free now (growth of a query in flight: it may pass the queue).
+    fn try_take(&self, units: u64) -> bool {
+        let mut st = self.state();
+        if st.free < units {
+            return false;
+        }
+        st.free -= units;
+        drop(st);
+        self.publish();
+        true
+    }
+
+    /// Waits in the queue for `units` (holding nothing) and takes them; nothing is granted at once.
+    async fn take_queued(&self, units: u64) -> u64 {
+        if units == 0 {
+            return 0;
+        }
+        let ticket = {
+            let mut st = self.state();
+            if !st.grower && st.queue.is_empty() && st.free >= units {
+                st.free -= units;
+                drop(st);
+                self.publish();
+                return units;
+            }
+            let ticket = st.next_ticket;
+            st.next_ticket += 1;
+            st.queue.push_back((ticket, units));
+            ticket
+        };
+        note_wait("reserve");
+        // Leaves the queue if the wait is cancelled (the exporter stopped).
+        let mut place = InQueue {
+            budget: self,
+            ticket: Some(ticket),
+        };
+        loop {
+            let notified = self.inner.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = self.state();
+                let first = st.queue.front().map(|(t, _)| *t) == Some(ticket);
+                if first && !st.grower && st.free >= units {
+                    st.free -= units;
+                    st.queue.pop_front();
+                    place.ticket = None;
+                    drop(st);
+                    // The next in the queue may fit too.
+                    self.inner.changed.notify_waiters();
+                    self.publish();
+                    return units;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Becomes the grower unless another query is; `false` then.
+    fn begin_growing(&self) -> bool {
+        let mut st = self.state();
+        if st.grower {
+            return false;
+        }
+        st.grower = true;
+        true
+    }
+
+    /// As the grower: waits until `units` are free, takes them and stops being the grower.
+    async fn take_as_grower(&self, units: u64) {
+        let growing = Growing { budget: self };
+        loop {
+            let notified = self.inner.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = self.state();
+                if st.free >= units {
+                    st.free -= units;
+                    drop(st);
+                    self.publish();
+                    growing.end();
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn end_growing(&self) {
+        self.state().grower = false;
+        self.inner.changed.notify_waiters();
+    }
+
+    /// Gives `units` back and wakes whoever waits for them.
+    fn give(&self, units: u64) {
+        if units == 0 {
+            return;
+        }
+        self.state().free += units;
+        self.inner.changed.notify_waiters();
+        self.publish();
+    }
+
+    /// Sets the reserved-bytes gauge.
+    fn publish(&self) {
+        metrics::gauge!(QUERY_MEMORY_RESERVED).set(self.reserved_bytes() as f64);
     }
 
     /// Whether a query is waiting for more units while it holds some (tests).
     #[cfg(test)]
     pub(crate) fn grower_waiting(&self) -> bool {
-        self.inner.grower.try_lock().is_err()
+        self.state().grower
     }
 
     /// How much a growing query asks for beyond what it needs right now, so that a streaming body
-    /// does not touch the semaphore for every chunk: 1/256 of the budget, at least one unit.
-    fn step_units(&self) -> u32 {
+    /// does not lock the budget for every chunk: 1/256 of the budget, at least one unit.
+    fn step_units(&self) -> u64 {
         (self.inner.total / 256).max(1)
+    }
+}
+
+/// A place in the queue, left when dropped before it was served.
+struct InQueue<'a> {
+    budget: &'a MemoryBudget,
+    ticket: Option<u64>,
+}
+
+impl Drop for InQueue<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket {
+            self.budget.state().queue.retain(|(t, _)| *t != ticket);
+            self.budget.inner.changed.notify_waiters();
+        }
+    }
+}
+
+/// The grower's turn, ended when dropped (also when its wait is cancelled).
+struct Growing<'a> {
+    budget: &'a MemoryBudget,
+}
+
+impl Growing<'_> {
+    fn end(self) {}
+}
+
+impl Drop for Growing<'_> {
+    fn drop(&mut self) {
+        self.budget.end_growing();
     }
 }
 
@@ -126,7 +288,7 @@ pub(crate) enum Shortfall {
 /// tests): it covers everything.
 pub struct Reservation {
     budget: Option<MemoryBudget>,
-    held: u32,
+    held: u64,
     used: u64,
     peak: u64,
 }
@@ -171,7 +333,7 @@ impl Reservation {
     }
 
     pub fn held_bytes(&self) -> u64 {
-        u64::from(self.held) * UNIT
+        self.held * UNIT
     }
 
     /// Bytes accounted as in use now.
@@ -192,25 +354,17 @@ impl Reservation {
             return Ok(());
         };
         let need = used.div_ceil(UNIT);
-        if need > u64::from(budget.inner.total) {
+        if need > budget.inner.total {
             return Err(Shortfall::Over);
         }
-        let need = need as u32;
         if need > self.held {
             let more = need - self.held;
-            let step = budget.step_units();
-            let sem = &budget.inner.sem;
-            // With slack first (fewer semaphore operations), then exactly what is needed.
-            let with_slack = more
-                .saturating_add(step)
-                .min(budget.inner.total - self.held);
-            let got = [with_slack, more]
-                .into_iter()
-                .find(|n| sem.try_acquire_many(*n).map(|p| p.forget()).is_ok());
-            match got {
-                Some(n) => self.held += n,
-                None => return Err(Shortfall::Busy),
-            }
+            // With slack first (the budget is locked less often), then exactly what is needed.
+            let with_slack = (more + budget.step_units()).min(budget.inner.total - self.held);
+            let Some(got) = [with_slack, more].into_iter().find(|n| budget.try_take(*n)) else {
+                return Err(Shortfall::Busy);
+            };
+            self.held += got;
         }
         self.set_used(used);
         Ok(())
@@ -227,22 +381,22 @@ impl Reservation {
         let Some(budget) = self.budget.clone() else {
             return Ok(());
         };
-        let Ok(_grower) = budget.inner.grower.try_lock() else {
+        if !budget.begin_growing() {
             return Err(Shortfall::Busy);
-        };
+        }
         // Ask for some room beyond `used` so the next chunks do not wait again at once.
         let target = used
-            .saturating_add((used / 2).max(u64::from(budget.step_units()) * UNIT))
+            .saturating_add((used / 2).max(budget.step_units() * UNIT))
             .min(budget.total_bytes());
-        let units = budget.units_for(target);
-        if units > self.held {
-            self.acquire(units - self.held).await;
-        }
+        let more = budget.units_for(target).saturating_sub(self.held);
+        note_wait("grow");
+        budget.take_as_grower(more).await;
+        self.held += more;
         self.try_cover(used)
     }
 
     /// Before anything is allocated (nothing in use): makes the hold at least `bytes` (capped at
-    /// the whole budget), waiting while holding nothing when the budget is busy.
+    /// the whole budget), waiting in the queue holding nothing when the budget is busy.
     pub(crate) async fn hold_at_least(&mut self, bytes: u64) {
         let Some(budget) = self.budget.clone() else {
             return;
@@ -251,14 +405,13 @@ impl Reservation {
         if units <= self.held {
             return;
         }
-        if let Ok(p) = budget.inner.sem.try_acquire_many(units - self.held) {
-            p.forget();
+        if budget.try_take(units - self.held) {
             self.held = units;
             return;
         }
         debug_assert_eq!(self.used, 0, "waiting while holding what is in use");
         self.release_all();
-        self.acquire(units).await;
+        self.held = budget.take_queued(units).await;
     }
 
     /// Sets the accounting back to `used` bytes (what was decoded has been dropped), keeping the
@@ -276,7 +429,7 @@ impl Reservation {
         };
         let keep = budget.units_for(used);
         if keep < self.held {
-            budget.inner.sem.add_permits((self.held - keep) as usize);
+            budget.give(self.held - keep);
             self.held = keep;
             self.used = used;
         } else if self.try_cover(used).is_err() {
@@ -287,10 +440,8 @@ impl Reservation {
 
     /// Gives every unit back (the accounting drops to zero; the peak is kept).
     pub fn release_all(&mut self) {
-        if let Some(budget) = &self.budget
-            && self.held > 0
-        {
-            budget.inner.sem.add_permits(self.held as usize);
+        if let Some(budget) = &self.budget {
+            budget.give(self.held);
         }
         self.held = 0;
         self.used = 0;
@@ -300,19 +451,11 @@ impl Reservation {
         self.used = used;
         self.peak = self.peak.max(used);
     }
+}
 
-    /// Waits in the semaphore's queue for `units` more.
-    async fn acquire(&mut self, units: u32) {
-        let Some(budget) = &self.budget else { return };
-        if units == 0 {
-            return;
-        }
-        // The semaphore is never closed, so acquiring cannot fail.
-        if let Ok(p) = budget.inner.sem.acquire_many(units).await {
-            p.forget();
-            self.held += units;
-        }
-    }
+/// Counts one wait for budget (`wait`: one of `MEMORY_WAITS`).
+pub(crate) fn note_wait(wait: &'static str) {
+    metrics::counter!(QUERY_MEMORY_WAITS, "wait" => wait).increment(1);
 }
 
 /// Where the budget's size came from, for the start-up log line.
@@ -384,22 +527,6 @@ fn parse_limit(text: &str) -> Option<u64> {
     }
     let bytes: u64 = t.parse().ok()?;
     (bytes > 0 && bytes < NO_LIMIT_AT).then_some(bytes)
-}
-
-/// `512 MiB`, `1.5 GiB`, `300 KiB`, `17 B`: for messages and logs.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 || value.fract() == 0.0 {
-        format!("{value:.0} {}", UNITS[unit])
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 /// The error for a window that cannot fit: `used` bytes needed so far, `rows` decoded so far
@@ -552,6 +679,72 @@ mod tests {
         assert_eq!(all.held_bytes(), 8 << 10);
     }
 
+    /// The deadlock the grower's priority prevents: a query queued for the whole budget (holding
+    /// nothing) ahead of the grower, which holds half of it.
+    #[tokio::test]
+    async fn a_queued_request_for_everything_does_not_block_the_grower() {
+        let budget = MemoryBudget::new(16 << 10);
+        let mut a = budget.reserve(8 << 10).await;
+        a.try_cover(8 << 10).unwrap();
+        let mut c = budget.reserve(8 << 10).await;
+        c.try_cover(8 << 10).unwrap();
+        let queued = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.reserve(16 << 10).await }
+        });
+        while budget.state().queue.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let grower = tokio::spawn(async move {
+            let r = a.cover(12 << 10).await;
+            (r, a)
+        });
+        while !budget.grower_waiting() {
+            tokio::task::yield_now().await;
+        }
+        // c finishes: its units go to the grower, not to the head of the queue.
+        drop(c);
+        let (r, a) = grower.await.unwrap();
+        assert_eq!(r, Ok(()));
+        assert_eq!(a.used_bytes(), 12 << 10);
+        assert!(!queued.is_finished());
+        // The grower finishes: now the queue is served.
+        drop(a);
+        let all = queued.await.unwrap();
+        assert_eq!(all.held_bytes(), 16 << 10);
+    }
+
+    /// A wait that is given up (the exporter stopped) leaves the queue, so the next one is served.
+    #[tokio::test]
+    async fn a_cancelled_wait_leaves_the_queue() {
+        let budget = MemoryBudget::new(8 << 10);
+        let a = budget.reserve(6 << 10).await;
+        let first = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.reserve(8 << 10).await }
+        });
+        while budget.state().queue.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let second = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.reserve(2 << 10).await }
+        });
+        while budget.state().queue.len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        // The second waits behind the first although its 2 KiB are free.
+        assert!(!second.is_finished());
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        let b = second.await.unwrap();
+        assert_eq!(b.held_bytes(), 2 << 10);
+        assert_eq!(budget.reserved_bytes(), 8 << 10);
+        assert!(budget.state().queue.is_empty());
+        drop((a, b));
+        assert_eq!(budget.reserved_bytes(), 0);
+    }
+
     #[tokio::test]
     async fn one_grower_waits_the_others_must_give_back() {
         let budget = MemoryBudget::new(16 << 10);
@@ -565,7 +758,7 @@ mod tests {
             let r = a.cover(12 << 10).await;
             (r, a)
         });
-        while budget.inner.grower.try_lock().is_ok() {
+        while !budget.grower_waiting() {
             tokio::task::yield_now().await;
         }
         assert!(!grower.is_finished());

@@ -132,7 +132,7 @@ pub enum QueryError {
 
     /// Internal: the budget is busy and this query must give back what it holds, then wait for
     /// `need` bytes before it asks Kusto again (docs in `budget.rs`). Never a window failure.
-    #[error("waiting for {} of --query-memory-budget", super::budget::human_bytes(*need))]
+    #[error("waiting for {} of --query-memory-budget", human_bytes(*need))]
     MemoryBusy { need: u64 },
 
     #[error("Kusto reported a partial query failure ({} error(s){}): {}", errors.len(),
@@ -241,7 +241,6 @@ impl QueryError {
 /// The message of [`QueryError::OverMemoryBudget`]: names the flag, what did not fit and
 /// `spec.maxRows`, and what to change.
 fn over_budget_text(budget: u64, needed: u64, rows: Option<usize>, max_rows: usize) -> String {
-    use super::budget::human_bytes;
     let what = match rows {
         None => format!(
             "the Kusto response alone is larger (at least {})",
@@ -302,6 +301,22 @@ pub(crate) fn error_from_body(body: &[u8], status: u16) -> KustoErrorInfo {
             truncate_text(text)
         },
         ..KustoErrorInfo::default()
+    }
+}
+
+/// `512 MiB`, `1.5 GiB`, `300 KiB`, `17 B`: for messages and logs.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value.fract() == 0.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }
 

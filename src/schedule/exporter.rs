@@ -263,6 +263,7 @@ impl Task {
                 // Not a failure: the reservation is given back (so no two queries wait on each
                 // other) and the same window is queried once `need` bytes are free.
                 tracing::debug!(exporter = %self.key, window_start = %window.start, need, "the query memory budget is busy: the window waits for its share and is queried again");
+                crate::query::budget::note_wait("requery");
                 reserve_first = need;
                 continue;
             }

@@ -10,6 +10,9 @@ use metrics::Unit;
 pub const QUERY_DURATION: &str = "adxexporter_query_duration_seconds";
 pub const QUERIES: &str = "adxexporter_queries_total";
 pub(crate) const EXPORTER_RESTARTS: &str = "adxexporter_exporter_restarts_total";
+pub const QUERY_MEMORY_BUDGET: &str = "adxexporter_query_memory_budget_bytes";
+pub const QUERY_MEMORY_RESERVED: &str = "adxexporter_query_memory_reserved_bytes";
+pub const QUERY_MEMORY_WAITS: &str = "adxexporter_query_memory_waits_total";
 pub const ROWS_READ: &str = "adxexporter_rows_read_total";
 pub const SAMPLES_PRODUCED: &str = "adxexporter_samples_produced_total";
 pub const SAMPLES_SKIPPED: &str = "adxexporter_samples_skipped_total";
@@ -32,6 +35,9 @@ pub const POINTS_REJECTED: &str = "adxexporter_points_rejected_total";
 pub const DEAD_LETTERS: &str = "adxexporter_dead_letters_total";
 pub const BUILD_INFO: &str = "adxexporter_build_info";
 pub(crate) const TLS_INSECURE_SKIP_VERIFY: &str = "adxexporter_tls_insecure_skip_verify";
+
+/// The values of the `wait` label of [`QUERY_MEMORY_WAITS`].
+pub(crate) const MEMORY_WAITS: [&str; 3] = ["reserve", "grow", "requery"];
 
 /// The values of the `state` label of [`EXPORTERS`].
 pub(crate) const EXPORTER_STATES: [&str; 5] = [
@@ -99,6 +105,27 @@ pub const ALL: &[MetricDef] = &[
         None,
         &[],
         "Exporter tasks restarted after a panic (a bug: the log names the exporter and the panic); each restarts from its watermark.",
+    ),
+    def(
+        QUERY_MEMORY_BUDGET,
+        Gauge,
+        Some(Unit::Bytes),
+        &[],
+        "--query-memory-budget: memory for Kusto response bodies and decoded rows of the queries in flight.",
+    ),
+    def(
+        QUERY_MEMORY_RESERVED,
+        Gauge,
+        Some(Unit::Bytes),
+        &[],
+        "Bytes of --query-memory-budget held by queries now.",
+    ),
+    def(
+        QUERY_MEMORY_WAITS,
+        Counter,
+        None,
+        &["wait"],
+        "Times a query waited for --query-memory-budget: reserve (before its request or body, holding nothing), grow (holding its body, the one query allowed to), requery (gave its share back and queries again).",
     ),
     def(
         ROWS_READ,
