@@ -399,9 +399,10 @@ fn padded_body(pad: usize) -> String {
     format!("{GOOD_BODY}\n| extend Pad = strrep(\"x\", {pad})")
 }
 
-/// A window whose response alone passes `--query-memory-budget` fails with a message naming the
-/// flag and `spec.maxRows`, as a permanent failure with its own reason; the process keeps running
-/// (no OOM kill) and a resource that fits the budget delivers every window.
+/// A window whose response alone, or response and decoded rows, pass `--query-memory-budget` fails
+/// with a message naming the flag and `spec.maxRows`, as a permanent failure with its own reason;
+/// the process keeps running (no OOM kill) and a resource that fits the budget delivers every
+/// window.
 #[test]
 fn a_window_over_the_memory_budget_fails_cleanly_and_says_why() {
     let data = Dataset::ending_now(60, 4);
@@ -419,6 +420,11 @@ fn a_window_over_the_memory_budget_fails_cleanly_and_says_why() {
         "big.yaml",
         resource_yaml("big", "1m", data.first_start_ms, &padded_body(20_000)),
     );
+    // ~21 KB per window fits, but its rows (one 6000-character text per row) do not fit beside it.
+    write(
+        "wide.yaml",
+        resource_yaml("wide", "1m", data.first_start_ms, &padded_body(6_000)),
+    );
     let otlp = OtlpSink::start();
     let mut exporter = Exporter::start(
         work.path(),
@@ -432,6 +438,23 @@ fn a_window_over_the_memory_budget_fails_cleanly_and_says_why() {
         ],
     );
     exporter.wait_caught_up("cpu", data.end_ms(), LIMIT);
+    let wide = eventually(
+        "QueryHealthy=False OverMemoryBudget for the wide resource",
+        LIMIT,
+        || {
+            let st = exporter.status_of("wide")?;
+            condition(&st, "QueryHealthy")
+                .filter(|c| c.1 == "OverMemoryBudget")
+                .map(|_| st)
+        },
+        || format!("{:?}\n{}", exporter.status(), exporter.log_tail()),
+    );
+    let (_, _, message) = condition(&wide, "QueryHealthy").unwrap();
+    assert!(
+        message.contains("the Kusto response and its decoded rows need more")
+            && message.contains("after decoding"),
+        "{message}"
+    );
     let big = eventually(
         "QueryHealthy=False OverMemoryBudget for the big resource",
         LIMIT,

@@ -453,6 +453,30 @@ impl Reservation {
     }
 }
 
+/// How the process gives freed heap memory back to the OS, registered by the binary (glibc's
+/// `malloc_trim`: the allocator keeps freed memory in per-thread arenas, so without it the pages a
+/// finished window freed stay resident while the next window allocates in another arena, and RSS
+/// grows past the budget; measured in docs/deploy.md#memory-sizing).
+static RELEASE_FREED: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Registers how freed memory is given back to the OS (once; later calls are ignored).
+pub fn set_memory_release(release: fn()) {
+    let _ = RELEASE_FREED.set(release);
+}
+
+/// A window smaller than this at its peak frees too little to be worth giving back at once.
+const RELEASE_FROM: u64 = 32 << 20;
+
+/// Gives the memory a window of `peak` bytes freed back to the OS, off the async workers, before
+/// its units are handed to the next query.
+pub(crate) async fn release_freed_memory(peak: u64) {
+    if let Some(release) = RELEASE_FREED.get().copied()
+        && peak >= RELEASE_FROM
+    {
+        let _ = tokio::task::spawn_blocking(release).await;
+    }
+}
+
 /// Counts one wait for budget (`wait`: one of `MEMORY_WAITS`).
 pub(crate) fn note_wait(wait: &'static str) {
     metrics::counter!(QUERY_MEMORY_WAITS, "wait" => wait).increment(1);

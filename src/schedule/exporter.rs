@@ -154,6 +154,8 @@ enum Outcome {
         samples: u64,
         elapsed: Duration,
         unusable: Option<String>,
+        /// The most bytes of the query memory budget the window accounted at once.
+        memory_peak: u64,
     },
     /// The query or the transform failed: the same window is tried again in `retry_in`.
     WindowFailed {
@@ -264,11 +266,16 @@ impl Task {
                 // other) and the same window is queried once `need` bytes are free.
                 tracing::debug!(exporter = %self.key, window_start = %window.start, need, "the query memory budget is busy: the window waits for its share and is queried again");
                 crate::query::budget::note_wait("requery");
+                crate::query::budget::release_freed_memory(reservation.peak_bytes()).await;
                 reserve_first = need;
                 continue;
             }
             if result.is_ok() {
                 reserve_first = reservation.peak_bytes();
+            } else {
+                // Never held through the retry delay.
+                crate::query::budget::release_freed_memory(reservation.peak_bytes()).await;
+                reservation.release_all();
             }
             drop(permit);
             let elapsed = started.elapsed();
@@ -284,6 +291,7 @@ impl Task {
                             samples,
                             elapsed,
                             unusable,
+                            memory_peak: reserve_first,
                         },
                         Err(WalError::Full { .. }) => continue,
                         Err(error) => {
@@ -414,13 +422,14 @@ impl Task {
                 samples,
                 elapsed,
                 unusable,
+                memory_peak,
             } => {
                 metrics::histogram!(QUERY_DURATION, "exporter" => key.clone())
                     .record(elapsed.as_secs_f64());
                 // The watermark and lag gauges are set by status::gauges from the WAL.
                 metrics::counter!(QUERIES, "exporter" => key.clone(), "outcome" => "ok")
                     .increment(1);
-                tracing::debug!(exporter = %key, window_start = %window.start, window_end = %window.end, rows, samples, "window appended");
+                tracing::debug!(exporter = %key, window_start = %window.start, window_end = %window.end, rows, samples, memory_peak, "window appended");
                 if let Some(message) = &unusable {
                     tracing::warn!(exporter = %key, window_start = %window.start, window_end = %window.end, "{message}");
                 }
@@ -509,6 +518,7 @@ impl Task {
         // Straight to protobuf: the WAL stores bytes, and a `WriteRequest` would cost a heap string per label.
         let transformed = transform_encoded(&table, &ex.mapping)?;
         drop(table);
+        crate::query::budget::release_freed_memory(reservation.peak_bytes()).await;
         reservation.shrink_to(transformed.write_request.len() as u64);
         Ok((rows, transformed))
     }
