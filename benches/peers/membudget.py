@@ -17,7 +17,8 @@ Two row shapes:
 Usage: membudget.py [--shape narrow|wide] [--extra N] [--rows N] [--exporters N] [--windows N]
                     [--budget SIZE|none] [--binary PATH]
 Prints one JSON line with the figures. `--budget none` passes a budget far above any window
-(64GiB), which is how adxexporter behaved before the budget existed.
+(64GiB), so it never binds; `--budget omit` passes no flag at all (a binary from before the budget,
+e.g. one built from the branch point, given with --binary).
 """
 import argparse
 import calendar
@@ -124,6 +125,8 @@ def main():
     p.add_argument("--windows", type=int, default=2)
     p.add_argument("--budget", default="512MiB")
     p.add_argument("--binary", default=str(ROOT / "target/release/adxexporter"))
+    p.add_argument("--expect-over-budget", action="store_true",
+                   help="the windows cannot fit: stop once every exporter failed with over_memory_budget")
     a = p.parse_args()
 
     work = ROOT / "target/membench"
@@ -166,11 +169,12 @@ spec:
 """)
     metrics_port = free_port()
     budget = "64GiB" if a.budget == "none" else a.budget
+    flag = [] if a.budget == "omit" else ["--query-memory-budget", budget]
     cmd = [a.binary, "run", "--manifests", str(run / "manifests"), "--kusto-endpoint",
            f"bench=http://127.0.0.1:{port}", "--kusto-auth", "none", "--wal-dir", str(run / "wal"),
            "--remote-write-endpoint", f"http://127.0.0.1:{port}/api/v1/write",
            "--metrics-port", str(metrics_port), "--health-probe-port", str(free_port()),
-           "--max-concurrent-queries", str(a.exporters), "--query-memory-budget", budget]
+           "--max-concurrent-queries", str(a.exporters), *flag]
     log = open(run / "adxexporter.log", "w")
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=log, stderr=log, env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")})
@@ -189,6 +193,14 @@ spec:
             except (OSError, ValueError):
                 st = {}
             marks = [st.get(f"bench/e{e}", {}).get("watermark") for e in range(a.exporters)]
+            if a.expect_over_budget:
+                failed = scrape(metrics_port, "adxexporter_queries_total")
+                over = [k for k, v in failed.items() if "over_memory_budget" in k and v >= 1]
+                if len(over) >= a.exporters:
+                    done = True
+                    break
+                time.sleep(0.2)
+                continue
             if all(m and calendar.timegm(time.strptime(m[:19], "%Y-%m-%dT%H:%M:%S")) >= end_ms / 1000
                    for m in marks):
                 done = True
