@@ -225,6 +225,18 @@ fn check_of_good_and_bad_files_together_fails_but_reports_both() {
     assert!(text.contains("missing.yaml: cannot read: "), "{text}");
 }
 
+#[test]
+fn check_says_a_yaml_boolean_or_number_in_a_text_field_must_be_quoted() {
+    let out = adxexporter(&["check", "bad-yaml-booleans.yaml"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out),
+        "bad-yaml-booleans.yaml: document 1 (default/booleans): spec.transform.labelColumns[0]: on was read as the boolean true, not as text (YAML reads unquoted y, n, yes, no, on and off as booleans): quote it: \"on\"\n\
+         bad-yaml-booleans.yaml: document 1 (default/booleans): spec.transform.labelColumns[1]: 5 was read as a number, not as text: quote it: \"5\"\n\
+         bad-yaml-booleans.yaml: document 1 (default/booleans): spec.transform.valueColumns[1]: N was read as the boolean false, not as text (YAML reads unquoted y, n, yes, no, on and off as booleans): quote it: \"N\"\n"
+    );
+}
+
 /// A directory as `run --manifests` sees it: two manifests, a file of another kind, and the paths
 /// with a manifest's name that are not read (a dangling symlink, a symlink loop, a directory).
 fn manifest_dir() -> tempfile::TempDir {
@@ -274,9 +286,16 @@ fn check_of_a_directory_reads_it_as_run_does_and_names_every_path_it_skips() {
 }
 
 #[test]
-fn run_manifests_warns_about_paths_it_does_not_read() {
+fn run_manifests_warns_about_unknown_fields_and_paths_it_does_not_read() {
     let dir = manifest_dir();
     let manifests = dir.path();
+    std::fs::write(
+        manifests.join("c.yaml"),
+        std::fs::read_to_string(std::path::Path::new(RESOURCES).join("good-design.yaml"))
+            .unwrap()
+            .replace("  ingestionDelay: 2m\n", "  ingestionDelai: 2m\n"),
+    )
+    .unwrap();
     let work = tempfile::tempdir().unwrap();
     let log = work.path().join("log");
     let wal = work.path().join("wal");
@@ -307,6 +326,9 @@ fn run_manifests_warns_about_paths_it_does_not_read() {
         .expect("start adxexporter run");
     let m = manifests.display();
     let expected_log = [
+        format!(
+            "WARN adxexporter::source::manifests: spec.ingestionDelai: unknown field, ignored: did you mean spec.ingestionDelay? file={m}/c.yaml exporter=default/cpu"
+        ),
         format!(
             "WARN adxexporter::source: not read: a dangling symlink (-> gone.yaml, which does not exist): fix or remove the link file={m}/dangling.yaml"
         ),

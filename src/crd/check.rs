@@ -42,15 +42,17 @@ pub(crate) fn check_text(
         let loaded = match document {
             Ok(l) => l,
             Err(e) => {
-                report.problems.push(format!("{file}: {e}"));
+                report
+                    .problems
+                    .extend(e.lines().into_iter().map(|l| format!("{file}: {l}")));
                 continue;
             }
         };
         let key = loaded.resource.key();
         for field in &loaded.unknown_fields {
-            report.warnings.push(format!(
-                "{file}: {key}: warning: {field}: unknown field, ignored (check the spelling)"
-            ));
+            report
+                .warnings
+                .push(format!("{file}: {key}: warning: {field}"));
         }
         match loaded.resource.spec.validate() {
             Err(problems) => report

@@ -9,8 +9,10 @@
 //!   problem of a hand-written file at once instead of stopping at the first missing field.
 //! - [`MetricsExporterSpec::validate`] is the one place that turns the text fields into typed values
 //!   ([`ValidatedSpec`]); everything downstream uses only the validated form.
-//! - Unknown fields are accepted (forward compatibility); [`load_documents`] lists them so
-//!   `adxexporter check` can warn.
+//! - Unknown fields are accepted (forward compatibility); [`load_documents`] lists them, with the
+//!   known field each most likely meant, so `adxexporter check` and `run --manifests` can warn.
+//! - A text field given a YAML boolean or number (`valueColumns: [Cpu, N]`: `N` is `false` in
+//!   YAML 1.1) is an error that says so and how to quote it, for every such field at once.
 //! - Status timestamps are kept as RFC 3339 strings so a hand-edited status never makes the whole
 //!   object unreadable; the `*_ticks` helpers parse them leniently.
 //! - Validation is the one home of the label-name rule (docs/design.md#transform): empty columns, sanitising
@@ -60,10 +62,24 @@ pub enum CrdError {
     Syntax(String),
     #[error("document {doc}: {message}")]
     NotAResource { doc: usize, message: String },
-    #[error("document {doc} ({key}): {message}")]
+    /// One message per field that does not have the expected type.
+    #[error("document {doc} ({key}): {}", messages.join("; "))]
     Shape {
         doc: usize,
         key: String,
-        message: String,
+        messages: Vec<String>,
     },
+}
+
+impl CrdError {
+    /// The error as lines, one per problem (a [`CrdError::Shape`] can name several fields), each
+    /// naming the document: what `check` prints and `--manifests` reports.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            CrdError::Shape { doc, key, messages } => (messages.iter())
+                .map(|m| format!("document {doc} ({key}): {m}"))
+                .collect(),
+            other => vec![other.to_string()],
+        }
+    }
 }

@@ -294,7 +294,17 @@ status:
     assert_eq!(docs.len(), 1);
     let loaded = docs.into_iter().next().unwrap().unwrap();
     assert_eq!(loaded.resource.key(), "ns/m");
-    assert_eq!(loaded.unknown_fields, vec!["spec.transform.valueColum"]);
+    let unknown: Vec<String> = loaded
+        .unknown_fields
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
+    assert_eq!(
+        unknown,
+        vec![
+            "spec.transform.valueColum: unknown field, ignored: did you mean spec.transform.valueColumn?"
+        ]
+    );
     assert!(loaded.resource.spec.validate().is_ok());
     assert_eq!(
         loaded
@@ -356,4 +366,74 @@ fn crd_has_required_fields_patterns_and_columns() {
     ] {
         assert!(yaml.contains(needle), "CRD lacks {needle}:\n{yaml}");
     }
+}
+
+/// A valid resource file with `body` (YAML block scalar) and `transform` (flow mapping) as given.
+fn resource_yaml(name: &str, body: &str, transform: &str) -> String {
+    let body: String = body.lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "apiVersion: adx-mon.azure.com/v1\nkind: MetricsExporter\nmetadata: {{name: {name}, namespace: ns}}\n\
+         spec:\n  database: db\n  interval: 5m\n  body: |\n{body}  transform: {transform}\n"
+    )
+}
+
+const TRANSFORM: &str = "{valueColumns: [v], timestampColumn: ts, defaultMetricName: m}";
+const WINDOWED: &str = "T | where ts between (_startTime .. _endTime)";
+
+#[test]
+fn yaml_booleans_and_numbers_in_text_fields_say_how_to_quote_them() {
+    let yaml = resource_yaml(
+        "a",
+        WINDOWED,
+        "{valueColumns: [Cpu, N], timestampColumn: ts, defaultMetricName: 5, labelColumns: [off, true]}",
+    );
+    let r = check_text("f.yaml", &yaml, None);
+    assert_eq!(
+        r.problems,
+        [
+            "f.yaml: document 1 (ns/a): spec.transform.defaultMetricName: 5 was read as a number, not as text: quote it: \"5\"",
+            "f.yaml: document 1 (ns/a): spec.transform.labelColumns[0]: off was read as the boolean false, not as text (YAML reads unquoted y, n, yes, no, on and off as booleans): quote it: \"off\"",
+            "f.yaml: document 1 (ns/a): spec.transform.labelColumns[1]: true was read as a boolean, not as text: quote it: \"true\"",
+            "f.yaml: document 1 (ns/a): spec.transform.valueColumns[1]: N was read as the boolean false, not as text (YAML reads unquoted y, n, yes, no, on and off as booleans): quote it: \"N\"",
+        ]
+    );
+    // The resource is named as written, even when its name is the boolean.
+    let r = check_text("f.yaml", &resource_yaml("no", WINDOWED, TRANSFORM), None);
+    assert_eq!(
+        r.problems,
+        [
+            "f.yaml: document 1 (ns/no): metadata.name: no was read as the boolean false, not as text (YAML reads unquoted y, n, yes, no, on and off as booleans): quote it: \"no\""
+        ]
+    );
+    // JSON has no such spellings, but a boolean is still not text.
+    let json = r#"{"apiVersion":"adx-mon.azure.com/v1","kind":"MetricsExporter","metadata":{"name":"j"},"spec":{"database":"d","body":"b","interval":"1m","transform":{"valueColumns":[false],"timestampColumn":"t","defaultMetricName":"m"}}}"#;
+    assert_eq!(
+        check_text("f.json", json, None).problems,
+        [
+            "f.json: document 1 (default/j): spec.transform.valueColumns[0]: false was read as a boolean, not as text: quote it: \"false\""
+        ]
+    );
+}
+
+#[test]
+fn unknown_fields_name_the_closest_known_field() {
+    let yaml = resource_yaml(
+        "a",
+        WINDOWED,
+        "{valueColumns: [v], timestampColumn: ts, defaultMetricName: m, LabelColumns: [x]}",
+    )
+    .replace(
+        "  interval: 5m\n",
+        "  interval: 5m\n  ingestDelay: 1m\n  valueColumns: [v]\n  colour: red\n",
+    );
+    let r = check_text("f.yaml", &yaml, None);
+    assert_eq!(
+        r.warnings,
+        [
+            "f.yaml: ns/a: warning: spec.colour: unknown field, ignored (check the spelling)",
+            "f.yaml: ns/a: warning: spec.ingestDelay: unknown field, ignored: did you mean spec.ingestionDelay?",
+            "f.yaml: ns/a: warning: spec.transform.LabelColumns: unknown field, ignored: did you mean spec.transform.labelColumns?",
+            "f.yaml: ns/a: warning: spec.valueColumns: unknown field, ignored: did you mean spec.transform.valueColumns?",
+        ]
+    );
 }

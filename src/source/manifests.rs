@@ -5,6 +5,9 @@
 //! (a typo while editing must not stop an exporter at 3 a.m.); a resource that fails validation is
 //! reported with one line per problem and does not run; every other resource keeps running. The
 //! same `namespace/name` in two files: the first file (by name) wins and the other is reported.
+//! A spec field this version does not know is logged as a warning (naming the file, the field and
+//! the known field it most likely meant) whenever its file is read: it is ignored, so the field
+//! meant keeps its default.
 //!
 //! A path with a manifest's name that is not a readable regular file (a dangling symlink, a symlink
 //! loop, a directory named `x.yaml`, a FIFO) is not read, and reported like an invalid resource:
@@ -130,6 +133,9 @@ impl ManifestSource {
             match doc {
                 Ok(loaded) => {
                     let key = loaded.resource.key();
+                    for field in &loaded.unknown_fields {
+                        tracing::warn!(file = %path.display(), exporter = %key, "{field}");
+                    }
                     out.push(
                         Exporter::from_resource(
                             &loaded.resource,
@@ -141,7 +147,7 @@ impl ManifestSource {
                 }
                 Err(e) => out.push(Err((
                     path.display().to_string(),
-                    Rejected::Invalid(vec![e.to_string()]),
+                    Rejected::Invalid(e.lines()),
                 ))),
             }
         }
