@@ -226,6 +226,17 @@ fn check_of_good_and_bad_files_together_fails_but_reports_both() {
 }
 
 #[test]
+fn check_reports_the_same_resource_in_two_files_naming_both() {
+    let out = adxexporter(&["check", "good.json", "dup-json-one.yaml"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out),
+        "ok default/json-one\n\
+         dup-json-one.yaml: default/json-one: metadata.name: default/json-one is also defined in good.json (document 1): `run --manifests` runs only the first by file name and reports the others as invalid: rename one (metadata.name or metadata.namespace) or delete the copy\n"
+    );
+}
+
+#[test]
 fn check_says_a_yaml_boolean_or_number_in_a_text_field_must_be_quoted() {
     let out = adxexporter(&["check", "bad-yaml-booleans.yaml"], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));

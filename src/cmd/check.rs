@@ -1,27 +1,26 @@
 //! `adxexporter check FILE|DIR…`: validates resources offline, one line per resource or problem.
 //! A directory is read as `run --manifests DIR` reads it ([`manifest_files`]: every `*.yaml`,
 //! `*.yml`, `*.json` file directly in it); the first line says which files that was, and each path
-//! with such a name that is not read is a problem.
+//! with such a name that is not read is a problem. The same `namespace/name` twice, in any of the
+//! files, is a problem too ([`Checker`]).
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use crate::cli::CheckArgs;
-use std::collections::BTreeMap;
-
-use crate::crd::{CheckReport, check_text};
+use crate::crd::{CheckReport, Checker};
 use crate::source::manifests::manifest_files;
 
 /// Exit 0 when every resource is valid, 1 when any problem was found.
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let labels = args.labels()?;
-    let labels = labels.as_ref();
+    let mut checker = Checker::new(labels.as_ref());
     let mut failed = false;
     for path in &args.files {
         let reports = if path.is_dir() {
-            check_dir(labels, path)
+            check_dir(&mut checker, path)
         } else {
-            vec![check_file(labels, path)]
+            vec![check_file(&mut checker, path)]
         };
         for report in reports {
             failed |= !report.problems.is_empty();
@@ -42,10 +41,10 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn check_file(labels: Option<&BTreeMap<String, String>>, path: &Path) -> CheckReport {
+fn check_file(checker: &mut Checker<'_>, path: &Path) -> CheckReport {
     let name = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => check_text(&name, &text, labels),
+        Ok(text) => checker.check_text(&name, &text),
         Err(e) => CheckReport {
             problems: vec![format!("{name}: cannot read: {e}")],
             ..Default::default()
@@ -54,7 +53,7 @@ fn check_file(labels: Option<&BTreeMap<String, String>>, path: &Path) -> CheckRe
 }
 
 /// The directory's own report (which files it holds, what is not read) first, then each file's.
-fn check_dir(labels: Option<&BTreeMap<String, String>>, dir: &Path) -> Vec<CheckReport> {
+fn check_dir(checker: &mut Checker<'_>, dir: &Path) -> Vec<CheckReport> {
     let name = dir.display().to_string();
     let listing = match manifest_files(dir) {
         Ok(listing) => listing,
@@ -91,6 +90,6 @@ fn check_dir(labels: Option<&BTreeMap<String, String>>, dir: &Path) -> Vec<Check
             .push(format!("{}: not read: {why}", path.display()));
     }
     let mut reports = vec![own];
-    reports.extend(listing.files.iter().map(|f| check_file(labels, f)));
+    reports.extend(listing.files.iter().map(|f| check_file(checker, f)));
     reports
 }

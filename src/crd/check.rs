@@ -1,5 +1,9 @@
-//! `adxexporter check`: a file's resources loaded and validated, as `ok` lines, warnings and
+//! `adxexporter check`: files' resources loaded and validated, as `ok` lines, warnings and
 //! problems, optionally with whether an instance with given cluster labels would run each one.
+//!
+//! Beyond validation (which `run` applies too), `check` warns about unknown fields. A
+//! `namespace/name` seen twice, in one file or across files, is a problem: `run --manifests`
+//! rejects all but one.
 
 use std::collections::BTreeMap;
 
@@ -18,47 +22,92 @@ pub(crate) struct CheckReport {
     pub problems: Vec<String>,
 }
 
-/// Checks the text of one file. `file` is how lines name it; with `labels`, each `ok` line also
-/// says whether an instance with those cluster labels would run the resource.
+/// Checks files one after the other, remembering every `namespace/name` it has seen so that the
+/// same one in a later document or file is reported.
+#[derive(Debug)]
+pub(crate) struct Checker<'a> {
+    labels: Option<&'a BTreeMap<String, String>>,
+    /// `namespace/name` → where it was first seen, `FILE (document N)`.
+    seen: BTreeMap<String, String>,
+}
+
+/// Checks the text of one file on its own (see [`Checker::check_text`]): unit tests and fuzzing.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn check_text(
     file: &str,
     text: &str,
     labels: Option<&BTreeMap<String, String>>,
 ) -> CheckReport {
-    let mut report = CheckReport::default();
-    let documents = match load_documents(text) {
-        Ok(d) => d,
-        Err(e) => {
-            report.problems.push(format!("{file}: {e}"));
-            return report;
+    Checker::new(labels).check_text(file, text)
+}
+
+impl<'a> Checker<'a> {
+    /// With `labels`, each `ok` line also says whether an instance with those cluster labels would
+    /// run the resource.
+    pub(crate) fn new(labels: Option<&'a BTreeMap<String, String>>) -> Self {
+        Checker {
+            labels,
+            seen: BTreeMap::new(),
         }
-    };
-    if documents.is_empty() {
-        report
-            .problems
-            .push(format!("{file}: no MetricsExporter in this file"));
     }
-    for document in documents {
-        let loaded = match document {
-            Ok(l) => l,
+
+    /// Checks the text of one file; `file` is how lines name it.
+    pub(crate) fn check_text(&mut self, file: &str, text: &str) -> CheckReport {
+        let mut report = CheckReport::default();
+        let documents = match load_documents(text) {
+            Ok(d) => d,
             Err(e) => {
-                report
-                    .problems
-                    .extend(e.lines().into_iter().map(|l| format!("{file}: {l}")));
-                continue;
+                report.problems.push(format!("{file}: {e}"));
+                return report;
             }
         };
-        let key = loaded.resource.key();
-        for field in &loaded.unknown_fields {
+        if documents.is_empty() {
             report
-                .warnings
-                .push(format!("{file}: {key}: warning: {field}"));
-        }
-        match loaded.resource.spec.validate() {
-            Err(problems) => report
                 .problems
-                .extend(problems.iter().map(|p| format!("{file}: {key}: {p}"))),
-            Ok(spec) => match labels {
+                .push(format!("{file}: no MetricsExporter in this file"));
+        }
+        for document in documents {
+            let loaded = match document {
+                Ok(l) => l,
+                Err(e) => {
+                    report
+                        .problems
+                        .extend(e.lines().into_iter().map(|l| format!("{file}: {l}")));
+                    continue;
+                }
+            };
+            let key = loaded.resource.key();
+            for field in &loaded.unknown_fields {
+                report
+                    .warnings
+                    .push(format!("{file}: {key}: warning: {field}"));
+            }
+            let here = format!("{file} (document {})", loaded.doc);
+            let first = match self.seen.get(&key) {
+                Some(first) => Some(first.clone()),
+                None => {
+                    self.seen.insert(key.clone(), here);
+                    None
+                }
+            };
+            if let Some(first) = &first {
+                report.problems.push(format!(
+                    "{file}: {key}: metadata.name: {key} is also defined in {first}: `run --manifests` runs only the first by file name and reports the others as invalid: rename one (metadata.name or metadata.namespace) or delete the copy"
+                ));
+            }
+            let spec = match loaded.resource.spec.validate() {
+                Ok(spec) => spec,
+                Err(problems) => {
+                    report
+                        .problems
+                        .extend(problems.iter().map(|p| format!("{file}: {key}: {p}")));
+                    continue;
+                }
+            };
+            if first.is_some() {
+                continue;
+            }
+            match self.labels {
                 None => report.ok.push(format!("ok {key}")),
                 Some(labels) => match placement(&spec, labels) {
                     Ok(placed) => report.ok.push(format!("ok {key}: {placed}")),
@@ -66,10 +115,10 @@ pub(crate) fn check_text(
                     // the resource and report it, so the check fails too.
                     Err(problem) => report.problems.push(format!("{file}: {key}: {problem}")),
                 },
-            },
+            }
         }
+        report
     }
-    report
 }
 
 /// Whether an instance with `labels` would run the resource, and why not; `Err` when its

@@ -29,7 +29,9 @@ mod validate;
 
 use crate::time::{Span, TICKS_PER_SECOND};
 
-pub(crate) use check::{CheckReport, check_text};
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use check::check_text;
+pub(crate) use check::{CheckReport, Checker};
 pub use load::load_documents;
 pub use types::MetricsExporter;
 pub(crate) use types::{

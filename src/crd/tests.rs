@@ -381,6 +381,36 @@ const TRANSFORM: &str = "{valueColumns: [v], timestampColumn: ts, defaultMetricN
 const WINDOWED: &str = "T | where ts between (_startTime .. _endTime)";
 
 #[test]
+fn the_same_resource_twice_is_a_problem_naming_both_places() {
+    let a = resource_yaml("a", WINDOWED, TRANSFORM);
+    let mut checker = Checker::new(None);
+    let first = checker.check_text("one.yaml", &a);
+    assert_eq!(first.ok, ["ok ns/a"]);
+    let second = checker.check_text(
+        "two.yaml",
+        &format!("{}---\n{a}", resource_yaml("b", WINDOWED, TRANSFORM)),
+    );
+    assert_eq!(second.ok, ["ok ns/b"]);
+    assert_eq!(
+        second.problems,
+        [
+            "two.yaml: ns/a: metadata.name: ns/a is also defined in one.yaml (document 1): `run --manifests` runs only the first by file name and reports the others as invalid: rename one (metadata.name or metadata.namespace) or delete the copy"
+        ]
+    );
+    // Twice in one file.
+    let r = check_text("one.yaml", &format!("{a}---\n{a}"), None);
+    assert_eq!(r.ok, ["ok ns/a"]);
+    assert_eq!(r.problems.len(), 1);
+    assert!(
+        r.problems[0].starts_with(
+            "one.yaml: ns/a: metadata.name: ns/a is also defined in one.yaml (document 1): "
+        ),
+        "{:?}",
+        r.problems
+    );
+}
+
+#[test]
 fn yaml_booleans_and_numbers_in_text_fields_say_how_to_quote_them() {
     let yaml = resource_yaml(
         "a",
