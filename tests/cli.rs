@@ -78,7 +78,9 @@ fn check_accepts_adx_mon_and_design_style_resources() {
     );
     assert_eq!(
         stdout(&out),
-        "ok monitoring/service-health\nok default/cpu\nok infra/mem\nok default/json-one\n"
+        "ok monitoring/service-health\n\
+         good-adx-mon.yaml: monitoring/service-health: note: spec.body: uses _region, which only cluster labels define (region=…): on an instance without them the query fails with \"column not found\" (unless they are columns of the table or defined in the body); give check --cluster-labels to verify (a textual check: comments and string literals are ignored, KQL is not parsed)\n\
+         ok default/cpu\nok infra/mem\nok default/json-one\n"
     );
 }
 
@@ -94,9 +96,12 @@ fn check_with_cluster_labels_says_where_resources_run() {
         &[],
     );
     assert_eq!(out.status.code(), Some(0));
+    // Criteria match label keys case-insensitively; KQL variables are case-sensitive: the label
+    // `Region` defines `_Region`, not the `_region` the body uses.
     assert_eq!(
         stdout(&out),
-        "ok monitoring/service-health: would run here (criteria match)\n"
+        "ok monitoring/service-health: would run here (criteria match)\n\
+         good-adx-mon.yaml: monitoring/service-health: warning: spec.body: uses _region, which these --cluster-labels do not define (the query prefix defines _startTime, _endTime, _Region, _environment): unless it is a column of the table or defined in the body, the query fails with \"column not found\": add the cluster label region=… or fix the name (case-sensitive) (a textual check: comments and string literals are ignored, KQL is not parsed)\n"
     );
 
     let out = adxexporter(
@@ -226,6 +231,22 @@ fn check_of_good_and_bad_files_together_fails_but_reports_both() {
 }
 
 #[test]
+fn check_warns_about_a_body_without_the_window() {
+    let out = adxexporter(&["check", "warn-window-and-labels.yaml"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "warnings only: {}",
+        stdout(&out)
+    );
+    assert_eq!(
+        stdout(&out),
+        "ok default/whole-table\n\
+         warn-window-and-labels.yaml: default/whole-table: warning: spec.body: never uses _startTime or _endTime, so every window queries the whole table: each window exports every row again, which receivers refuse as duplicate or out-of-order samples (dead letters): filter on the window, e.g. `| where Timestamp between (_startTime .. _endTime)` (a textual check: comments and string literals are ignored, KQL is not parsed)\n"
+    );
+}
+
+#[test]
 fn check_reports_the_same_resource_in_two_files_naming_both() {
     let out = adxexporter(&["check", "good.json", "dup-json-one.yaml"], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
@@ -233,6 +254,39 @@ fn check_reports_the_same_resource_in_two_files_naming_both() {
         stdout(&out),
         "ok default/json-one\n\
          dup-json-one.yaml: default/json-one: metadata.name: default/json-one is also defined in good.json (document 1): `run --manifests` runs only the first by file name and reports the others as invalid: rename one (metadata.name or metadata.namespace) or delete the copy\n"
+    );
+}
+
+#[test]
+fn check_with_cluster_labels_names_body_variables_they_do_not_define() {
+    let out = adxexporter(
+        &[
+            "check",
+            "--cluster-labels",
+            "region=eastus,environment=production",
+            "good-adx-mon.yaml",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out),
+        "ok monitoring/service-health: would run here (criteria match)\n",
+        "`region` defines `_region`"
+    );
+    let out = adxexporter(
+        &[
+            "check",
+            "--cluster-labels",
+            "environment=production",
+            "good-adx-mon.yaml",
+        ],
+        &[],
+    );
+    assert!(
+        stdout(&out).contains(": warning: spec.body: uses _region, which these --cluster-labels do not define (the query prefix defines _startTime, _endTime, _environment): "),
+        "{}",
+        stdout(&out)
     );
 }
 

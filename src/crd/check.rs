@@ -1,14 +1,18 @@
 //! `adxexporter check`: files' resources loaded and validated, as `ok` lines, warnings and
 //! problems, optionally with whether an instance with given cluster labels would run each one.
 //!
-//! Beyond validation (which `run` applies too), `check` warns about unknown fields. A
-//! `namespace/name` seen twice, in one file or across files, is a problem: `run --manifests`
-//! rejects all but one.
+//! Beyond validation (which `run` applies too), `check` warns about what `run` accepts but which
+//! rarely does what was meant: unknown fields, a body that never uses the window
+//! ([`super::kql`]: a textual check, KQL is not parsed), and `_<label>` variables the cluster
+//! labels do not define. A `namespace/name` seen twice, in one file or across files, is a problem:
+//! `run --manifests` rejects all but one.
 
 use std::collections::BTreeMap;
 
 use crate::criteria::expression::FIELD as EXPRESSION_FIELD;
 
+use super::kql::{BodyNames, scan};
+use super::names::{WINDOW_VARIABLES, kql_identifier};
 use super::{ValidatedSpec, load_documents};
 
 /// What `adxexporter check` says about one file: `ok` lines, warnings and problems, in file order.
@@ -16,7 +20,7 @@ use super::{ValidatedSpec, load_documents};
 pub(crate) struct CheckReport {
     /// `ok ns/name` (plus, with cluster labels, whether it would run here).
     pub ok: Vec<String>,
-    /// `FILE: ns/name: warning: ...`; they do not fail the check.
+    /// `FILE: ns/name: warning: ...` (or `note: ...`); they do not fail the check.
     pub warnings: Vec<String>,
     /// `FILE: ns/name: field: problem`; any fails the check.
     pub problems: Vec<String>,
@@ -43,7 +47,7 @@ pub(crate) fn check_text(
 
 impl<'a> Checker<'a> {
     /// With `labels`, each `ok` line also says whether an instance with those cluster labels would
-    /// run the resource.
+    /// run the resource, and the body's `_<label>` variables are checked against them.
     pub(crate) fn new(labels: Option<&'a BTreeMap<String, String>>) -> Self {
         Checker {
             labels,
@@ -104,6 +108,11 @@ impl<'a> Checker<'a> {
                     continue;
                 }
             };
+            for (level, line) in advice(&spec, self.labels) {
+                report
+                    .warnings
+                    .push(format!("{file}: {key}: {level}: {line}"));
+            }
             if first.is_some() {
                 continue;
             }
@@ -134,4 +143,92 @@ fn placement(spec: &ValidatedSpec, labels: &BTreeMap<String, String>) -> Result<
             Placement::Error(e) => return Err(format!("{EXPRESSION_FIELD}: {e}")),
         },
     )
+}
+
+/// Says so in every line about the body: it is read as text, not parsed.
+const TEXTUAL: &str =
+    "a textual check: comments and string literals are ignored, KQL is not parsed";
+
+/// What a valid resource may not mean: `("warning" | "note", "field: message: fix")` lines.
+fn advice(
+    spec: &ValidatedSpec,
+    labels: Option<&BTreeMap<String, String>>,
+) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let body = scan(&spec.body);
+    if let Some(line) = window_advice(&body) {
+        out.push(("warning", line));
+    }
+    out.extend(label_variable_advice(&body, labels));
+    out
+}
+
+/// The body should use both window variables; without them each window queries more than itself.
+fn window_advice(body: &BodyNames) -> Option<String> {
+    let example = "e.g. `| where Timestamp between (_startTime .. _endTime)`";
+    let [start, end] = WINDOW_VARIABLES;
+    match (body.uses(start), body.uses(end)) {
+        (true, true) => None,
+        (false, false) => Some(format!(
+            "spec.body: never uses {start} or {end}, so every window queries the whole table: each window exports every row again, which receivers refuse as duplicate or out-of-order samples (dead letters): filter on the window, {example} ({TEXTUAL})"
+        )),
+        (true, false) => Some(format!(
+            "spec.body: uses {start} but never {end}, so every window also returns the rows after its end, which later windows export again (refused as duplicates, dead letters): bound the window on both sides, {example} ({TEXTUAL})"
+        )),
+        (false, true) => Some(format!(
+            "spec.body: uses {end} but never {start}, so every window also returns every row before its start, exported again by each window (refused as duplicates, dead letters): bound the window on both sides, {example} ({TEXTUAL})"
+        )),
+    }
+}
+
+/// `_name` variables of the body that only a cluster label can define. With `labels`: a warning
+/// per name these labels do not define (as the query prefix would: [`kql_identifier`]); without:
+/// one note listing the names the body expects from cluster labels.
+fn label_variable_advice(
+    body: &BodyNames,
+    labels: Option<&BTreeMap<String, String>>,
+) -> Vec<(&'static str, String)> {
+    let expected: Vec<&str> = body
+        .underscore_names()
+        .filter(|n| !WINDOW_VARIABLES.contains(n))
+        .collect();
+    if expected.is_empty() {
+        return Vec::new();
+    }
+    let Some(labels) = labels else {
+        let names = expected.join(", ");
+        let keys: Vec<String> = expected
+            .iter()
+            .map(|n| format!("{}=…", label_key(n)))
+            .collect();
+        return vec![(
+            "note",
+            format!(
+                "spec.body: uses {names}, which only cluster labels define ({}): on an instance without them the query fails with \"column not found\" (unless they are columns of the table or defined in the body); give check --cluster-labels to verify ({TEXTUAL})",
+                keys.join(", ")
+            ),
+        )];
+    };
+    let defined: Vec<String> = (WINDOW_VARIABLES.iter().map(|v| (*v).to_owned()))
+        .chain(labels.keys().map(|k| kql_identifier(k)))
+        .collect();
+    expected
+        .into_iter()
+        .filter(|n| !defined.iter().any(|d| d == n))
+        .map(|name| {
+            (
+                "warning",
+                format!(
+                    "spec.body: uses {name}, which these --cluster-labels do not define (the query prefix defines {}): unless it is a column of the table or defined in the body, the query fails with \"column not found\": add the cluster label {}=… or fix the name (case-sensitive) ({TEXTUAL})",
+                    defined.join(", "),
+                    label_key(name)
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The cluster-label key that gives the KQL variable `name` (`_region` ← `region`).
+fn label_key(name: &str) -> &str {
+    name.strip_prefix('_').unwrap_or(name)
 }

@@ -20,6 +20,7 @@
 //!   names from [`ValidatedTransform`] as they are and checks nothing again.
 
 mod check;
+mod kql;
 mod load;
 pub mod names;
 #[cfg(test)]

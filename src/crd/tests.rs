@@ -1,5 +1,7 @@
 //! Validation, loading, status helpers and the rendered CRD.
 
+use std::collections::BTreeMap;
+
 use super::*;
 use crate::crd::names::sanitize_label_name;
 use crate::time::Ticks;
@@ -381,6 +383,64 @@ const TRANSFORM: &str = "{valueColumns: [v], timestampColumn: ts, defaultMetricN
 const WINDOWED: &str = "T | where ts between (_startTime .. _endTime)";
 
 #[test]
+fn a_body_that_never_uses_the_window_is_warned_textually() {
+    let r = check_text("f.yaml", &resource_yaml("a", WINDOWED, TRANSFORM), None);
+    assert_eq!(
+        (r.ok, r.warnings, r.problems),
+        (vec!["ok ns/a".to_owned()], vec![], vec![])
+    );
+
+    // In a comment or a string literal it does not count.
+    let body =
+        "T // between (_startTime .. _endTime)\n| where s == '_startTime' and t == @\"_endTime\"";
+    let r = check_text("f.yaml", &resource_yaml("a", body, TRANSFORM), None);
+    assert_eq!(r.ok, ["ok ns/a"], "a warning, not a problem");
+    assert_eq!(
+        r.warnings,
+        [
+            "f.yaml: ns/a: warning: spec.body: never uses _startTime or _endTime, so every window queries the whole table: each window exports every row again, which receivers refuse as duplicate or out-of-order samples (dead letters): filter on the window, e.g. `| where Timestamp between (_startTime .. _endTime)` (a textual check: comments and string literals are ignored, KQL is not parsed)"
+        ]
+    );
+
+    let r = check_text(
+        "f.yaml",
+        &resource_yaml("a", "T | where ts >= _startTime", TRANSFORM),
+        None,
+    );
+    assert_eq!(r.warnings.len(), 1);
+    assert!(
+        r.warnings[0].starts_with("f.yaml: ns/a: warning: spec.body: uses _startTime but never _endTime, so every window also returns the rows after its end"),
+        "{}",
+        r.warnings[0]
+    );
+    let r = check_text(
+        "f.yaml",
+        &resource_yaml("a", "T | where ts <= _endTime", TRANSFORM),
+        None,
+    );
+    assert!(
+        r.warnings[0].contains("uses _endTime but never _startTime"),
+        "{:?}",
+        r.warnings
+    );
+}
+
+#[test]
+fn the_body_scan_skips_comments_strings_numbers_and_members() {
+    let names = kql::scan(
+        "let _a = 1;\n\
+         T | where x == _b // _c\n\
+         | extend s = \"_d\\\"_e\", v = @'_f''_g', m = ```\n_h\n```, n = Props._i, r = 5m, q = 1.5_j\n\
+         | where ts between (_startTime .. _endTime) and y == _k and _l != 1\n\
+         | summarize _m = count() by _n\n\
+         | invoke f(_o: string)",
+    );
+    let expected: Vec<&str> = names.underscore_names().collect();
+    assert_eq!(expected, ["_b", "_startTime", "_endTime", "_k", "_l", "_n"]);
+    assert!(names.uses("_startTime") && names.uses("_endTime") && !names.uses("_c"));
+}
+
+#[test]
 fn the_same_resource_twice_is_a_problem_naming_both_places() {
     let a = resource_yaml("a", WINDOWED, TRANSFORM);
     let mut checker = Checker::new(None);
@@ -407,6 +467,35 @@ fn the_same_resource_twice_is_a_problem_naming_both_places() {
         ),
         "{:?}",
         r.problems
+    );
+}
+
+#[test]
+fn label_variables_of_the_body_are_checked_against_the_cluster_labels() {
+    let body = "T | where ts between (_startTime .. _endTime)\n| where Region == _region and Env == _environment and Class == _data_classification\n| extend _mine = 1 | where _mine == 1";
+    let yaml = resource_yaml("a", body, TRANSFORM);
+    let r = check_text("f.yaml", &yaml, None);
+    assert_eq!(r.ok, ["ok ns/a"]);
+    assert_eq!(
+        r.warnings,
+        [
+            "f.yaml: ns/a: note: spec.body: uses _region, _environment, _data_classification, which only cluster labels define (region=…, environment=…, data_classification=…): on an instance without them the query fails with \"column not found\" (unless they are columns of the table or defined in the body); give check --cluster-labels to verify (a textual check: comments and string literals are ignored, KQL is not parsed)"
+        ]
+    );
+    // Label keys become identifiers as the query prefix makes them (`data-classification` →
+    // `_data_classification`); `Environment` gives `_Environment`, not `_environment`.
+    let labels = BTreeMap::from([
+        ("region".to_owned(), "eastus".to_owned()),
+        ("data-classification".to_owned(), "x".to_owned()),
+        ("Environment".to_owned(), "prod".to_owned()),
+    ]);
+    let r = check_text("f.yaml", &yaml, Some(&labels));
+    assert_eq!(r.ok, ["ok ns/a: would run here (no criteria)"]);
+    assert_eq!(
+        r.warnings,
+        [
+            "f.yaml: ns/a: warning: spec.body: uses _environment, which these --cluster-labels do not define (the query prefix defines _startTime, _endTime, _Environment, _data_classification, _region): unless it is a column of the table or defined in the body, the query fails with \"column not found\": add the cluster label environment=… or fix the name (case-sensitive) (a textual check: comments and string literals are ignored, KQL is not parsed)"
+        ]
     );
 }
 
