@@ -231,7 +231,7 @@ fn check_of_good_and_bad_files_together_fails_but_reports_both() {
 }
 
 #[test]
-fn check_warns_about_a_body_without_the_window() {
+fn check_warns_about_a_body_without_the_window_and_label_columns_that_repeat_value_or_time() {
     let out = adxexporter(&["check", "warn-window-and-labels.yaml"], &[]);
     assert_eq!(
         out.status.code(),
@@ -242,7 +242,9 @@ fn check_warns_about_a_body_without_the_window() {
     assert_eq!(
         stdout(&out),
         "ok default/whole-table\n\
-         warn-window-and-labels.yaml: default/whole-table: warning: spec.body: never uses _startTime or _endTime, so every window queries the whole table: each window exports every row again, which receivers refuse as duplicate or out-of-order samples (dead letters): filter on the window, e.g. `| where Timestamp between (_startTime .. _endTime)` (a textual check: comments and string literals are ignored, KQL is not parsed)\n"
+         warn-window-and-labels.yaml: default/whole-table: warning: spec.body: never uses _startTime or _endTime, so every window queries the whole table: each window exports every row again, which receivers refuse as duplicate or out-of-order samples (dead letters): filter on the window, e.g. `| where Timestamp between (_startTime .. _endTime)` (a textual check: comments and string literals are ignored, KQL is not parsed)\n\
+         warn-window-and-labels.yaml: default/whole-table: warning: spec.transform.labelColumns: \"Value\" is also a value column, so every distinct value becomes its own series with one sample (`run` accepts it: the label holds the value as text, and the series count grows with every new value): remove \"Value\" from labelColumns\n\
+         warn-window-and-labels.yaml: default/whole-table: warning: spec.transform.labelColumns: \"Timestamp\" is also the timestampColumn, so every timestamp becomes its own series with one sample (`run` accepts it: the label holds the time as text, and every window starts new series): remove \"Timestamp\" from labelColumns\n"
     );
 }
 

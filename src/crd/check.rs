@@ -3,9 +3,9 @@
 //!
 //! Beyond validation (which `run` applies too), `check` warns about what `run` accepts but which
 //! rarely does what was meant: unknown fields, a body that never uses the window
-//! ([`super::kql`]: a textual check, KQL is not parsed), and `_<label>` variables the cluster
-//! labels do not define. A `namespace/name` seen twice, in one file or across files, is a problem:
-//! `run --manifests` rejects all but one.
+//! ([`super::kql`]: a textual check, KQL is not parsed), `_<label>` variables the cluster labels do
+//! not define, and label columns that are also the value or timestamp column. A `namespace/name`
+//! seen twice, in one file or across files, is a problem: `run --manifests` rejects all but one.
 
 use std::collections::BTreeMap;
 
@@ -160,6 +160,26 @@ fn advice(
         out.push(("warning", line));
     }
     out.extend(label_variable_advice(&body, labels));
+    let t = &spec.transform;
+    for label in &t.label_columns {
+        let column = &label.column;
+        if t.value_columns.contains(column) {
+            out.push((
+                "warning",
+                format!(
+                    "spec.transform.labelColumns: {column:?} is also a value column, so every distinct value becomes its own series with one sample (`run` accepts it: the label holds the value as text, and the series count grows with every new value): remove {column:?} from labelColumns"
+                ),
+            ));
+        }
+        if *column == t.timestamp_column {
+            out.push((
+                "warning",
+                format!(
+                    "spec.transform.labelColumns: {column:?} is also the timestampColumn, so every timestamp becomes its own series with one sample (`run` accepts it: the label holds the time as text, and every window starts new series): remove {column:?} from labelColumns"
+                ),
+            ));
+        }
+    }
     out
 }
 

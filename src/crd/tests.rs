@@ -441,6 +441,20 @@ fn the_body_scan_skips_comments_strings_numbers_and_members() {
 }
 
 #[test]
+fn a_label_column_that_is_also_the_value_or_timestamp_column_is_warned() {
+    let transform = "{valueColumns: [v, w], timestampColumn: ts, defaultMetricName: m, labelColumns: [host, w, ts]}";
+    let r = check_text("f.yaml", &resource_yaml("a", WINDOWED, transform), None);
+    assert_eq!(r.ok, ["ok ns/a"], "run accepts it, so a warning");
+    assert_eq!(
+        r.warnings,
+        [
+            "f.yaml: ns/a: warning: spec.transform.labelColumns: \"w\" is also a value column, so every distinct value becomes its own series with one sample (`run` accepts it: the label holds the value as text, and the series count grows with every new value): remove \"w\" from labelColumns",
+            "f.yaml: ns/a: warning: spec.transform.labelColumns: \"ts\" is also the timestampColumn, so every timestamp becomes its own series with one sample (`run` accepts it: the label holds the time as text, and every window starts new series): remove \"ts\" from labelColumns",
+        ]
+    );
+}
+
+#[test]
 fn the_same_resource_twice_is_a_problem_naming_both_places() {
     let a = resource_yaml("a", WINDOWED, TRANSFORM);
     let mut checker = Checker::new(None);
