@@ -28,6 +28,9 @@ pub(crate) fn report(now: &Snapshot, before: &Snapshot) {
             Rejected::CriteriaError(message) => {
                 tracing::error!(exporter = %key, "not run here: {message}")
             }
+            Rejected::FileSkipped(reason) => {
+                tracing::warn!(file = %key, "not read: {reason}")
+            }
         }
     }
     for key in before.rejected.keys() {

@@ -30,7 +30,7 @@ fn rejected_state(why: &Rejected) -> &'static str {
         Rejected::NotOwned { .. } => "not_owned",
         Rejected::Skipped(_) => "skipped_criteria",
         // Not run and needs a fix of the resource, like an invalid spec.
-        Rejected::Invalid(_) | Rejected::CriteriaError(_) => "invalid",
+        Rejected::Invalid(_) | Rejected::CriteriaError(_) | Rejected::FileSkipped(_) => "invalid",
     }
 }
 

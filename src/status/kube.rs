@@ -109,7 +109,8 @@ pub fn targets(
         // A criteriaExpression that cannot be evaluated with *this* instance's labels says nothing
         // about the resource: an instance with other labels may be running it. docs/design.md#criteria: status only
         // for resources this instance processes (the log and the exporters gauge say why not).
-        if matches!(why, Rejected::CriteriaError(_)) {
+        if matches!(why, Rejected::CriteriaError(_) | Rejected::FileSkipped(_)) {
+            // (A skipped file exists only in standalone mode, keyed by its path.)
             continue;
         }
         let (Some(status), Some((namespace, name))) =

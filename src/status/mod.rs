@@ -250,6 +250,26 @@ pub(crate) fn rejected_status(why: &Rejected, now: Ticks) -> Option<MetricsExpor
         Rejected::Skipped(_) | Rejected::NotOwned { .. } => None,
         Rejected::Invalid(lines) => Some(invalid_status(lines, now)),
         Rejected::CriteriaError(message) => Some(criteria_error_status(message, now)),
+        Rejected::FileSkipped(reason) => Some(file_skipped_status(reason, now)),
+    }
+}
+
+/// The condition reason of a `--manifests` path that is not read ([`Rejected::FileSkipped`]).
+pub(crate) const FILE_SKIPPED: &str = "FileSkipped";
+
+/// The status (keyed by its path, standalone only) of a `--manifests` path that is not read:
+/// `Ready=False`, reason [`FILE_SKIPPED`], the message saying why.
+fn file_skipped_status(reason: &str, now: Ticks) -> MetricsExporterStatus {
+    MetricsExporterStatus {
+        conditions: vec![Condition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: FILE_SKIPPED.into(),
+            message: format!("not read: {reason}"),
+            last_transition_time: now.to_string(),
+            observed_generation: None,
+        }],
+        ..Default::default()
     }
 }
 
