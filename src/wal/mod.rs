@@ -30,8 +30,13 @@
 //! With [`WalConfig::verify_on_open`] (default on) every writable open (the service's, and the
 //! `adxexporter wal` tools' `requeue` and `purge --yes`) verifies every page checksum, so a file
 //! altered while adxexporter was stopped is refused ([`WalError::CorruptStore`]) instead of trusted.
-//! It costs one read of the file per start. The tools' read-only opens (`stats`, `list`,
-//! `dead-letters`, `purge` without `--yes`) do not: redb's read-only mode has no such check.
+//! It costs one read of the file per start. The tools' reports (`stats`, `list`, `dead-letters`,
+//! `purge` without `--yes`) verify the same way without writing: redb's read-only mode has no
+//! such check, so redb opens a copy-on-write view of the file writable (`view.rs`), its writes
+//! kept in memory, while a read-only handle holds the reader lock. So `run` and every `wal`
+//! subcommand give the same verdict on a file. redb can also panic (assertions) on a damaged file,
+//! at open or while reading: every open, and every transaction of the tools, runs under a guard
+//! that reports the panic as [`WalError::CorruptStore`] naming the file, without a panic message.
 //!
 //! # On-disk format (schema version 1)
 //!
@@ -86,7 +91,8 @@
 //!   (redb's file lock; [`WalError::Locked`] otherwise). They use [`Wal::open_existing`], which
 //!   creates nothing, never migrates and skips the "output no longer configured" step above (the
 //!   tool does not know the outputs): opening changes nothing (except redb's repair of a store a
-//!   crash left open); only `requeue`/`purge` write.
+//!   crash left open, or of one redb's read-only open cannot read but the service's open would
+//!   repair: those get the service's writable open); only `requeue`/`purge` write.
 //!
 //! # Usage
 //!
@@ -156,7 +162,9 @@
 //! - `migrate.rs`: schema versions and the migration steps;
 //! - `tables.rs`: the redb tables, their keys, payload chunks and single-row reads and writes;
 //! - `handle.rs`: the `Wal` handle, its transactions, closing after an I/O error and reopening;
-//! - `file.rs`: the redb file opened for writing or read-only, its failures and panics as named errors;
+//! - `file.rs`: the redb file opened for writing or for a report, its failures and panics as named
+//!   errors;
+//! - `view.rs`: the copy-on-write view of the file through which the reports verify and read it;
 //! - `open.rs`: [`Wal::open`] and [`Wal::open_existing`] (migration, outputs no longer configured);
 //! - `append.rs`: appends, watermarks and window checks;
 //! - `delivery.rs`: the drain loops' calls (due records, payload reads, ack, retry, dead letter);
@@ -186,6 +194,7 @@ mod report;
 mod tables;
 #[cfg(test)]
 mod tests;
+mod view;
 
 pub use capacity::allocation_estimate;
 pub(crate) use capacity::volume_free_bytes;
@@ -447,7 +456,8 @@ impl WalFilter {
 /// How [`Wal::open_existing`] (the `adxexporter wal` tools) opens the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WalAccess {
-    /// Reports: redb's read-only mode, which writes nothing to the file.
+    /// Reports: verified as the service's open verifies it, through a view that writes nothing to
+    /// the file (see the module docs).
     ReadOnly,
     /// `requeue` and `purge`.
     ReadWrite,
