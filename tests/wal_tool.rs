@@ -1,5 +1,6 @@
 //! `adxexporter wal ...` against a WAL built with the library: exact numbers in human and JSON
-//! output, requeue and purge effects, the lock refusal and the missing-store message.
+//! output, requeue and purge effects, the lock refusal, the missing-store message and an empty or
+//! truncated file refused as corrupt (the other damage: tests/wal_crash.rs).
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -415,6 +416,36 @@ fn a_missing_or_empty_dir_is_named_and_nothing_is_created() {
     }
     assert!(!missing.exists());
     assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn an_empty_or_truncated_wal_file_is_refused_as_corrupt_not_as_missing() {
+    let src = tempfile::tempdir().unwrap();
+    build(src.path());
+    let whole = std::fs::read(src.path().join("wal.redb")).unwrap();
+    for len in [0, 100] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal.redb");
+        std::fs::write(&path, &whole[..len]).unwrap();
+        for args in [
+            &["stats"][..],
+            &["list", "--json"],
+            &["purge", "--all", "--yes"],
+        ] {
+            let out = wal_cmd(dir.path(), args);
+            assert_eq!(out.code, 1, "{len} bytes, {args:?}: {}", out.stderr);
+            assert!(
+                out.stderr.contains(&format!(
+                    "{} is not a readable adxexporter WAL",
+                    path.display()
+                )) && out.stderr.contains("move the file aside"),
+                "{len} bytes, {args:?}: {}",
+                out.stderr
+            );
+            assert!(!out.stderr.contains("no adxexporter WAL"), "{}", out.stderr);
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), &whole[..len]);
+    }
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //!   so `stats`, `list` and `dead-letters` leave it as it was. Only `requeue` and `purge --yes` write.
 //! - While another process holds the store (redb's file lock) every subcommand fails with
 //!   [`WalError::Locked`]'s message: stop the service first.
-//! - A damaged `wal.redb` fails every subcommand with
+//! - A damaged, empty or truncated `wal.redb` fails every subcommand with
 //!   [`WalError::CorruptStore`]'s message (the file, the move-aside advice), the verdict `run`
 //!   gives on the same file; a panic of redb reading it is reported so too, never as a crash.
 //! - Exit codes: 0 done (also `purge` without `--yes`, which only reports), 1 the WAL could not be

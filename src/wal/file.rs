@@ -29,8 +29,12 @@ pub(super) enum Db {
     Closed,
 }
 
-/// Open the redb file for writing (created when absent), mapping each failure to what the operator
-/// should do.
+/// redb's file header (magic number, god byte, layout, two commit slots): a shorter file is not a
+/// store, whatever it held.
+const REDB_HEADER_BYTES: u64 = 320;
+
+/// Open the redb file for writing, mapping each failure to what the operator should do. Only a
+/// missing file is created: an existing one, even empty, must be a store (a reset is never silent).
 pub(super) fn open_database(
     path: &Path,
     dir: &Path,
@@ -40,12 +44,13 @@ pub(super) fn open_database(
     builder
         .set_cache_size(config.cache_bytes)
         .set_check_integrity_on_open(config.verify_on_open);
-    let exists = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+    let missing =
+        std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
     let opened = guard(path, || {
-        if exists {
-            builder.open(path)
-        } else {
+        if missing {
             builder.create(path)
+        } else {
+            builder.open(path)
         }
     })?;
     opened.map_err(|e| open_error(e, path, dir))
@@ -89,7 +94,7 @@ fn io_error(e: std::io::Error) -> DatabaseError {
 fn open_error(e: DatabaseError, path: &Path, dir: &Path) -> WalError {
     let corrupt = |detail: String| WalError::CorruptStore {
         path: path.to_path_buf(),
-        detail,
+        detail: short_file(path).unwrap_or(detail),
     };
     match e {
         DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
@@ -101,8 +106,13 @@ fn open_error(e: DatabaseError, path: &Path, dir: &Path) -> WalError {
             "written in redb file format {version}, which this build cannot read"
         )),
         DatabaseError::Storage(StorageError::Corrupted(detail)) => corrupt(detail),
+        // InvalidData: not a redb file (or an empty one); UnexpectedEof: shorter than its header
+        // or its layout says.
         DatabaseError::Storage(StorageError::Io(io))
-            if io.kind() == std::io::ErrorKind::InvalidData =>
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
         {
             corrupt(io.to_string())
         }
@@ -110,6 +120,18 @@ fn open_error(e: DatabaseError, path: &Path, dir: &Path) -> WalError {
             path: path.to_path_buf(),
             source: other,
         },
+    }
+}
+
+/// Why a file too short to be a store is not one, in the operator's words.
+fn short_file(path: &Path) -> Option<String> {
+    let len = std::fs::metadata(path).ok().filter(|m| m.is_file())?.len();
+    match len {
+        0 => Some("the file is empty (0 bytes); only a missing wal.redb is created anew".into()),
+        n if n < REDB_HEADER_BYTES => Some(format!(
+            "the file has only {n} bytes, fewer than a redb header's {REDB_HEADER_BYTES}: truncated"
+        )),
+        _ => None,
     }
 }
 

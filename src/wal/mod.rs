@@ -24,7 +24,9 @@
 //!   own per-payload CRC-32 catches on read: a payload that fails its CRC is reported as
 //!   [`WalError::CorruptRecord`] naming the record, never returned as data;
 //! - a deleted, truncated or replaced `wal.redb`, a full file system, or two processes on one
-//!   directory (refused with [`WalError::Locked`]);
+//!   directory (refused with [`WalError::Locked`]). Only a missing `wal.redb` starts a new store:
+//!   an existing one that is empty, shorter than redb's header or otherwise not a store is refused
+//!   ([`WalError::CorruptStore`]), never replaced;
 //! - exactly-once delivery: a record pushed but not yet acked at a crash is pushed again.
 //!
 //! With [`WalConfig::verify_on_open`] (default on) every writable open (the service's, and the

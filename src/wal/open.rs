@@ -61,8 +61,8 @@ impl Wal {
     /// ([`WalError::NoStore`] instead), no migration runs ([`WalError::NeedsMigration`]), and pending
     /// deliveries are never dead-lettered for unconfigured outputs (the tool does not know the
     /// service's outputs; `requeue` therefore accepts any output). `max_bytes` only feeds `stats`.
-    /// A damaged store is [`WalError::CorruptStore`], as [`Wal::open`] refuses it.
-    /// [`WalAccess::ReadOnly`] verifies every
+    /// Only a missing file is [`WalError::NoStore`]: an empty, truncated or damaged one is
+    /// [`WalError::CorruptStore`], as [`Wal::open`] refuses it. [`WalAccess::ReadOnly`] verifies every
     /// page checksum as [`Wal::open`] does and writes nothing to the file (mutating calls fail with
     /// [`WalError::ReadOnly`]), except that a store redb's read-only open refuses (not closed cleanly
     /// after a crash, or damaged) gets the writable open `run` does, which repairs a crash's store
@@ -73,7 +73,9 @@ impl Wal {
         access: WalAccess,
     ) -> Result<Wal, WalError> {
         let path = dir.join(WAL_FILE_NAME);
-        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() > 0) {
+        // Only a missing file is "no WAL here": an empty or damaged one is refused as corrupt.
+        if std::fs::symlink_metadata(&path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
             return Err(WalError::NoStore { path });
         }
         let mut config = WalConfig::new(max_bytes, Vec::<String>::new());

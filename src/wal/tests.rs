@@ -313,3 +313,40 @@ fn a_report_refuses_damage_in_payload_pages_without_writing() {
     drop(wal);
     assert!(std::fs::read(&path).unwrap() == clean, "the report wrote");
 }
+
+/// Only a missing file is a new store: an empty or truncated one is refused by `open` and by the
+/// tools' open alike, and left as it is.
+#[test]
+fn an_empty_or_truncated_file_is_refused_never_recreated() {
+    let src = tempfile::tempdir().unwrap();
+    store_with_records(src.path(), 3);
+    let whole = std::fs::read(src.path().join(WAL_FILE_NAME)).unwrap();
+    for len in [0, 1, 100, 319] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(WAL_FILE_NAME);
+        std::fs::write(&path, &whole[..len]).unwrap();
+        let errors = [
+            Wal::open(dir.path(), WalConfig::new(1 << 30, ["remote_write"])).unwrap_err(),
+            Wal::open_existing(dir.path(), 1 << 30, WalAccess::ReadOnly).unwrap_err(),
+            Wal::open_existing(dir.path(), 1 << 30, WalAccess::ReadWrite).unwrap_err(),
+        ];
+        for err in errors {
+            let WalError::CorruptStore { detail, .. } = &err else {
+                panic!("{len} bytes: {err}");
+            };
+            let expected = if len == 0 {
+                "empty (0 bytes)"
+            } else {
+                "truncated"
+            };
+            assert!(detail.contains(expected), "{len} bytes: {err}");
+            assert!(err.to_string().contains("move the file aside"), "{err}");
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), &whole[..len]);
+    }
+    // A missing file: a new store for `open`, "no WAL here" for the tools.
+    let dir = tempfile::tempdir().unwrap();
+    let err = Wal::open_existing(dir.path(), 1 << 30, WalAccess::ReadOnly).unwrap_err();
+    assert!(matches!(err, WalError::NoStore { .. }), "{err}");
+    assert_eq!(open(dir.path()).stats().unwrap().records, 0);
+}
