@@ -52,7 +52,7 @@
 //! | `records` | (exporter uid, window start) | `RecordEnvelope` v1: version, uid, namespace, name, generation, window start/end, created, compression, target outputs, payload length and CRC-32, sample count |
 //! | `payloads` | (scope, uid, window start, chunk u32) | the `WriteRequest` protobuf, snappy raw (block) compressed (plain when snappy saves under 10%: the envelope's `compression`), in chunks of 63 KiB; scope `""` = the live record, an output name = that output's dead-letter copy |
 //! | `pending` | (output, uid, window start) | `PendingState`: attempts, next_attempt_at, last_error, resume_from (requests of the window the output already accepted) |
-//! | `dead_letters` | (output, uid, window start) | `DeadLetterEnvelope` v1: version, output, reason, response body (≤ 4 KiB), time, attempts, the record's envelope, the refused request (where a requeue resumes) |
+//! | `dead_letters` | (output, uid, window start) | `DeadLetterEnvelope` v1: version, output, reason, response body (≤ 4 KiB), time, attempts (the refused push included), the record's envelope, the refused request (where a requeue resumes) |
 //! | `exporters` | uid | `ExporterState`: watermark (end of the newest appended window), forgotten, namespace, name |
 //!
 //! An (output, record) delivery is pending while its `pending` row exists, dead-lettered while its
@@ -345,15 +345,31 @@ pub enum DeliveryState {
     Acked,
     DeadLettered {
         reason: String,
+        /// Delivery attempts, the refused one included (see [`DeadLetter::attempts`]).
+        attempts: u32,
     },
 }
 
-/// One record still in the WAL (`Wal::list`).
+/// Where a window listed by `Wal::list` stands as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowState {
+    /// Its record is in the WAL: at least one output still has it pending.
+    Pending,
+    /// Its record left the WAL (no output has it pending); the dead letters of the outputs that
+    /// refused it hold it until `requeue` or `purge`.
+    DeadLettered,
+}
+
+/// One window the WAL holds (`Wal::list`): a record still pending for some output, or the dead
+/// letters of one that left.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedRecord {
     pub id: RecordId,
     pub header: RecordHeader,
     pub payload_bytes: u64,
+    pub state: WindowState,
+    /// Each target output's state (only the filter's output, with `WalFilter::output`). For a
+    /// [`WindowState::DeadLettered`] window: its dead letters, and its other targets as acked.
     pub deliveries: Vec<(String, DeliveryState)>,
 }
 
@@ -367,6 +383,9 @@ pub struct DeadLetter {
     /// Response body of the endpoint, at most 4 KiB.
     pub body: String,
     pub at: Ticks,
+    /// Delivery attempts on this output, the refused push included: 1 for a window refused at its
+    /// first push; 0 when nothing was pushed (the output was no longer configured). Dead letters
+    /// written by earlier versions did not count the refused push: they show one less.
     pub attempts: u32,
     pub payload_bytes: u64,
 }
