@@ -394,17 +394,25 @@ impl KubeStatusWriter {
         shutdown: CancellationToken,
     ) -> Result<(), KubeStatusError> {
         loop {
-            let snap = snapshots.borrow().clone();
+            // Until the source has published once (never marked seen here), the snapshot is the
+            // empty placeholder: a round with it would forget the statuses read at start-up.
+            let (synced, snap) = {
+                let current = snapshots.borrow();
+                (current.has_changed(), current.clone())
+            };
             if shutdown.is_cancelled() {
-                if tokio::time::timeout(FINAL_ROUND_TIMEOUT, self.round(&snap))
-                    .await
-                    .is_err()
+                if synced
+                    && tokio::time::timeout(FINAL_ROUND_TIMEOUT, self.round(&snap))
+                        .await
+                        .is_err()
                 {
                     tracing::warn!("the last status update did not finish in time");
                 }
                 return Ok(());
             }
-            self.round(&snap).await;
+            if synced {
+                self.round(&snap).await;
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = tokio::time::sleep(KUBE_STATUS_INTERVAL) => {}
