@@ -542,3 +542,94 @@ fn json_logs_parse_and_window_lines_carry_exporter_and_window() {
         "the broken query's failure is logged with its window: {window_lines:?}"
     );
 }
+
+/// Dashboards and alerts never read "no data" from a healthy instance: a fresh one with no
+/// resources at all (and Kusto and the output unreachable) already has every family of `ALL` in
+/// `/metrics` with its type, and the series whose labels start-up knows, at 0.
+#[test]
+fn a_fresh_instance_with_no_resources_exports_every_family() {
+    let work = tempfile::Builder::new()
+        .prefix("adxexporter-families-")
+        .tempdir()
+        .unwrap();
+    let manifests = work.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let mut exporter = Exporter::start(
+        work.path(),
+        &closed,
+        &manifests,
+        &["--otlp-endpoint".into(), format!("{closed}/v1/metrics")],
+    );
+    exporter.wait_listening(LIMIT);
+    let missing = |sc: &Scrape| -> Vec<&str> {
+        ALL.iter()
+            .filter(|def| {
+                let kind = match def.kind {
+                    m::Kind::Counter => "counter",
+                    m::Kind::Gauge => "gauge",
+                    m::Kind::Histogram => "histogram",
+                };
+                sc.types.get(def.name).map(String::as_str) != Some(kind)
+            })
+            .map(|def| def.name)
+            .collect()
+    };
+    // The series start-up knows: the output's (touched by its drain loop), the WAL's (the gauge
+    // task) and the process's.
+    let otlp_ok: &[(&str, &str)] = &[("output", "otlp"), ("outcome", "ok"), ("status", "2xx")];
+    let status_patch_ok: &[(&str, &str)] = &[
+        ("verb", "patch"),
+        ("resource", "metricsexporters/status"),
+        ("code", "200"),
+    ];
+    let version: &[(&str, &str)] = &[("version", env!("CARGO_PKG_VERSION"))];
+    let expected: Vec<(&str, &[(&str, &str)], f64)> = vec![
+        (m::PUSHES, otlp_ok, 0.0),
+        (
+            m::DEAD_LETTERS,
+            &[("output", "otlp"), ("reason", "rejected")],
+            0.0,
+        ),
+        (m::PUSH_RETRIES, &[("output", "otlp")], 0.0),
+        ("adxexporter_exporter_restarts_total", &[], 0.0),
+        (m::STATUS_PATCHES, &[("outcome", "rejected")], 0.0),
+        (m::STATUS_PRUNED, &[], 0.0),
+        (m::STATUS_PATCH_BACKLOG, &[], 0.0),
+        (m::KUBE_EVENTS, &[("outcome", "dropped")], 0.0),
+        (m::KUBE_REQUESTS, status_patch_ok, 0.0),
+        (m::EXPORTERS, &[("state", "active")], 0.0),
+        (m::WAL_RECORDS, &[], 0.0),
+        (m::BUILD_INFO, version, 1.0),
+        ("adxexporter_tls_insecure_skip_verify", &[], 0.0),
+    ];
+    let scrape = eventually(
+        "every family and the series start-up knows in /metrics",
+        LIMIT,
+        || {
+            let sc = Scrape::get(exporter.metrics_port);
+            let complete = missing(&sc).is_empty()
+                && (expected.iter()).all(|(name, labels, _)| sc.sum(name, labels).is_some());
+            complete.then_some(sc)
+        },
+        || {
+            let sc = Scrape::get(exporter.metrics_port);
+            format!(
+                "missing: {:?}\n{}\n{}",
+                missing(&sc),
+                sc.text,
+                exporter.log_tail()
+            )
+        },
+    );
+    for (name, labels, value) in &expected {
+        assert_eq!(
+            scrape.sum(name, labels),
+            Some(*value),
+            "{name}{labels:?}:\n{}",
+            scrape.text
+        );
+    }
+    let exit = exporter.terminate(Duration::from_secs(30));
+    assert!(exit.success(), "exit {exit:?}\n{}", exporter.log_tail());
+}
