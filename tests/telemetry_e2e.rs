@@ -543,6 +543,9 @@ fn json_logs_parse_and_window_lines_carry_exporter_and_window() {
     );
 }
 
+/// Label pairs a series must have.
+type Labels<'a> = &'a [(&'a str, &'a str)];
+
 /// Dashboards and alerts never read "no data" from a healthy instance: a fresh one with no
 /// resources at all (and Kusto and the output unreachable) already has every family of `ALL` in
 /// `/metrics` with its type, and the series whose labels start-up knows, at 0.
@@ -584,7 +587,7 @@ fn a_fresh_instance_with_no_resources_exports_every_family() {
         ("code", "200"),
     ];
     let version: &[(&str, &str)] = &[("version", env!("CARGO_PKG_VERSION"))];
-    let expected: Vec<(&str, &[(&str, &str)], f64)> = vec![
+    let expected: Vec<(&str, Labels, f64)> = vec![
         (m::PUSHES, otlp_ok, 0.0),
         (
             m::DEAD_LETTERS,
