@@ -265,12 +265,13 @@ fn metrics_report_what_the_pipeline_did() {
     let bucket = format!("{}_bucket", m::QUERY_DURATION);
     assert_eq!(scrape.value(&bucket, &inf), scrape.value(&count, &wm));
     let broken = [("exporter", "e2e/broken-query")];
+    // Present from the exporter's start, at 0: no query of it ever succeeded.
     assert_eq!(
         scrape.sum(
             m::QUERIES,
             &[("exporter", "e2e/broken-query"), ("outcome", "ok")]
         ),
-        None
+        Some(0.0)
     );
     assert!(scrape.value(m::QUERIES, &broken) >= 1.0);
     let skipped = [("exporter", "e2e/text"), ("reason", "non_numeric_value")];
@@ -283,7 +284,13 @@ fn metrics_report_what_the_pipeline_did() {
         lag >= 0.0 && lag <= now - status_watermark + 1.0,
         "lag {lag} with watermark {status_watermark} at {now}"
     );
-    assert_eq!(scrape.sum(m::WATERMARK, &broken), None, "no watermark yet");
+    // Its start is stored as its watermark before the first query (so a failing first window is
+    // retried, not skipped: schedule::exporter::resume_point), and stays there while it fails.
+    assert_eq!(
+        scrape.sum(m::WATERMARK, &broken),
+        Some(start as f64 / 1000.0),
+        "the start, nothing past it"
+    );
 
     // Exporters by state.
     for (state, n) in [
