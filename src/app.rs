@@ -130,6 +130,15 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         Some(_) => None,
         None => Some(kube_client().await?),
     };
+    // Kubernetes Events about MetricsExporters (docs/design.md#events): any task may publish to
+    // `events` (the source's hook for stale resources); the publisher below records them.
+    let (events, notices) = match &kube_client {
+        Some(_) => {
+            let (queue, rx) = EventQueue::channel();
+            (queue, Some(rx))
+        }
+        None => (EventQueue::disabled(), None),
+    };
     match (&source.manifests, &kube_client) {
         (Some(dir), _) => {
             if source.shard.replicas > 1 {
@@ -229,7 +238,6 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         let stop = drain_stop.clone();
         match kube_client {
             Some(client) => {
-                let (events, notices) = EventQueue::channel();
                 let kube = &config.kube;
                 let publisher = EventPublisher::new(
                     client.clone(),
@@ -247,11 +255,13 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
                     },
                     events,
                 );
-                let events_stop = stop.clone();
-                tasks.spawn(async move {
-                    publisher.run(notices, events_stop).await;
-                    Ok("events")
-                });
+                if let Some(notices) = notices {
+                    let events_stop = stop.clone();
+                    tasks.spawn(async move {
+                        publisher.run(notices, events_stop).await;
+                        Ok("events")
+                    });
+                }
                 tasks.spawn(async move {
                     status.run(rx, stop).await?;
                     Ok("status")

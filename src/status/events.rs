@@ -37,7 +37,7 @@ const NOTE_LIMIT: usize = 1024;
 /// Spam-filter buckets kept before idle (full) ones are forgotten.
 const SPAM_ENTRIES: usize = 20_000;
 
-/// Publishes notices until the queue closes or `shutdown`.
+/// Publishes notices until `shutdown`.
 pub(crate) struct EventPublisher {
     client: kube::Client,
     reporter: Reporter,
@@ -70,6 +70,7 @@ impl EventPublisher {
         }
     }
 
+    /// Publishes until `shutdown`.
     pub async fn run(mut self, mut notices: mpsc::Receiver<Notice>, shutdown: CancellationToken) {
         loop {
             let notice = tokio::select! {
@@ -77,6 +78,9 @@ impl EventPublisher {
                 n = notices.recv() => n,
             };
             let Some(notice) = notice else {
+                // Every publisher is gone: nothing more can come. Run until shutdown like the
+                // other tasks (one that ends early stops the process).
+                shutdown.cancelled().await;
                 return;
             };
             tokio::select! {

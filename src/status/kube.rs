@@ -236,11 +236,28 @@ pub fn status_patch(uid: &str, status: &MetricsExporterStatus) -> json_patch::Pa
     serde_json::from_value(ops).expect("a JSON patch of two well-formed operations")
 }
 
-/// The Events a change of a computed status deserves: `previous` is the status this process
-/// computed last round (none the first time it sees the resource). Pure.
+/// What Events compare between two rounds: `QueryHealthy`'s status and reason, and the dead-lettered
+/// windows (kept per resource instead of a whole status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Seen {
+    query: Option<(String, String)>,
+    dead: u64,
+}
+
+impl Seen {
+    pub(crate) fn of(status: &MetricsExporterStatus) -> Seen {
+        Seen {
+            query: (status.condition("QueryHealthy")).map(|c| (c.status.clone(), c.reason.clone())),
+            dead: status.dead_lettered.as_ref().map_or(0, |d| d.windows),
+        }
+    }
+}
+
+/// The Events a change of a computed status deserves: `previous` is what this process computed
+/// last round (none the first time it sees the resource). Pure.
 pub(crate) fn transition_notices(
     regarding: &Regarding,
-    previous: Option<&MetricsExporterStatus>,
+    previous: Option<&Seen>,
     next: &MetricsExporterStatus,
 ) -> Vec<Notice> {
     let notice = |severity, reason: &str, action, note: &str| Notice {
@@ -251,9 +268,9 @@ pub(crate) fn transition_notices(
         note: note.to_owned(),
     };
     let mut out = Vec::new();
-    let before = previous.and_then(|p| p.condition("QueryHealthy"));
+    let before = previous.and_then(|p| p.query.as_ref());
     if let Some(now) = next.condition("QueryHealthy") {
-        let was_ok = before.is_none_or(|b| b.status == "True");
+        let was_ok = before.is_none_or(|(status, _)| status == "True");
         if now.status == "True" {
             if !was_ok {
                 out.push(notice(
@@ -263,7 +280,7 @@ pub(crate) fn transition_notices(
                     "queries succeed again",
                 ));
             }
-        } else if before.is_none_or(|b| b.status != now.status || b.reason != now.reason)
+        } else if before.is_none_or(|(status, reason)| *status != now.status || *reason != now.reason)
             // The WAL is the instance's, not the resource's: its alerts and logs say so once.
             && !matches!(now.reason.as_str(), "WalFull" | "WalError")
         {
@@ -275,9 +292,8 @@ pub(crate) fn transition_notices(
             ));
         }
     }
-    let dead = |s: &MetricsExporterStatus| s.dead_lettered.as_ref().map_or(0, |d| d.windows);
     if let Some(p) = previous
-        && dead(next) > dead(p)
+        && Seen::of(next).dead > p.dead
     {
         let message = next
             .condition("DeliveryHealthy")
@@ -304,9 +320,8 @@ struct Known {
     written_at: Option<Instant>,
     /// A status the API server refused (4xx), and when.
     refused: Option<(MetricsExporterStatus, Instant)>,
-    /// The status this process computed last round (for Events, and transition times while the
-    /// resource's own status is unknown).
-    computed: Option<MetricsExporterStatus>,
+    /// What this process computed last round, for Events.
+    seen: Option<Seen>,
 }
 
 impl Known {
@@ -316,7 +331,7 @@ impl Known {
             server,
             written_at: None,
             refused: None,
-            computed: None,
+            seen: None,
         }
     }
 }
@@ -567,8 +582,8 @@ impl KubeStatusWriter {
                 continue;
             };
             // What the resource holds; while nothing was ever read or written (a refused first
-            // patch), what was computed last, so transition times do not move with every retry.
-            let previous = known.server.as_ref().or(known.computed.as_ref());
+            // patch), what was refused, so transition times do not move with every retry.
+            let previous = (known.server.as_ref()).or(known.refused.as_ref().map(|(s, _)| s));
             complete(target.kind, &mut target.status, previous, now);
             if target.kind == TargetKind::Exporter {
                 let regarding = Regarding {
@@ -576,13 +591,11 @@ impl KubeStatusWriter {
                     name: target.name.clone(),
                     uid: uid.clone(),
                 };
-                for notice in
-                    transition_notices(&regarding, known.computed.as_ref(), &target.status)
-                {
+                for notice in transition_notices(&regarding, known.seen.as_ref(), &target.status) {
                     self.events.publish(notice);
                 }
             }
-            known.computed = Some(target.status.clone());
+            known.seen = Some(Seen::of(&target.status));
             if known.server.as_ref() == Some(&target.status) {
                 continue;
             }
@@ -1041,6 +1054,10 @@ mod tests {
                 .map(|n| (n.severity, n.reason, n.note))
                 .collect()
         };
+        let transition_notices =
+            |r: &Regarding, p: Option<&MetricsExporterStatus>, n: &MetricsExporterStatus| {
+                transition_notices(r, p.map(Seen::of).as_ref(), n)
+            };
         assert!(transition_notices(&r, None, &healthy).is_empty());
         assert!(transition_notices(&r, Some(&healthy), &healthy).is_empty());
         assert_eq!(
