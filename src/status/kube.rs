@@ -756,7 +756,10 @@ impl KubeStatusWriter {
 
 /// Sends the status patch of `target` to the resource with `uid`.
 async fn patch(client: kube::Client, target: &StatusTarget, uid: &str) -> Outcome {
-    let api: Api<MetricsExporter> = Api::namespaced(client, &target.namespace);
+    // Untyped: the answer's spec is not ours to parse (a field this version cannot read must not
+    // turn a written status into a failure).
+    let resource = ApiResource::erase::<MetricsExporter>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(client, &target.namespace, &resource);
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..PatchParams::default()
@@ -766,9 +769,14 @@ async fn patch(client: kube::Client, target: &StatusTarget, uid: &str) -> Outcom
         .patch_status(&target.name, &params, &Patch::<()>::Json(body))
         .await
     {
-        Ok(object) => Outcome::Ok {
-            lost: lost_fields(&target.status, &object.status.unwrap_or_default()),
-        },
+        Ok(object) => {
+            let got = (object.data.get("status").cloned())
+                .and_then(|s| serde_json::from_value::<MetricsExporterStatus>(s).ok())
+                .unwrap_or_default();
+            Outcome::Ok {
+                lost: lost_fields(&target.status, &got),
+            }
+        }
         Err(e) if is_code(&e, 404) => Outcome::NotFound,
         Err(e) if is_refusal(&e) => Outcome::Refused(e),
         Err(e) => Outcome::Failed(e),
