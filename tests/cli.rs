@@ -617,6 +617,12 @@ fn every_run_flag_has_help_and_env() {
         "--tls-insecure-skip-verify",
         "--tls-client-cert",
         "--tls-client-key",
+        "--replicas",
+        "--pod-name",
+        "--status-patch-qps",
+        "--status-patch-burst",
+        "--event-qps",
+        "--event-burst",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
         let env = format!(
@@ -746,7 +752,17 @@ fn run_help_reads_in_sections_by_topic() {
             ],
         ),
         ("WAL", &["wal-dir", "wal-max-bytes", "wal-min-free-bytes"]),
-        ("Kubernetes", &["replicas", "pod-name"]),
+        (
+            "Kubernetes",
+            &[
+                "replicas",
+                "pod-name",
+                "status-patch-qps",
+                "status-patch-burst",
+                "event-qps",
+                "event-burst",
+            ],
+        ),
         (
             "Telemetry",
             &["log-format", "metrics-port", "health-probe-port"],

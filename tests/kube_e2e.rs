@@ -88,6 +88,8 @@ struct Exporter {
     log: PathBuf,
     _dir: tempfile::TempDir,
     label: String,
+    /// Port of `/metrics`.
+    metrics_port: u16,
 }
 
 impl Drop for Exporter {
@@ -112,25 +114,61 @@ impl Exporter {
         out: &Outputs,
         extra: &[&str],
     ) -> Exporter {
+        Exporter::start_with(
+            label,
+            api_url,
+            wal_dir,
+            &out.kql.url,
+            &format!("{}/api/v1/write", out.prometheus.url),
+            &format!("{}/v1/metrics", out.otlp.url),
+            extra,
+        )
+    }
+
+    /// Starts the binary with no live peer at all: Kusto and both outputs are a closed port, so
+    /// a due window fails its query and nothing is ever pushed.
+    fn start_alone(label: &str, api_url: &str, wal_dir: &Path, extra: &[&str]) -> Exporter {
+        let closed = format!("http://127.0.0.1:{}", free_port());
+        Exporter::start_with(
+            label,
+            api_url,
+            wal_dir,
+            &closed,
+            &format!("{closed}/api/v1/write"),
+            &format!("{closed}/v1/metrics"),
+            extra,
+        )
+    }
+
+    fn start_with(
+        label: &str,
+        api_url: &str,
+        wal_dir: &Path,
+        kusto: &str,
+        remote_write: &str,
+        otlp: &str,
+        extra: &[&str],
+    ) -> Exporter {
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
         FakeApi::write_kubeconfig(api_url, &kubeconfig);
         let log = dir.path().join("adxexporter.log");
         let file = std::fs::File::create(&log).unwrap();
+        let metrics_port = free_port();
         let mut args: Vec<String> = vec![
             "run".into(),
             "--kusto-endpoint".into(),
-            format!("memory={}", out.kql.url),
+            format!("memory={kusto}"),
             "--kusto-auth".into(),
             "none".into(),
             "--remote-write-endpoint".into(),
-            format!("{}/api/v1/write", out.prometheus.url),
+            remote_write.into(),
             "--otlp-endpoint".into(),
-            format!("{}/v1/metrics", out.otlp.url),
+            otlp.into(),
             "--wal-dir".into(),
             wal_dir.display().to_string(),
             "--metrics-port".into(),
-            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{metrics_port}"),
             "--health-probe-port".into(),
             format!("127.0.0.1:{}", free_port()),
             "--cluster-labels".into(),
@@ -154,6 +192,7 @@ impl Exporter {
             log,
             _dir: dir,
             label: label.to_owned(),
+            metrics_port,
         }
     }
 
@@ -453,10 +492,12 @@ async fn create_edit_delete_and_criteria_in_kubernetes_mode() {
         patches_a.iter().all(|p| p.code == 200 && p.namespace == NS),
         "{patches_a:?}"
     );
+    // A JSON patch whose first operation tests the uid (docs/design.md#status-writers).
+    let uid_a = api.get(NS, "a").unwrap()["metadata"]["uid"].clone();
     assert!(
         patches_a.iter().all(
-            |p| p.content_type.starts_with("application/merge-patch+json")
-                || p.content_type.starts_with("application/apply-patch+yaml")
+            |p| p.content_type.starts_with("application/json-patch+json")
+                && p.body[0] == json!({"op": "test", "path": "/metadata/uid", "value": uid_a})
         ),
         "{patches_a:?}"
     );
@@ -767,4 +808,217 @@ async fn control_standalone_mode_exports_the_live_data_exactly() {
     .await;
     assert_eq!(o.first(), Some(&start));
     ex.terminate();
+}
+
+/// A resource whose first window lies far in the future: no query runs, so its status is stable.
+fn idle_spec(name: &str) -> Value {
+    live_spec(name, 1, now_ms() + 365 * 24 * 3600 * 1000)
+}
+
+/// The `(type, lastTransitionTime)` of every condition of the stored resource.
+fn transition_times(api: &FakeApi, name: &str) -> Vec<(String, String)> {
+    let o = api.get(NS, name).unwrap();
+    (o["status"]["conditions"].as_array().unwrap().iter())
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap().to_owned(),
+                c["lastTransitionTime"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_does_not_patch_unchanged_statuses_or_reset_their_transition_times() {
+    let api = FakeApi::start().await;
+    let first_url = api.add_client("first").await;
+    let second_url = api.add_client("second").await;
+    let wal = tempfile::tempdir().unwrap();
+    api.create(exporter(NS, "a", idle_spec("a")));
+    let mut first = Exporter::start_alone("first", &first_url, wal.path(), &[]);
+    eventually("the status of `a`", &mut [&mut first], || async {
+        let o = api.get(NS, "a")?;
+        let ready = o["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready");
+        ready.then_some(())
+    })
+    .await;
+    first.terminate();
+    let before = transition_times(&api, "a");
+
+    // A resource created while no instance ran: the restarted one must patch it (so its first
+    // status round is done when that patch arrives), and must leave `a` alone.
+    api.create(exporter(NS, "b", idle_spec("b")));
+    let mut second = Exporter::start_alone("second", &second_url, wal.path(), &[]);
+    eventually(
+        "the restarted instance to patch `b`",
+        &mut [&mut second],
+        || async {
+            let done = api
+                .status_patches()
+                .iter()
+                .any(|p| p.client == "second" && p.name == "b" && p.code == 200);
+            done.then_some(())
+        },
+    )
+    .await;
+    // The final round at shutdown has nothing new to say either.
+    second.terminate();
+    let by_second: Vec<String> = (api.status_patches().into_iter())
+        .filter(|p| p.client == "second")
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(by_second, ["b"], "unchanged `a` patched after a restart");
+    assert_eq!(transition_times(&api, "a"), before);
+    // One list at start-up read the statuses: no GET per resource.
+    let gets = (api.requests().into_iter())
+        .filter(|r| {
+            r.client == "second" && r.method == "GET" && r.path.ends_with("/metricsexporters/a")
+        })
+        .count();
+    assert_eq!(gets, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruned_status_refused_patches_events_and_api_requests_show_in_metrics_and_logs() {
+    // adx-mon's CRD is installed: its schema prunes our status fields but keeps conditions.
+    let api = FakeApi::start_with(kube_support::FakeOptions {
+        pruned_status_fields: vec!["watermark", "lastSuccessfulExecution", "backlog"],
+        ..kube_support::FakeOptions::default()
+    })
+    .await;
+    let wal = tempfile::tempdir().unwrap();
+    // Migrated from adx-mon: its cursor, two windows ago. Kusto is unreachable, so the first
+    // window fails (QueryFailing) and is retried.
+    let cursor = rfc3339(floor_window(now_ms()) - 2 * INTERVAL_MS);
+    api.create(exporter(NS, "m", live_spec("m", 1, now_ms())));
+    api.set_status(
+        NS,
+        "m",
+        json!({"conditions": [{
+            "type": "metricsexporter.adx-mon.azure.com/LastSuccessfulExecution",
+            "status": "True", "reason": "ExecutionCompleted", "message": cursor,
+            "lastTransitionTime": cursor,
+        }]}),
+    );
+    let mut ex = Exporter::start_alone("replica", &api.url, wal.path(), &[]);
+    let port = ex.metrics_port;
+
+    // The query failure is an Event on the resource.
+    let uid = api.get(NS, "m").unwrap()["metadata"]["uid"].clone();
+    let event = eventually("a QueryFailing Event on `m`", &mut [&mut ex], || async {
+        (api.events().into_iter())
+            .find(|e| e["reason"] == "QueryFailing" && e["regarding"]["name"] == "m")
+    })
+    .await;
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["regarding"]["uid"], uid);
+    assert_eq!(event["regarding"]["kind"], "MetricsExporter");
+    assert_eq!(event["reportingController"], "adxexporter");
+    assert!(!event["note"].as_str().unwrap().is_empty(), "{event}");
+
+    // The written watermark (the cursor, written back) was pruned: an ERROR naming the fix, a metric.
+    let log_path = ex.log.clone();
+    let line = eventually(
+        "an ERROR about the pruned watermark",
+        &mut [&mut ex],
+        || {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            async move {
+                (log.lines())
+                    .find(|l| l.contains("dropped status.watermark"))
+                    .map(str::to_owned)
+            }
+        },
+    )
+    .await;
+    assert!(
+        line.contains("ERROR") && line.contains("adxexporter crd"),
+        "{line}"
+    );
+    assert!(metric(port, "adxexporter_status_pruned_total", &[]) >= 1.0);
+    // ... while adx-mon's cursor condition survives, for a rollback.
+    let status = api.get(NS, "m").unwrap()["status"].clone();
+    assert!(status.get("watermark").is_none(), "{status}");
+    assert!(
+        (status["conditions"].as_array().unwrap().iter()).any(|c| c["type"]
+            == "metricsexporter.adx-mon.azure.com/LastSuccessfulExecution"
+            && c["message"] == cursor.as_str()),
+        "{status}"
+    );
+
+    // The schema refuses a status: counted as rejected and by its code.
+    api.fail_status_patches(Some(422));
+    api.create(exporter(NS, "n", idle_spec("n")));
+    eventually(
+        "the refused patch in the metrics",
+        &mut [&mut ex],
+        || async {
+            let rejected = metric(
+                port,
+                "adxexporter_status_patches_total",
+                &[("outcome", "rejected")],
+            );
+            let by_code = metric(
+                port,
+                "adxexporter_kube_requests_total",
+                &[
+                    ("verb", "patch"),
+                    ("resource", "metricsexporters/status"),
+                    ("code", "422"),
+                ],
+            );
+            (rejected >= 1.0 && by_code >= 1.0).then_some(())
+        },
+    )
+    .await;
+    // Every request kind the instance makes is counted.
+    for (verb, resource, code) in [
+        ("list", "metricsexporters", "200"),
+        ("watch", "metricsexporters", "200"),
+        ("patch", "metricsexporters/status", "200"),
+        ("create", "events", "201"),
+    ] {
+        let n = metric(
+            port,
+            "adxexporter_kube_requests_total",
+            &[("verb", verb), ("resource", resource), ("code", code)],
+        );
+        assert!(n >= 1.0, "{verb} {resource} {code}: {n}");
+    }
+    assert!(
+        metric(
+            port,
+            "adxexporter_kube_events_total",
+            &[("outcome", "created")]
+        ) >= 1.0
+    );
+    ex.terminate();
+}
+
+/// The sum of the samples of `name` in the `/metrics` on `port` whose labels include `labels`
+/// (0 if none, or no answer).
+fn metric(port: u16, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let Some((200, text)) = common::http_get(port, "/metrics") else {
+        return 0.0;
+    };
+    let mut sum = 0.0;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((head, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (series, label_text) = match head.split_once('{') {
+            Some((n, l)) => (n, l.trim_end_matches('}')),
+            None => (head, ""),
+        };
+        let wanted = labels
+            .iter()
+            .all(|(k, v)| label_text.split(',').any(|p| p == format!("{k}=\"{v}\"")));
+        if series == name && wanted {
+            sum += value.parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    sum
 }

@@ -24,6 +24,10 @@ const RUNBOOK_ANCHORS: &[&str] = &[
     "rescale",
     "tls-verification-off",
     "exporter-restarted",
+    "status-patch-rejected",
+    "status-pruned",
+    "status-lagging",
+    "kube-api-errors",
 ];
 
 fn monitoring_dir() -> PathBuf {
@@ -260,6 +264,10 @@ fn the_rule_tests_cover_the_required_alerts() {
         "AdxExporterPushFailing",
         "AdxExporterDown",
         "AdxExporterTaskRestarted",
+        "AdxExporterStatusPatchRejected",
+        "AdxExporterStatusPruned",
+        "AdxExporterStatusLagging",
+        "AdxExporterKubeApiErrors",
     ] {
         assert!(
             tested.contains(alert),

@@ -11,7 +11,7 @@ use url::Url;
 
 use super::parse::{
     check_url, parse_cluster_labels, parse_kusto_endpoints, parse_listen_addr,
-    parse_non_negative_duration, parse_pairs, parse_positive, parse_positive_duration,
+    parse_non_negative_duration, parse_pairs, parse_positive, parse_positive_duration, parse_rate,
     parse_replicas, parse_size, parse_url,
 };
 use super::{CliError, ClientCertArgs, OtlpAuthArgs, RemoteWriteAuthArgs, TlsArgs};
@@ -175,6 +175,18 @@ pub struct KubernetesArgs {
     /// This pod's name (default: $HOSTNAME); with --replicas > 1 its ordinal is the number after the last -, as in a StatefulSet (adxexporter-2).
     #[arg(long, env = "ADXEXPORTER_POD_NAME")]
     pub pod_name: Option<String>,
+    /// Kubernetes mode: status patches (and status reads) per second, on average, across all resources; a changed status waits its turn.
+    #[arg(long, env = "ADXEXPORTER_STATUS_PATCH_QPS", default_value = "20", value_parser = parse_rate)]
+    pub status_patch_qps: f64,
+    /// Kubernetes mode: status patches allowed at once after a quiet spell.
+    #[arg(long, env = "ADXEXPORTER_STATUS_PATCH_BURST", default_value = "50", value_parser = parse_replicas)]
+    pub status_patch_burst: u32,
+    /// Kubernetes mode: Kubernetes Events recorded per second, on average (each resource also gets at most 25 at once, then one per 5 minutes).
+    #[arg(long, env = "ADXEXPORTER_EVENT_QPS", default_value = "5", value_parser = parse_rate)]
+    pub event_qps: f64,
+    /// Kubernetes mode: Kubernetes Events allowed at once after a quiet spell.
+    #[arg(long, env = "ADXEXPORTER_EVENT_BURST", default_value = "25", value_parser = parse_replicas)]
+    pub event_burst: u32,
 }
 
 /// Logs, `/metrics` and the probes.
@@ -213,6 +225,19 @@ pub struct RunConfig {
     pub telemetry: TelemetrySettings,
     /// How long the outputs may keep draining after SIGTERM.
     pub shutdown_grace: Span,
+    /// Kubernetes mode's writes: status patches and Events.
+    pub kube: KubeSettings,
+}
+
+/// Kubernetes mode's writes to the API server and their rate limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubeSettings {
+    pub status_patch_qps: f64,
+    pub status_patch_burst: u32,
+    pub event_qps: f64,
+    pub event_burst: u32,
+    /// `reportingInstance` of the Events: `--pod-name`, else `$HOSTNAME`.
+    pub pod_name: Option<String>,
 }
 
 /// The resource source: the `--manifests` directory, or the Kubernetes watch.
@@ -426,6 +451,13 @@ impl RunArgs {
                 tls_insecure_skip_verify: tls.insecure_skip_verify,
             },
             shutdown_grace: out.shutdown_grace,
+            kube: KubeSettings {
+                status_patch_qps: kubernetes.status_patch_qps,
+                status_patch_burst: kubernetes.status_patch_burst,
+                event_qps: kubernetes.event_qps,
+                event_burst: kubernetes.event_burst,
+                pod_name,
+            },
         })
     }
 }

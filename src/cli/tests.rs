@@ -45,6 +45,53 @@ fn run_is_the_default_and_defaults_apply() {
 }
 
 #[test]
+fn kubernetes_writes_are_rate_limited_by_default_and_by_flag() {
+    let c = run(&[OUT, "--pod-name=adxexporter-0"]).unwrap();
+    assert_eq!(
+        c.kube,
+        run::KubeSettings {
+            status_patch_qps: 20.0,
+            status_patch_burst: 50,
+            event_qps: 5.0,
+            event_burst: 25,
+            pod_name: Some("adxexporter-0".into()),
+        }
+    );
+    let c = run(&[
+        OUT,
+        "--status-patch-qps=0.5",
+        "--status-patch-burst=1",
+        "--event-qps",
+        "2",
+        "--event-burst",
+        "3",
+    ])
+    .unwrap();
+    assert_eq!(
+        (
+            c.kube.status_patch_qps,
+            c.kube.status_patch_burst,
+            c.kube.event_qps,
+            c.kube.event_burst
+        ),
+        (0.5, 1, 2.0, 3)
+    );
+    for bad in [
+        "--status-patch-qps=0",
+        "--status-patch-qps=-1",
+        "--status-patch-qps=inf",
+        "--status-patch-qps=NaN",
+        "--status-patch-burst=0",
+        "--event-qps=fast",
+        "--event-burst=0",
+    ] {
+        let e = cli(&["run", OUT, bad]).unwrap_err().to_string();
+        let flag = bad.split('=').next().unwrap();
+        assert!(e.contains(flag), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn kusto_auth_is_parsed_by_validation() {
     let c = run(&[OUT, "--kusto-auth", "token-file:/run/token"]).unwrap();
     assert_eq!(c.kusto.auth, KustoAuth::TokenFile("/run/token".into()));

@@ -19,8 +19,21 @@
 //!   it); [`FakeOptions::expired_as_http_410`] answers a plain HTTP 410 instead;
 //! - merge patch (`application/merge-patch+json`, RFC 7386) and server-side apply
 //!   (`application/apply-patch+yaml`, needs `fieldManager`) are both applied as a JSON merge patch:
-//!   enough for a status subtree; managed fields are not tracked. Strategic merge and JSON patch get
-//!   415, as for any custom resource;
+//!   enough for a status subtree; managed fields are not tracked. JSON patch
+//!   (`application/json-patch+json`, RFC 6902) is applied to the whole stored object, so a `test` of
+//!   `/metadata/uid` is a precondition; a failing operation gets what kube-apiserver answers: 422,
+//!   reason `Invalid`, message "the server rejected our request due to an error in our request"
+//!   (the cause is not said). On `/status` only the resulting `status` is kept (as the status
+//!   strategy's PrepareForUpdate does, so `metadata` in a status patch is ignored, uid included).
+//!   Strategic merge gets 415, as for any custom resource;
+//! - [`FakeOptions::pruned_status_fields`] makes status writes drop those fields, as a structural
+//!   schema without them (an adx-mon CRD applied over adxexporter's) prunes them;
+//!   [`FakeApi::fail_status_patches`] answers status patches with a 422 (schema) or 403 (RBAC) the
+//!   way the real server words them;
+//! - `events.k8s.io/v1` Events: create (POST, 201; 422 without the fields the API requires of a new
+//!   Event, 409 if the name exists), merge patch (PATCH, 404 if gone), get and list; every write is
+//!   recorded ([`FakeApi::events`], [`FakeApi::event_writes`]); [`FakeApi::fail_event_writes`]
+//!   refuses them (RBAC);
 //! - errors are `Status` objects with the real `reason`s (NotFound, AlreadyExists, Conflict, Expired…).
 //!
 //! Every request is recorded with the name of the listener it came in on: [`FakeApi::add_client`]
@@ -57,6 +70,9 @@ pub struct FakeOptions {
     pub event_retention: usize,
     /// Answer a too-old watch with HTTP 410 instead of the real server's 200 + ERROR event.
     pub expired_as_http_410: bool,
+    /// Top-level `status` fields every status write drops, as a CRD schema without them prunes them
+    /// (e.g. `["watermark"]`: adx-mon's CRD re-applied over adxexporter's).
+    pub pruned_status_fields: Vec<&'static str>,
 }
 
 impl Default for FakeOptions {
@@ -64,6 +80,7 @@ impl Default for FakeOptions {
         FakeOptions {
             event_retention: 10_000,
             expired_as_http_410: false,
+            pruned_status_fields: Vec::new(),
         }
     }
 }
@@ -92,6 +109,17 @@ pub struct StatusPatch {
     pub code: u16,
 }
 
+/// One write (POST or PATCH) of an `events.k8s.io/v1` Event, recorded whatever its answer.
+#[derive(Clone, Debug)]
+pub struct EventWrite {
+    pub method: String,
+    pub namespace: String,
+    /// The Event's name (from the path, or the body of a POST).
+    pub name: String,
+    pub body: Value,
+    pub code: u16,
+}
+
 #[derive(Clone, Debug)]
 struct LoggedEvent {
     rv: u64,
@@ -108,6 +136,13 @@ struct Store {
     compacted_through: u64,
     requests: Vec<RecordedRequest>,
     status_patches: Vec<StatusPatch>,
+    /// `events.k8s.io/v1` Events by (namespace, name).
+    events: BTreeMap<(String, String), Value>,
+    event_writes: Vec<EventWrite>,
+    /// Answer every status patch with this code (422 or 403 worded as the real server does).
+    status_patch_failure: Option<u16>,
+    /// Answer every Event write with this code.
+    event_write_failure: Option<u16>,
 }
 
 struct Shared {
@@ -193,10 +228,32 @@ impl FakeApi {
 
     /// Replaces `status` as a merge patch on the status subresource would.
     pub fn set_status(&self, namespace: &str, name: &str, status: Value) -> Value {
-        let (code, body) =
-            (self.shared).patch_status(namespace, name, &json!({ "status": status }));
+        let patch = Patch::Merge(json!({ "status": status }));
+        let (code, body) = (self.shared).patch_status(namespace, name, &patch);
         assert_eq!(code, StatusCode::OK, "{body}");
         body
+    }
+
+    /// From now on, answer every status patch with `code` (422: the CRD schema refuses the status;
+    /// 403: RBAC lacks patch on metricsexporters/status; others: a generic Status), or normally.
+    pub fn fail_status_patches(&self, code: Option<u16>) {
+        self.shared.store.lock().unwrap().status_patch_failure = code;
+    }
+
+    /// From now on, answer every Event write with `code` (403: RBAC lacks create/patch on events).
+    pub fn fail_event_writes(&self, code: Option<u16>) {
+        self.shared.store.lock().unwrap().event_write_failure = code;
+    }
+
+    /// Every stored `events.k8s.io/v1` Event.
+    pub fn events(&self) -> Vec<Value> {
+        let store = self.shared.store.lock().unwrap();
+        store.events.values().cloned().collect()
+    }
+
+    /// Every Event write, in order.
+    pub fn event_writes(&self) -> Vec<EventWrite> {
+        self.shared.store.lock().unwrap().event_writes.clone()
     }
 
     /// A client built from a kubeconfig pointing at the first listener, as `kube::Client::try_default()`
@@ -320,6 +377,63 @@ fn not_found(name: &str) -> (StatusCode, Value) {
     )
 }
 
+/// A write refused the way kube-apiserver words it: 422 from the CRD's schema, 403 from RBAC.
+fn refused(
+    code: u16,
+    name: &str,
+    verb: &str,
+    resource: &str,
+    namespace: &str,
+) -> (StatusCode, Value) {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = match code {
+        422 => {
+            let mut s = status_object(
+                status,
+                "Invalid",
+                format!(
+                    "{KIND}.{GROUP} \"{name}\" is invalid: status.backlog.windows: Invalid value: \"string\": status.backlog.windows in body must be of type integer: \"string\""
+                ),
+                Some(name),
+            );
+            s["details"]["kind"] = json!(KIND);
+            s["details"]["causes"] = json!([{
+                "reason": "FieldValueTypeInvalid",
+                "message": "Invalid value: \"string\": status.backlog.windows in body must be of type integer: \"string\"",
+                "field": "status.backlog.windows",
+            }]);
+            s
+        }
+        403 => status_object(
+            status,
+            "Forbidden",
+            format!(
+                "{resource}.{} \"{name}\" is forbidden: User \"system:serviceaccount:adxexporter:adxexporter\" cannot {verb} resource \"{resource}\" in API group \"{}\" in the namespace \"{namespace}\"",
+                if resource == "events" {
+                    "events.k8s.io"
+                } else {
+                    GROUP
+                },
+                if resource == "events" {
+                    "events.k8s.io"
+                } else {
+                    GROUP
+                },
+            ),
+            Some(name),
+        ),
+        _ => status_object(
+            status,
+            "InternalError",
+            format!(
+                "an error on the server (\"injected\") has prevented the request from succeeding ({verb} {resource} {name})"
+            ),
+            Some(name),
+        ),
+    };
+    (status, body)
+}
+
 fn expired(rv: u64, oldest: u64) -> Value {
     status_object(
         StatusCode::GONE,
@@ -410,7 +524,7 @@ impl Shared {
         &self,
         namespace: &str,
         name: &str,
-        patch: Option<Value>,
+        patch: Option<Patch>,
         replacement: Option<Value>,
     ) -> (StatusCode, Value) {
         let mut store = self.store.lock().unwrap();
@@ -442,8 +556,10 @@ impl Shared {
             if !new["metadata"].is_object() {
                 new["metadata"] = json!({});
             }
-        } else if let Some(patch) = patch {
-            merge_patch(&mut new, &patch);
+        } else if let Some(patch) = patch
+            && let Err(e) = patch.apply(&mut new)
+        {
+            return e;
         }
         for field in [
             "name",
@@ -475,8 +591,11 @@ impl Shared {
         (StatusCode::OK, self.commit(&mut store, "MODIFIED", new))
     }
 
-    fn patch_status(&self, namespace: &str, name: &str, patch: &Value) -> (StatusCode, Value) {
+    fn patch_status(&self, namespace: &str, name: &str, patch: &Patch) -> (StatusCode, Value) {
         let mut store = self.store.lock().unwrap();
+        if let Some(code) = store.status_patch_failure {
+            return refused(code, name, "patch", "metricsexporters/status", namespace);
+        }
         let Some(old) = store
             .objects
             .get(&(namespace.to_owned(), name.to_owned()))
@@ -485,10 +604,20 @@ impl Shared {
             return not_found(name);
         };
         let mut merged = old.clone();
-        merge_patch(&mut merged, patch);
+        if let Err(e) = patch.apply(&mut merged) {
+            return e;
+        }
         let mut new = old.clone();
         match merged.get("status") {
-            Some(s) => new["status"] = s.clone(),
+            Some(s) => {
+                let mut status = s.clone();
+                if let Some(fields) = status.as_object_mut() {
+                    for field in &self.options.pruned_status_fields {
+                        fields.remove(*field);
+                    }
+                }
+                new["status"] = status;
+            }
             None => {
                 if let Some(o) = new.as_object_mut() {
                     o.remove("status");
@@ -499,6 +628,126 @@ impl Shared {
             return (StatusCode::OK, old);
         }
         (StatusCode::OK, self.commit(&mut store, "MODIFIED", new))
+    }
+
+    /// `POST` of an `events.k8s.io/v1` Event: the fields the API requires of a new Event
+    /// (`eventTime`, `reportingController`, `reportingInstance`, `action`, `reason`, `regarding`).
+    fn create_event(&self, namespace: &str, mut event: Value) -> (StatusCode, Value) {
+        let mut store = self.store.lock().unwrap();
+        if let Some(code) = store.event_write_failure {
+            let name = event["metadata"]["name"].as_str().unwrap_or("").to_owned();
+            return refused(code, &name, "create", "events", namespace);
+        }
+        let missing: Vec<&str> = [
+            "eventTime",
+            "reportingController",
+            "reportingInstance",
+            "action",
+            "reason",
+            "regarding",
+        ]
+        .into_iter()
+        .filter(|f| event.get(*f).is_none_or(Value::is_null))
+        .collect();
+        let Some(name) = event["metadata"]["name"].as_str().map(str::to_owned) else {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                status_object(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    "Event.events.k8s.io \"\" is invalid: metadata.name: Required value: name or generateName is required".into(),
+                    None,
+                ),
+            );
+        };
+        if !missing.is_empty() {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                status_object(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    format!(
+                        "Event.events.k8s.io \"{name}\" is invalid: {}: Required value",
+                        missing.join(", ")
+                    ),
+                    Some(&name),
+                ),
+            );
+        }
+        let key = (namespace.to_owned(), name.clone());
+        if store.events.contains_key(&key) {
+            return (
+                StatusCode::CONFLICT,
+                status_object(
+                    StatusCode::CONFLICT,
+                    "AlreadyExists",
+                    format!("events.events.k8s.io \"{name}\" already exists"),
+                    Some(&name),
+                ),
+            );
+        }
+        store.rv += 1;
+        event["apiVersion"] = json!("events.k8s.io/v1");
+        event["kind"] = json!("Event");
+        let meta = &mut event["metadata"];
+        meta["namespace"] = json!(namespace);
+        meta["uid"] = json!(uuid::Uuid::new_v4().to_string());
+        meta["resourceVersion"] = json!(store.rv.to_string());
+        meta["creationTimestamp"] = json!(now_rfc3339());
+        store.events.insert(key, event.clone());
+        (StatusCode::CREATED, event)
+    }
+
+    /// `PATCH` of an Event (kube-runtime's Recorder merge-patches `series` into it).
+    fn patch_event(&self, namespace: &str, name: &str, patch: &Patch) -> (StatusCode, Value) {
+        let mut store = self.store.lock().unwrap();
+        if let Some(code) = store.event_write_failure {
+            return refused(code, name, "patch", "events", namespace);
+        }
+        let key = (namespace.to_owned(), name.to_owned());
+        let Some(old) = store.events.get(&key).cloned() else {
+            return (
+                StatusCode::NOT_FOUND,
+                status_object(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("events.events.k8s.io \"{name}\" not found"),
+                    Some(name),
+                ),
+            );
+        };
+        let mut new = old.clone();
+        if let Err(e) = patch.apply(&mut new) {
+            return e;
+        }
+        for field in ["name", "namespace", "uid", "creationTimestamp"] {
+            new["metadata"][field] = old["metadata"][field].clone();
+        }
+        if new != old {
+            store.rv += 1;
+            new["metadata"]["resourceVersion"] = json!(store.rv.to_string());
+            store.events.insert(key, new.clone());
+        }
+        (StatusCode::OK, new)
+    }
+
+    fn record_event_write(
+        &self,
+        method: &str,
+        namespace: &str,
+        name: &str,
+        bytes: &Bytes,
+        code: StatusCode,
+    ) {
+        let body = serde_json::from_slice(bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()));
+        self.store.lock().unwrap().event_writes.push(EventWrite {
+            method: method.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            body,
+            code: code.as_u16(),
+        });
     }
 
     fn delete(&self, namespace: &str, name: &str) -> (StatusCode, Value) {
@@ -561,9 +810,23 @@ enum Target {
     Collection(Option<String>),
     Object(String, String),
     Status(String, String),
+    /// `events.k8s.io/v1` Events of a namespace, or one of them.
+    Events(String, Option<String>),
 }
 
+const EVENTS_PREFIX: &str = "/apis/events.k8s.io/v1";
+
 fn parse_target(path: &str) -> Option<Target> {
+    if let Some(rest) = path.strip_prefix(EVENTS_PREFIX) {
+        let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+        return match parts.as_slice() {
+            ["namespaces", ns, "events"] => Some(Target::Events((*ns).to_owned(), None)),
+            ["namespaces", ns, "events", name] => {
+                Some(Target::Events((*ns).to_owned(), Some((*name).to_owned())))
+            }
+            _ => None,
+        };
+    }
     let rest = path.strip_prefix(PREFIX)?.trim_end_matches('/');
     let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     match parts.as_slice() {
@@ -661,7 +924,7 @@ async fn handle(State((shared, client)): State<(Arc<Shared>, Arc<str>)>, req: Re
         (&Method::PUT, Target::Status(ns, name)) => match parse_body(&bytes, &content_type) {
             Ok(object) => {
                 let status = object.get("status").cloned().unwrap_or(Value::Null);
-                shared.patch_status(&ns, &name, &json!({ "status": status }))
+                shared.patch_status(&ns, &name, &Patch::Merge(json!({ "status": status })))
             }
             Err(e) => e,
         },
@@ -688,12 +951,51 @@ async fn handle(State((shared, client)): State<(Arc<Shared>, Arc<str>)>, req: Re
                     namespace: ns,
                     name,
                     content_type,
-                    body: parsed.unwrap_or_else(|_| {
+                    body: parsed.map(|p| p.body()).unwrap_or_else(|_| {
                         Value::String(String::from_utf8_lossy(&bytes).into_owned())
                     }),
                     code: code.as_u16(),
                 });
             (code, body)
+        }
+        (&Method::POST, Target::Events(ns, None)) => {
+            let (code, body, name) = match parse_body(&bytes, &content_type) {
+                Ok(event) => {
+                    let name = event["metadata"]["name"].as_str().unwrap_or("").to_owned();
+                    let (code, body) = shared.create_event(&ns, event);
+                    (code, body, name)
+                }
+                Err((code, body)) => (code, body, String::new()),
+            };
+            shared.record_event_write("POST", &ns, &name, &bytes, code);
+            (code, body)
+        }
+        (&Method::PATCH, Target::Events(ns, Some(name))) => {
+            let (code, body) = match parse_patch(&bytes, &content_type, &query) {
+                Ok(patch) => shared.patch_event(&ns, &name, &patch),
+                Err(e) => e,
+            };
+            shared.record_event_write("PATCH", &ns, &name, &bytes, code);
+            (code, body)
+        }
+        (&Method::GET, Target::Events(ns, None)) => {
+            let store = shared.store.lock().unwrap();
+            let items: Vec<Value> = (store.events.iter())
+                .filter(|((n, _), _)| *n == ns)
+                .map(|(_, e)| e.clone())
+                .collect();
+            (
+                StatusCode::OK,
+                json!({"apiVersion": "events.k8s.io/v1", "kind": "EventList",
+                       "metadata": {"resourceVersion": store.rv.to_string()}, "items": items}),
+            )
+        }
+        (&Method::GET, Target::Events(ns, Some(name))) => {
+            let store = shared.store.lock().unwrap();
+            match store.events.get(&(ns, name.clone())) {
+                Some(e) => (StatusCode::OK, e.clone()),
+                None => not_found(&name),
+            }
         }
         (&Method::DELETE, Target::Object(ns, name)) => shared.delete(&ns, &name),
         (method, _) => (
@@ -726,14 +1028,67 @@ fn parse_body(bytes: &Bytes, content_type: &str) -> Result<Value, (StatusCode, V
     serde_json::from_slice(bytes).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// A parsed patch body.
+#[derive(Clone, Debug)]
+pub enum Patch {
+    /// RFC 7386 merge patch (also how apply is approximated).
+    Merge(Value),
+    /// RFC 6902 JSON patch.
+    Json(json_patch::Patch),
+}
+
+impl Patch {
+    /// Applies the patch to `target`; an error is the answer to send.
+    fn apply(&self, target: &mut Value) -> Result<(), (StatusCode, Value)> {
+        match self {
+            Patch::Merge(p) => {
+                merge_patch(target, p);
+                Ok(())
+            }
+            Patch::Json(p) => {
+                let mut patched = target.clone();
+                match json_patch::patch(&mut patched, p) {
+                    Ok(()) => {
+                        *target = patched;
+                        Ok(())
+                    }
+                    // kube-apiserver: errors.NewGenericServerResponse(422, …): the cause is not said.
+                    Err(_) => Err((
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        json!({
+                            "kind": "Status", "apiVersion": "v1", "metadata": {},
+                            "status": "Failure",
+                            "message": "the server rejected our request due to an error in our request",
+                            "reason": "Invalid",
+                            "details": {},
+                            "code": 422,
+                        }),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// The body as recorded.
+    pub fn body(&self) -> Value {
+        match self {
+            Patch::Merge(v) => v.clone(),
+            Patch::Json(p) => serde_json::to_value(p).unwrap_or(Value::Null),
+        }
+    }
+}
+
 fn parse_patch(
     bytes: &Bytes,
     content_type: &str,
     query: &BTreeMap<String, String>,
-) -> Result<Value, (StatusCode, Value)> {
+) -> Result<Patch, (StatusCode, Value)> {
     let media = content_type.split(';').next().unwrap_or("").trim();
     match media {
-        "application/merge-patch+json" => parse_body(bytes, "json"),
+        "application/merge-patch+json" => parse_body(bytes, "json").map(Patch::Merge),
+        "application/json-patch+json" => serde_json::from_slice(bytes)
+            .map(Patch::Json)
+            .map_err(|e| bad_request(format!("invalid JSON patch: {e}"))),
         "application/apply-patch+yaml" => {
             if query.get("fieldManager").is_none_or(|m| m.is_empty()) {
                 return Err((
@@ -746,7 +1101,7 @@ fn parse_patch(
                     ),
                 ));
             }
-            parse_body(bytes, "yaml")
+            parse_body(bytes, "yaml").map(Patch::Merge)
         }
         other => Err((
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -754,7 +1109,7 @@ fn parse_patch(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UnsupportedMediaType",
                 format!(
-                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?}; this fake does not do json-patch)"
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?})"
                 ),
                 None,
             ),

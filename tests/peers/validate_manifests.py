@@ -35,6 +35,8 @@ ALLOWED_RULES = {
     ("adx-mon.azure.com", "metricsexporters", "watch"),
     ("adx-mon.azure.com", "metricsexporters/status", "get"),
     ("adx-mon.azure.com", "metricsexporters/status", "patch"),
+    ("events.k8s.io", "events", "create"),
+    ("events.k8s.io", "events", "patch"),
 }
 THIRD_PARTY = {("monitoring.coreos.com/v1", "PodMonitor")}
 SCRAPE_ANNOTATIONS = {"adx-mon/scrape": "true", "adx-mon/port": "8080", "adx-mon/path": "/metrics"}
