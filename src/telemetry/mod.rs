@@ -135,6 +135,9 @@ pub(crate) fn install_metrics() -> Result<PrometheusHandle, TelemetryError> {
         .map_err(|e| TelemetryError::Recorder(e.to_string()))?;
     metrics::describe_all();
     ::metrics::gauge!(metrics::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    // Exported from start-up (0 until the Kubernetes source counts otherwise), so an alert on it
+    // never reads "no data" as fine.
+    ::metrics::gauge!(metrics::EXPORTERS_STALE).set(0.0);
     Ok(handle)
 }
 
