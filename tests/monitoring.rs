@@ -24,6 +24,7 @@ const RUNBOOK_ANCHORS: &[&str] = &[
     "rescale",
     "tls-verification-off",
     "exporter-restarted",
+    "exporters-stale",
 ];
 
 fn monitoring_dir() -> PathBuf {
@@ -260,6 +261,7 @@ fn the_rule_tests_cover_the_required_alerts() {
         "AdxExporterPushFailing",
         "AdxExporterDown",
         "AdxExporterTaskRestarted",
+        "AdxExporterExportersStale",
     ] {
         assert!(
             tested.contains(alert),
