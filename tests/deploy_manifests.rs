@@ -172,7 +172,11 @@ fn a_role_that_can_scale_the_statefulset_is_rejected() {
         "    verbs: [\"get\", \"list\", \"watch\"]\n",
         "    verbs: [\"get\", \"list\", \"watch\", \"patch\"]\n",
     );
-    assert_rejected(copy.path(), "role.yaml", "grants more than adxexporter needs");
+    assert_rejected(
+        copy.path(),
+        "role.yaml",
+        "grants more than adxexporter needs",
+    );
 }
 
 #[test]
