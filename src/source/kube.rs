@@ -676,6 +676,24 @@ impl KubeSource {
     }
 }
 
+/// The Kubernetes source alone (no scheduler, no status writer), publishing on `tx` until
+/// `shutdown`: for `benches/fleet.rs`, which measures it against the fake API server.
+#[doc(hidden)]
+pub async fn run_alone(
+    client: kube::Client,
+    filter: Filter,
+    membership: Membership,
+    tx: watch::Sender<Arc<Snapshot>>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let health = Arc::new(Health::default());
+    let source = KubeSource::new(client, None, filter, membership);
+    source
+        .run(tx, health, shutdown)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// The next StatefulSet event, or never without one to follow.
 async fn next_member(
     stream: &mut Option<MemberStream>,
