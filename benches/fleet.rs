@@ -85,7 +85,7 @@ fn status(minute: u64) -> serde_json::Value {
         "observedGeneration": 1,
         "conditions": [condition("QueryHealthy", "QuerySucceeded"), condition("DeliveryHealthy", "Delivering"), condition("Ready", "Exporting")],
         "lastQuery": {"windowStart": t(minute - 1), "windowEnd": t(minute), "rows": 120, "durationMs": 42},
-        "backlog": {"windows": 0},
+        "backlog": {"windows": 0, "bytes": 0},
     })
 }
 
@@ -155,6 +155,11 @@ fn rss_mib() -> (f64, f64) {
 }
 
 fn measure() {
+    // Watch errors (an object that does not decode, …) are WARN lines of the source.
+    tracing_subscriber::fmt()
+        .with_env_filter("warn")
+        .with_writer(std::io::stderr)
+        .init();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .env("FLEET_BENCH_ROLE", "server")
         .stdin(Stdio::piped())
@@ -214,7 +219,12 @@ fn measure() {
     // The initial list.
     let t0 = Instant::now();
     let cpu0 = thread_cpu_ns(&tid);
-    rt.block_on(rx.changed()).unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(300), rx.changed())
+            .await
+            .expect("the initial list within 5 minutes")
+    })
+    .unwrap();
     let first = rx.borrow_and_update().clone();
     let list_wall = t0.elapsed();
     let list_cpu = thread_cpu_ns(&tid) - cpu0;
