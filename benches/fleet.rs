@@ -170,7 +170,11 @@ fn measure() {
     let mut stdin = child.stdin.take().unwrap();
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("url ").expect("the server's URL").to_owned();
+    let url = line
+        .trim()
+        .strip_prefix("url ")
+        .expect("the server's URL")
+        .to_owned();
     let n = env_or("FLEET_RESOURCES", 10_000);
     let (rss0, _) = rss_mib();
 
@@ -243,7 +247,10 @@ fn measure() {
     loop {
         rt.block_on(rx.changed()).unwrap();
         snapshots += 1;
-        if rx.borrow_and_update().rejected.contains_key(&format!("{NS}/zz-marker"))
+        if rx
+            .borrow_and_update()
+            .rejected
+            .contains_key(&format!("{NS}/zz-marker"))
             || rx
                 .borrow()
                 .desired
@@ -268,7 +275,10 @@ fn measure() {
     let per_event_us = traffic_cpu as f64 / 1e3 / events as f64;
     let core = traffic_cpu as f64 / traffic_wall.as_nanos() as f64;
     let at_one_minute = (n as f64 / 60.0) * per_event_us / 1e6;
-    println!("resources: {n}, this replica runs {} (ordinal 0 of 3)", first.desired.len());
+    println!(
+        "resources: {n}, this replica runs {} (ordinal 0 of 3)",
+        first.desired.len()
+    );
     println!(
         "initial list: {:.2} s wall, {:.2} CPU-s ({:.0} CPU-µs per resource)",
         list_wall.as_secs_f64(),

@@ -1084,7 +1084,7 @@ mod tests {
         assert!(listed.windows(2).all(|w| w[0] < w[1]), "{listed:?}");
         assert!(listed.iter().all(|n| {
             let i: usize = n[4..].parse().unwrap();
-            i % 2 == 0
+            i.is_multiple_of(2)
         }));
         assert_eq!(stale(inputs, now, 0), (13, vec![]));
     }
