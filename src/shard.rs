@@ -21,7 +21,8 @@
 //!   owns the resource. So no window is skipped.
 //! - Duplicated: windows the old owner appended after its last status patch (up to one status
 //!   interval plus one query), and windows both replicas query while they disagree about the
-//!   replica count (a rolling restart with the new `--replicas`). Those windows are exported
+//!   replica count (until each has seen the StatefulSet's new `spec.replicas`; with `--replicas`,
+//!   a rolling restart with the new flag). Those windows are exported
 //!   twice with identical samples (same series, timestamps and values); Prometheus-compatible
 //!   receivers keep one, OTLP receivers may count both.
 //! - While replicas disagree a resource may also briefly have no owner; its new owner later
