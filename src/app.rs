@@ -22,6 +22,7 @@ use crate::query::KustoClient;
 use crate::registry::Snapshot;
 use crate::schedule::exporter::SchedulerContext;
 use crate::schedule::scheduler::Scheduler;
+use crate::shard::Membership;
 use crate::sink::drain::Drain;
 use crate::sink::{
     OtlpGrpcSink, OtlpSink, Output, RemoteWriteSink, ScrapePages, ScrapeSink, Sink, scrape,
@@ -141,11 +142,6 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     };
     match (&source.manifests, &kube_client) {
         (Some(dir), _) => {
-            if source.shard.replicas > 1 {
-                tracing::warn!(
-                    "--replicas is ignored with --manifests: this instance runs every resource of the directory"
-                );
-            }
             let manifests = ManifestSource::new(
                 dir.clone(),
                 source.cluster_labels.clone(),
@@ -158,28 +154,41 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             });
         }
         (None, Some(client)) => {
-            let shard = source.shard;
-            if shard.ordinal >= shard.replicas {
-                tracing::warn!(
-                    "ordinal {} is not below --replicas {}: this replica runs no exporter and only drains its WAL",
-                    shard.ordinal,
-                    shard.replicas
-                );
+            match &source.membership {
+                Membership::Fixed(shard) => {
+                    if shard.ordinal >= shard.replicas {
+                        tracing::warn!(
+                            "ordinal {} is not below --replicas {}: this replica runs no exporter and only drains its WAL",
+                            shard.ordinal,
+                            shard.replicas
+                        );
+                    }
+                    tracing::info!(
+                        namespace = source.namespace.as_deref().unwrap_or("<all>"),
+                        replica = shard.ordinal,
+                        replicas = shard.replicas,
+                        "Kubernetes mode: watching MetricsExporter resources"
+                    );
+                }
+                Membership::StatefulSet {
+                    name,
+                    namespace,
+                    ordinal,
+                } => tracing::info!(
+                    namespace = source.namespace.as_deref().unwrap_or("<all>"),
+                    replica = ordinal,
+                    statefulset = %format!("{}/{name}", namespace.as_deref().unwrap_or(client.default_namespace())),
+                    "Kubernetes mode: watching MetricsExporter resources; the replica count is the StatefulSet's"
+                ),
             }
-            tracing::info!(
-                namespace = source.namespace.as_deref().unwrap_or("<all>"),
-                replica = shard.ordinal,
-                replicas = shard.replicas,
-                "Kubernetes mode: watching MetricsExporter resources"
-            );
             let watch = KubeSource::new(
                 client.clone(),
                 source.namespace.as_deref(),
                 Filter {
                     cluster_labels: source.cluster_labels.clone(),
                     cli_prefix: source.metric_name_prefix.clone(),
-                    shard,
                 },
+                source.membership.clone(),
             );
             let (health, stop) = (health.clone(), query_stop.clone());
             query_tasks.spawn(async move {

@@ -182,6 +182,12 @@ impl Exporter {
             .env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "info")
             .env_remove("ADXEXPORTER_MANIFESTS")
+            // The pod name comes from the flags only: a host name ending in -<n> would make the
+            // instance follow a StatefulSet.
+            .env_remove("HOSTNAME")
+            .env_remove("ADXEXPORTER_POD_NAME")
+            .env_remove("ADXEXPORTER_REPLICAS")
+            .env_remove("POD_NAMESPACE")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -194,6 +200,11 @@ impl Exporter {
             label: label.to_owned(),
             metrics_port,
         }
+    }
+
+    /// The value of an unlabelled gauge on `/metrics`, once the endpoint answers.
+    fn gauge(&self, name: &str) -> Option<f64> {
+        gauge(self.metrics_port, name)
     }
 
     fn log_text(&self) -> String {
@@ -1021,4 +1032,253 @@ fn metric(port: u16, name: &str, labels: &[(&str, &str)]) -> f64 {
         }
     }
     sum
+}
+
+/// The value of an unlabelled gauge on `/metrics` at `port`, once the endpoint answers.
+fn gauge(port: u16, name: &str) -> Option<f64> {
+    let (code, body) = common::http_get(port, "/metrics")?;
+    if code != 200 {
+        return None;
+    }
+    body.lines().find_map(|l| {
+        let (n, v) = l.split_once(' ')?;
+        (n == name).then(|| v.trim().parse().ok())?
+    })
+}
+
+/// Windows of `kt_<name>` delivered more than once across `sinks` (OTLP records every delivery).
+async fn otlp_duplicates(sinks: &[&Peer], name: &str, series: u32) -> Vec<i64> {
+    let mut count: BTreeMap<i64, usize> = BTreeMap::new();
+    for sink in sinks {
+        for t in otlp_windows(sink, name, series).await {
+            *count.entry(t).or_default() += 1;
+        }
+    }
+    count
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(t, _)| t)
+        .collect()
+}
+
+/// Membership from the cluster: two replicas started without `--replicas` read the count from the
+/// StatefulSet and share the resources; the StatefulSet is scaled to 3 and a third replica started:
+/// the first two move resources without a restart, every window of every resource arrives, twice
+/// only for windows in flight at the move. Then the third replica dies for good: the others count
+/// its resources in `adxexporter_exporters_stale` and name them; scaling back to 2 serves them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_follow_the_statefulset_rescale_without_restart_and_report_unserved_resources() {
+    let (kql, prometheus) = (kql(), prometheus_accepting_replays());
+    let sinks = [otlp_sink(), otlp_sink(), otlp_sink()];
+    let api = FakeApi::start().await;
+    let urls = [
+        api.add_client("adxexporter-0").await,
+        api.add_client("adxexporter-1").await,
+        api.add_client("adxexporter-2").await,
+    ];
+    let wals = [
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    ];
+    let start = floor_window(now_ms()) - 4 * INTERVAL_MS;
+    let names: Vec<(String, u32)> = (1..=8).map(|i| (format!("f{i}"), i)).collect();
+    let mut uids = BTreeMap::new();
+    for (name, series) in &names {
+        let o = api.create(exporter(NS, name, live_spec(name, *series, start)));
+        uids.insert(
+            name.clone(),
+            o["metadata"]["uid"].as_str().unwrap().to_owned(),
+        );
+    }
+    // The StatefulSet in the kubeconfig's namespace (the default of --pod-namespace).
+    api.create_statefulset("default", "adxexporter", Some(2));
+    let start_pod = |i: usize| {
+        let out = Outputs {
+            kql: &kql,
+            prometheus: &prometheus,
+            otlp: &sinks[i],
+        };
+        let pod = format!("adxexporter-{i}");
+        Exporter::start(&pod, &urls[i], wals[i].path(), &out, &["--pod-name", &pod])
+    };
+    let owner_of = |name: &str, replicas: u32| {
+        format!(
+            "adxexporter-{}",
+            adxexporter::shard::owner(&uids[name], replicas)
+        )
+    };
+    /// Every resource's status patched only by its owner among `replicas`, since patch `from`.
+    fn owners(api: &FakeApi, from: usize) -> BTreeMap<String, BTreeSet<String>> {
+        let mut owners: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for p in &api.status_patches()[from..] {
+            owners
+                .entry(p.name.clone())
+                .or_default()
+                .insert(p.client.clone());
+        }
+        owners
+    }
+
+    let mut r0 = start_pod(0);
+    let mut r1 = start_pod(1);
+    for (name, _) in &names {
+        eventually(
+            &format!("{name} past its backfill on two replicas"),
+            &mut [&mut r0, &mut r1],
+            || async { watermark(&api, name).filter(|wm| *wm >= start + 4 * INTERVAL_MS) },
+        )
+        .await;
+    }
+    // Both read 2 from the StatefulSet: each resource is patched by its owner of 2 only.
+    for (name, clients) in owners(&api, 0) {
+        assert_eq!(clients, BTreeSet::from([owner_of(&name, 2)]), "{name}");
+    }
+    for r in [&r0, &r1] {
+        assert_eq!(
+            r.gauge("adxexporter_exporters_stale"),
+            Some(0.0),
+            "{}",
+            r.label
+        );
+    }
+
+    // Scale to 3 (as `kubectl scale` does), then the new pod starts.
+    let status_before: BTreeMap<String, i64> = names
+        .iter()
+        .map(|(n, _)| (n.clone(), watermark(&api, n).unwrap()))
+        .collect();
+    let rescaled_at = now_ms();
+    api.scale_statefulset("default", "adxexporter", 3);
+    let mut r2 = start_pod(2);
+    let moved: Vec<&(String, u32)> = names
+        .iter()
+        .filter(|(n, _)| owner_of(n, 3) == "adxexporter-2")
+        .collect();
+    assert!(!moved.is_empty(), "some resource moves to the new replica");
+    let horizon = floor_window(rescaled_at) + 2 * INTERVAL_MS;
+    let patches_at_rescale = api.status_patches().len();
+    let mut watermarks = BTreeMap::new();
+    for (name, series) in &names {
+        let wm = eventually(
+            &format!("{name} past the rescale to 3"),
+            &mut [&mut r0, &mut r1, &mut r2],
+            || async { watermark(&api, name).filter(|wm| *wm >= horizon) },
+        )
+        .await;
+        eventually(
+            &format!("{name} delivered up to its watermark"),
+            &mut [&mut r0, &mut r1, &mut r2],
+            || async {
+                let mut at: BTreeSet<i64> = BTreeSet::new();
+                for sink in &sinks {
+                    at.extend(otlp_windows(sink, name, *series).await);
+                }
+                let all = (0..)
+                    .map(|i| start + i * INTERVAL_MS)
+                    .take_while(|t| *t < wm)
+                    .all(|t| at.contains(&t));
+                (all && prom_covers(&prometheus, name, *series, start, wm - INTERVAL_MS)
+                    .await
+                    .is_some())
+                .then_some(())
+            },
+        )
+        .await;
+        watermarks.insert(name.clone(), wm);
+    }
+    // The first two were not restarted: they followed the StatefulSet.
+    for r in [&mut r0, &mut r1] {
+        r.assert_running();
+        assert!(
+            r.log_text().contains("rescaled from 2 to 3 replicas"),
+            "{}:\n{}",
+            r.label,
+            r.log_text()
+        );
+    }
+    // Windows twice only for moved resources, and only those in flight at the move: after the
+    // status watermark seen before the scale, before the scale itself.
+    let sink_refs: Vec<&Peer> = sinks.iter().collect();
+    for (name, series) in &names {
+        let twice = otlp_duplicates(&sink_refs, name, *series).await;
+        if !moved.iter().any(|(n, _)| n == name) {
+            assert!(
+                twice.is_empty(),
+                "{name} did not move but has duplicates {twice:?}"
+            );
+        }
+        assert!(
+            twice
+                .iter()
+                .all(|t| *t >= status_before[name] - INTERVAL_MS && *t < rescaled_at + INTERVAL_MS),
+            "{name}: windows {twice:?} delivered twice outside the move (status watermark {}, scaled at {rescaled_at})",
+            status_before[name]
+        );
+    }
+    // After the move each resource is patched by its owner of 3 only.
+    let settled = api.status_patches().len();
+    let later = floor_window(now_ms()) + 2 * INTERVAL_MS;
+    for (name, _) in &names {
+        eventually(
+            &format!("{name} two more windows on three replicas"),
+            &mut [&mut r0, &mut r1, &mut r2],
+            || async { watermark(&api, name).filter(|wm| *wm >= later) },
+        )
+        .await;
+    }
+    let after = owners(&api, settled);
+    for (name, _) in &names {
+        assert_eq!(
+            after.get(name).cloned().unwrap_or_default(),
+            BTreeSet::from([owner_of(name, 3)]),
+            "{name} (patches since the rescale: {:?})",
+            owners(&api, patches_at_rescale).get(name)
+        );
+    }
+
+    // The third replica dies and is not restarted; the StatefulSet still says 3.
+    r2.child.kill().unwrap();
+    let _ = r2.child.wait();
+    let ports = [r0.metrics_port, r1.metrics_port];
+    let stale = eventually(
+        "the surviving replicas to count the dead one's resources as stale",
+        &mut [&mut r0, &mut r1],
+        || async {
+            let counts = ports.map(|p| gauge(p, "adxexporter_exporters_stale").unwrap_or(0.0));
+            (counts.iter().all(|c| *c > 0.0)).then_some(counts)
+        },
+    )
+    .await;
+    assert!(
+        stale.iter().all(|c| *c as usize == moved.len()),
+        "stale counts {stale:?}, resources of the dead replica {}",
+        moved.len()
+    );
+    for r in [&r0, &r1] {
+        let log = r.log_text();
+        let line = log
+            .lines()
+            .find(|l| l.contains("WARN") && l.contains("whose watermark no replica has moved"))
+            .unwrap_or_else(|| panic!("{} logged no stale resources:\n{log}", r.label));
+        for (name, _) in &moved {
+            assert!(line.contains(&format!("{NS}/{name}")), "{line}");
+        }
+    }
+    // Scaled back to 2, the others take the dead replica's resources over: none stale any more.
+    api.scale_statefulset("default", "adxexporter", 2);
+    eventually(
+        "no stale resource once the StatefulSet is scaled down to the live replicas",
+        &mut [&mut r0, &mut r1],
+        || async {
+            ports
+                .iter()
+                .all(|p| gauge(*p, "adxexporter_exporters_stale") == Some(0.0))
+                .then_some(())
+        },
+    )
+    .await;
+    drop(r2);
+    r0.terminate();
+    r1.terminate();
 }

@@ -28,6 +28,7 @@ const RUNBOOK_ANCHORS: &[&str] = &[
     "status-pruned",
     "status-lagging",
     "kube-api-errors",
+    "exporters-stale",
 ];
 
 fn monitoring_dir() -> PathBuf {
@@ -268,6 +269,7 @@ fn the_rule_tests_cover_the_required_alerts() {
         "AdxExporterStatusPruned",
         "AdxExporterStatusLagging",
         "AdxExporterKubeApiErrors",
+        "AdxExporterExportersStale",
     ] {
         assert!(
             tested.contains(alert),

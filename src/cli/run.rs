@@ -17,7 +17,7 @@ use super::parse::{
 use super::{CliError, ClientCertArgs, OtlpAuthArgs, RemoteWriteAuthArgs, TlsArgs};
 use crate::backoff::BackoffPolicy;
 use crate::query::{AuthError, KustoAuth, KustoConfig};
-use crate::shard::Shard;
+use crate::shard::{Membership, Shard};
 use crate::sink::{OtlpConfig, OtlpGrpcConfig, RemoteWriteConfig, ScrapeConfig};
 use crate::telemetry::LogFormat;
 use crate::time::Span;
@@ -169,10 +169,16 @@ pub struct RunWalArgs {
 /// Sharding between StatefulSet replicas (Kubernetes mode).
 #[derive(Debug, Clone, Args)]
 pub struct KubernetesArgs {
-    /// Kubernetes mode: replicas sharing the resources (the StatefulSet's replica count); each runs those rendezvous hashing of the uid gives its ordinal.
-    #[arg(long, env = "ADXEXPORTER_REPLICAS", default_value = "1", value_parser = parse_replicas)]
-    pub replicas: u32,
-    /// This pod's name (default: $HOSTNAME); with --replicas > 1 its ordinal is the number after the last -, as in a StatefulSet (adxexporter-2).
+    /// Kubernetes mode: a fixed replica count instead of the StatefulSet's (no StatefulSet is read); each replica runs the resources rendezvous hashing of the uid gives its ordinal.
+    #[arg(long, env = "ADXEXPORTER_REPLICAS", value_parser = parse_replicas)]
+    pub replicas: Option<u32>,
+    /// The StatefulSet whose spec.replicas is the replica count, followed while running (default: the pod name without its -<ordinal>); read only without --replicas.
+    #[arg(long, env = "ADXEXPORTER_STATEFULSET", value_name = "NAME")]
+    pub statefulset: Option<String>,
+    /// The namespace of that StatefulSet (default: the Kubernetes client's namespace, in a pod its own).
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NS")]
+    pub pod_namespace: Option<String>,
+    /// This pod's name (default: $HOSTNAME); its ordinal is the number after the last -, as in a StatefulSet (adxexporter-2). Without an ordinal (and without --replicas or --statefulset) this instance runs every resource.
     #[arg(long, env = "ADXEXPORTER_POD_NAME")]
     pub pod_name: Option<String>,
     /// Kubernetes mode: status patches (and status reads) per second, on average, across all resources; a changed status waits its turn.
@@ -250,8 +256,8 @@ pub struct SourceSettings {
     /// Matched by `spec.criteria`; the scheduler also defines them in every query.
     pub cluster_labels: BTreeMap<String, String>,
     pub metric_name_prefix: String,
-    /// This replica's ordinal among `--replicas` (Kubernetes mode).
-    pub shard: Shard,
+    /// This replica's ordinal and where the replica count comes from (Kubernetes mode).
+    pub membership: Membership,
 }
 
 /// How to reach Kusto, for `run` and `preview` alike.
@@ -381,10 +387,19 @@ impl RunArgs {
         let mut resource_attributes = cluster_labels.clone();
         resource_attributes.extend(extra);
         let pod_name = (kubernetes.pod_name.clone()).or_else(|| std::env::var("HOSTNAME").ok());
-        if source.manifests.is_some() && kubernetes.replicas > 1 {
-            return Err(CliError::ReplicasWithManifests(kubernetes.replicas));
-        }
-        let shard = Shard::from_pod_name(pod_name.as_deref(), kubernetes.replicas)?;
+        let membership = match (&source.manifests, kubernetes.replicas) {
+            (Some(_), Some(replicas)) if replicas > 1 => {
+                return Err(CliError::ReplicasWithManifests(replicas));
+            }
+            // Standalone: every instance runs the whole directory; no StatefulSet is read.
+            (Some(_), _) => Membership::Fixed(Shard::SINGLE),
+            (None, replicas) => Membership::resolve(
+                replicas,
+                kubernetes.statefulset.as_deref(),
+                kubernetes.pod_namespace.as_deref(),
+                pod_name.as_deref(),
+            )?,
+        };
         // The one check that reads the file system, after the flags themselves are known good.
         if let Some(dir) = &source.manifests
             && !dir.is_dir()
@@ -429,7 +444,7 @@ impl RunArgs {
                 namespace: source.namespace.filter(|n| !n.trim().is_empty()),
                 cluster_labels,
                 metric_name_prefix: source.instance.metric_name_prefix.trim().to_owned(),
-                shard,
+                membership,
             },
             kusto: kusto_settings,
             max_concurrent_queries: kusto.max_concurrent_queries,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use super::*;
 use crate::cli::parse::{parse_listen_addr, parse_size};
 use crate::query::KustoAuth;
-use crate::shard::Shard;
+use crate::shard::{Membership, Shard};
 use crate::telemetry::LogFormat;
 use crate::time::Span;
 
@@ -111,14 +111,15 @@ fn kusto_auth_is_parsed_by_validation() {
 
 #[test]
 fn replicas_take_the_ordinal_from_the_pod_name() {
-    assert_eq!(run(&[OUT]).unwrap().source.shard, Shard::SINGLE);
+    let c = run(&[OUT, "--pod-name=laptop"]).unwrap();
+    assert_eq!(c.source.membership, Membership::Fixed(Shard::SINGLE));
     let c = run(&[OUT, "--replicas=3", "--pod-name=adxexporter-2"]).unwrap();
     assert_eq!(
-        c.source.shard,
-        Shard {
+        c.source.membership,
+        Membership::Fixed(Shard {
             ordinal: 2,
             replicas: 3
-        }
+        })
     );
     let err = run(&[OUT, "--replicas", "3", "--pod-name", "laptop"]).unwrap_err();
     assert!(
@@ -128,6 +129,47 @@ fn replicas_take_the_ordinal_from_the_pod_name() {
     assert!(cli(&[OUT, "--replicas=0"]).is_err());
     let err = run(&[OUT, "--replicas=2", "--manifests=/x"]).unwrap_err();
     assert_eq!(err, CliError::ReplicasWithManifests(2));
+}
+
+#[test]
+fn without_replicas_a_statefulset_pod_follows_its_statefulset() {
+    let c = run(&[OUT, "--pod-name=adxexporter-1"]).unwrap();
+    assert_eq!(
+        c.source.membership,
+        Membership::StatefulSet {
+            name: "adxexporter".into(),
+            namespace: None,
+            ordinal: 1
+        }
+    );
+    let c = run(&[
+        OUT,
+        "--pod-name=pod-4",
+        "--statefulset=fleet",
+        "--pod-namespace=monitoring",
+    ])
+    .unwrap();
+    assert_eq!(
+        c.source.membership,
+        Membership::StatefulSet {
+            name: "fleet".into(),
+            namespace: Some("monitoring".into()),
+            ordinal: 4
+        }
+    );
+    let err = run(&[OUT, "--statefulset=fleet", "--pod-name=laptop"]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CliError::Shard(ShardError::StatefulSetNoOrdinal { .. })
+        ),
+        "{err}"
+    );
+    // Standalone mode never reads a StatefulSet.
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = format!("--manifests={}", dir.path().display());
+    let c = run(&[OUT, &manifests, "--pod-name=adxexporter-1"]).unwrap();
+    assert_eq!(c.source.membership, Membership::Fixed(Shard::SINGLE));
 }
 
 #[test]

@@ -17,6 +17,7 @@ pub const WATERMARK: &str = "adxexporter_watermark_timestamp_seconds";
 pub const WATERMARK_LAG: &str = "adxexporter_watermark_lag_seconds";
 pub const BACKLOG_WINDOWS: &str = "adxexporter_backlog_windows";
 pub const EXPORTERS: &str = "adxexporter_exporters";
+pub const EXPORTERS_STALE: &str = "adxexporter_exporters_stale";
 pub const WAL_RECORDS: &str = "adxexporter_wal_records";
 pub(crate) const WAL_USED_BYTES: &str = "adxexporter_wal_used_bytes";
 pub const WAL_MAX_BYTES: &str = "adxexporter_wal_max_bytes";
@@ -178,6 +179,13 @@ pub const ALL: &[MetricDef] = &[
         None,
         &["state"],
         "Resources by state: active, failing (queries failing), skipped_criteria, not_owned (another replica's), invalid (spec, or a criteriaExpression that cannot be evaluated here).",
+    ),
+    def(
+        EXPORTERS_STALE,
+        Gauge,
+        None,
+        &[],
+        "Criteria-matching MetricsExporters of the whole fleet (whoever owns them) whose status watermark, or creation time without one, is older than now - ingestionDelay - 3 x interval: no replica is moving them on (Kubernetes mode; the log names them).",
     ),
     def(WAL_RECORDS, Gauge, None, &[], "Windows held in the WAL."),
     def(

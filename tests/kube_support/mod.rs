@@ -34,7 +34,15 @@
 //!   Event, 409 if the name exists), merge patch (PATCH, 404 if gone), get and list; every write is
 //!   recorded ([`FakeApi::events`], [`FakeApi::event_writes`]); [`FakeApi::fail_event_writes`]
 //!   refuses them (RBAC);
+//! - DELETE of an object with `metadata.finalizers` only sets `metadata.deletionTimestamp` (and bumps
+//!   `generation`); a later write that empties the finalizers removes it (a DELETED event);
 //! - errors are `Status` objects with the real `reason`s (NotFound, AlreadyExists, Conflict, Expired…).
+//!
+//! Also `apps/v1` StatefulSets (get, list, watch in a namespace or across all, with a
+//! `fieldSelector=metadata.name=NAME` as a watch restricted by RBAC `resourceNames` needs), created
+//! and scaled by the test ([`FakeApi::create_statefulset`], [`FakeApi::scale_statefulset`]): a
+//! change of `spec.replicas` bumps `generation` and is a MODIFIED event, on the same global
+//! resourceVersion as the MetricsExporters.
 //!
 //! Every request is recorded with the name of the listener it came in on: [`FakeApi::add_client`]
 //! opens one more port on the same store, so two processes given two kubeconfigs can be told apart.
@@ -60,6 +68,7 @@ pub const API_VERSION: &str = "adx-mon.azure.com/v1";
 pub const KIND: &str = "MetricsExporter";
 pub const PLURAL: &str = "metricsexporters";
 const PREFIX: &str = "/apis/adx-mon.azure.com/v1";
+const APPS_PREFIX: &str = "/apis/apps/v1";
 /// What the real server uses when a watch names no timeout (it picks 30–60 min).
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 
@@ -120,9 +129,41 @@ pub struct EventWrite {
     pub code: u16,
 }
 
+/// The two kinds the fake serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ObjectKind {
+    Exporter,
+    StatefulSet,
+}
+
+impl ObjectKind {
+    fn of(object: &Value) -> ObjectKind {
+        if object["kind"] == "StatefulSet" {
+            ObjectKind::StatefulSet
+        } else {
+            ObjectKind::Exporter
+        }
+    }
+
+    fn api_version(self) -> &'static str {
+        match self {
+            ObjectKind::Exporter => API_VERSION,
+            ObjectKind::StatefulSet => "apps/v1",
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            ObjectKind::Exporter => KIND,
+            ObjectKind::StatefulSet => "StatefulSet",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct LoggedEvent {
     rv: u64,
+    kind: ObjectKind,
     type_: &'static str,
     object: Value,
 }
@@ -131,6 +172,7 @@ struct LoggedEvent {
 struct Store {
     rv: u64,
     objects: BTreeMap<(String, String), Value>,
+    statefulsets: BTreeMap<(String, String), Value>,
     log: VecDeque<LoggedEvent>,
     /// The newest resourceVersion dropped from `log`; a watch from before it has missed events.
     compacted_through: u64,
@@ -277,10 +319,87 @@ impl FakeApi {
         body
     }
 
+    /// Sets `metadata.finalizers` as a merge patch on the main resource would (an empty list on an
+    /// object being deleted lets it go).
+    pub fn set_finalizers(&self, namespace: &str, name: &str, finalizers: &[&str]) -> Value {
+        let patch = json!({ "metadata": { "finalizers": finalizers } });
+        let (code, body) = self
+            .shared
+            .patch_main(namespace, name, Some(Patch::Merge(patch)), None);
+        assert_eq!(code, StatusCode::OK, "{body}");
+        body
+    }
+
     pub fn get(&self, namespace: &str, name: &str) -> Option<Value> {
         let store = self.shared.store.lock().unwrap();
         store
             .objects
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// Creates StatefulSet `namespace/name` with `spec.replicas = replicas` (`None`: the field is
+    /// absent, which Kubernetes reads as 1).
+    pub fn create_statefulset(&self, namespace: &str, name: &str, replicas: Option<u32>) -> Value {
+        let mut store = self.shared.store.lock().unwrap();
+        let key = (namespace.to_owned(), name.to_owned());
+        assert!(!store.statefulsets.contains_key(&key), "{name} exists");
+        let mut spec = json!({
+            "serviceName": name,
+            "selector": { "matchLabels": { "app.kubernetes.io/name": name } },
+            "template": { "metadata": { "labels": { "app.kubernetes.io/name": name } },
+                          "spec": { "containers": [{ "name": "adxexporter", "image": "adxexporter" }] } },
+        });
+        if let Some(r) = replicas {
+            spec["replicas"] = json!(r);
+        }
+        let object = json!({
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {
+                "name": name, "namespace": namespace, "uid": uuid::Uuid::new_v4().to_string(),
+                "generation": 1, "creationTimestamp": now_rfc3339(),
+            },
+            "spec": spec,
+            "status": { "replicas": 0, "availableReplicas": 0 },
+        });
+        self.shared.commit(&mut store, "ADDED", object)
+    }
+
+    /// Sets `spec.replicas` as `kubectl scale` would (a new generation when it changes).
+    pub fn scale_statefulset(&self, namespace: &str, name: &str, replicas: u32) -> Value {
+        let mut store = self.shared.store.lock().unwrap();
+        let key = (namespace.to_owned(), name.to_owned());
+        let old = store
+            .statefulsets
+            .get(&key)
+            .cloned()
+            .expect("a stored StatefulSet");
+        if old["spec"]["replicas"] == json!(replicas) {
+            return old;
+        }
+        let mut new = old.clone();
+        new["spec"]["replicas"] = json!(replicas);
+        new["metadata"]["generation"] =
+            json!(old["metadata"]["generation"].as_i64().unwrap_or(0) + 1);
+        self.shared.commit(&mut store, "MODIFIED", new)
+    }
+
+    pub fn delete_statefulset(&self, namespace: &str, name: &str) -> Value {
+        let mut store = self.shared.store.lock().unwrap();
+        let key = (namespace.to_owned(), name.to_owned());
+        let old = store
+            .statefulsets
+            .get(&key)
+            .cloned()
+            .expect("a stored StatefulSet");
+        self.shared.commit(&mut store, "DELETED", old)
+    }
+
+    pub fn statefulset(&self, namespace: &str, name: &str) -> Option<Value> {
+        let store = self.shared.store.lock().unwrap();
+        store
+            .statefulsets
             .get(&(namespace.to_owned(), name.to_owned()))
             .cloned()
     }
@@ -457,13 +576,19 @@ impl Shared {
         let rv = store.rv;
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         let key = key_of(&object);
+        let kind = ObjectKind::of(&object);
+        let objects = match kind {
+            ObjectKind::Exporter => &mut store.objects,
+            ObjectKind::StatefulSet => &mut store.statefulsets,
+        };
         if type_ == "DELETED" {
-            store.objects.remove(&key);
+            objects.remove(&key);
         } else {
-            store.objects.insert(key, object.clone());
+            objects.insert(key, object.clone());
         }
         store.log.push_back(LoggedEvent {
             rv,
+            kind,
             type_,
             object: object.clone(),
         });
@@ -571,6 +696,16 @@ impl Shared {
         ] {
             new["metadata"][field] = old["metadata"][field].clone();
         }
+        for field in ["deletionTimestamp", "deletionGracePeriodSeconds"] {
+            match old["metadata"].get(field) {
+                Some(v) => new["metadata"][field] = v.clone(),
+                None => {
+                    if let Some(m) = new["metadata"].as_object_mut() {
+                        m.remove(field);
+                    }
+                }
+            }
+        }
         new["apiVersion"] = json!(API_VERSION);
         new["kind"] = json!(KIND);
         match old.get("status") {
@@ -587,6 +722,9 @@ impl Shared {
         if new["spec"] != old["spec"] {
             new["metadata"]["generation"] =
                 json!(old["metadata"]["generation"].as_i64().unwrap_or(0) + 1);
+        }
+        if new["metadata"].get("deletionTimestamp").is_some() && !has_finalizers(&new) {
+            return (StatusCode::OK, self.commit(&mut store, "DELETED", new));
         }
         (StatusCode::OK, self.commit(&mut store, "MODIFIED", new))
     }
@@ -750,6 +888,9 @@ impl Shared {
         });
     }
 
+    /// Deletes at once, or, while `metadata.finalizers` is not empty, only marks the object with a
+    /// `deletionTimestamp` (and a new generation, as the real server does); the object goes when a
+    /// write empties its finalizers.
     fn delete(&self, namespace: &str, name: &str) -> (StatusCode, Value) {
         let mut store = self.store.lock().unwrap();
         let Some(old) = store
@@ -759,24 +900,44 @@ impl Shared {
         else {
             return not_found(name);
         };
+        if has_finalizers(&old) {
+            if old["metadata"].get("deletionTimestamp").is_some() {
+                return (StatusCode::OK, old);
+            }
+            let mut new = old.clone();
+            new["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            new["metadata"]["generation"] =
+                json!(old["metadata"]["generation"].as_i64().unwrap_or(0) + 1);
+            return (StatusCode::OK, self.commit(&mut store, "MODIFIED", new));
+        }
         (StatusCode::OK, self.commit(&mut store, "DELETED", old))
     }
 
-    fn list(&self, namespace: Option<&str>) -> Value {
+    fn list(&self, kind: ObjectKind, namespace: Option<&str>, name: Option<&str>) -> Value {
         let store = self.store.lock().unwrap();
-        let items: Vec<Value> = store
-            .objects
+        let objects = match kind {
+            ObjectKind::Exporter => &store.objects,
+            ObjectKind::StatefulSet => &store.statefulsets,
+        };
+        let items: Vec<Value> = objects
             .iter()
-            .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
+            .filter(|((ns, n), _)| namespace.is_none_or(|x| x == ns) && name.is_none_or(|x| x == n))
             .map(|(_, o)| o.clone())
             .collect();
         json!({
-            "apiVersion": API_VERSION,
-            "kind": "MetricsExporterList",
+            "apiVersion": kind.api_version(),
+            "kind": format!("{}List", kind.kind()),
             "metadata": { "resourceVersion": store.rv.to_string() },
             "items": items,
         })
     }
+}
+
+fn has_finalizers(object: &Value) -> bool {
+    object["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty())
 }
 
 fn key_of(object: &Value) -> (String, String) {
@@ -812,6 +973,8 @@ enum Target {
     Status(String, String),
     /// `events.k8s.io/v1` Events of a namespace, or one of them.
     Events(String, Option<String>),
+    StatefulSets(Option<String>),
+    StatefulSet(String, String),
 }
 
 const EVENTS_PREFIX: &str = "/apis/events.k8s.io/v1";
@@ -823,6 +986,19 @@ fn parse_target(path: &str) -> Option<Target> {
             ["namespaces", ns, "events"] => Some(Target::Events((*ns).to_owned(), None)),
             ["namespaces", ns, "events", name] => {
                 Some(Target::Events((*ns).to_owned(), Some((*name).to_owned())))
+            }
+            _ => None,
+        };
+    }
+    if let Some(rest) = path.strip_prefix(APPS_PREFIX) {
+        let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+        return match parts.as_slice() {
+            ["statefulsets"] => Some(Target::StatefulSets(None)),
+            ["namespaces", ns, "statefulsets"] => {
+                Some(Target::StatefulSets(Some((*ns).to_owned())))
+            }
+            ["namespaces", ns, "statefulsets", name] => {
+                Some(Target::StatefulSet((*ns).to_owned(), (*name).to_owned()))
             }
             _ => None,
         };
@@ -857,6 +1033,15 @@ fn discovery(path: &str) -> Option<Value> {
                   "shortNames": ["mexp"] },
                 { "name": format!("{PLURAL}/status"), "singularName": "", "namespaced": true, "kind": KIND,
                   "verbs": ["get","patch","update"] },
+            ],
+        })),
+        "/apis/apps/v1" => Some(json!({
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": "apps/v1",
+            "resources": [
+                { "name": "statefulsets", "singularName": "statefulset", "namespaced": true,
+                  "kind": "StatefulSet", "verbs": ["get","list","watch"], "shortNames": ["sts"] },
             ],
         })),
         _ => None,
@@ -899,12 +1084,57 @@ async fn handle(State((shared, client)): State<(Arc<Shared>, Arc<str>)>, req: Re
             ),
         );
     };
+    // Only `metadata.name=NAME` is understood, as the real server does for any kind.
+    let field_name = match query.get("fieldSelector").map(String::as_str) {
+        None | Some("") => None,
+        Some(selector) => match selector.strip_prefix("metadata.name=") {
+            Some(name) if !name.contains(',') => Some(name.to_owned()),
+            _ => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &bad_request(format!("unsupported fieldSelector {selector:?}")).1,
+                );
+            }
+        },
+    };
+    let is_watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
     let (code, body) = match (&parts.method, target) {
         (&Method::GET, Target::Collection(ns)) => {
-            if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
-                return watch(shared, ns, &query);
+            if is_watch {
+                return watch(shared, ObjectKind::Exporter, ns, field_name, &query);
             }
-            (StatusCode::OK, shared.list(ns.as_deref()))
+            (
+                StatusCode::OK,
+                shared.list(ObjectKind::Exporter, ns.as_deref(), field_name.as_deref()),
+            )
+        }
+        (&Method::GET, Target::StatefulSets(ns)) => {
+            if is_watch {
+                return watch(shared, ObjectKind::StatefulSet, ns, field_name, &query);
+            }
+            (
+                StatusCode::OK,
+                shared.list(
+                    ObjectKind::StatefulSet,
+                    ns.as_deref(),
+                    field_name.as_deref(),
+                ),
+            )
+        }
+        (&Method::GET, Target::StatefulSet(ns, name)) => {
+            let store = shared.store.lock().unwrap();
+            match store.statefulsets.get(&(ns, name.clone())) {
+                Some(o) => (StatusCode::OK, o.clone()),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    status_object(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        format!("statefulsets.apps \"{name}\" not found"),
+                        Some(&name),
+                    ),
+                ),
+            }
         }
         (&Method::POST, Target::Collection(Some(ns))) => match parse_body(&bytes, &content_type) {
             Ok(object) => shared.create(&ns, object),
@@ -1123,20 +1353,22 @@ fn event_line(type_: &str, object: &Value) -> Bytes {
     Bytes::from(line)
 }
 
-fn bookmark(rv: u64, initial_end: bool) -> Bytes {
+fn bookmark(kind: ObjectKind, rv: u64, initial_end: bool) -> Bytes {
     let mut meta = json!({ "resourceVersion": rv.to_string() });
     if initial_end {
         meta["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
     }
     event_line(
         "BOOKMARK",
-        &json!({ "apiVersion": API_VERSION, "kind": KIND, "metadata": meta }),
+        &json!({ "apiVersion": kind.api_version(), "kind": kind.kind(), "metadata": meta }),
     )
 }
 
 struct WatchState {
     shared: Arc<Shared>,
+    kind: ObjectKind,
     namespace: Option<String>,
+    name: Option<String>,
     cursor: u64,
     deadline: tokio::time::Instant,
     bookmarks: bool,
@@ -1147,7 +1379,9 @@ struct WatchState {
 
 fn watch(
     shared: Arc<Shared>,
+    kind: ObjectKind,
     namespace: Option<String>,
+    name: Option<String>,
     query: &BTreeMap<String, String>,
 ) -> Response {
     let timeout = query
@@ -1168,13 +1402,19 @@ fn watch(
     let cursor = {
         let store = shared.store.lock().unwrap();
         if requested.is_empty() || requested == "0" || initial_events {
-            for ((ns, _), o) in &store.objects {
-                if namespace.as_ref().is_none_or(|n| n == ns) {
+            let objects = match kind {
+                ObjectKind::Exporter => &store.objects,
+                ObjectKind::StatefulSet => &store.statefulsets,
+            };
+            for ((ns, n), o) in objects {
+                if namespace.as_ref().is_none_or(|x| x == ns)
+                    && name.as_ref().is_none_or(|x| x == n)
+                {
                     pending.push_back(event_line("ADDED", o));
                 }
             }
             if initial_events {
-                pending.push_back(bookmark(store.rv, true));
+                pending.push_back(bookmark(kind, store.rv, true));
             }
             store.rv
         } else {
@@ -1204,7 +1444,9 @@ fn watch(
     };
     let state = WatchState {
         shared,
+        kind,
         namespace,
+        name,
         cursor,
         deadline: tokio::time::Instant::now() + timeout,
         bookmarks,
@@ -1231,10 +1473,17 @@ fn watch(
                     continue;
                 }
                 let from = s.cursor;
-                for e in store.log.iter().filter(|e| e.rv > from) {
+                // The log is ordered by resourceVersion: start at the first newer event.
+                let first = store.log.partition_point(|e| e.rv <= from);
+                for e in store.log.range(first..) {
                     s.cursor = e.rv;
-                    let ns = e.object["metadata"]["namespace"].as_str().unwrap_or("");
-                    if s.namespace.as_deref().is_none_or(|n| n == ns) {
+                    let meta = &e.object["metadata"];
+                    let ns = meta["namespace"].as_str().unwrap_or("");
+                    let n = meta["name"].as_str().unwrap_or("");
+                    if e.kind == s.kind
+                        && s.namespace.as_deref().is_none_or(|x| x == ns)
+                        && s.name.as_deref().is_none_or(|x| x == n)
+                    {
                         s.pending.push_back(event_line(e.type_, &e.object));
                     }
                 }
@@ -1249,7 +1498,7 @@ fn watch(
                     .is_ok_and(|r| r.is_ok());
             if !woke {
                 if s.bookmarks && !shutting_down {
-                    s.pending.push_back(bookmark(s.cursor, false));
+                    s.pending.push_back(bookmark(s.kind, s.cursor, false));
                 }
                 s.done = true;
             }
