@@ -23,14 +23,19 @@ use crate::query::{KustoClient, MemoryBudget};
 use crate::registry::Snapshot;
 use crate::schedule::exporter::SchedulerContext;
 use crate::schedule::scheduler::Scheduler;
+use crate::shard::Membership;
 use crate::sink::drain::Drain;
 use crate::sink::{
     OtlpGrpcSink, OtlpSink, Output, RemoteWriteSink, ScrapePages, ScrapeSink, Sink, scrape,
 };
 use crate::source::kube::{Filter, KubeSource};
 use crate::source::manifests::ManifestSource;
-use crate::status::kube::KubeStatusWriter;
+use crate::status::events::EventPublisher;
+use crate::status::kube::{KubeStatusConfig, KubeStatusWriter};
+use crate::status::limit::RateLimiter;
 use crate::status::{Board, StatusWriter};
+use crate::telemetry::events::EventQueue;
+use crate::telemetry::kube_requests::CountRequestsLayer;
 use crate::telemetry::metrics::{
     MEMORY_WAITS, QUERY_MEMORY_BUDGET, QUERY_MEMORY_RESERVED, QUERY_MEMORY_WAITS,
 };
@@ -148,13 +153,17 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         Some(_) => None,
         None => Some(kube_client().await?),
     };
+    // Kubernetes Events about MetricsExporters (docs/design.md#events): any task may publish to
+    // `events` (the source's hook for stale resources); the publisher below records them.
+    let (events, notices) = match &kube_client {
+        Some(_) => {
+            let (queue, rx) = EventQueue::channel();
+            (queue, Some(rx))
+        }
+        None => (EventQueue::disabled(), None),
+    };
     match (&source.manifests, &kube_client) {
         (Some(dir), _) => {
-            if source.shard.replicas > 1 {
-                tracing::warn!(
-                    "--replicas is ignored with --manifests: this instance runs every resource of the directory"
-                );
-            }
             let manifests = ManifestSource::new(
                 dir.clone(),
                 source.cluster_labels.clone(),
@@ -167,28 +176,41 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             });
         }
         (None, Some(client)) => {
-            let shard = source.shard;
-            if shard.ordinal >= shard.replicas {
-                tracing::warn!(
-                    "ordinal {} is not below --replicas {}: this replica runs no exporter and only drains its WAL",
-                    shard.ordinal,
-                    shard.replicas
-                );
+            match &source.membership {
+                Membership::Fixed(shard) => {
+                    if shard.ordinal >= shard.replicas {
+                        tracing::warn!(
+                            "ordinal {} is not below --replicas {}: this replica runs no exporter and only drains its WAL",
+                            shard.ordinal,
+                            shard.replicas
+                        );
+                    }
+                    tracing::info!(
+                        namespace = source.namespace.as_deref().unwrap_or("<all>"),
+                        replica = shard.ordinal,
+                        replicas = shard.replicas,
+                        "Kubernetes mode: watching MetricsExporter resources"
+                    );
+                }
+                Membership::StatefulSet {
+                    name,
+                    namespace,
+                    ordinal,
+                } => tracing::info!(
+                    namespace = source.namespace.as_deref().unwrap_or("<all>"),
+                    replica = ordinal,
+                    statefulset = %format!("{}/{name}", namespace.as_deref().unwrap_or(client.default_namespace())),
+                    "Kubernetes mode: watching MetricsExporter resources; the replica count is the StatefulSet's"
+                ),
             }
-            tracing::info!(
-                namespace = source.namespace.as_deref().unwrap_or("<all>"),
-                replica = shard.ordinal,
-                replicas = shard.replicas,
-                "Kubernetes mode: watching MetricsExporter resources"
-            );
             let watch = KubeSource::new(
                 client.clone(),
                 source.namespace.as_deref(),
                 Filter {
                     cluster_labels: source.cluster_labels.clone(),
                     cli_prefix: source.metric_name_prefix.clone(),
-                    shard,
                 },
+                source.membership.clone(),
             );
             let (health, stop) = (health.clone(), query_stop.clone());
             query_tasks.spawn(async move {
@@ -248,7 +270,30 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         let stop = drain_stop.clone();
         match kube_client {
             Some(client) => {
-                let status = KubeStatusWriter::new(client, wal.clone(), board);
+                let kube = &config.kube;
+                let publisher = EventPublisher::new(
+                    client.clone(),
+                    kube.pod_name.clone(),
+                    Arc::new(RateLimiter::new(kube.event_qps, kube.event_burst)),
+                );
+                let status = KubeStatusWriter::new(
+                    client,
+                    wal.clone(),
+                    board,
+                    KubeStatusConfig {
+                        qps: kube.status_patch_qps,
+                        burst: kube.status_patch_burst,
+                        namespace: source.namespace.clone(),
+                    },
+                    events,
+                );
+                if let Some(notices) = notices {
+                    let events_stop = stop.clone();
+                    tasks.spawn(async move {
+                        publisher.run(notices, events_stop).await;
+                        Ok("events")
+                    });
+                }
                 tasks.spawn(async move {
                     status.run(rx, stop).await?;
                     Ok("status")
@@ -333,14 +378,18 @@ fn unexpected_end(
     }
 }
 
-/// A client for the cluster of `KUBECONFIG` (or `~/.kube/config`), or the in-cluster service account.
+/// A client for the cluster of `KUBECONFIG` (or `~/.kube/config`), or the in-cluster service
+/// account, that counts every request it makes (`adxexporter_kube_requests_total`).
 async fn kube_client() -> anyhow::Result<kube::Client> {
-    kube::Client::try_default().await.map_err(|e| {
+    let needs = |e: &dyn std::fmt::Display| {
         anyhow::anyhow!(
             "Kubernetes mode (no --manifests) needs a cluster: run in a pod with a service account or set KUBECONFIG, \
              or run standalone with --manifests DIR ({e})"
         )
-    })
+    };
+    let config = kube::Config::infer().await.map_err(|e| needs(&e))?;
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| needs(&e))?;
+    Ok(builder.with_layer(&CountRequestsLayer).build())
 }
 
 /// One sink per configured output, always in this order (the WAL and the logs list them so).

@@ -42,6 +42,11 @@ pub enum Rejected {
     /// reason `CriteriaExpressionError`; never a cluster status, docs/design.md#criteria-expression). The message names the
     /// field and the fix.
     CriteriaError(String),
+    /// Standalone mode: a path of the `--manifests` directory with a manifest's name (`*.yaml`,
+    /// `*.yml`, `*.json`) that is not read: a dangling symlink, a symlink loop, a directory, a
+    /// special file. Keyed by the path; the message says why and what to do. Logged as a warning,
+    /// counted as `invalid`, and in `status.json` as `Ready=False`, reason `FileSkipped`.
+    FileSkipped(String),
 }
 
 /// The desired exporters plus the resources that were read but do not run here, and why.

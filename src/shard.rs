@@ -6,9 +6,11 @@
 //! replicas built from different releases still agree. Every uid has exactly one owner; going
 //! from N to N+1 replicas moves about 1/(N+1) of the resources, and only to the new replica.
 //!
-//! The replica count is a flag (`--replicas`), the ordinal the number after the last `-` of the
-//! pod name (`adxexporter-2`). A replica whose ordinal is not below `--replicas` (it is being
-//! scaled away) owns nothing: it stops querying and only drains its own WAL.
+//! The ordinal is the number after the last `-` of the pod name (`adxexporter-2`). The replica
+//! count ([`Membership`]) is read from the pod's StatefulSet (`spec.replicas`, followed while
+//! running, so a rescale moves ownership without a restart), or fixed by `--replicas`. A replica
+//! whose ordinal is not below the count (it is being scaled away) owns nothing: it stops querying
+//! and only drains its own WAL.
 //!
 //! What a rescale can duplicate, and why it never loses a window:
 //! - Each replica keeps its own WAL (its PVC); a window is appended there before its watermark
@@ -19,7 +21,8 @@
 //!   owns the resource. So no window is skipped.
 //! - Duplicated: windows the old owner appended after its last status patch (up to one status
 //!   interval plus one query), and windows both replicas query while they disagree about the
-//!   replica count (a rolling restart with the new `--replicas`). Those windows are exported
+//!   replica count (until each has seen the StatefulSet's new `spec.replicas`; with `--replicas`,
+//!   a rolling restart with the new flag). Those windows are exported
 //!   twice with identical samples (same series, timestamps and values); Prometheus-compatible
 //!   receivers keep one, OTLP receivers may count both.
 //! - While replicas disagree a resource may also briefly have no owner; its new owner later
@@ -44,6 +47,69 @@ pub enum ShardError {
         "--replicas {replicas} needs this pod's ordinal: set --pod-name / ADXEXPORTER_POD_NAME (or HOSTNAME) to the StatefulSet pod name, e.g. adxexporter-0"
     )]
     NoPodName { replicas: u32 },
+    #[error(
+        "--statefulset {statefulset} needs this pod's ordinal, but the pod name {pod:?} does not end in -<number>: set --pod-name / ADXEXPORTER_POD_NAME to the StatefulSet pod name (e.g. {statefulset}-0), or give --replicas"
+    )]
+    StatefulSetNoOrdinal { statefulset: String, pod: String },
+}
+
+/// Where the replica count comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Membership {
+    /// Fixed for the life of the process: `--replicas`, or one instance that runs everything (a pod
+    /// name without an ordinal: not a StatefulSet pod).
+    Fixed(Shard),
+    /// `spec.replicas` of StatefulSet `name` in `namespace` (`None`: the client's namespace),
+    /// followed while running; this pod is `ordinal`.
+    StatefulSet {
+        name: String,
+        namespace: Option<String>,
+        ordinal: u32,
+    },
+}
+
+impl Membership {
+    /// From the flags: `--replicas` wins (no StatefulSet is read); else a pod name ending in
+    /// `-<ordinal>` (or an explicit `--statefulset`) follows the StatefulSet, named by
+    /// `--statefulset` or the pod name without its ordinal; else a single instance.
+    pub(crate) fn resolve(
+        replicas: Option<u32>,
+        statefulset: Option<&str>,
+        namespace: Option<&str>,
+        pod: Option<&str>,
+    ) -> Result<Membership, ShardError> {
+        if let Some(replicas) = replicas {
+            return Shard::from_pod_name(pod, replicas).map(Membership::Fixed);
+        }
+        let pod = pod.map(str::trim).filter(|p| !p.is_empty());
+        let statefulset = statefulset.map(str::trim).filter(|s| !s.is_empty());
+        let namespace = namespace
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned);
+        match (
+            pod.and_then(|p| Some((p, ordinal_from_pod_name(p)?))),
+            statefulset,
+        ) {
+            (Some((pod, ordinal)), name) => Ok(Membership::StatefulSet {
+                name: name
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| statefulset_of_pod(pod).to_owned()),
+                namespace,
+                ordinal,
+            }),
+            (None, Some(name)) => Err(ShardError::StatefulSetNoOrdinal {
+                statefulset: name.to_owned(),
+                pod: pod.unwrap_or_default().to_owned(),
+            }),
+            (None, None) => Ok(Membership::Fixed(Shard::SINGLE)),
+        }
+    }
+}
+
+/// The StatefulSet a pod belongs to: its name without the `-<ordinal>` suffix.
+pub(crate) fn statefulset_of_pod(pod: &str) -> &str {
+    pod.rsplit_once('-').map_or(pod, |(set, _)| set)
 }
 
 impl Shard {
@@ -172,6 +238,54 @@ mod tests {
             Shard::from_pod_name(Some("  "), 2),
             Err(ShardError::NoPodName { replicas: 2 })
         ));
+    }
+
+    #[test]
+    fn membership_follows_the_statefulset_unless_replicas_is_given() {
+        let sts = |name: &str, ordinal| Membership::StatefulSet {
+            name: name.to_owned(),
+            namespace: None,
+            ordinal,
+        };
+        assert_eq!(
+            Membership::resolve(None, None, None, Some("adxexporter-2")),
+            Ok(sts("adxexporter", 2))
+        );
+        assert_eq!(
+            Membership::resolve(None, None, None, Some("my-adx-exporter-10")),
+            Ok(sts("my-adx-exporter", 10))
+        );
+        assert_eq!(
+            Membership::resolve(None, Some("fleet"), Some("mon"), Some("adxexporter-1")),
+            Ok(Membership::StatefulSet {
+                name: "fleet".into(),
+                namespace: Some("mon".into()),
+                ordinal: 1
+            })
+        );
+        // --replicas wins: no StatefulSet is read.
+        assert_eq!(
+            Membership::resolve(Some(3), Some("fleet"), None, Some("adxexporter-1")),
+            Ok(Membership::Fixed(Shard {
+                ordinal: 1,
+                replicas: 3
+            }))
+        );
+        // Not a StatefulSet pod: one instance runs everything.
+        for pod in [
+            None,
+            Some("laptop"),
+            Some(""),
+            Some("adxexporter-7f9c4-x2kq"),
+        ] {
+            assert_eq!(
+                Membership::resolve(None, None, None, pod),
+                Ok(Membership::Fixed(Shard::SINGLE)),
+                "{pod:?}"
+            );
+        }
+        let err = Membership::resolve(None, Some("fleet"), None, Some("laptop")).unwrap_err();
+        assert!(err.to_string().contains("--pod-name"), "{err}");
     }
 
     #[test]

@@ -542,9 +542,11 @@ fn clock_jumps_forward_and_back() {
     .finish();
 }
 
-/// A StatefulSet rescale in Kubernetes mode (the fake API of `tests/kube_support`): one replica
-/// owns four resources; it is SIGKILLed and comes back as pod 0 of two beside a new pod 1 (1 → 2,
-/// the resources split by rendezvous hashing); then pod 1 is terminated and pod 0 restarted alone
+/// A StatefulSet rescale in Kubernetes mode (the fake API of `tests/kube_support`, with the
+/// StatefulSet object the pods read their replica count from — no `--replicas`): one replica owns
+/// four resources; it is SIGKILLed, the StatefulSet is scaled to 2 and pod 0 comes back beside a
+/// new pod 1 (1 → 2, the resources split by rendezvous hashing); then the StatefulSet is scaled to
+/// 1: pod 0, still running, takes every resource back without a restart, and pod 1 is terminated
 /// (2 → 1). Both pods push through the same fault links; every resource's windows must arrive
 /// exactly, duplicated only around the handovers: a new owner resumes from the status watermark,
 /// which trails the old owner's WAL by at most one status round (5 s, so three 2 s windows).
@@ -575,17 +577,18 @@ fn statefulset_rescale_with_a_crash() {
         });
         api.create(kube_support::exporter("chaos", name, spec));
     }
-    let pod = |i: usize, replicas: usize| {
+    // In the kubeconfig's namespace, named like the pods without their ordinal.
+    api.create_statefulset("default", "adxexporter", Some(1));
+    let pod = |i: usize| {
         let dir = rig.work.path().join(format!("pod{i}"));
         std::fs::create_dir_all(&dir).unwrap();
         let kubeconfig = dir.join("kubeconfig");
         let url = rig.rt.block_on(api.add_client(&format!("adxexporter-{i}")));
         kube_support::FakeApi::write_kubeconfig(&url, &kubeconfig);
-        let replicas = replicas.to_string();
         let pod_name = format!("adxexporter-{i}");
         rig.start_kube(
             &dir,
-            &["--replicas", &replicas, "--pod-name", &pod_name],
+            &["--pod-name", &pod_name],
             &[("KUBECONFIG", kubeconfig.display().to_string())],
         )
     };
@@ -652,15 +655,16 @@ fn statefulset_rescale_with_a_crash() {
         t0.elapsed()
     };
     let t0 = Instant::now();
-    let mut solo = pod(0, 1);
+    let mut solo = pod(0);
     all_caught_up("one replica to catch up every resource", &mut [&mut solo]);
 
     // 1 → 2, with pod 0 crashing at a random moment instead of stopping.
     std::thread::sleep(Duration::from_millis(rng.u64(0..2000)));
     solo.kill9();
     drop(solo);
-    let mut p0 = pod(0, 2);
-    let mut p1 = pod(1, 2);
+    api.scale_statefulset("default", "adxexporter", 2);
+    let mut p0 = pod(0);
+    let mut p1 = pod(1);
     let up = all_caught_up(
         "both replicas to carry every resource",
         &mut [&mut p0, &mut p1],
@@ -692,11 +696,12 @@ fn statefulset_rescale_with_a_crash() {
     p0.assert_running();
     p1.assert_running();
 
-    // 2 → 1: the StatefulSet stops the highest ordinal; pod 0 restarts with the new count.
+    // 2 → 1: both pods see the new count (pod 1 then owns nothing and only drains); the
+    // StatefulSet stops the highest ordinal; pod 0 carries on without a restart.
+    api.scale_statefulset("default", "adxexporter", 1);
     stop(&mut p1);
-    stop(&mut p0);
-    let mut p0 = pod(0, 1);
     let down = all_caught_up("pod 0 alone to carry every resource again", &mut [&mut p0]);
+    p0.assert_running();
     stop(&mut p0);
 
     let owners: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = api
@@ -732,7 +737,7 @@ fn statefulset_rescale_with_a_crash() {
                 "1 → 2 replicas with pod 0 SIGKILLed ({} resources)",
                 names.len()
             ),
-            "2 → 1 replicas (pod 1 terminated, pod 0 restarted)".into(),
+            "2 → 1 replicas (StatefulSet scaled: pod 0 kept running, pod 1 terminated)".into(),
             format!("status writers per resource: {owners:?}"),
         ],
         // Per moved resource and handover, up to three windows replayed from the status

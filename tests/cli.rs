@@ -1,4 +1,6 @@
 //! The `adxexporter` binary end to end: `crd`, `check`, and `run`'s flag validation.
+mod common;
+
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_adxexporter");
@@ -76,7 +78,9 @@ fn check_accepts_adx_mon_and_design_style_resources() {
     );
     assert_eq!(
         stdout(&out),
-        "ok monitoring/service-health\nok default/cpu\nok infra/mem\nok default/json-one\n"
+        "ok monitoring/service-health\n\
+         good-adx-mon.yaml: monitoring/service-health: note: spec.body: uses _region, which only cluster labels define (region=…): on an instance without them the query fails with \"column not found\" (unless they are columns of the table or defined in the body); give check --cluster-labels to verify (a textual check: comments and string literals are ignored, KQL is not parsed)\n\
+         ok default/cpu\nok infra/mem\nok default/json-one\n"
     );
 }
 
@@ -92,9 +96,12 @@ fn check_with_cluster_labels_says_where_resources_run() {
         &[],
     );
     assert_eq!(out.status.code(), Some(0));
+    // Criteria match label keys case-insensitively; KQL variables are case-sensitive: the label
+    // `Region` defines `_Region`, not the `_region` the body uses.
     assert_eq!(
         stdout(&out),
-        "ok monitoring/service-health: would run here (criteria match)\n"
+        "ok monitoring/service-health: would run here (criteria match)\n\
+         good-adx-mon.yaml: monitoring/service-health: warning: spec.body: uses _region, which these --cluster-labels do not define (the query prefix defines _startTime, _endTime, _Region, _environment): unless it is a column of the table or defined in the body, the query fails with \"column not found\": add the cluster label region=… or fix the name (case-sensitive) (a textual check: comments and string literals are ignored, KQL is not parsed)\n"
     );
 
     let out = adxexporter(
@@ -221,6 +228,220 @@ fn check_of_good_and_bad_files_together_fails_but_reports_both() {
         "{text}"
     );
     assert!(text.contains("missing.yaml: cannot read: "), "{text}");
+}
+
+#[test]
+fn check_warns_about_a_body_without_the_window_and_label_columns_that_repeat_value_or_time() {
+    let out = adxexporter(&["check", "warn-window-and-labels.yaml"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "warnings only: {}",
+        stdout(&out)
+    );
+    assert_eq!(
+        stdout(&out),
+        "ok default/whole-table\n\
+         warn-window-and-labels.yaml: default/whole-table: warning: spec.body: never uses _startTime or _endTime, so every window queries the whole table: each window exports every row again, which receivers refuse as duplicate or out-of-order samples (dead letters): filter on the window, e.g. `| where Timestamp between (_startTime .. _endTime)` (a textual check: comments and string literals are ignored, KQL is not parsed)\n\
+         warn-window-and-labels.yaml: default/whole-table: warning: spec.transform.labelColumns: \"Value\" is also a value column, so every distinct value becomes its own series with one sample (`run` accepts it: the label holds the value as text, and the series count grows with every new value): remove \"Value\" from labelColumns\n\
+         warn-window-and-labels.yaml: default/whole-table: warning: spec.transform.labelColumns: \"Timestamp\" is also the timestampColumn, so every timestamp becomes its own series with one sample (`run` accepts it: the label holds the time as text, and every window starts new series): remove \"Timestamp\" from labelColumns\n"
+    );
+}
+
+#[test]
+fn check_reports_the_same_resource_in_two_files_naming_both() {
+    let out = adxexporter(&["check", "good.json", "dup-json-one.yaml"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out),
+        "ok default/json-one\n\
+         dup-json-one.yaml: default/json-one: metadata.name: default/json-one is also defined in good.json (document 1): `run --manifests` runs only the first by file name and reports the others as invalid: rename one (metadata.name or metadata.namespace) or delete the copy\n"
+    );
+}
+
+#[test]
+fn check_with_cluster_labels_names_body_variables_they_do_not_define() {
+    let out = adxexporter(
+        &[
+            "check",
+            "--cluster-labels",
+            "region=eastus,environment=production",
+            "good-adx-mon.yaml",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out),
+        "ok monitoring/service-health: would run here (criteria match)\n",
+        "`region` defines `_region`"
+    );
+    let out = adxexporter(
+        &[
+            "check",
+            "--cluster-labels",
+            "environment=production",
+            "good-adx-mon.yaml",
+        ],
+        &[],
+    );
+    assert!(
+        stdout(&out).contains(": warning: spec.body: uses _region, which these --cluster-labels do not define (the query prefix defines _startTime, _endTime, _environment): "),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn check_says_a_yaml_boolean_or_number_in_a_text_field_must_be_quoted() {
+    let out = adxexporter(&["check", "bad-yaml-booleans.yaml"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out),
+        "bad-yaml-booleans.yaml: document 1 (default/booleans): spec.transform.labelColumns[0]: on was read as the boolean true, not as text (YAML reads unquoted y, n, yes, no, on and off as booleans): quote it: \"on\"\n\
+         bad-yaml-booleans.yaml: document 1 (default/booleans): spec.transform.labelColumns[1]: 5 was read as a number, not as text: quote it: \"5\"\n\
+         bad-yaml-booleans.yaml: document 1 (default/booleans): spec.transform.valueColumns[1]: N was read as the boolean false, not as text (YAML reads unquoted y, n, yes, no, on and off as booleans): quote it: \"N\"\n"
+    );
+}
+
+/// A directory as `run --manifests` sees it: two manifests, a file of another kind, and the paths
+/// with a manifest's name that are not read (a dangling symlink, a symlink loop, a directory).
+fn manifest_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let resources = std::path::Path::new(RESOURCES);
+    std::fs::copy(resources.join("good.json"), dir.path().join("a.json")).unwrap();
+    std::fs::copy(resources.join("good-cel.yaml"), dir.path().join("b.yml")).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
+    std::os::unix::fs::symlink("gone.yaml", dir.path().join("dangling.yaml")).unwrap();
+    std::os::unix::fs::symlink("loop.yaml", dir.path().join("loop.yaml")).unwrap();
+    std::fs::create_dir(dir.path().join("old.yaml")).unwrap();
+    dir
+}
+
+#[test]
+fn check_of_a_directory_reads_it_as_run_does_and_names_every_path_it_skips() {
+    let dir = manifest_dir();
+    let d = dir.path().display().to_string();
+    let out = adxexporter(&["check", &d], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{d}: reading 2 files as `run --manifests` would: a.json, b.yml\n\
+             {d}/dangling.yaml: not read: a dangling symlink (-> gone.yaml, which does not exist): fix or remove the link\n\
+             {d}/loop.yaml: not read: a symlink loop (-> loop.yaml never reaches a file): fix or remove the link\n\
+             {d}/old.yaml: not read: a directory, not a file (--manifests reads only the files directly in it): move its files up or rename it\n\
+             ok default/json-one\n\
+             ok monitoring/cel-health\n"
+        )
+    );
+    // Without the unreadable paths it passes.
+    for path in ["dangling.yaml", "loop.yaml"] {
+        std::fs::remove_file(dir.path().join(path)).unwrap();
+    }
+    std::fs::remove_dir(dir.path().join("old.yaml")).unwrap();
+    let out = adxexporter(&["check", &d], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let empty = tempfile::tempdir().unwrap();
+    let out = adxexporter(&["check", &empty.path().display().to_string()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains(": no *.yaml, *.yml or *.json file directly in this directory"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn run_manifests_warns_about_unknown_fields_and_paths_it_does_not_read() {
+    let dir = manifest_dir();
+    let manifests = dir.path();
+    std::fs::write(
+        manifests.join("c.yaml"),
+        std::fs::read_to_string(std::path::Path::new(RESOURCES).join("good-design.yaml"))
+            .unwrap()
+            .replace("  ingestionDelay: 2m\n", "  ingestionDelai: 2m\n"),
+    )
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("log");
+    let wal = work.path().join("wal");
+    let port = || common::free_port().to_string();
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ADXEXPORTER_") {
+            cmd.env_remove(key);
+        }
+    }
+    let mut child = cmd
+        .args(["run", "--manifests"])
+        .arg(manifests)
+        .arg("--wal-dir")
+        .arg(&wal)
+        .args([
+            "--kusto-endpoint",
+            "Metrics=http://127.0.0.1:9",
+            "--kusto-auth",
+            "none",
+        ])
+        .args(["--scrape-port", &port(), "--metrics-port", &port()])
+        .args(["--health-probe-port", &port()])
+        .env_remove("RUST_LOG")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(work.path().join("stderr")).unwrap())
+        .spawn()
+        .expect("start adxexporter run");
+    let m = manifests.display();
+    let expected_log = [
+        format!(
+            "WARN adxexporter::source::manifests: spec.ingestionDelai: unknown field, ignored: did you mean spec.ingestionDelay? file={m}/c.yaml exporter=default/cpu"
+        ),
+        format!(
+            "WARN adxexporter::source: not read: a dangling symlink (-> gone.yaml, which does not exist): fix or remove the link file={m}/dangling.yaml"
+        ),
+        format!(
+            "WARN adxexporter::source: not read: a symlink loop (-> loop.yaml never reaches a file): fix or remove the link file={m}/loop.yaml"
+        ),
+        format!(
+            "WARN adxexporter::source: not read: a directory, not a file (--manifests reads only the files directly in it): move its files up or rename it file={m}/old.yaml"
+        ),
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (text, status) = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default()
+            + &std::fs::read_to_string(work.path().join("stderr")).unwrap_or_default();
+        let status: Option<serde_json::Value> = std::fs::read(wal.join("status.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let done = expected_log.iter().all(|l| text.contains(l.as_str()))
+            && status
+                .as_ref()
+                .is_some_and(|s| s.get(format!("{m}/old.yaml")).is_some());
+        if done || std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break (text, status.unwrap_or_default());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    for line in &expected_log {
+        assert!(text.contains(line.as_str()), "missing {line:?} in\n{text}");
+    }
+    // Each skipped path is in status.json like an invalid resource, keyed by its path.
+    for (path, why) in [
+        ("dangling.yaml", "not read: a dangling symlink"),
+        ("loop.yaml", "not read: a symlink loop"),
+        ("old.yaml", "not read: a directory, not a file"),
+    ] {
+        let ready = &status[format!("{m}/{path}")]["conditions"][0];
+        assert_eq!(ready["type"], "Ready", "{status}");
+        assert_eq!(ready["status"], "False");
+        assert_eq!(ready["reason"], "FileSkipped");
+        assert!(
+            ready["message"].as_str().unwrap().starts_with(why),
+            "{ready}"
+        );
+    }
 }
 
 #[test]
@@ -397,6 +618,12 @@ fn every_run_flag_has_help_and_env() {
         "--tls-insecure-skip-verify",
         "--tls-client-cert",
         "--tls-client-key",
+        "--replicas",
+        "--pod-name",
+        "--status-patch-qps",
+        "--status-patch-burst",
+        "--event-qps",
+        "--event-burst",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
         let env = format!(
@@ -531,7 +758,17 @@ fn run_help_reads_in_sections_by_topic() {
             ],
         ),
         ("WAL", &["wal-dir", "wal-max-bytes", "wal-min-free-bytes"]),
-        ("Kubernetes", &["replicas", "pod-name"]),
+        (
+            "Kubernetes",
+            &[
+                "replicas",
+                "pod-name",
+                "status-patch-qps",
+                "status-patch-burst",
+                "event-qps",
+                "event-burst",
+            ],
+        ),
         (
             "Telemetry",
             &["log-format", "metrics-port", "health-probe-port"],

@@ -88,6 +88,10 @@ fn deploy_manifests_validate_offline() {
     for checked in [
         "StatefulSet/adxexporter valid for k8s",
         "ClusterRole/adxexporter grants nothing beyond least privilege",
+        "Role/adxexporter grants nothing beyond least privilege",
+        "Role/adxexporter names the StatefulSet",
+        "RoleBinding/adxexporter binds the Role",
+        "StatefulSet/adxexporter POD_NAMESPACE",
         "CustomResourceDefinition/metricsexporters.adx-mon.azure.com valid",
         "MetricsExporter/heartbeat-cpu valid against the CRD schema",
         "PodMonitor/adxexporter selector",
@@ -137,10 +141,58 @@ fn replicas_flag_disagreeing_with_spec_replicas_is_rejected() {
     edit(
         copy.path(),
         "deploy/kubernetes/statefulset.yaml",
-        "  replicas: 2\n",
-        "  replicas: 3\n",
+        "            - --cluster-labels=region=eastus\n",
+        "            - --cluster-labels=region=eastus\n            - --replicas=3\n",
     );
     assert_rejected(copy.path(), "statefulset.yaml", "they must agree");
+}
+
+#[test]
+fn a_role_for_every_statefulset_is_rejected() {
+    let copy = deploy_copy();
+    edit(
+        copy.path(),
+        "deploy/kubernetes/role.yaml",
+        "    resourceNames: [\"adxexporter\"]\n",
+        "",
+    );
+    assert_rejected(
+        copy.path(),
+        "role.yaml",
+        "rule without resourceNames grants every object",
+    );
+}
+
+#[test]
+fn a_role_that_can_scale_the_statefulset_is_rejected() {
+    let copy = deploy_copy();
+    edit(
+        copy.path(),
+        "deploy/kubernetes/role.yaml",
+        "    verbs: [\"get\", \"list\", \"watch\"]\n",
+        "    verbs: [\"get\", \"list\", \"watch\", \"patch\"]\n",
+    );
+    assert_rejected(
+        copy.path(),
+        "role.yaml",
+        "grants more than adxexporter needs",
+    );
+}
+
+#[test]
+fn a_statefulset_without_its_namespace_from_the_downward_api_is_rejected() {
+    let copy = deploy_copy();
+    edit(
+        copy.path(),
+        "deploy/kubernetes/statefulset.yaml",
+        "                  fieldPath: metadata.namespace\n",
+        "                  fieldPath: metadata.name\n",
+    );
+    assert_rejected(
+        copy.path(),
+        "statefulset.yaml",
+        "POD_NAMESPACE must come from the downward API",
+    );
 }
 
 #[test]

@@ -88,6 +88,8 @@ struct Exporter {
     log: PathBuf,
     _dir: tempfile::TempDir,
     label: String,
+    /// Port of `/metrics`.
+    metrics_port: u16,
 }
 
 impl Drop for Exporter {
@@ -112,25 +114,61 @@ impl Exporter {
         out: &Outputs,
         extra: &[&str],
     ) -> Exporter {
+        Exporter::start_with(
+            label,
+            api_url,
+            wal_dir,
+            &out.kql.url,
+            &format!("{}/api/v1/write", out.prometheus.url),
+            &format!("{}/v1/metrics", out.otlp.url),
+            extra,
+        )
+    }
+
+    /// Starts the binary with no live peer at all: Kusto and both outputs are a closed port, so
+    /// a due window fails its query and nothing is ever pushed.
+    fn start_alone(label: &str, api_url: &str, wal_dir: &Path, extra: &[&str]) -> Exporter {
+        let closed = format!("http://127.0.0.1:{}", free_port());
+        Exporter::start_with(
+            label,
+            api_url,
+            wal_dir,
+            &closed,
+            &format!("{closed}/api/v1/write"),
+            &format!("{closed}/v1/metrics"),
+            extra,
+        )
+    }
+
+    fn start_with(
+        label: &str,
+        api_url: &str,
+        wal_dir: &Path,
+        kusto: &str,
+        remote_write: &str,
+        otlp: &str,
+        extra: &[&str],
+    ) -> Exporter {
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
         FakeApi::write_kubeconfig(api_url, &kubeconfig);
         let log = dir.path().join("adxexporter.log");
         let file = std::fs::File::create(&log).unwrap();
+        let metrics_port = free_port();
         let mut args: Vec<String> = vec![
             "run".into(),
             "--kusto-endpoint".into(),
-            format!("memory={}", out.kql.url),
+            format!("memory={kusto}"),
             "--kusto-auth".into(),
             "none".into(),
             "--remote-write-endpoint".into(),
-            format!("{}/api/v1/write", out.prometheus.url),
+            remote_write.into(),
             "--otlp-endpoint".into(),
-            format!("{}/v1/metrics", out.otlp.url),
+            otlp.into(),
             "--wal-dir".into(),
             wal_dir.display().to_string(),
             "--metrics-port".into(),
-            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{metrics_port}"),
             "--health-probe-port".into(),
             format!("127.0.0.1:{}", free_port()),
             "--cluster-labels".into(),
@@ -144,6 +182,12 @@ impl Exporter {
             .env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "info")
             .env_remove("ADXEXPORTER_MANIFESTS")
+            // The pod name comes from the flags only: a host name ending in -<n> would make the
+            // instance follow a StatefulSet.
+            .env_remove("HOSTNAME")
+            .env_remove("ADXEXPORTER_POD_NAME")
+            .env_remove("ADXEXPORTER_REPLICAS")
+            .env_remove("POD_NAMESPACE")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -154,7 +198,13 @@ impl Exporter {
             log,
             _dir: dir,
             label: label.to_owned(),
+            metrics_port,
         }
+    }
+
+    /// The value of an unlabelled gauge on `/metrics`, once the endpoint answers.
+    fn gauge(&self, name: &str) -> Option<f64> {
+        gauge(self.metrics_port, name)
     }
 
     fn log_text(&self) -> String {
@@ -453,10 +503,12 @@ async fn create_edit_delete_and_criteria_in_kubernetes_mode() {
         patches_a.iter().all(|p| p.code == 200 && p.namespace == NS),
         "{patches_a:?}"
     );
+    // A JSON patch whose first operation tests the uid (docs/design.md#status-writers).
+    let uid_a = api.get(NS, "a").unwrap()["metadata"]["uid"].clone();
     assert!(
         patches_a.iter().all(
-            |p| p.content_type.starts_with("application/merge-patch+json")
-                || p.content_type.starts_with("application/apply-patch+yaml")
+            |p| p.content_type.starts_with("application/json-patch+json")
+                && p.body[0] == json!({"op": "test", "path": "/metadata/uid", "value": uid_a})
         ),
         "{patches_a:?}"
     );
@@ -767,4 +819,466 @@ async fn control_standalone_mode_exports_the_live_data_exactly() {
     .await;
     assert_eq!(o.first(), Some(&start));
     ex.terminate();
+}
+
+/// A resource whose first window lies far in the future: no query runs, so its status is stable.
+fn idle_spec(name: &str) -> Value {
+    live_spec(name, 1, now_ms() + 365 * 24 * 3600 * 1000)
+}
+
+/// The `(type, lastTransitionTime)` of every condition of the stored resource.
+fn transition_times(api: &FakeApi, name: &str) -> Vec<(String, String)> {
+    let o = api.get(NS, name).unwrap();
+    (o["status"]["conditions"].as_array().unwrap().iter())
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap().to_owned(),
+                c["lastTransitionTime"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_does_not_patch_unchanged_statuses_or_reset_their_transition_times() {
+    let api = FakeApi::start().await;
+    let first_url = api.add_client("first").await;
+    let second_url = api.add_client("second").await;
+    let wal = tempfile::tempdir().unwrap();
+    api.create(exporter(NS, "a", idle_spec("a")));
+    let mut first = Exporter::start_alone("first", &first_url, wal.path(), &[]);
+    eventually("the status of `a`", &mut [&mut first], || async {
+        let o = api.get(NS, "a")?;
+        let ready = o["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready");
+        ready.then_some(())
+    })
+    .await;
+    first.terminate();
+    let before = transition_times(&api, "a");
+
+    // A resource created while no instance ran: the restarted one must patch it (so its first
+    // status round is done when that patch arrives), and must leave `a` alone.
+    api.create(exporter(NS, "b", idle_spec("b")));
+    let mut second = Exporter::start_alone("second", &second_url, wal.path(), &[]);
+    eventually(
+        "the restarted instance to patch `b`",
+        &mut [&mut second],
+        || async {
+            let done = api
+                .status_patches()
+                .iter()
+                .any(|p| p.client == "second" && p.name == "b" && p.code == 200);
+            done.then_some(())
+        },
+    )
+    .await;
+    // The final round at shutdown has nothing new to say either.
+    second.terminate();
+    let by_second: Vec<String> = (api.status_patches().into_iter())
+        .filter(|p| p.client == "second")
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(by_second, ["b"], "unchanged `a` patched after a restart");
+    assert_eq!(transition_times(&api, "a"), before);
+    // One list at start-up read the statuses: no GET per resource.
+    let gets = (api.requests().into_iter())
+        .filter(|r| {
+            r.client == "second" && r.method == "GET" && r.path.ends_with("/metricsexporters/a")
+        })
+        .count();
+    assert_eq!(gets, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruned_status_refused_patches_events_and_api_requests_show_in_metrics_and_logs() {
+    // adx-mon's CRD is installed: its schema prunes our status fields but keeps conditions.
+    let api = FakeApi::start_with(kube_support::FakeOptions {
+        pruned_status_fields: vec!["watermark", "lastSuccessfulExecution", "backlog"],
+        ..kube_support::FakeOptions::default()
+    })
+    .await;
+    let wal = tempfile::tempdir().unwrap();
+    // Migrated from adx-mon: its cursor, two windows ago. Kusto is unreachable, so the first
+    // window fails (QueryFailing) and is retried.
+    let cursor = rfc3339(floor_window(now_ms()) - 2 * INTERVAL_MS);
+    api.create(exporter(NS, "m", live_spec("m", 1, now_ms())));
+    api.set_status(
+        NS,
+        "m",
+        json!({"conditions": [{
+            "type": "metricsexporter.adx-mon.azure.com/LastSuccessfulExecution",
+            "status": "True", "reason": "ExecutionCompleted", "message": cursor,
+            "lastTransitionTime": cursor,
+        }]}),
+    );
+    let mut ex = Exporter::start_alone("replica", &api.url, wal.path(), &[]);
+    let port = ex.metrics_port;
+
+    // The query failure is an Event on the resource.
+    let uid = api.get(NS, "m").unwrap()["metadata"]["uid"].clone();
+    let event = eventually("a QueryFailing Event on `m`", &mut [&mut ex], || async {
+        (api.events().into_iter())
+            .find(|e| e["reason"] == "QueryFailing" && e["regarding"]["name"] == "m")
+    })
+    .await;
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["regarding"]["uid"], uid);
+    assert_eq!(event["regarding"]["kind"], "MetricsExporter");
+    assert_eq!(event["reportingController"], "adxexporter");
+    assert!(!event["note"].as_str().unwrap().is_empty(), "{event}");
+
+    // The written watermark (the cursor, written back) was pruned: an ERROR naming the fix, a metric.
+    let log_path = ex.log.clone();
+    let line = eventually(
+        "an ERROR about the pruned watermark",
+        &mut [&mut ex],
+        || {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            async move {
+                (log.lines())
+                    .find(|l| l.contains("dropped status.watermark"))
+                    .map(str::to_owned)
+            }
+        },
+    )
+    .await;
+    assert!(
+        line.contains("ERROR") && line.contains("adxexporter crd"),
+        "{line}"
+    );
+    assert!(metric(port, "adxexporter_status_pruned_total", &[]) >= 1.0);
+    // ... while adx-mon's cursor condition survives, for a rollback.
+    let status = api.get(NS, "m").unwrap()["status"].clone();
+    assert!(status.get("watermark").is_none(), "{status}");
+    assert!(
+        (status["conditions"].as_array().unwrap().iter()).any(|c| c["type"]
+            == "metricsexporter.adx-mon.azure.com/LastSuccessfulExecution"
+            && c["message"] == cursor.as_str()),
+        "{status}"
+    );
+
+    // The schema refuses a status: counted as rejected and by its code.
+    api.fail_status_patches(Some(422));
+    api.create(exporter(NS, "n", idle_spec("n")));
+    eventually(
+        "the refused patch in the metrics",
+        &mut [&mut ex],
+        || async {
+            let rejected = metric(
+                port,
+                "adxexporter_status_patches_total",
+                &[("outcome", "rejected")],
+            );
+            let by_code = metric(
+                port,
+                "adxexporter_kube_requests_total",
+                &[
+                    ("verb", "patch"),
+                    ("resource", "metricsexporters/status"),
+                    ("code", "422"),
+                ],
+            );
+            (rejected >= 1.0 && by_code >= 1.0).then_some(())
+        },
+    )
+    .await;
+    // Every request kind the instance makes is counted.
+    for (verb, resource, code) in [
+        ("list", "metricsexporters", "200"),
+        ("watch", "metricsexporters", "200"),
+        ("patch", "metricsexporters/status", "200"),
+        ("create", "events", "201"),
+    ] {
+        let n = metric(
+            port,
+            "adxexporter_kube_requests_total",
+            &[("verb", verb), ("resource", resource), ("code", code)],
+        );
+        assert!(n >= 1.0, "{verb} {resource} {code}: {n}");
+    }
+    assert!(
+        metric(
+            port,
+            "adxexporter_kube_events_total",
+            &[("outcome", "created")]
+        ) >= 1.0
+    );
+    ex.terminate();
+}
+
+/// The sum of the samples of `name` in the `/metrics` on `port` whose labels include `labels`
+/// (0 if none, or no answer).
+fn metric(port: u16, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let Some((200, text)) = common::http_get(port, "/metrics") else {
+        return 0.0;
+    };
+    let mut sum = 0.0;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((head, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (series, label_text) = match head.split_once('{') {
+            Some((n, l)) => (n, l.trim_end_matches('}')),
+            None => (head, ""),
+        };
+        let wanted = labels
+            .iter()
+            .all(|(k, v)| label_text.split(',').any(|p| p == format!("{k}=\"{v}\"")));
+        if series == name && wanted {
+            sum += value.parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    sum
+}
+
+/// The value of an unlabelled gauge on `/metrics` at `port`, once the endpoint answers.
+fn gauge(port: u16, name: &str) -> Option<f64> {
+    let (code, body) = common::http_get(port, "/metrics")?;
+    if code != 200 {
+        return None;
+    }
+    body.lines().find_map(|l| {
+        let (n, v) = l.split_once(' ')?;
+        (n == name).then(|| v.trim().parse().ok())?
+    })
+}
+
+/// Windows of `kt_<name>` delivered more than once across `sinks` (OTLP records every delivery).
+async fn otlp_duplicates(sinks: &[&Peer], name: &str, series: u32) -> Vec<i64> {
+    let mut count: BTreeMap<i64, usize> = BTreeMap::new();
+    for sink in sinks {
+        for t in otlp_windows(sink, name, series).await {
+            *count.entry(t).or_default() += 1;
+        }
+    }
+    count
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(t, _)| t)
+        .collect()
+}
+
+/// Membership from the cluster: two replicas started without `--replicas` read the count from the
+/// StatefulSet and share the resources; the StatefulSet is scaled to 3 and a third replica started:
+/// the first two move resources without a restart, every window of every resource arrives, twice
+/// only for windows in flight at the move. Then the third replica dies for good: the others count
+/// its resources in `adxexporter_exporters_stale` and name them; scaling back to 2 serves them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_follow_the_statefulset_rescale_without_restart_and_report_unserved_resources() {
+    let (kql, prometheus) = (kql(), prometheus_accepting_replays());
+    let sinks = [otlp_sink(), otlp_sink(), otlp_sink()];
+    let api = FakeApi::start().await;
+    let urls = [
+        api.add_client("adxexporter-0").await,
+        api.add_client("adxexporter-1").await,
+        api.add_client("adxexporter-2").await,
+    ];
+    let wals = [
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    ];
+    let start = floor_window(now_ms()) - 4 * INTERVAL_MS;
+    let names: Vec<(String, u32)> = (1..=8).map(|i| (format!("f{i}"), i)).collect();
+    let mut uids = BTreeMap::new();
+    for (name, series) in &names {
+        let o = api.create(exporter(NS, name, live_spec(name, *series, start)));
+        uids.insert(
+            name.clone(),
+            o["metadata"]["uid"].as_str().unwrap().to_owned(),
+        );
+    }
+    // The StatefulSet in the kubeconfig's namespace (the default of --pod-namespace).
+    api.create_statefulset("default", "adxexporter", Some(2));
+    let start_pod = |i: usize| {
+        let out = Outputs {
+            kql: &kql,
+            prometheus: &prometheus,
+            otlp: &sinks[i],
+        };
+        let pod = format!("adxexporter-{i}");
+        Exporter::start(&pod, &urls[i], wals[i].path(), &out, &["--pod-name", &pod])
+    };
+    let owner_of = |name: &str, replicas: u32| {
+        format!(
+            "adxexporter-{}",
+            adxexporter::shard::owner(&uids[name], replicas)
+        )
+    };
+    /// Every resource's status patched only by its owner among `replicas`, since patch `from`.
+    fn owners(api: &FakeApi, from: usize) -> BTreeMap<String, BTreeSet<String>> {
+        let mut owners: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for p in &api.status_patches()[from..] {
+            owners
+                .entry(p.name.clone())
+                .or_default()
+                .insert(p.client.clone());
+        }
+        owners
+    }
+
+    let mut r0 = start_pod(0);
+    let mut r1 = start_pod(1);
+    for (name, _) in &names {
+        eventually(
+            &format!("{name} past its backfill on two replicas"),
+            &mut [&mut r0, &mut r1],
+            || async { watermark(&api, name).filter(|wm| *wm >= start + 4 * INTERVAL_MS) },
+        )
+        .await;
+    }
+    // Both read 2 from the StatefulSet: each resource is patched by its owner of 2 only.
+    for (name, clients) in owners(&api, 0) {
+        assert_eq!(clients, BTreeSet::from([owner_of(&name, 2)]), "{name}");
+    }
+    for r in [&r0, &r1] {
+        assert_eq!(
+            r.gauge("adxexporter_exporters_stale"),
+            Some(0.0),
+            "{}",
+            r.label
+        );
+    }
+
+    // Scale to 3 (as `kubectl scale` does), then the new pod starts.
+    let status_before: BTreeMap<String, i64> = names
+        .iter()
+        .map(|(n, _)| (n.clone(), watermark(&api, n).unwrap()))
+        .collect();
+    let rescaled_at = now_ms();
+    api.scale_statefulset("default", "adxexporter", 3);
+    let mut r2 = start_pod(2);
+    let moved: Vec<&(String, u32)> = names
+        .iter()
+        .filter(|(n, _)| owner_of(n, 3) == "adxexporter-2")
+        .collect();
+    assert!(!moved.is_empty(), "some resource moves to the new replica");
+    let horizon = floor_window(rescaled_at) + 2 * INTERVAL_MS;
+    let patches_at_rescale = api.status_patches().len();
+    let mut watermarks = BTreeMap::new();
+    for (name, series) in &names {
+        let wm = eventually(
+            &format!("{name} past the rescale to 3"),
+            &mut [&mut r0, &mut r1, &mut r2],
+            || async { watermark(&api, name).filter(|wm| *wm >= horizon) },
+        )
+        .await;
+        eventually(
+            &format!("{name} delivered up to its watermark"),
+            &mut [&mut r0, &mut r1, &mut r2],
+            || async {
+                let mut at: BTreeSet<i64> = BTreeSet::new();
+                for sink in &sinks {
+                    at.extend(otlp_windows(sink, name, *series).await);
+                }
+                let all = (0..)
+                    .map(|i| start + i * INTERVAL_MS)
+                    .take_while(|t| *t < wm)
+                    .all(|t| at.contains(&t));
+                (all && prom_covers(&prometheus, name, *series, start, wm - INTERVAL_MS)
+                    .await
+                    .is_some())
+                .then_some(())
+            },
+        )
+        .await;
+        watermarks.insert(name.clone(), wm);
+    }
+    // The first two were not restarted: they followed the StatefulSet.
+    for r in [&mut r0, &mut r1] {
+        r.assert_running();
+        assert!(
+            r.log_text().contains("rescaled from 2 to 3 replicas"),
+            "{}:\n{}",
+            r.label,
+            r.log_text()
+        );
+    }
+    // Windows twice only for moved resources, and only those in flight at the move: after the
+    // status watermark seen before the scale, before the scale itself.
+    let sink_refs: Vec<&Peer> = sinks.iter().collect();
+    for (name, series) in &names {
+        let twice = otlp_duplicates(&sink_refs, name, *series).await;
+        if !moved.iter().any(|(n, _)| n == name) {
+            assert!(
+                twice.is_empty(),
+                "{name} did not move but has duplicates {twice:?}"
+            );
+        }
+        assert!(
+            twice
+                .iter()
+                .all(|t| *t >= status_before[name] - INTERVAL_MS && *t < rescaled_at + INTERVAL_MS),
+            "{name}: windows {twice:?} delivered twice outside the move (status watermark {}, scaled at {rescaled_at})",
+            status_before[name]
+        );
+    }
+    // After the move each resource is patched by its owner of 3 only.
+    let settled = api.status_patches().len();
+    let later = floor_window(now_ms()) + 2 * INTERVAL_MS;
+    for (name, _) in &names {
+        eventually(
+            &format!("{name} two more windows on three replicas"),
+            &mut [&mut r0, &mut r1, &mut r2],
+            || async { watermark(&api, name).filter(|wm| *wm >= later) },
+        )
+        .await;
+    }
+    let after = owners(&api, settled);
+    for (name, _) in &names {
+        assert_eq!(
+            after.get(name).cloned().unwrap_or_default(),
+            BTreeSet::from([owner_of(name, 3)]),
+            "{name} (patches since the rescale: {:?})",
+            owners(&api, patches_at_rescale).get(name)
+        );
+    }
+
+    // The third replica dies and is not restarted; the StatefulSet still says 3.
+    r2.child.kill().unwrap();
+    let _ = r2.child.wait();
+    let ports = [r0.metrics_port, r1.metrics_port];
+    let stale = eventually(
+        "the surviving replicas to count the dead one's resources as stale",
+        &mut [&mut r0, &mut r1],
+        || async {
+            let counts = ports.map(|p| gauge(p, "adxexporter_exporters_stale").unwrap_or(0.0));
+            (counts.iter().all(|c| *c > 0.0)).then_some(counts)
+        },
+    )
+    .await;
+    assert!(
+        stale.iter().all(|c| *c as usize == moved.len()),
+        "stale counts {stale:?}, resources of the dead replica {}",
+        moved.len()
+    );
+    for r in [&r0, &r1] {
+        let log = r.log_text();
+        let line = log
+            .lines()
+            .find(|l| l.contains("WARN") && l.contains("whose watermark no replica has moved"))
+            .unwrap_or_else(|| panic!("{} logged no stale resources:\n{log}", r.label));
+        for (name, _) in &moved {
+            assert!(line.contains(&format!("{NS}/{name}")), "{line}");
+        }
+    }
+    // Scaled back to 2, the others take the dead replica's resources over: none stale any more.
+    api.scale_statefulset("default", "adxexporter", 2);
+    eventually(
+        "no stale resource once the StatefulSet is scaled down to the live replicas",
+        &mut [&mut r0, &mut r1],
+        || async {
+            ports
+                .iter()
+                .all(|p| gauge(*p, "adxexporter_exporters_stale") == Some(0.0))
+                .then_some(())
+        },
+    )
+    .await;
+    drop(r2);
+    r0.terminate();
+    r1.terminate();
 }

@@ -245,6 +245,7 @@ async fn a_watch_from_before_the_retained_log_expires() {
     let strict = FakeApi::start_with(FakeOptions {
         event_retention: 1,
         expired_as_http_410: true,
+        ..FakeOptions::default()
     })
     .await;
     strict.create(exporter("ns1", "a", spec("1m")));
@@ -553,4 +554,192 @@ async fn kube_streaming_list_watcher_on_one_namespace() {
         "{}",
         watch.query
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_patch_tests_the_uid_and_a_status_patch_changes_only_the_status() {
+    let api = FakeApi::start().await;
+    let created = api.create(exporter("ns1", "a", spec("1m")));
+    let uid = created["metadata"]["uid"].as_str().unwrap().to_owned();
+    let url = format!("{}{COLLECTION}/a/status", api.url);
+    let c = http();
+    let patch = |uid: &str| {
+        json!([
+            {"op": "test", "path": "/metadata/uid", "value": uid},
+            {"op": "add", "path": "/status", "value": {"watermark": "2026-01-01T00:00:00Z"}},
+            {"op": "add", "path": "/metadata/labels", "value": {"ignored": "yes"}},
+        ])
+        .to_string()
+    };
+    let (code, body) = send(
+        c.patch(&url)
+            .header("content-type", "application/json-patch+json")
+            .body(patch("someone-else")),
+    )
+    .await;
+    // kube-apiserver words a failed operation this way, without saying which one.
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["reason"], "Invalid");
+    assert_eq!(
+        body["message"],
+        "the server rejected our request due to an error in our request"
+    );
+    assert!(api.get("ns1", "a").unwrap().get("status").is_none());
+
+    let (code, body) = send(
+        c.patch(&url)
+            .header("content-type", "application/json-patch+json")
+            .body(patch(&uid)),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["status"]["watermark"], "2026-01-01T00:00:00Z");
+    assert!(
+        body["metadata"].get("labels").is_none(),
+        "metadata is not written through /status: {body}"
+    );
+    // A merge patch's metadata.uid is ignored on /status (the status strategy keeps the stored
+    // metadata): it is no precondition.
+    let (code, body) = send(
+        c.patch(&url)
+            .header("content-type", "application/merge-patch+json")
+            .body(
+                json!({"metadata": {"uid": "someone-else"}, "status": {"watermark": "x"}})
+                    .to_string(),
+            ),
+    )
+    .await;
+    assert_eq!(
+        (code, body["status"]["watermark"].as_str()),
+        (200, Some("x"))
+    );
+    assert_eq!(body["metadata"]["uid"], uid.as_str());
+    let patches = api.status_patches();
+    assert_eq!(patches[0].content_type, "application/json-patch+json");
+    assert_eq!(patches[0].body[0]["op"], "test");
+    assert_eq!(patches[0].code, 422);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruned_status_fields_and_refused_status_patches() {
+    let api = FakeApi::start_with(FakeOptions {
+        pruned_status_fields: vec!["watermark"],
+        ..FakeOptions::default()
+    })
+    .await;
+    api.create(exporter("ns1", "a", spec("1m")));
+    let stored = api.set_status(
+        "ns1",
+        "a",
+        json!({"watermark": "2026-01-01T00:00:00Z", "conditions": [{"type": "Ready", "status": "True"}]}),
+    );
+    assert!(stored["status"].get("watermark").is_none(), "{stored}");
+    assert_eq!(stored["status"]["conditions"][0]["type"], "Ready");
+
+    let url = format!("{}{COLLECTION}/a/status", api.url);
+    let merge = json!({"status": {"observedGeneration": 1}}).to_string();
+    for (code, reason) in [(422, "Invalid"), (403, "Forbidden")] {
+        api.fail_status_patches(Some(code));
+        let (got, body) = send(
+            http()
+                .patch(&url)
+                .header("content-type", "application/merge-patch+json")
+                .body(merge.clone()),
+        )
+        .await;
+        assert_eq!(
+            (got, body["reason"].as_str()),
+            (code, Some(reason)),
+            "{body}"
+        );
+    }
+    api.fail_status_patches(None);
+    let (code, _) = send(
+        http()
+            .patch(&url)
+            .header("content-type", "application/merge-patch+json")
+            .body(merge),
+    )
+    .await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_created_patched_and_recorded() {
+    let api = FakeApi::start().await;
+    let base = format!("{}/apis/events.k8s.io/v1/namespaces/ns1/events", api.url);
+    let c = http();
+    let event = json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "a.17f", "namespace": "ns1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "adxexporter", "reportingInstance": "adxexporter-0",
+        "action": "Query", "reason": "QueryFailing", "type": "Warning", "note": "n",
+        "regarding": {"kind": "MetricsExporter", "name": "a", "namespace": "ns1", "uid": "u"},
+    });
+    let post = |body: Value| {
+        c.post(&base)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+    };
+    let (code, created) = send(post(event.clone())).await;
+    assert_eq!(code, 201, "{created}");
+    assert!(created["metadata"]["uid"].is_string());
+    let (code, _) = send(post(event.clone())).await;
+    assert_eq!(code, 409);
+    let mut incomplete = event.clone();
+    incomplete["metadata"]["name"] = json!("b.1");
+    incomplete
+        .as_object_mut()
+        .unwrap()
+        .remove("reportingController");
+    let (code, body) = send(post(incomplete)).await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("reportingController")
+    );
+
+    let series = json!({"series": {"count": 2, "lastObservedTime": "2026-01-01T00:01:00.000000Z"}});
+    let (code, patched) = send(
+        c.patch(format!("{base}/a.17f"))
+            .header("content-type", "application/merge-patch+json")
+            .body(series.to_string()),
+    )
+    .await;
+    assert_eq!(code, 200, "{patched}");
+    assert_eq!(patched["series"]["count"], 2);
+    let (code, _) = send(
+        c.patch(format!("{base}/gone"))
+            .header("content-type", "application/merge-patch+json")
+            .body(series.to_string()),
+    )
+    .await;
+    assert_eq!(code, 404);
+    let (code, list) = send(c.get(&base)).await;
+    assert_eq!((code, list["items"].as_array().unwrap().len()), (200, 1));
+
+    assert_eq!(api.events().len(), 1);
+    let writes: Vec<(String, String, u16)> = (api.event_writes().into_iter())
+        .map(|w| (w.method, w.name, w.code))
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            ("POST", "a.17f", 201),
+            ("POST", "a.17f", 409),
+            ("POST", "b.1", 422),
+            ("PATCH", "a.17f", 200),
+            ("PATCH", "gone", 404),
+        ]
+        .map(|(m, n, c)| (m.to_owned(), n.to_owned(), c))
+        .to_vec()
+    );
+    api.fail_event_writes(Some(403));
+    let mut other = event;
+    other["metadata"]["name"] = json!("c.1");
+    let (code, body) = send(post(other)).await;
+    assert_eq!((code, body["reason"].as_str()), (403, Some("Forbidden")));
 }

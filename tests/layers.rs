@@ -251,3 +251,18 @@ fn the_parser_sees_what_it_must() {
     let got: Vec<String> = crate_paths(&code).into_iter().map(|(m, _)| m).collect();
     assert_eq!(got, ["wal", "time"]);
 }
+
+/// A file holds one job: none under `src/` is over 1,000 lines (unit tests may live in a sibling
+/// `tests.rs`, which is held to the same bound).
+#[test]
+fn no_source_file_is_over_1000_lines() {
+    let mut paths = Vec::new();
+    rust_files(&src(), &mut paths);
+    let long: Vec<String> = paths
+        .iter()
+        .map(|p| (p, std::fs::read_to_string(p).unwrap().lines().count()))
+        .filter(|(_, n)| *n > 1000)
+        .map(|(p, n)| format!("{}: {n} lines", p.display()))
+        .collect();
+    assert!(long.is_empty(), "split these files:\n{}", long.join("\n"));
+}

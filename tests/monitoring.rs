@@ -24,6 +24,11 @@ const RUNBOOK_ANCHORS: &[&str] = &[
     "rescale",
     "tls-verification-off",
     "exporter-restarted",
+    "status-patch-rejected",
+    "status-pruned",
+    "status-lagging",
+    "kube-api-errors",
+    "exporters-stale",
 ];
 
 fn monitoring_dir() -> PathBuf {
@@ -260,6 +265,11 @@ fn the_rule_tests_cover_the_required_alerts() {
         "AdxExporterPushFailing",
         "AdxExporterDown",
         "AdxExporterTaskRestarted",
+        "AdxExporterStatusPatchRejected",
+        "AdxExporterStatusPruned",
+        "AdxExporterStatusLagging",
+        "AdxExporterKubeApiErrors",
+        "AdxExporterExportersStale",
     ] {
         assert!(
             tested.contains(alert),

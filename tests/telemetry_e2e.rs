@@ -265,12 +265,13 @@ fn metrics_report_what_the_pipeline_did() {
     let bucket = format!("{}_bucket", m::QUERY_DURATION);
     assert_eq!(scrape.value(&bucket, &inf), scrape.value(&count, &wm));
     let broken = [("exporter", "e2e/broken-query")];
+    // Present from the exporter's start, at 0: no query of it ever succeeded.
     assert_eq!(
         scrape.sum(
             m::QUERIES,
             &[("exporter", "e2e/broken-query"), ("outcome", "ok")]
         ),
-        None
+        Some(0.0)
     );
     assert!(scrape.value(m::QUERIES, &broken) >= 1.0);
     let skipped = [("exporter", "e2e/text"), ("reason", "non_numeric_value")];
@@ -283,7 +284,13 @@ fn metrics_report_what_the_pipeline_did() {
         lag >= 0.0 && lag <= now - status_watermark + 1.0,
         "lag {lag} with watermark {status_watermark} at {now}"
     );
-    assert_eq!(scrape.sum(m::WATERMARK, &broken), None, "no watermark yet");
+    // Its start is stored as its watermark before the first query (so a failing first window is
+    // retried, not skipped: schedule::exporter::resume_point), and stays there while it fails.
+    assert_eq!(
+        scrape.sum(m::WATERMARK, &broken),
+        Some(start as f64 / 1000.0),
+        "the start, nothing past it"
+    );
 
     // Exporters by state.
     for (state, n) in [
@@ -541,4 +548,98 @@ fn json_logs_parse_and_window_lines_carry_exporter_and_window() {
         window_lines.keys().any(|k| k.starts_with("window failed")),
         "the broken query's failure is logged with its window: {window_lines:?}"
     );
+}
+
+/// Label pairs a series must have.
+type Labels<'a> = &'a [(&'a str, &'a str)];
+
+/// Dashboards and alerts never read "no data" from a healthy instance: a fresh one with no
+/// resources at all (and Kusto and the output unreachable) already has every family of `ALL` in
+/// `/metrics` with its type, and the series whose labels start-up knows, at 0.
+#[test]
+fn a_fresh_instance_with_no_resources_exports_every_family() {
+    let work = tempfile::Builder::new()
+        .prefix("adxexporter-families-")
+        .tempdir()
+        .unwrap();
+    let manifests = work.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let mut exporter = Exporter::start(
+        work.path(),
+        &closed,
+        &manifests,
+        &["--otlp-endpoint".into(), format!("{closed}/v1/metrics")],
+    );
+    exporter.wait_listening(LIMIT);
+    let missing = |sc: &Scrape| -> Vec<&str> {
+        ALL.iter()
+            .filter(|def| {
+                let kind = match def.kind {
+                    m::Kind::Counter => "counter",
+                    m::Kind::Gauge => "gauge",
+                    m::Kind::Histogram => "histogram",
+                };
+                sc.types.get(def.name).map(String::as_str) != Some(kind)
+            })
+            .map(|def| def.name)
+            .collect()
+    };
+    // The series start-up knows: the output's (touched by its drain loop), the WAL's (the gauge
+    // task) and the process's.
+    let otlp_ok: &[(&str, &str)] = &[("output", "otlp"), ("outcome", "ok"), ("status", "2xx")];
+    let status_patch_ok: &[(&str, &str)] = &[
+        ("verb", "patch"),
+        ("resource", "metricsexporters/status"),
+        ("code", "200"),
+    ];
+    let version: &[(&str, &str)] = &[("version", env!("CARGO_PKG_VERSION"))];
+    let expected: Vec<(&str, Labels, f64)> = vec![
+        (m::PUSHES, otlp_ok, 0.0),
+        (
+            m::DEAD_LETTERS,
+            &[("output", "otlp"), ("reason", "rejected")],
+            0.0,
+        ),
+        (m::PUSH_RETRIES, &[("output", "otlp")], 0.0),
+        ("adxexporter_exporter_restarts_total", &[], 0.0),
+        (m::STATUS_PATCHES, &[("outcome", "rejected")], 0.0),
+        (m::STATUS_PRUNED, &[], 0.0),
+        (m::STATUS_PATCH_BACKLOG, &[], 0.0),
+        (m::KUBE_EVENTS, &[("outcome", "dropped")], 0.0),
+        (m::KUBE_REQUESTS, status_patch_ok, 0.0),
+        (m::EXPORTERS, &[("state", "active")], 0.0),
+        (m::WAL_RECORDS, &[], 0.0),
+        (m::BUILD_INFO, version, 1.0),
+        ("adxexporter_tls_insecure_skip_verify", &[], 0.0),
+    ];
+    let scrape = eventually(
+        "every family and the series start-up knows in /metrics",
+        LIMIT,
+        || {
+            let sc = Scrape::get(exporter.metrics_port);
+            let complete = missing(&sc).is_empty()
+                && (expected.iter()).all(|(name, labels, _)| sc.sum(name, labels).is_some());
+            complete.then_some(sc)
+        },
+        || {
+            let sc = Scrape::get(exporter.metrics_port);
+            format!(
+                "missing: {:?}\n{}\n{}",
+                missing(&sc),
+                sc.text,
+                exporter.log_tail()
+            )
+        },
+    );
+    for (name, labels, value) in &expected {
+        assert_eq!(
+            scrape.sum(name, labels),
+            Some(*value),
+            "{name}{labels:?}:\n{}",
+            scrape.text
+        );
+    }
+    let exit = exporter.terminate(Duration::from_secs(30));
+    assert!(exit.success(), "exit {exit:?}\n{}", exporter.log_tail());
 }

@@ -5,9 +5,14 @@
 //!   returned; the parent SIGKILLs it after a random number of lines, reopens, and checks every
 //!   acknowledged append is present and intact, every acknowledged ack is gone, and the watermark is
 //!   at least the last acknowledged window's end. Repeated over one store, so repairs accumulate.
+//!   After each kill the `adxexporter wal` reports read (a copy of) the store too.
 //! - Torn and corrupt files: truncated copies and copies with flipped bytes either open with data
-//!   equal to what was written, or are refused with an error naming the file; never wrong data,
-//!   never a panic.
+//!   equal to what was written, or are refused as corrupt with an error naming the file; never
+//!   wrong data, never a panic.
+//! - The binary on the same damaged files: `run` and every `adxexporter wal` subcommand refuse what
+//!   the library refuses (a zeroed last page, flipped bytes, an empty or truncated file) with the
+//!   move-aside advice, exit 2 and 1 (never a panic's 101), and leave the file as it was; the
+//!   reports read the rest.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -149,6 +154,7 @@ fn kill_9_never_loses_an_acknowledged_append() {
             !status.success(),
             "round {round}: the child must have been killed"
         );
+        tools_read_a_crashed_store(dir.path(), round);
         verify_after_crash(dir.path(), &appended, &acked, in_flight_ack, round);
         if let Some(seq) = in_flight_ack
             && !record_present(dir.path(), seq)
@@ -162,6 +168,26 @@ fn kill_9_never_loses_an_acknowledged_append() {
         appended.len(),
         acked.len()
     );
+}
+
+/// The `wal` reports read a store a kill left open (on a copy, so the check below still sees the
+/// crash): exit 0, no panic.
+fn tools_read_a_crashed_store(dir: &Path, round: usize) {
+    let copy = copy_to_fresh_dir(&dir.join("wal.redb"));
+    for tool in [&["stats", "--json"][..], &["list"], &["dead-letters"]] {
+        let out = adxexporter(&tool_args(tool, copy.path()));
+        assert_eq!(
+            out.code,
+            Some(0),
+            "round {round}: wal {tool:?}: {}",
+            out.stderr
+        );
+        assert!(
+            !out.stderr.contains("panicked"),
+            "round {round}: {}",
+            out.stderr
+        );
+    }
 }
 
 fn record_present(dir: &Path, seq: i64) -> bool {
@@ -256,8 +282,8 @@ fn open_damaged(dir: &Path, expected: &BTreeMap<i64, WriteRequest>) -> Outcome {
             Ok(wal) => wal,
             Err(e) => {
                 let text = e.to_string();
-                let named = text.contains("wal.redb") || matches!(e, WalError::Locked { .. });
-                assert!(named, "error does not name the file: {text}");
+                let named = text.contains("wal.redb") && matches!(e, WalError::CorruptStore { .. });
+                assert!(named, "error does not name the file as corrupt: {text}");
                 return Outcome::Refused;
             }
         };
@@ -351,4 +377,278 @@ fn flipped_bytes_are_refused_or_harmless() {
     let tried = bytes.len().div_ceil(step);
     eprintln!("{tried} single-byte flips: {refused} refused, the rest opened with intact data");
     assert!(refused > 0, "some flips hit live pages and must be refused");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binary on the same damaged files: `run` and every `adxexporter wal` subcommand
+
+const BIN: &str = env!("CARGO_BIN_EXE_adxexporter");
+/// What `WalError::CorruptStore` tells the operator to do.
+const ADVICE: &str =
+    "move the file aside (keep it for inspection) and start again with an empty WAL";
+const PAGE: usize = 4096;
+
+/// Every `wal` subcommand, in each output form; the writing ones too.
+const TOOLS: &[&[&str]] = &[
+    &["stats"],
+    &["stats", "--json"],
+    &["list"],
+    &["list", "--json"],
+    &["dead-letters"],
+    &["dead-letters", "--full"],
+    &["dead-letters", "--json"],
+    &["requeue"],
+    &["purge", "--all"],
+    &["purge", "--all", "--yes"],
+];
+
+struct Exit {
+    code: Option<i32>,
+    stderr: String,
+}
+
+/// Run the binary with a bound on its life; `None` code = still running at the deadline (killed).
+fn adxexporter(args: &[String]) -> Exit {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("ADXEXPORTER_WAL_DIR")
+        .env_remove("ADXEXPORTER_WAL_MAX_BYTES")
+        .env("RUST_LOG", "off")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Exit {
+        code,
+        stderr: std::fs::read_to_string(log.path()).unwrap(),
+    }
+}
+
+/// `run` in standalone mode with one output and nothing to query: it stops at the WAL or runs on.
+fn run_args(wal_dir: &Path, manifests: &Path) -> Vec<String> {
+    [
+        "run",
+        "--manifests",
+        manifests.to_str().unwrap(),
+        "--kusto-endpoint",
+        "db=http://127.0.0.1:9",
+        "--kusto-auth",
+        "none",
+        "--remote-write-endpoint",
+        "http://127.0.0.1:9/api/v1/write",
+        "--metrics-port",
+        "127.0.0.1:0",
+        "--health-probe-port",
+        "127.0.0.1:0",
+        "--wal-dir",
+        wal_dir.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn tool_args(tool: &[&str], wal_dir: &Path) -> Vec<String> {
+    let mut args = vec!["wal".to_string()];
+    args.extend(tool.iter().map(|a| a.to_string()));
+    args.extend(["--wal-dir".to_string(), wal_dir.display().to_string()]);
+    args
+}
+
+/// A directory holding `bytes` as its `wal.redb`.
+fn store_with(bytes: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("wal.redb"), bytes).unwrap();
+    dir
+}
+
+/// `run` and every `wal` subcommand refuse `bytes` as a corrupt WAL, each on its own copy: `run`
+/// exits 2, a tool 1 (never a panic's 101), each naming the file and the move-aside advice, and
+/// the file is left as it was.
+fn assert_refused_by_binary(case: &str, bytes: &[u8]) {
+    let manifests = tempfile::tempdir().unwrap();
+    // `None` = `run`, which exits 2 on a start-up error; the tools exit 1.
+    let commands = std::iter::once(None).chain(TOOLS.iter().map(Some));
+    for tool in commands {
+        let dir = store_with(bytes);
+        let path = dir.path().join("wal.redb");
+        let (name, args, expected) = match tool {
+            None => ("run".to_string(), run_args(dir.path(), manifests.path()), 2),
+            Some(tool) => (
+                format!("wal {}", tool.join(" ")),
+                tool_args(tool, dir.path()),
+                1,
+            ),
+        };
+        let out = adxexporter(&args);
+        let text = &out.stderr;
+        assert_eq!(
+            out.code,
+            Some(expected),
+            "{case}: `{name}` exit {:?}: {text}",
+            out.code
+        );
+        assert!(
+            !text.contains("panicked"),
+            "{case}: `{name}` panicked: {text}"
+        );
+        assert!(
+            text.contains(&path.display().to_string()),
+            "{case}: `{name}` does not name the file: {text}"
+        );
+        assert!(
+            text.contains(ADVICE),
+            "{case}: `{name}` gives no advice: {text}"
+        );
+        let after = std::fs::read(&path).unwrap();
+        assert!(after == bytes, "{case}: `{name}` changed the refused file");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "{case}: `{name}` left files: {left:?}");
+    }
+}
+
+/// The library's verdict on `bytes` (what `run` does on start), on a copy.
+fn library_refuses(bytes: &[u8]) -> bool {
+    let dir = store_with(bytes);
+    match Wal::open(
+        dir.path(),
+        WalConfig::new(1 << 40, ["remote_write", "otlp"]),
+    ) {
+        Ok(_) => false,
+        Err(e) => {
+            assert!(
+                matches!(e, WalError::CorruptStore { .. }),
+                "not reported as corrupt: {e}"
+            );
+            true
+        }
+    }
+}
+
+/// A store closed cleanly whose pages are all live: records 0..8 appended, none delivered, one
+/// dead letter and one retry; so damage anywhere in it hits data that `run` verifies.
+fn live_store(dir: &Path) {
+    let wal = Wal::open(dir, WalConfig::new(1 << 40, ["remote_write", "otlp"])).unwrap();
+    for seq in 0..8 {
+        let header = RecordHeader {
+            exporter: ExporterRef::new(UID, "ns", "crash"),
+            generation: 1,
+            window_start: Ticks(start_of(seq)),
+            window_end: Ticks(start_of(seq + 1)),
+            created: Ticks(BASE),
+            outputs: vec![],
+        };
+        wal.append(&header, &request(seq)).unwrap();
+    }
+    wal.dead_letter("otlp", &id_of(5), "400", "bad").unwrap();
+    wal.retry_later("remote_write", &id_of(0), Ticks(BASE), "503")
+        .unwrap();
+}
+
+/// The damage an operator or a disk does while the service is stopped: each is refused by `run`
+/// and by every `wal` subcommand alike, never with a panic.
+#[test]
+fn run_and_every_wal_subcommand_refuse_the_same_damaged_files() {
+    let src = tempfile::tempdir().unwrap();
+    live_store(src.path());
+    let original = std::fs::read(src.path().join("wal.redb")).unwrap();
+    let len = original.len();
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+
+    let mut zeroed = original.clone();
+    zeroed[len - PAGE..].fill(0);
+    cases.push(("last 4 KiB page zeroed".into(), zeroed));
+
+    let mut flipped = original.clone();
+    for b in &mut flipped[len / 2..len / 2 + 20] {
+        *b ^= 0xa5;
+    }
+    cases.push(("20 bytes flipped mid-file".into(), flipped));
+
+    cases.push(("empty file".into(), Vec::new()));
+    cases.push(("cut to 1 byte".into(), original[..1].to_vec()));
+    cases.push((
+        "cut below the header (100 bytes)".into(),
+        original[..100].to_vec(),
+    ));
+    cases.push(("cut to one page".into(), original[..PAGE].to_vec()));
+    cases.push(("cut in half".into(), original[..len / 2].to_vec()));
+    cases.push(("last page cut off".into(), original[..len - PAGE].to_vec()));
+
+    for (case, bytes) in &cases {
+        assert!(library_refuses(bytes), "{case}: Wal::open accepted it");
+        assert_refused_by_binary(case, bytes);
+    }
+}
+
+/// Every read-only `wal` report reads `bytes`, which `run` accepts: exit 0, no panic.
+fn assert_read_by_tools(case: &str, bytes: &[u8]) {
+    for tool in TOOLS
+        .iter()
+        .filter(|t| !t.contains(&"requeue") && !t.contains(&"--yes"))
+    {
+        let dir = store_with(bytes);
+        let out = adxexporter(&tool_args(tool, dir.path()));
+        let name = tool.join(" ");
+        assert_eq!(
+            out.code,
+            Some(0),
+            "{case}: `wal {name}` refused what run accepts: {}",
+            out.stderr
+        );
+        assert!(
+            !out.stderr.contains("panicked"),
+            "{case}: `wal {name}`: {}",
+            out.stderr
+        );
+    }
+}
+
+/// The damage of the torn and corrupt file tests above (cuts, and single-byte flips of a store with
+/// freed pages): the tools agree with `run` on each, refusing what it refuses and reading the rest.
+#[test]
+fn the_tools_agree_with_run_on_cut_and_flipped_files() {
+    let src = tempfile::tempdir().unwrap();
+    written_store(src.path());
+    let original = std::fs::read(src.path().join("wal.redb")).unwrap();
+    let len = original.len();
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    for cut in [1, 100, 511, 4096, len / 3, len / 2, len - 4096, len - 1] {
+        cases.push((format!("cut to {cut} bytes"), original[..cut].to_vec()));
+    }
+    for offset in (0..len).step_by(len / 16) {
+        let mut flipped = original.clone();
+        flipped[offset] ^= 0x5a;
+        cases.push((format!("byte {offset} flipped"), flipped));
+    }
+    let mut refused = 0;
+    for (case, bytes) in &cases {
+        if library_refuses(bytes) {
+            assert_refused_by_binary(case, bytes);
+            refused += 1;
+        } else {
+            assert_read_by_tools(case, bytes);
+        }
+    }
+    eprintln!(
+        "{} damaged files: {refused} refused by run and every tool, the rest read by all",
+        cases.len()
+    );
+    assert!(refused > 0);
 }

@@ -1,5 +1,6 @@
 //! `adxexporter wal ...` against a WAL built with the library: exact numbers in human and JSON
-//! output, requeue and purge effects, the lock refusal and the missing-store message.
+//! output, requeue and purge effects, the lock refusal, the missing-store message and an empty or
+//! truncated file refused as corrupt (the other damage: tests/wal_crash.rs).
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -188,29 +189,39 @@ fn list_shows_each_record_with_its_outputs_states() {
     build(dir.path());
 
     let text = ok(dir.path(), &["list"]);
-    assert_eq!(text.lines().count(), 4, "{text}");
+    assert_eq!(text.lines().count(), 5, "{text}");
+    assert_eq!(
+        cells(&text, "EXPORTER"),
+        [
+            "EXPORTER", "UID", "WINDOW", "START", "WINDOW", "END", "STATE", "BYTES", "OUTPUTS"
+        ]
+    );
     let mem0 = text
         .lines()
         .find(|l| l.contains("uid-b") && l.contains("2026-01-01T00:00:00Z  "))
         .unwrap();
-    assert!(mem0.contains("remote_write=dead-lettered"), "{mem0}");
+    assert!(
+        mem0.contains("remote_write=dead-lettered(attempts=1)"),
+        "{mem0}"
+    );
     assert!(
         mem0.contains("otlp=pending(attempts=1,next=2026-01-01T00:05:00Z)"),
         "{mem0}"
     );
-    let cpu2 = cells(&text, "monitoring/cpu");
-    assert_eq!(cpu2[2], "2026-01-01T00:02:00Z");
-    assert_eq!(&cpu2[5..], ["remote_write=pending", "otlp=pending"]);
+    let cpu2 = cells(&text, "monitoring/cpu  uid-a  2026-01-01T00:02:00Z");
+    assert_eq!(cpu2[4], "pending");
+    assert_eq!(&cpu2[6..], ["remote_write=pending", "otlp=pending"]);
 
     let j = json(dir.path(), &["list"]);
     let records = j["records"].as_array().unwrap();
-    assert_eq!(records.len(), 3);
+    assert_eq!(records.len(), 4);
     let mem0 = records
         .iter()
         .find(|r| r["exporter"]["uid"] == "uid-b" && r["window_start"] == "2026-01-01T00:00:00Z")
         .unwrap();
     assert_eq!(mem0["window_end"], "2026-01-01T00:01:00Z");
     assert_eq!(mem0["generation"], 3);
+    assert_eq!(mem0["state"], "pending");
     let otlp = find(&mem0["deliveries"], "output", "otlp");
     assert_eq!(otlp["state"], "pending");
     assert_eq!(otlp["attempts"], 1);
@@ -219,6 +230,7 @@ fn list_shows_each_record_with_its_outputs_states() {
     let rw = find(&mem0["deliveries"], "output", "remote_write");
     assert_eq!(rw["state"], "dead_lettered");
     assert_eq!(rw["reason"], "HTTP 413");
+    assert_eq!(rw["attempts"], 1);
 
     let filtered = json(
         dir.path(),
@@ -242,6 +254,124 @@ fn list_shows_each_record_with_its_outputs_states() {
         ],
     );
     assert_eq!(one["records"].as_array().unwrap().len(), 1);
+}
+
+/// A window whose record left the WAL (remote_write acked it, otlp refused it) is still held by
+/// its dead letter: `list` shows it, marked dead-lettered, not only `dead-letters`.
+#[test]
+fn list_shows_windows_held_only_by_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+
+    let text = ok(dir.path(), &["list"]);
+    let cpu1 = cells(&text, "monitoring/cpu  uid-a  2026-01-01T00:01:00Z");
+    assert_eq!(cpu1[3], "2026-01-01T00:02:00Z");
+    assert_eq!(cpu1[4], "dead-lettered");
+    assert_eq!(
+        &cpu1[6..],
+        ["remote_write=acked", "otlp=dead-lettered(attempts=1)"]
+    );
+
+    let j = json(dir.path(), &["list", "--uid", "uid-a"]);
+    let records = j["records"].as_array().unwrap();
+    let states: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["window_start"].as_str().unwrap(),
+                r["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("2026-01-01T00:01:00Z", "dead_lettered"),
+            ("2026-01-01T00:02:00Z", "pending")
+        ]
+    );
+    let cpu1 = &records[0];
+    assert_eq!(cpu1["window_end"], "2026-01-01T00:02:00Z");
+    assert!(cpu1["payload_bytes"].as_u64().unwrap() > 0);
+    let otlp = find(&cpu1["deliveries"], "output", "otlp");
+    assert_eq!(otlp["state"], "dead_lettered");
+    assert_eq!(otlp["reason"], "HTTP 400 Bad Request");
+    assert_eq!(otlp["attempts"], 1);
+    assert_eq!(
+        find(&cpu1["deliveries"], "output", "remote_write")["state"],
+        "acked"
+    );
+
+    // The output filter: listed for the output that refused it, with that output only.
+    let only = json(dir.path(), &["list", "--uid", "uid-a", "--output", "otlp"]);
+    let cpu1 = &only["records"][0];
+    assert_eq!(cpu1["state"], "dead_lettered");
+    assert_eq!(cpu1["deliveries"].as_array().unwrap().len(), 1);
+    let rw = json(
+        dir.path(),
+        &["list", "--uid", "uid-a", "--output", "remote_write"],
+    );
+    assert!(
+        rw["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["state"] == "pending"),
+        "{rw}"
+    );
+
+    // Requeued, it is a pending record again; purged, it is gone from the list.
+    ok(dir.path(), &["requeue", "--uid", "uid-a"]);
+    let text = ok(dir.path(), &["list", "--uid", "uid-a"]);
+    assert_eq!(
+        cells(&text, "monitoring/cpu  uid-a  2026-01-01T00:01:00Z")[4],
+        "pending"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    ok(
+        dir.path(),
+        &["purge", "--dead-letters", "--uid", "uid-a", "--yes"],
+    );
+    let j = json(dir.path(), &["list", "--uid", "uid-a"]);
+    assert_eq!(j["records"].as_array().unwrap().len(), 1);
+}
+
+/// A dead letter's attempts count the refused push: 1 for a window refused at its first push, one
+/// more than its failed retries otherwise.
+#[test]
+fn a_dead_letter_counts_the_refused_push_as_an_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let wal = Wal::open(dir.path(), WalConfig::new(1 << 30, ["remote_write"])).unwrap();
+        let cpu = ExporterRef::new("uid-a", "monitoring", "cpu");
+        let once = append(&wal, &cpu, 0);
+        let thrice = append(&wal, &cpu, 1);
+        wal.dead_letter("remote_write", &once, "HTTP 400", "bad")
+            .unwrap();
+        wal.retry_later("remote_write", &thrice, t(5), "HTTP 503")
+            .unwrap();
+        wal.retry_later("remote_write", &thrice, t(6), "HTTP 503")
+            .unwrap();
+        wal.dead_letter("remote_write", &thrice, "HTTP 400", "bad")
+            .unwrap();
+    }
+    let text = ok(dir.path(), &["dead-letters"]);
+    assert_eq!(cells(&text, "OUTPUT")[4], "ATTEMPTS");
+    let first = cells(&text, "remote_write  monitoring/cpu  2026-01-01T00:00:00Z");
+    assert_eq!(first[3], "1", "{text}");
+    let second = cells(&text, "remote_write  monitoring/cpu  2026-01-01T00:01:00Z");
+    assert_eq!(second[3], "3", "{text}");
+    let j = json(dir.path(), &["dead-letters"]);
+    let attempts: Vec<&Value> = j["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| &l["attempts"])
+        .collect();
+    assert_eq!(attempts, [1, 3]);
+    let full = ok(dir.path(), &["dead-letters", "--full"]);
+    assert!(full.contains("attempts:         1\n"), "{full}");
 }
 
 #[test]
@@ -279,7 +409,7 @@ fn dead_letters_show_reason_and_body() {
     assert_eq!(otlp["window_start"], "2026-01-01T00:01:00Z");
     assert_eq!(otlp["reason"], "HTTP 400 Bad Request");
     assert_eq!(otlp["body"], "out of order sample\nsecond line");
-    assert_eq!(otlp["attempts"], 0);
+    assert_eq!(otlp["attempts"], 1);
 }
 
 #[test]
@@ -415,6 +545,36 @@ fn a_missing_or_empty_dir_is_named_and_nothing_is_created() {
     }
     assert!(!missing.exists());
     assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn an_empty_or_truncated_wal_file_is_refused_as_corrupt_not_as_missing() {
+    let src = tempfile::tempdir().unwrap();
+    build(src.path());
+    let whole = std::fs::read(src.path().join("wal.redb")).unwrap();
+    for len in [0, 100] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal.redb");
+        std::fs::write(&path, &whole[..len]).unwrap();
+        for args in [
+            &["stats"][..],
+            &["list", "--json"],
+            &["purge", "--all", "--yes"],
+        ] {
+            let out = wal_cmd(dir.path(), args);
+            assert_eq!(out.code, 1, "{len} bytes, {args:?}: {}", out.stderr);
+            assert!(
+                out.stderr.contains(&format!(
+                    "{} is not a readable adxexporter WAL",
+                    path.display()
+                )) && out.stderr.contains("move the file aside"),
+                "{len} bytes, {args:?}: {}",
+                out.stderr
+            );
+            assert!(!out.stderr.contains("no adxexporter WAL"), "{}", out.stderr);
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), &whole[..len]);
+    }
 }
 
 #[test]

@@ -215,6 +215,16 @@ pub(super) fn parse_positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A rate in requests per second: a positive, finite number (`20`, `0.5`).
+pub(super) fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a rate above 0 (requests per second, e.g. 20 or 0.5)"
+        )),
+    }
+}
+
 pub(super) fn parse_replicas(s: &str) -> Result<u32, String> {
     match s.trim().parse::<u32>() {
         Ok(n) if n > 0 => Ok(n),

@@ -80,8 +80,9 @@ pub struct CheckArgs {
         value_delimiter = ','
     )]
     pub cluster_labels: Vec<String>,
-    /// MetricsExporter files (YAML, several documents separated by ---, or JSON).
-    #[arg(required = true, value_name = "FILE")]
+    /// MetricsExporter files (YAML, several documents separated by ---, or JSON), or directories
+    /// (every *.yaml, *.yml, *.json file directly in it, as `run --manifests` reads them).
+    #[arg(required = true, value_name = "FILE|DIR")]
     pub files: Vec<PathBuf>,
 }
 

@@ -11,13 +11,13 @@ use url::Url;
 
 use super::parse::{
     check_url, parse_cluster_labels, parse_kusto_endpoints, parse_listen_addr,
-    parse_non_negative_duration, parse_pairs, parse_positive, parse_positive_duration,
+    parse_non_negative_duration, parse_pairs, parse_positive, parse_positive_duration, parse_rate,
     parse_replicas, parse_size, parse_url,
 };
 use super::{CliError, ClientCertArgs, OtlpAuthArgs, RemoteWriteAuthArgs, TlsArgs};
 use crate::backoff::BackoffPolicy;
 use crate::query::{AuthError, KustoAuth, KustoConfig};
-use crate::shard::Shard;
+use crate::shard::{Membership, Shard};
 use crate::sink::{OtlpConfig, OtlpGrpcConfig, RemoteWriteConfig, ScrapeConfig};
 use crate::telemetry::LogFormat;
 use crate::time::Span;
@@ -181,12 +181,30 @@ pub struct RunWalArgs {
 /// Sharding between StatefulSet replicas (Kubernetes mode).
 #[derive(Debug, Clone, Args)]
 pub struct KubernetesArgs {
-    /// Kubernetes mode: replicas sharing the resources (the StatefulSet's replica count); each runs those rendezvous hashing of the uid gives its ordinal.
-    #[arg(long, env = "ADXEXPORTER_REPLICAS", default_value = "1", value_parser = parse_replicas)]
-    pub replicas: u32,
-    /// This pod's name (default: $HOSTNAME); with --replicas > 1 its ordinal is the number after the last -, as in a StatefulSet (adxexporter-2).
+    /// Kubernetes mode: a fixed replica count instead of the StatefulSet's (no StatefulSet is read); each replica runs the resources rendezvous hashing of the uid gives its ordinal.
+    #[arg(long, env = "ADXEXPORTER_REPLICAS", value_parser = parse_replicas)]
+    pub replicas: Option<u32>,
+    /// The StatefulSet whose spec.replicas is the replica count, followed while running (default: the pod name without its -<ordinal>); read only without --replicas.
+    #[arg(long, env = "ADXEXPORTER_STATEFULSET", value_name = "NAME")]
+    pub statefulset: Option<String>,
+    /// The namespace of that StatefulSet (default: the Kubernetes client's namespace, in a pod its own).
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NS")]
+    pub pod_namespace: Option<String>,
+    /// This pod's name (default: $HOSTNAME); its ordinal is the number after the last -, as in a StatefulSet (adxexporter-2). Without an ordinal (and without --replicas or --statefulset) this instance runs every resource.
     #[arg(long, env = "ADXEXPORTER_POD_NAME")]
     pub pod_name: Option<String>,
+    /// Kubernetes mode: status patches (and status reads) per second, on average, across all resources; a changed status waits its turn.
+    #[arg(long, env = "ADXEXPORTER_STATUS_PATCH_QPS", default_value = "20", value_parser = parse_rate)]
+    pub status_patch_qps: f64,
+    /// Kubernetes mode: status patches allowed at once after a quiet spell.
+    #[arg(long, env = "ADXEXPORTER_STATUS_PATCH_BURST", default_value = "50", value_parser = parse_replicas)]
+    pub status_patch_burst: u32,
+    /// Kubernetes mode: Kubernetes Events recorded per second, on average (each resource also gets at most 25 at once, then one per 5 minutes).
+    #[arg(long, env = "ADXEXPORTER_EVENT_QPS", default_value = "5", value_parser = parse_rate)]
+    pub event_qps: f64,
+    /// Kubernetes mode: Kubernetes Events allowed at once after a quiet spell.
+    #[arg(long, env = "ADXEXPORTER_EVENT_BURST", default_value = "25", value_parser = parse_replicas)]
+    pub event_burst: u32,
 }
 
 /// Logs, `/metrics` and the probes.
@@ -227,6 +245,19 @@ pub struct RunConfig {
     pub telemetry: TelemetrySettings,
     /// How long the outputs may keep draining after SIGTERM.
     pub shutdown_grace: Span,
+    /// Kubernetes mode's writes: status patches and Events.
+    pub kube: KubeSettings,
+}
+
+/// Kubernetes mode's writes to the API server and their rate limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubeSettings {
+    pub status_patch_qps: f64,
+    pub status_patch_burst: u32,
+    pub event_qps: f64,
+    pub event_burst: u32,
+    /// `reportingInstance` of the Events: `--pod-name`, else `$HOSTNAME`.
+    pub pod_name: Option<String>,
 }
 
 /// The resource source: the `--manifests` directory, or the Kubernetes watch.
@@ -239,8 +270,8 @@ pub struct SourceSettings {
     /// Matched by `spec.criteria`; the scheduler also defines them in every query.
     pub cluster_labels: BTreeMap<String, String>,
     pub metric_name_prefix: String,
-    /// This replica's ordinal among `--replicas` (Kubernetes mode).
-    pub shard: Shard,
+    /// This replica's ordinal and where the replica count comes from (Kubernetes mode).
+    pub membership: Membership,
 }
 
 /// How to reach Kusto, for `run` and `preview` alike.
@@ -370,10 +401,19 @@ impl RunArgs {
         let mut resource_attributes = cluster_labels.clone();
         resource_attributes.extend(extra);
         let pod_name = (kubernetes.pod_name.clone()).or_else(|| std::env::var("HOSTNAME").ok());
-        if source.manifests.is_some() && kubernetes.replicas > 1 {
-            return Err(CliError::ReplicasWithManifests(kubernetes.replicas));
-        }
-        let shard = Shard::from_pod_name(pod_name.as_deref(), kubernetes.replicas)?;
+        let membership = match (&source.manifests, kubernetes.replicas) {
+            (Some(_), Some(replicas)) if replicas > 1 => {
+                return Err(CliError::ReplicasWithManifests(replicas));
+            }
+            // Standalone: every instance runs the whole directory; no StatefulSet is read.
+            (Some(_), _) => Membership::Fixed(Shard::SINGLE),
+            (None, replicas) => Membership::resolve(
+                replicas,
+                kubernetes.statefulset.as_deref(),
+                kubernetes.pod_namespace.as_deref(),
+                pod_name.as_deref(),
+            )?,
+        };
         // The one check that reads the file system, after the flags themselves are known good.
         if let Some(dir) = &source.manifests
             && !dir.is_dir()
@@ -418,7 +458,7 @@ impl RunArgs {
                 namespace: source.namespace.filter(|n| !n.trim().is_empty()),
                 cluster_labels,
                 metric_name_prefix: source.instance.metric_name_prefix.trim().to_owned(),
-                shard,
+                membership,
             },
             kusto: kusto_settings,
             max_concurrent_queries: kusto.max_concurrent_queries,
@@ -441,6 +481,13 @@ impl RunArgs {
                 tls_insecure_skip_verify: tls.insecure_skip_verify,
             },
             shutdown_grace: out.shutdown_grace,
+            kube: KubeSettings {
+                status_patch_qps: kubernetes.status_patch_qps,
+                status_patch_burst: kubernetes.status_patch_burst,
+                event_qps: kubernetes.event_qps,
+                event_burst: kubernetes.event_burst,
+                pod_name,
+            },
         })
     }
 }

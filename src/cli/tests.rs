@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use super::*;
 use crate::cli::parse::{parse_listen_addr, parse_size};
 use crate::query::KustoAuth;
-use crate::shard::Shard;
+use crate::shard::{Membership, Shard};
 use crate::telemetry::LogFormat;
 use crate::time::Span;
 
@@ -61,6 +61,53 @@ fn query_memory_budget_is_a_size_of_at_least_one_kib() {
 }
 
 #[test]
+fn kubernetes_writes_are_rate_limited_by_default_and_by_flag() {
+    let c = run(&[OUT, "--pod-name=adxexporter-0"]).unwrap();
+    assert_eq!(
+        c.kube,
+        run::KubeSettings {
+            status_patch_qps: 20.0,
+            status_patch_burst: 50,
+            event_qps: 5.0,
+            event_burst: 25,
+            pod_name: Some("adxexporter-0".into()),
+        }
+    );
+    let c = run(&[
+        OUT,
+        "--status-patch-qps=0.5",
+        "--status-patch-burst=1",
+        "--event-qps",
+        "2",
+        "--event-burst",
+        "3",
+    ])
+    .unwrap();
+    assert_eq!(
+        (
+            c.kube.status_patch_qps,
+            c.kube.status_patch_burst,
+            c.kube.event_qps,
+            c.kube.event_burst
+        ),
+        (0.5, 1, 2.0, 3)
+    );
+    for bad in [
+        "--status-patch-qps=0",
+        "--status-patch-qps=-1",
+        "--status-patch-qps=inf",
+        "--status-patch-qps=NaN",
+        "--status-patch-burst=0",
+        "--event-qps=fast",
+        "--event-burst=0",
+    ] {
+        let e = cli(&["run", OUT, bad]).unwrap_err().to_string();
+        let flag = bad.split('=').next().unwrap();
+        assert!(e.contains(flag), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn kusto_auth_is_parsed_by_validation() {
     let c = run(&[OUT, "--kusto-auth", "token-file:/run/token"]).unwrap();
     assert_eq!(c.kusto.auth, KustoAuth::TokenFile("/run/token".into()));
@@ -80,14 +127,15 @@ fn kusto_auth_is_parsed_by_validation() {
 
 #[test]
 fn replicas_take_the_ordinal_from_the_pod_name() {
-    assert_eq!(run(&[OUT]).unwrap().source.shard, Shard::SINGLE);
+    let c = run(&[OUT, "--pod-name=laptop"]).unwrap();
+    assert_eq!(c.source.membership, Membership::Fixed(Shard::SINGLE));
     let c = run(&[OUT, "--replicas=3", "--pod-name=adxexporter-2"]).unwrap();
     assert_eq!(
-        c.source.shard,
-        Shard {
+        c.source.membership,
+        Membership::Fixed(Shard {
             ordinal: 2,
             replicas: 3
-        }
+        })
     );
     let err = run(&[OUT, "--replicas", "3", "--pod-name", "laptop"]).unwrap_err();
     assert!(
@@ -97,6 +145,47 @@ fn replicas_take_the_ordinal_from_the_pod_name() {
     assert!(cli(&[OUT, "--replicas=0"]).is_err());
     let err = run(&[OUT, "--replicas=2", "--manifests=/x"]).unwrap_err();
     assert_eq!(err, CliError::ReplicasWithManifests(2));
+}
+
+#[test]
+fn without_replicas_a_statefulset_pod_follows_its_statefulset() {
+    let c = run(&[OUT, "--pod-name=adxexporter-1"]).unwrap();
+    assert_eq!(
+        c.source.membership,
+        Membership::StatefulSet {
+            name: "adxexporter".into(),
+            namespace: None,
+            ordinal: 1
+        }
+    );
+    let c = run(&[
+        OUT,
+        "--pod-name=pod-4",
+        "--statefulset=fleet",
+        "--pod-namespace=monitoring",
+    ])
+    .unwrap();
+    assert_eq!(
+        c.source.membership,
+        Membership::StatefulSet {
+            name: "fleet".into(),
+            namespace: Some("monitoring".into()),
+            ordinal: 4
+        }
+    );
+    let err = run(&[OUT, "--statefulset=fleet", "--pod-name=laptop"]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CliError::Shard(ShardError::StatefulSetNoOrdinal { .. })
+        ),
+        "{err}"
+    );
+    // Standalone mode never reads a StatefulSet.
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = format!("--manifests={}", dir.path().display());
+    let c = run(&[OUT, &manifests, "--pod-name=adxexporter-1"]).unwrap();
+    assert_eq!(c.source.membership, Membership::Fixed(Shard::SINGLE));
 }
 
 #[test]

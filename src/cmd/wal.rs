@@ -5,6 +5,9 @@
 //!   so `stats`, `list` and `dead-letters` leave it as it was. Only `requeue` and `purge --yes` write.
 //! - While another process holds the store (redb's file lock) every subcommand fails with
 //!   [`WalError::Locked`]'s message: stop the service first.
+//! - A damaged, empty or truncated `wal.redb` fails every subcommand with
+//!   [`WalError::CorruptStore`]'s message (the file, the move-aside advice), the verdict `run`
+//!   gives on the same file; a panic of redb reading it is reported so too, never as a crash.
 //! - Exit codes: 0 done (also `purge` without `--yes`, which only reports), 1 the WAL could not be
 //!   opened or changed (message on stderr), 2 bad flags (clap).
 //! - Human output is aligned tables; `--json` prints one JSON document whose field names are stable.
@@ -19,7 +22,7 @@ use crate::cli::{WalArgs, WalCommand, WalDeadLettersArgs, WalPurgeArgs, WalSelec
 use crate::time::Ticks;
 use crate::wal::{
     DeadLetter, DeliveryState, ExporterRef, ListedRecord, PurgeScope, Wal, WalAccess, WalError,
-    WalFilter, WalStats,
+    WalFilter, WalStats, WindowState,
 };
 
 /// One-line cells in tables are cut to this many characters (`dead-letters --full` prints all).
@@ -309,6 +312,7 @@ fn list_text(records: &[ListedRecord]) -> String {
             "UID",
             "WINDOW START",
             "WINDOW END",
+            "STATE",
             "BYTES",
             "OUTPUTS",
         ],
@@ -326,12 +330,20 @@ fn list_text(records: &[ListedRecord]) -> String {
                     &r.header.exporter.uid,
                     &r.header.window_start.to_string(),
                     &r.header.window_end.to_string(),
+                    window_state_text(r.state),
                     &r.payload_bytes.to_string(),
                     &deliveries,
                 ])
             })
             .collect(),
     )
+}
+
+fn window_state_text(state: WindowState) -> &'static str {
+    match state {
+        WindowState::Pending => "pending",
+        WindowState::DeadLettered => "dead-lettered",
+    }
 }
 
 fn delivery_text(state: &DeliveryState) -> String {
@@ -343,7 +355,9 @@ fn delivery_text(state: &DeliveryState) -> String {
             ..
         } => format!("pending(attempts={attempts},next={next_attempt_at})"),
         DeliveryState::Acked => "acked".to_string(),
-        DeliveryState::DeadLettered { .. } => "dead-lettered".to_string(),
+        DeliveryState::DeadLettered { attempts, .. } => {
+            format!("dead-lettered(attempts={attempts})")
+        }
     }
 }
 
@@ -540,6 +554,10 @@ fn record_json(r: &ListedRecord) -> Value {
         "window_start": r.header.window_start.to_string(),
         "window_end": r.header.window_end.to_string(),
         "created": r.header.created.to_string(),
+        "state": match r.state {
+            WindowState::Pending => "pending",
+            WindowState::DeadLettered => "dead_lettered",
+        },
         "payload_bytes": r.payload_bytes,
         "deliveries": r.deliveries.iter().map(|(output, state)| delivery_json(output, state)).collect::<Vec<_>>(),
     })
@@ -559,9 +577,12 @@ fn delivery_json(output: &str, state: &DeliveryState) -> Value {
             "last_error": last_error,
         }),
         DeliveryState::Acked => json!({"output": output, "state": "acked"}),
-        DeliveryState::DeadLettered { reason } => {
-            json!({"output": output, "state": "dead_lettered", "reason": reason})
-        }
+        DeliveryState::DeadLettered { reason, attempts } => json!({
+            "output": output,
+            "state": "dead_lettered",
+            "reason": reason,
+            "attempts": attempts,
+        }),
     }
 }
 

@@ -9,8 +9,10 @@
 //!   problem of a hand-written file at once instead of stopping at the first missing field.
 //! - [`MetricsExporterSpec::validate`] is the one place that turns the text fields into typed values
 //!   ([`ValidatedSpec`]); everything downstream uses only the validated form.
-//! - Unknown fields are accepted (forward compatibility); [`load_documents`] lists them so
-//!   `adxexporter check` can warn.
+//! - Unknown fields are accepted (forward compatibility); [`load_documents`] lists them, with the
+//!   known field each most likely meant, so `adxexporter check` and `run --manifests` can warn.
+//! - A text field given a YAML boolean or number (`valueColumns: [Cpu, N]`: `N` is `false` in
+//!   YAML 1.1) is an error that says so and how to quote it, for every such field at once.
 //! - Status timestamps are kept as RFC 3339 strings so a hand-edited status never makes the whole
 //!   object unreadable; the `*_ticks` helpers parse them leniently.
 //! - Validation is the one home of the label-name rule (docs/design.md#transform): empty columns, sanitising
@@ -18,6 +20,7 @@
 //!   names from [`ValidatedTransform`] as they are and checks nothing again.
 
 mod check;
+mod kql;
 mod load;
 pub mod names;
 #[cfg(test)]
@@ -27,7 +30,9 @@ mod validate;
 
 use crate::time::{Span, TICKS_PER_SECOND};
 
-pub(crate) use check::{CheckReport, check_text};
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use check::check_text;
+pub(crate) use check::{CheckReport, Checker};
 pub use load::load_documents;
 pub use types::MetricsExporter;
 pub(crate) use types::{
@@ -60,10 +65,24 @@ pub enum CrdError {
     Syntax(String),
     #[error("document {doc}: {message}")]
     NotAResource { doc: usize, message: String },
-    #[error("document {doc} ({key}): {message}")]
+    /// One message per field that does not have the expected type.
+    #[error("document {doc} ({key}): {}", messages.join("; "))]
     Shape {
         doc: usize,
         key: String,
-        message: String,
+        messages: Vec<String>,
     },
+}
+
+impl CrdError {
+    /// The error as lines, one per problem (a [`CrdError::Shape`] can name several fields), each
+    /// naming the document: what `check` prints and `--manifests` reports.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            CrdError::Shape { doc, key, messages } => (messages.iter())
+                .map(|m| format!("document {doc} ({key}): {m}"))
+                .collect(),
+            other => vec![other.to_string()],
+        }
+    }
 }

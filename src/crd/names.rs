@@ -1,6 +1,8 @@
-//! The naming rules, in one place: what a metric name and a label name may contain. Validation
-//! applies them to the resource's columns and names (refusing what cannot be made valid, reserved
-//! names and collisions); the transform applies the same functions to names built from cell values.
+//! The naming rules, in one place: what a metric name and a label name may contain, and which KQL
+//! variable a cluster label becomes. Validation applies them to the resource's columns and names
+//! (refusing what cannot be made valid, reserved names and collisions); the transform applies the
+//! same functions to names built from cell values; the query prefix and `check` use the same
+//! [`kql_identifier`].
 
 /// Maps every char outside `[a-zA-Z0-9_:]` to `_` (the leading-digit rule applies to whole names
 /// only). Validation uses it too, to refuse value columns whose suffixes would be equal.
@@ -60,4 +62,25 @@ pub(crate) fn sanitize_label_name(name: &str) -> String {
 /// A label name Prometheus reserves for itself.
 pub(crate) fn is_reserved_label_name(name: &str) -> bool {
     name.starts_with("__")
+}
+
+/// Variables the window prefix of every query defines (docs/design.md#query-text); a cluster label
+/// may not reuse them.
+pub(crate) const WINDOW_VARIABLES: [&str; 2] = ["_startTime", "_endTime"];
+
+/// The KQL variable for a cluster-label key: `_` in front (unless present) and every character
+/// outside `[A-Za-z0-9_]` replaced by `_`.
+pub fn kql_identifier(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 1);
+    if !key.starts_with('_') {
+        out.push('_');
+    }
+    out.extend(key.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            c
+        } else {
+            '_'
+        }
+    }));
+    out
 }

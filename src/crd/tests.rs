@@ -1,5 +1,7 @@
 //! Validation, loading, status helpers and the rendered CRD.
 
+use std::collections::BTreeMap;
+
 use super::*;
 use crate::crd::names::sanitize_label_name;
 use crate::time::Ticks;
@@ -294,7 +296,17 @@ status:
     assert_eq!(docs.len(), 1);
     let loaded = docs.into_iter().next().unwrap().unwrap();
     assert_eq!(loaded.resource.key(), "ns/m");
-    assert_eq!(loaded.unknown_fields, vec!["spec.transform.valueColum"]);
+    let unknown: Vec<String> = loaded
+        .unknown_fields
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
+    assert_eq!(
+        unknown,
+        vec![
+            "spec.transform.valueColum: unknown field, ignored: did you mean spec.transform.valueColumn?"
+        ]
+    );
     assert!(loaded.resource.spec.validate().is_ok());
     assert_eq!(
         loaded
@@ -356,4 +368,205 @@ fn crd_has_required_fields_patterns_and_columns() {
     ] {
         assert!(yaml.contains(needle), "CRD lacks {needle}:\n{yaml}");
     }
+}
+
+/// A valid resource file with `body` (YAML block scalar) and `transform` (flow mapping) as given.
+fn resource_yaml(name: &str, body: &str, transform: &str) -> String {
+    let body: String = body.lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "apiVersion: adx-mon.azure.com/v1\nkind: MetricsExporter\nmetadata: {{name: {name}, namespace: ns}}\n\
+         spec:\n  database: db\n  interval: 5m\n  body: |\n{body}  transform: {transform}\n"
+    )
+}
+
+const TRANSFORM: &str = "{valueColumns: [v], timestampColumn: ts, defaultMetricName: m}";
+const WINDOWED: &str = "T | where ts between (_startTime .. _endTime)";
+
+#[test]
+fn a_body_that_never_uses_the_window_is_warned_textually() {
+    let r = check_text("f.yaml", &resource_yaml("a", WINDOWED, TRANSFORM), None);
+    assert_eq!(
+        (r.ok, r.warnings, r.problems),
+        (vec!["ok ns/a".to_owned()], vec![], vec![])
+    );
+
+    // In a comment or a string literal it does not count.
+    let body =
+        "T // between (_startTime .. _endTime)\n| where s == '_startTime' and t == @\"_endTime\"";
+    let r = check_text("f.yaml", &resource_yaml("a", body, TRANSFORM), None);
+    assert_eq!(r.ok, ["ok ns/a"], "a warning, not a problem");
+    assert_eq!(
+        r.warnings,
+        [
+            "f.yaml: ns/a: warning: spec.body: never uses _startTime or _endTime, so every window queries the whole table: each window exports every row again, which receivers refuse as duplicate or out-of-order samples (dead letters): filter on the window, e.g. `| where Timestamp between (_startTime .. _endTime)` (a textual check: comments and string literals are ignored, KQL is not parsed)"
+        ]
+    );
+
+    let r = check_text(
+        "f.yaml",
+        &resource_yaml("a", "T | where ts >= _startTime", TRANSFORM),
+        None,
+    );
+    assert_eq!(r.warnings.len(), 1);
+    assert!(
+        r.warnings[0].starts_with("f.yaml: ns/a: warning: spec.body: uses _startTime but never _endTime, so every window also returns the rows after its end"),
+        "{}",
+        r.warnings[0]
+    );
+    let r = check_text(
+        "f.yaml",
+        &resource_yaml("a", "T | where ts <= _endTime", TRANSFORM),
+        None,
+    );
+    assert!(
+        r.warnings[0].contains("uses _endTime but never _startTime"),
+        "{:?}",
+        r.warnings
+    );
+}
+
+#[test]
+fn the_body_scan_skips_comments_strings_numbers_and_members() {
+    let names = kql::scan(
+        "let _a = 1;\n\
+         T | where x == _b // _c\n\
+         | extend s = \"_d\\\"_e\", v = @'_f''_g', m = ```\n_h\n```, n = Props._i, r = 5m, q = 1.5_j\n\
+         | where ts between (_startTime .. _endTime) and y == _k and _l != 1\n\
+         | summarize _m = count() by _n\n\
+         | invoke f(_o: string)",
+    );
+    let expected: Vec<&str> = names.underscore_names().collect();
+    assert_eq!(expected, ["_b", "_startTime", "_endTime", "_k", "_l", "_n"]);
+    assert!(names.uses("_startTime") && names.uses("_endTime") && !names.uses("_c"));
+}
+
+#[test]
+fn a_label_column_that_is_also_the_value_or_timestamp_column_is_warned() {
+    let transform = "{valueColumns: [v, w], timestampColumn: ts, defaultMetricName: m, labelColumns: [host, w, ts]}";
+    let r = check_text("f.yaml", &resource_yaml("a", WINDOWED, transform), None);
+    assert_eq!(r.ok, ["ok ns/a"], "run accepts it, so a warning");
+    assert_eq!(
+        r.warnings,
+        [
+            "f.yaml: ns/a: warning: spec.transform.labelColumns: \"w\" is also a value column, so every distinct value becomes its own series with one sample (`run` accepts it: the label holds the value as text, and the series count grows with every new value): remove \"w\" from labelColumns",
+            "f.yaml: ns/a: warning: spec.transform.labelColumns: \"ts\" is also the timestampColumn, so every timestamp becomes its own series with one sample (`run` accepts it: the label holds the time as text, and every window starts new series): remove \"ts\" from labelColumns",
+        ]
+    );
+}
+
+#[test]
+fn the_same_resource_twice_is_a_problem_naming_both_places() {
+    let a = resource_yaml("a", WINDOWED, TRANSFORM);
+    let mut checker = Checker::new(None);
+    let first = checker.check_text("one.yaml", &a);
+    assert_eq!(first.ok, ["ok ns/a"]);
+    let second = checker.check_text(
+        "two.yaml",
+        &format!("{}---\n{a}", resource_yaml("b", WINDOWED, TRANSFORM)),
+    );
+    assert_eq!(second.ok, ["ok ns/b"]);
+    assert_eq!(
+        second.problems,
+        [
+            "two.yaml: ns/a: metadata.name: ns/a is also defined in one.yaml (document 1): `run --manifests` runs only the first by file name and reports the others as invalid: rename one (metadata.name or metadata.namespace) or delete the copy"
+        ]
+    );
+    // Twice in one file.
+    let r = check_text("one.yaml", &format!("{a}---\n{a}"), None);
+    assert_eq!(r.ok, ["ok ns/a"]);
+    assert_eq!(r.problems.len(), 1);
+    assert!(
+        r.problems[0].starts_with(
+            "one.yaml: ns/a: metadata.name: ns/a is also defined in one.yaml (document 1): "
+        ),
+        "{:?}",
+        r.problems
+    );
+}
+
+#[test]
+fn label_variables_of_the_body_are_checked_against_the_cluster_labels() {
+    let body = "T | where ts between (_startTime .. _endTime)\n| where Region == _region and Env == _environment and Class == _data_classification\n| extend _mine = 1 | where _mine == 1";
+    let yaml = resource_yaml("a", body, TRANSFORM);
+    let r = check_text("f.yaml", &yaml, None);
+    assert_eq!(r.ok, ["ok ns/a"]);
+    assert_eq!(
+        r.warnings,
+        [
+            "f.yaml: ns/a: note: spec.body: uses _region, _environment, _data_classification, which only cluster labels define (region=…, environment=…, data_classification=…): on an instance without them the query fails with \"column not found\" (unless they are columns of the table or defined in the body); give check --cluster-labels to verify (a textual check: comments and string literals are ignored, KQL is not parsed)"
+        ]
+    );
+    // Label keys become identifiers as the query prefix makes them (`data-classification` →
+    // `_data_classification`); `Environment` gives `_Environment`, not `_environment`.
+    let labels = BTreeMap::from([
+        ("region".to_owned(), "eastus".to_owned()),
+        ("data-classification".to_owned(), "x".to_owned()),
+        ("Environment".to_owned(), "prod".to_owned()),
+    ]);
+    let r = check_text("f.yaml", &yaml, Some(&labels));
+    assert_eq!(r.ok, ["ok ns/a: would run here (no criteria)"]);
+    assert_eq!(
+        r.warnings,
+        [
+            "f.yaml: ns/a: warning: spec.body: uses _environment, which these --cluster-labels do not define (the query prefix defines _startTime, _endTime, _Environment, _data_classification, _region): unless it is a column of the table or defined in the body, the query fails with \"column not found\": add the cluster label environment=… or fix the name (case-sensitive) (a textual check: comments and string literals are ignored, KQL is not parsed)"
+        ]
+    );
+}
+
+#[test]
+fn yaml_booleans_and_numbers_in_text_fields_say_how_to_quote_them() {
+    let yaml = resource_yaml(
+        "a",
+        WINDOWED,
+        "{valueColumns: [Cpu, N], timestampColumn: ts, defaultMetricName: 5, labelColumns: [off, true]}",
+    );
+    let r = check_text("f.yaml", &yaml, None);
+    assert_eq!(
+        r.problems,
+        [
+            "f.yaml: document 1 (ns/a): spec.transform.defaultMetricName: 5 was read as a number, not as text: quote it: \"5\"",
+            "f.yaml: document 1 (ns/a): spec.transform.labelColumns[0]: off was read as the boolean false, not as text (YAML reads unquoted y, n, yes, no, on and off as booleans): quote it: \"off\"",
+            "f.yaml: document 1 (ns/a): spec.transform.labelColumns[1]: true was read as a boolean, not as text: quote it: \"true\"",
+            "f.yaml: document 1 (ns/a): spec.transform.valueColumns[1]: N was read as the boolean false, not as text (YAML reads unquoted y, n, yes, no, on and off as booleans): quote it: \"N\"",
+        ]
+    );
+    // The resource is named as written, even when its name is the boolean.
+    let r = check_text("f.yaml", &resource_yaml("no", WINDOWED, TRANSFORM), None);
+    assert_eq!(
+        r.problems,
+        [
+            "f.yaml: document 1 (ns/no): metadata.name: no was read as the boolean false, not as text (YAML reads unquoted y, n, yes, no, on and off as booleans): quote it: \"no\""
+        ]
+    );
+    // JSON has no such spellings, but a boolean is still not text.
+    let json = r#"{"apiVersion":"adx-mon.azure.com/v1","kind":"MetricsExporter","metadata":{"name":"j"},"spec":{"database":"d","body":"b","interval":"1m","transform":{"valueColumns":[false],"timestampColumn":"t","defaultMetricName":"m"}}}"#;
+    assert_eq!(
+        check_text("f.json", json, None).problems,
+        [
+            "f.json: document 1 (default/j): spec.transform.valueColumns[0]: false was read as a boolean, not as text: quote it: \"false\""
+        ]
+    );
+}
+
+#[test]
+fn unknown_fields_name_the_closest_known_field() {
+    let yaml = resource_yaml(
+        "a",
+        WINDOWED,
+        "{valueColumns: [v], timestampColumn: ts, defaultMetricName: m, LabelColumns: [x]}",
+    )
+    .replace(
+        "  interval: 5m\n",
+        "  interval: 5m\n  ingestDelay: 1m\n  valueColumns: [v]\n  colour: red\n",
+    );
+    let r = check_text("f.yaml", &yaml, None);
+    assert_eq!(
+        r.warnings,
+        [
+            "f.yaml: ns/a: warning: spec.colour: unknown field, ignored (check the spelling)",
+            "f.yaml: ns/a: warning: spec.ingestDelay: unknown field, ignored: did you mean spec.ingestionDelay?",
+            "f.yaml: ns/a: warning: spec.transform.LabelColumns: unknown field, ignored: did you mean spec.transform.labelColumns?",
+            "f.yaml: ns/a: warning: spec.valueColumns: unknown field, ignored: did you mean spec.transform.valueColumns?",
+        ]
+    );
 }

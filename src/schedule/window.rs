@@ -37,6 +37,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub(crate) use crate::crd::names::WINDOW_VARIABLES;
+pub use crate::crd::names::kql_identifier;
 use crate::time::{Span, Ticks};
 
 /// A half-open time window `[start, end)`.
@@ -183,23 +185,6 @@ impl Iterator for DueWindows {
     }
 }
 
-/// The KQL variable for a cluster-label key: `_` in front (unless present) and every character
-/// outside `[A-Za-z0-9_]` replaced by `_`.
-pub fn kql_identifier(key: &str) -> String {
-    let mut out = String::with_capacity(key.len() + 1);
-    if !key.starts_with('_') {
-        out.push('_');
-    }
-    out.extend(key.chars().map(|c| {
-        if c.is_ascii_alphanumeric() || c == '_' {
-            c
-        } else {
-            '_'
-        }
-    }));
-    out
-}
-
 /// A KQL double-quoted string literal holding exactly `value`.
 pub(crate) fn kql_string_literal(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
@@ -217,9 +202,6 @@ pub(crate) fn kql_string_literal(value: &str) -> String {
     out.push('"');
     out
 }
-
-/// Variables the window prefix defines; a cluster label may not reuse them.
-pub(crate) const WINDOW_VARIABLES: [&str; 2] = ["_startTime", "_endTime"];
 
 /// The query sent for `window`: the `let` prefix (see the module docs) and the trimmed body.
 pub fn query_text(

@@ -63,6 +63,10 @@ impl<S: Sink + 'static> Drain<S> {
         for counter in [PUSH_RETRIES, POINTS_REJECTED, SAMPLES_PUSHED] {
             metrics::counter!(counter, "output" => name).increment(0);
         }
+        metrics::counter!(PUSHES, "output" => name, "outcome" => "ok", "status" => "2xx")
+            .increment(0);
+        metrics::counter!(DEAD_LETTERS, "output" => name, "reason" => "rejected").increment(0);
+        let _ = metrics::histogram!(PUSH_DURATION, "output" => name);
         loop {
             self.health.beat(name, DRAIN_SILENCE, Ticks::now());
             if shutdown.is_cancelled() {

@@ -5,6 +5,15 @@
 //! (a typo while editing must not stop an exporter at 3 a.m.); a resource that fails validation is
 //! reported with one line per problem and does not run; every other resource keeps running. The
 //! same `namespace/name` in two files: the first file (by name) wins and the other is reported.
+//! A spec field this version does not know is logged as a warning (naming the file, the field and
+//! the known field it most likely meant) whenever its file is read: it is ignored, so the field
+//! meant keeps its default.
+//!
+//! A path with a manifest's name that is not a readable regular file (a dangling symlink, a symlink
+//! loop, a directory named `x.yaml`, a FIFO) is not read, and reported like an invalid resource:
+//! a `warn` line naming the path and why, [`Rejected::FileSkipped`] in the snapshot (so
+//! `status.json` and the exporters gauge show it), once per change. [`manifest_files`] is the one
+//! listing of the directory; `adxexporter check DIR` uses it too.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,6 +60,8 @@ pub(crate) struct ManifestSource {
     files: BTreeMap<PathBuf, FileState>,
     /// Files that failed to load this round, with the error (reported once per change).
     file_errors: BTreeMap<PathBuf, String>,
+    /// Paths with a manifest's name that are not read, and why ([`ManifestDir::skipped`]).
+    skipped: BTreeMap<PathBuf, String>,
 }
 
 impl ManifestSource {
@@ -61,6 +72,7 @@ impl ManifestSource {
             cli_prefix,
             files: BTreeMap::new(),
             file_errors: BTreeMap::new(),
+            skipped: BTreeMap::new(),
         }
     }
 
@@ -76,12 +88,18 @@ impl ManifestSource {
     fn refresh(&mut self) -> Result<bool, ManifestError> {
         // Sorted by `manifest_files`, so membership is a binary search: a linear `contains` here was
         // quadratic (1000 files = 1M path comparisons, ~5 % of a core at the 2 s poll).
-        let paths = manifest_files(&self.dir)?;
+        let ManifestDir {
+            files: paths,
+            skipped,
+        } = manifest_files(&self.dir)?;
         let before = (self.files.len(), self.file_errors.len());
         self.files.retain(|p, _| paths.binary_search(p).is_ok());
         self.file_errors
             .retain(|p, _| paths.binary_search(p).is_ok());
-        let mut changed = (self.files.len(), self.file_errors.len()) != before;
+        let skipped: BTreeMap<PathBuf, String> = skipped.into_iter().collect();
+        let mut changed =
+            (self.files.len(), self.file_errors.len()) != before || skipped != self.skipped;
+        self.skipped = skipped;
         for path in &paths {
             let Ok(meta) = std::fs::metadata(path) else {
                 continue;
@@ -115,6 +133,9 @@ impl ManifestSource {
             match doc {
                 Ok(loaded) => {
                     let key = loaded.resource.key();
+                    for field in &loaded.unknown_fields {
+                        tracing::warn!(file = %path.display(), exporter = %key, "{field}");
+                    }
                     out.push(
                         Exporter::from_resource(
                             &loaded.resource,
@@ -126,7 +147,7 @@ impl ManifestSource {
                 }
                 Err(e) => out.push(Err((
                     path.display().to_string(),
-                    Rejected::Invalid(vec![e.to_string()]),
+                    Rejected::Invalid(e.lines()),
                 ))),
             }
         }
@@ -135,6 +156,12 @@ impl ManifestSource {
 
     fn snapshot(&self) -> Snapshot {
         let mut snap = Snapshot::default();
+        for (path, why) in &self.skipped {
+            (snap.rejected).insert(
+                path.display().to_string(),
+                Rejected::FileSkipped(why.clone()),
+            );
+        }
         let mut origin: BTreeMap<String, &Path> = BTreeMap::new();
         for (path, state) in &self.files {
             for entry in &state.exporters {
@@ -214,24 +241,67 @@ impl ManifestSource {
     }
 }
 
-fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
+/// What a `--manifests` directory holds (see [`manifest_files`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct ManifestDir {
+    /// The regular files (symlinks followed) named `*.yaml`, `*.yml` or `*.json`, sorted.
+    pub files: Vec<PathBuf>,
+    /// The other paths with such a name, sorted, each with why it is not read and what to do.
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// The manifests directly in `dir` (not recursive): what `run --manifests DIR` reads and
+/// `adxexporter check DIR` checks, and the paths with a manifest's name it does not read.
+pub(crate) fn manifest_files(dir: &Path) -> Result<ManifestDir, ManifestError> {
     let err = |source| ManifestError::Dir {
         dir: dir.to_owned(),
         source,
     };
-    let mut out = Vec::new();
+    let mut out = ManifestDir::default();
     for entry in std::fs::read_dir(dir).map_err(err)? {
         let path = entry.map_err(err)?.path();
         let is_manifest = path
             .extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
-        if is_manifest && path.is_file() {
-            out.push(path);
+        if !is_manifest {
+            continue;
+        }
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => out.files.push(path),
+            Ok(meta) if meta.is_dir() => out.skipped.push((
+                path,
+                "a directory, not a file (--manifests reads only the files directly in it): move its files up or rename it".into(),
+            )),
+            Ok(_) => out.skipped.push((
+                path,
+                "not a regular file (a FIFO, socket or device): make it a file or rename it".into(),
+            )),
+            Err(e) => {
+                let why = unreadable(&path, &e);
+                out.skipped.push((path, why));
+            }
         }
     }
-    out.sort();
+    out.files.sort();
+    out.skipped.sort();
     Ok(out)
+}
+
+/// Why a manifest path whose metadata cannot be read (following symlinks) is not read.
+fn unreadable(path: &Path, e: &std::io::Error) -> String {
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return format!("cannot be read: {e}");
+    }
+    let target = std::fs::read_link(path).map_or_else(|_| "?".into(), |t| t.display().to_string());
+    if rustix::io::Errno::from_io_error(e) == Some(rustix::io::Errno::LOOP) {
+        format!("a symlink loop (-> {target} never reaches a file): fix or remove the link")
+    } else if e.kind() == std::io::ErrorKind::NotFound {
+        format!("a dangling symlink (-> {target}, which does not exist): fix or remove the link")
+    } else {
+        format!("a symlink (-> {target}) that cannot be followed: {e}")
+    }
 }
 
 #[cfg(test)]
@@ -323,6 +393,45 @@ mod tests {
             .unwrap();
         assert_eq!(snap.desired.len(), 1);
         assert_eq!(snap.rejected.len(), 1);
+    }
+
+    #[test]
+    fn paths_with_a_manifest_name_that_are_not_read_are_reported_as_skipped_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), GOOD).unwrap();
+        let dangling = dir.path().join("dangling.yaml");
+        std::os::unix::fs::symlink("gone.yaml", &dangling).unwrap();
+        let looped = dir.path().join("loop.yml");
+        std::os::unix::fs::symlink("loop.yml", &looped).unwrap();
+        let subdir = dir.path().join("old.json");
+        std::fs::create_dir(&subdir).unwrap();
+        std::fs::create_dir(dir.path().join("other")).unwrap();
+        let listing = manifest_files(dir.path()).unwrap();
+        assert_eq!(listing.files, [dir.path().join("a.yaml")]);
+        let skipped: Vec<&PathBuf> = listing.skipped.iter().map(|(p, _)| p).collect();
+        assert_eq!(skipped, [&dangling, &looped, &subdir]);
+
+        let mut src = ManifestSource::new(dir.path().into(), BTreeMap::new(), String::new());
+        assert!(src.refresh().unwrap());
+        let snap = src.snapshot();
+        assert_eq!(snap.desired.keys().collect::<Vec<_>>(), ["ns/a"]);
+        let why = |p: &Path| match snap.rejected.get(&p.display().to_string()) {
+            Some(Rejected::FileSkipped(why)) => why.clone(),
+            other => panic!("{} not reported: {other:?}", p.display()),
+        };
+        assert_eq!(
+            why(&dangling),
+            "a dangling symlink (-> gone.yaml, which does not exist): fix or remove the link"
+        );
+        assert_eq!(
+            why(&looped),
+            "a symlink loop (-> loop.yml never reaches a file): fix or remove the link"
+        );
+        assert!(why(&subdir).starts_with("a directory, not a file"));
+        assert!(!src.refresh().unwrap(), "reported once, not every poll");
+        std::fs::remove_file(&dangling).unwrap();
+        assert!(src.refresh().unwrap(), "a fixed path is a change");
+        assert_eq!(src.snapshot().rejected.len(), 2);
     }
 
     #[test]

@@ -11,28 +11,48 @@ use crate::registry::{Rejected, Snapshot};
 /// Logs what changed in the rejected set (the scheduler logs every exporter it starts).
 pub(crate) fn report(now: &Snapshot, before: &Snapshot) {
     for (key, why) in &now.rejected {
-        if before.rejected.get(key) == Some(why) {
-            continue;
-        }
-        match why {
-            // Sharding skips are most resources on every replica: not worth an info line each.
-            Rejected::NotOwned { owner, replicas } => {
-                tracing::debug!(exporter = %key, "skipped: owned by replica {owner} of {replicas}")
-            }
-            Rejected::Skipped(reason) => tracing::info!(exporter = %key, "skipped: {reason}"),
-            Rejected::Invalid(lines) => {
-                for line in lines {
-                    tracing::error!(exporter = %key, "invalid resource: {line}");
-                }
-            }
-            Rejected::CriteriaError(message) => {
-                tracing::error!(exporter = %key, "not run here: {message}")
-            }
+        if before.rejected.get(key) != Some(why) {
+            log_rejected(key, why);
         }
     }
+    let running: std::collections::HashSet<String> =
+        now.desired.values().map(|e| e.key()).collect();
     for key in before.rejected.keys() {
-        if !now.rejected.contains_key(key) && !now.desired.values().any(|e| &e.key() == key) {
+        if !now.rejected.contains_key(key) && !running.contains(key) {
             tracing::info!(exporter = %key, "removed");
         }
+    }
+}
+
+/// Logs one resource's change, as [`report`] does for whole snapshots: `None` is not shown at all,
+/// `Some(None)` runs here, `Some(Some(why))` is rejected.
+pub(crate) fn report_change(
+    key: &str,
+    before: Option<Option<&Rejected>>,
+    now: Option<Option<&Rejected>>,
+) {
+    match now {
+        Some(Some(why)) if before != now => log_rejected(key, why),
+        None if before.is_some() => tracing::info!(exporter = %key, "removed"),
+        _ => {}
+    }
+}
+
+fn log_rejected(key: &str, why: &Rejected) {
+    match why {
+        // Sharding skips are most resources on every replica: not worth an info line each.
+        Rejected::NotOwned { owner, replicas } => {
+            tracing::debug!(exporter = %key, "skipped: owned by replica {owner} of {replicas}")
+        }
+        Rejected::Skipped(reason) => tracing::info!(exporter = %key, "skipped: {reason}"),
+        Rejected::Invalid(lines) => {
+            for line in lines {
+                tracing::error!(exporter = %key, "invalid resource: {line}");
+            }
+        }
+        Rejected::CriteriaError(message) => {
+            tracing::error!(exporter = %key, "not run here: {message}")
+        }
+        Rejected::FileSkipped(reason) => tracing::warn!(file = %key, "not read: {reason}"),
     }
 }

@@ -30,7 +30,7 @@ fn rejected_state(why: &Rejected) -> &'static str {
         Rejected::NotOwned { .. } => "not_owned",
         Rejected::Skipped(_) => "skipped_criteria",
         // Not run and needs a fix of the resource, like an invalid spec.
-        Rejected::Invalid(_) | Rejected::CriteriaError(_) => "invalid",
+        Rejected::Invalid(_) | Rejected::CriteriaError(_) | Rejected::FileSkipped(_) => "invalid",
     }
 }
 
@@ -82,7 +82,8 @@ fn seconds(t: Ticks) -> f64 {
 
 /// Sets every state gauge from one reading of the sources.
 pub fn record(stats: &WalStats, snap: &Snapshot, board: &Board, free: Option<u64>, now: Ticks) {
-    metrics::gauge!(m::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    crate::telemetry::refresh_process_gauges();
+    metrics::gauge!(m::STATUS_PATCH_BACKLOG).set(board.patch_backlog() as f64);
     metrics::gauge!(m::WAL_RECORDS).set(stats.records as f64);
     metrics::gauge!(m::WAL_USED_BYTES).set(stats.used_bytes as f64);
     metrics::gauge!(m::WAL_MAX_BYTES).set(stats.max_bytes as f64);
@@ -131,6 +132,18 @@ pub fn record(stats: &WalStats, snap: &Snapshot, board: &Board, free: Option<u64
 
 pub(crate) use crate::wal::volume_free_bytes as free_bytes;
 
+/// Puts the counters and the histogram of an exporter that just appeared into `/metrics` at 0
+/// (`queries_total{outcome="ok"}`, rows, samples, query duration), so its first query shows in
+/// `rate()` and a quiet exporter reads 0, not "no data". Skip reasons appear when they happen.
+fn touch_exporter(key: &str) {
+    let exporter = || key.to_owned();
+    metrics::counter!(m::QUERIES, "exporter" => exporter(), "outcome" => "ok").increment(0);
+    metrics::counter!(m::ROWS_READ, "exporter" => exporter()).increment(0);
+    metrics::counter!(m::SAMPLES_PRODUCED, "exporter" => exporter()).increment(0);
+    // Registering the histogram renders it with zero counts.
+    let _ = metrics::histogram!(m::QUERY_DURATION, "exporter" => exporter());
+}
+
 /// Refreshes the gauges every [`GAUGE_INTERVAL`] until `shutdown`. Never fails: a WAL read error
 /// is logged and the gauges keep their previous values.
 pub async fn run(
@@ -140,8 +153,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut next_summary = tokio::time::Instant::now() + SUMMARY_INTERVAL;
+    let mut touched = std::collections::HashSet::new();
     loop {
         let snap = snapshots.borrow().clone();
+        for exporter in snap.desired.values() {
+            if touched.insert(exporter.id.uid.clone()) {
+                touch_exporter(&exporter.key());
+            }
+        }
         let (wal2, board2) = (wal.clone(), board.clone());
         let read = tokio::task::spawn_blocking(move || {
             let stats = wal2.stats()?;

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::crd::{
     BacklogStatus, Condition, DeadLetterStatus, LastQueryStatus, MetricsExporterStatus,
@@ -52,9 +53,20 @@ pub struct Board {
     exporters: Mutex<BTreeMap<String, ExporterRuntime>>,
     /// Windows and samples appended since the last [`Board::take_counts`] (the INFO summary line).
     appended: Mutex<(u64, u64)>,
+    /// Resources whose changed status waits for a patch (Kubernetes mode), for the gauge.
+    patch_backlog: AtomicU64,
 }
 
 impl Board {
+    /// How many changed statuses wait for a patch after the status writer's last round.
+    pub fn set_patch_backlog(&self, n: u64) {
+        self.patch_backlog.store(n, Ordering::Relaxed);
+    }
+
+    pub fn patch_backlog(&self) -> u64 {
+        self.patch_backlog.load(Ordering::Relaxed)
+    }
+
     /// Counts one appended window of `samples` samples.
     pub fn count_window(&self, samples: u64) {
         let mut c = self.appended.lock().unwrap_or_else(|p| p.into_inner());
@@ -250,6 +262,26 @@ pub(crate) fn rejected_status(why: &Rejected, now: Ticks) -> Option<MetricsExpor
         Rejected::Skipped(_) | Rejected::NotOwned { .. } => None,
         Rejected::Invalid(lines) => Some(invalid_status(lines, now)),
         Rejected::CriteriaError(message) => Some(criteria_error_status(message, now)),
+        Rejected::FileSkipped(reason) => Some(file_skipped_status(reason, now)),
+    }
+}
+
+/// The condition reason of a `--manifests` path that is not read ([`Rejected::FileSkipped`]).
+pub(crate) const FILE_SKIPPED: &str = "FileSkipped";
+
+/// The status (keyed by its path, standalone only) of a `--manifests` path that is not read:
+/// `Ready=False`, reason [`FILE_SKIPPED`], the message saying why.
+fn file_skipped_status(reason: &str, now: Ticks) -> MetricsExporterStatus {
+    MetricsExporterStatus {
+        conditions: vec![Condition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: FILE_SKIPPED.into(),
+            message: format!("not read: {reason}"),
+            last_transition_time: now.to_string(),
+            observed_generation: None,
+        }],
+        ..Default::default()
     }
 }
 
@@ -315,9 +347,11 @@ pub(crate) fn carry_transition_times(
     }
 }
 
+pub mod events;
 pub mod file;
 pub mod gauges;
 pub mod kube;
+pub(crate) mod limit;
 
 pub(crate) use file::StatusWriter;
 

@@ -20,6 +20,7 @@ pub const WATERMARK: &str = "adxexporter_watermark_timestamp_seconds";
 pub const WATERMARK_LAG: &str = "adxexporter_watermark_lag_seconds";
 pub const BACKLOG_WINDOWS: &str = "adxexporter_backlog_windows";
 pub const EXPORTERS: &str = "adxexporter_exporters";
+pub const EXPORTERS_STALE: &str = "adxexporter_exporters_stale";
 pub const WAL_RECORDS: &str = "adxexporter_wal_records";
 pub(crate) const WAL_USED_BYTES: &str = "adxexporter_wal_used_bytes";
 pub const WAL_MAX_BYTES: &str = "adxexporter_wal_max_bytes";
@@ -35,6 +36,36 @@ pub const POINTS_REJECTED: &str = "adxexporter_points_rejected_total";
 pub const DEAD_LETTERS: &str = "adxexporter_dead_letters_total";
 pub const BUILD_INFO: &str = "adxexporter_build_info";
 pub(crate) const TLS_INSECURE_SKIP_VERIFY: &str = "adxexporter_tls_insecure_skip_verify";
+pub const KUBE_REQUESTS: &str = "adxexporter_kube_requests_total";
+pub const STATUS_PATCHES: &str = "adxexporter_status_patches_total";
+pub const STATUS_PATCH_BACKLOG: &str = "adxexporter_status_patch_backlog";
+pub const STATUS_PRUNED: &str = "adxexporter_status_pruned_total";
+pub const KUBE_EVENTS: &str = "adxexporter_kube_events_total";
+
+/// The `outcome` label of [`STATUS_PATCHES`]: `ok`; `not_found` (the resource was deleted);
+/// `recreated` (the uid precondition failed: deleted and created again under the same name, so the
+/// old status was not written to the new resource); `rejected` (any other 4xx but 409 and 429: the
+/// API server refuses this status, retried only when it changes or after 5 minutes); `failed`
+/// (5xx, 409, 429, no answer: retried next round).
+pub const STATUS_PATCH_OUTCOMES: [&str; 5] = ["ok", "not_found", "recreated", "rejected", "failed"];
+
+/// The `outcome` label of [`KUBE_EVENTS`]: `created` (a new Event), `aggregated` (a repeat within
+/// 6 minutes patched into the first one's `series`, as kube-runtime's `Recorder` does),
+/// `rate_limited` (dropped by the per-resource spam filter), `dropped` (the queue was full),
+/// `failed` (the API server refused it or did not answer).
+pub const KUBE_EVENT_OUTCOMES: [&str; 5] =
+    ["created", "aggregated", "rate_limited", "dropped", "failed"];
+
+/// The `(verb, resource, code)` label sets of [`KUBE_REQUESTS`] present (at 0) from start-up: the
+/// successful form of every request adxexporter makes. Other codes appear when they happen.
+pub const KUBE_REQUESTS_AT_START: [(&str, &str, &str); 6] = [
+    ("list", "metricsexporters", "200"),
+    ("watch", "metricsexporters", "200"),
+    ("get", "metricsexporters/status", "200"),
+    ("patch", "metricsexporters/status", "200"),
+    ("create", "events", "201"),
+    ("patch", "events", "200"),
+];
 
 /// The values of the `wait` label of [`QUERY_MEMORY_WAITS`].
 pub(crate) const MEMORY_WAITS: [&str; 3] = ["reserve", "grow", "requery"];
@@ -176,6 +207,13 @@ pub const ALL: &[MetricDef] = &[
         &["state"],
         "Resources by state: active, failing (queries failing), skipped_criteria, not_owned (another replica's), invalid (spec, or a criteriaExpression that cannot be evaluated here).",
     ),
+    def(
+        EXPORTERS_STALE,
+        Gauge,
+        None,
+        &[],
+        "Criteria-matching MetricsExporters of the whole fleet (whoever owns them) whose status watermark, or creation time without one, is older than now - ingestionDelay - 3 x interval: no replica is moving them on (Kubernetes mode; the log names them).",
+    ),
     def(WAL_RECORDS, Gauge, None, &[], "Windows held in the WAL."),
     def(
         WAL_USED_BYTES,
@@ -274,6 +312,41 @@ pub const ALL: &[MetricDef] = &[
         None,
         &[],
         "1 when --tls-insecure-skip-verify turned server certificate verification off, else 0.",
+    ),
+    def(
+        KUBE_REQUESTS,
+        Counter,
+        None,
+        &["verb", "resource", "code"],
+        "Kubernetes API requests by verb (get, list, watch, create, update, patch, delete), resource (metricsexporters, metricsexporters/status, events, other) and HTTP status code (error: no answer).",
+    ),
+    def(
+        STATUS_PATCHES,
+        Counter,
+        None,
+        &["outcome"],
+        "Status patches of MetricsExporter resources by outcome: ok, not_found (deleted), recreated (uid precondition failed), rejected (4xx: RBAC, schema), failed (5xx, 429, no answer).",
+    ),
+    def(
+        STATUS_PATCH_BACKLOG,
+        Gauge,
+        None,
+        &[],
+        "Resources whose changed status waits for a patch (--status-patch-qps, retries) after the last status round.",
+    ),
+    def(
+        STATUS_PRUNED,
+        Counter,
+        None,
+        &[],
+        "Status patches whose answer lacked status.watermark: the installed CRD's schema prunes adxexporter's status fields.",
+    ),
+    def(
+        KUBE_EVENTS,
+        Counter,
+        None,
+        &["outcome"],
+        "Kubernetes Events about MetricsExporter resources by outcome: created, aggregated, rate_limited, dropped, failed.",
     ),
 ];
 

@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::time::{Span, Ticks};
 
+pub mod events;
+pub mod kube_requests;
 pub mod metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -134,14 +136,75 @@ pub(crate) fn install_metrics() -> Result<PrometheusHandle, TelemetryError> {
         .install_recorder()
         .map_err(|e| TelemetryError::Recorder(e.to_string()))?;
     metrics::describe_all();
-    ::metrics::gauge!(metrics::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    touch_at_start();
     Ok(handle)
+}
+
+/// Puts the families whose label values are known at start-up into `/metrics` at once, counters at
+/// 0, so `rate()`, `increase()` and the alerts see the first event and a healthy instance never
+/// reads as "no data". Families keyed by output are touched by each drain loop, those keyed by
+/// exporter when the exporter appears (`status::gauges`); [`with_every_family`] lists the rest.
+pub(crate) fn touch_at_start() {
+    use metrics as m;
+    ::metrics::counter!(m::EXPORTER_RESTARTS).increment(0);
+    for (verb, resource, code) in m::KUBE_REQUESTS_AT_START {
+        ::metrics::counter!(m::KUBE_REQUESTS, "verb" => verb, "resource" => resource, "code" => code)
+            .increment(0);
+    }
+    for outcome in m::STATUS_PATCH_OUTCOMES {
+        ::metrics::counter!(m::STATUS_PATCHES, "outcome" => outcome).increment(0);
+    }
+    ::metrics::counter!(m::STATUS_PRUNED).increment(0);
+    for outcome in m::KUBE_EVENT_OUTCOMES {
+        ::metrics::counter!(m::KUBE_EVENTS, "outcome" => outcome).increment(0);
+    }
+    ::metrics::gauge!(m::STATUS_PATCH_BACKLOG).set(0.0);
+    // 0 until the Kubernetes source counts otherwise, so its alert never reads "no data" as fine.
+    ::metrics::gauge!(m::EXPORTERS_STALE).set(0.0);
+    for state in m::EXPORTER_STATES {
+        ::metrics::gauge!(m::EXPORTERS, "state" => state).set(0.0);
+    }
+    refresh_process_gauges();
+}
+
+/// Whether `--tls-insecure-skip-verify` is on, for [`refresh_process_gauges`].
+static TLS_INSECURE: AtomicBool = AtomicBool::new(false);
+
+/// Sets the gauges that describe the process itself. Called at start-up and by every gauge refresh:
+/// the recorder drops a gauge not set for [`GAUGE_IDLE`], and these never change.
+pub(crate) fn refresh_process_gauges() {
+    ::metrics::gauge!(metrics::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    let insecure = TLS_INSECURE.load(Ordering::Relaxed);
+    ::metrics::gauge!(metrics::TLS_INSECURE_SKIP_VERIFY).set(if insecure { 1.0 } else { 0.0 });
+}
+
+/// `text` (a rendered `/metrics`) with `# HELP` and `# TYPE` lines added for every family of
+/// [`metrics::ALL`] that has no series yet (one keyed by exporter while no exporter exists), so
+/// every family is in `/metrics` from start-up with its type and help.
+pub(crate) fn with_every_family(mut text: String) -> String {
+    for m in metrics::ALL {
+        if text.contains(&format!("# TYPE {} ", m.name)) {
+            continue;
+        }
+        let kind = match m.kind {
+            metrics::Kind::Counter => "counter",
+            metrics::Kind::Gauge => "gauge",
+            metrics::Kind::Histogram => "histogram",
+        };
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n\n",
+            name = m.name,
+            help = m.help
+        ));
+    }
+    text
 }
 
 /// Makes `--tls-insecure-skip-verify` impossible to miss: a warning at start-up and a gauge that
 /// stays 1 in `/metrics` (0 otherwise, so an alert can be written on it).
 pub(crate) fn tls_insecure_warning(insecure: bool) {
-    ::metrics::gauge!(metrics::TLS_INSECURE_SKIP_VERIFY).set(if insecure { 1.0 } else { 0.0 });
+    TLS_INSECURE.store(insecure, Ordering::Relaxed);
+    refresh_process_gauges();
     if insecure {
         tracing::warn!(
             "--tls-insecure-skip-verify: server certificates are NOT verified for Kusto, the outputs and token endpoints; anyone on the network path can read and change the traffic, credentials included. Use --tls-ca-file instead"
@@ -229,7 +292,7 @@ async fn render_metrics(State(s): State<AdminState>) -> impl IntoResponse {
     match &s.metrics {
         Some(h) => {
             h.run_upkeep();
-            (StatusCode::OK, h.render())
+            (StatusCode::OK, with_every_family(h.render()))
         }
         None => (
             StatusCode::NOT_FOUND,
@@ -270,10 +333,91 @@ pub async fn serve(
     }))
 }
 
+/// Unit tests' view of the metrics their code records: a recorder configured like the real one,
+/// installed for the current thread (a `#[tokio::test]` runs every task there).
+#[cfg(test)]
+pub(crate) struct TestMetrics {
+    handle: PrometheusHandle,
+    _guard: ::metrics::LocalRecorderGuard<'static>,
+}
+
+#[cfg(test)]
+impl TestMetrics {
+    pub(crate) fn install() -> TestMetrics {
+        let recorder: &'static metrics_exporter_prometheus::PrometheusRecorder = Box::leak(
+            Box::new(recorder_builder().expect("recorder").build_recorder()),
+        );
+        TestMetrics {
+            handle: recorder.handle(),
+            _guard: ::metrics::set_default_local_recorder(recorder),
+        }
+    }
+
+    /// The rendered `/metrics` text.
+    pub(crate) fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Sum of the samples of `name` whose labels include every pair of `labels`; `None` if none.
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let text = self.render();
+        let mut found = None;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((head, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let (series, label_text) = match head.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}')),
+                None => (head, ""),
+            };
+            let matches = series == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| label_text.split(',').any(|p| p == format!("{k}=\"{v}\"")));
+            if matches && let Ok(v) = value.parse::<f64>() {
+                *found.get_or_insert(0.0) += v;
+            }
+        }
+        found
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::telemetry::metrics::{ALL, Kind};
+
+    #[test]
+    fn every_family_is_in_metrics_from_start_up() {
+        let text = with_every_family(render_with(|| {
+            metrics::describe_all();
+            touch_at_start();
+        }));
+        for m in ALL {
+            let kind = match m.kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+                Kind::Histogram => "histogram",
+            };
+            assert_eq!(
+                text.matches(&format!("# TYPE {} {kind}\n", m.name)).count(),
+                1,
+                "{} missing, or listed twice:\n{text}",
+                m.name
+            );
+        }
+        // What start-up knows is there as a series, at 0.
+        for line in [
+            "adxexporter_status_patches_total{outcome=\"rejected\"} 0",
+            "adxexporter_kube_requests_total{verb=\"patch\",resource=\"metricsexporters/status\",code=\"200\"} 0",
+            "adxexporter_status_pruned_total 0",
+            "adxexporter_kube_events_total{outcome=\"created\"} 0",
+            "adxexporter_exporter_restarts_total 0",
+            "adxexporter_status_patch_backlog 0",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+    }
 
     /// Renders what `record` recorded through a recorder configured like the real one.
     fn render_with(record: impl FnOnce()) -> String {

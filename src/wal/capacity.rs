@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::handle::Db;
+use super::file::Db;
 use super::tables::{CHUNK_BYTES, CHUNK_PAGE_RUN, META, read_used, store};
 use super::{Wal, WalError};
 
@@ -75,7 +75,7 @@ impl Wal {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let db = match &mut *guard {
             Db::Writable(db) => db,
-            Db::ReadOnly(_) => return Err(WalError::ReadOnly),
+            Db::ReadOnly { .. } => return Err(WalError::ReadOnly),
             Db::Closed => return Err(self.closed()),
         };
         let before = std::fs::metadata(&self.inner.path).map_or(0, |m| m.len());

@@ -167,7 +167,8 @@ impl Wal {
     /// point names): keep the record (payload included) as a dead letter of that output, then drop
     /// the record if no output has it pending any more. A requeue resumes at the refused request,
     /// so the requests the receiver already accepted are not sent again (Prometheus would refuse
-    /// them as out of order, and the window would be dead-lettered once more).
+    /// them as out of order, and the window would be dead-lettered once more). The dead letter's
+    /// attempts are the failed attempts so far plus this refused one.
     pub(crate) fn dead_letter_at(
         &self,
         output: &str,
@@ -180,7 +181,8 @@ impl Wal {
             let mut t = WriteTables::open(tx)?;
             let state = t.take_pending(output, id)?;
             let failed = failed_request.unwrap_or(state.resume_from);
-            t.insert_dead_letter(output, id, reason, body, state.attempts, failed)?;
+            let attempts = state.attempts.saturating_add(1);
+            t.insert_dead_letter(output, id, reason, body, attempts, failed)?;
             t.finish_if_done(id)?;
             Ok(())
         })

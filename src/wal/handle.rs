@@ -6,10 +6,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use redb::{Database, Durability, ReadOnlyDatabase, ReadableDatabase, WriteTransaction};
+use redb::{Durability, ReadableDatabase, WriteTransaction};
 use tokio::sync::watch;
 
-use super::file::open_database;
+use super::file::{Db, guard, open_database};
 use super::tables::store;
 use super::{WalConfig, WalError};
 
@@ -32,14 +32,21 @@ pub(super) struct Inner {
     pub(super) changes: watch::Sender<u64>,
 }
 
-/// The redb handle: writable for the service and the tools' changes, read-only for the tools'
-/// reports (a read-only open writes nothing, not even redb's shutdown bookkeeping).
-pub(super) enum Db {
-    Writable(Database),
-    ReadOnly(ReadOnlyDatabase),
-    /// Closed after an I/O error (redb refuses everything after one until reopened); the next
-    /// operation reopens it, so a full or flaky volume pauses the WAL instead of ending the process.
-    Closed,
+impl Drop for Inner {
+    /// redb's close reads the file too (it records the allocator state): for the tools, under
+    /// [`guard`] like every other read, so a file gone bad meanwhile cannot end in a panic. A
+    /// failure there is dropped: the subcommand's answer is out and nothing is left half-written.
+    fn drop(&mut self) {
+        if self.tool {
+            let db = std::mem::replace(
+                self.db
+                    .get_mut()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                Db::Closed,
+            );
+            let _ = guard(&self.path, || drop(db));
+        }
+    }
 }
 
 impl std::fmt::Debug for Wal {
@@ -127,10 +134,10 @@ impl Wal {
             let guard = self.db();
             let db = match &*guard {
                 Db::Writable(db) => db,
-                Db::ReadOnly(_) => return Err(WalError::ReadOnly),
+                Db::ReadOnly { .. } => return Err(WalError::ReadOnly),
                 Db::Closed => return Err(self.closed()),
             };
-            (|| {
+            self.guarded(|| {
                 let mut tx = db.begin_write().map_err(store)?;
                 tx.set_durability(Durability::Immediate).map_err(store)?;
                 tx.set_two_phase_commit(self.inner.config.two_phase_commit);
@@ -144,7 +151,7 @@ impl Wal {
                         Err(e)
                     }
                 }
-            })()
+            })
         };
         result.inspect_err(|e| self.close_after_io_error(e))
     }
@@ -155,14 +162,25 @@ impl Wal {
     ) -> Result<T, WalError> {
         let result = {
             let guard = self.db();
-            let tx = match &*guard {
-                Db::Writable(db) => db.begin_read(),
-                Db::ReadOnly(db) => db.begin_read(),
+            let db: &dyn ReadableDatabase = match &*guard {
+                Db::Writable(db) => db,
+                Db::ReadOnly { view, .. } => view,
                 Db::Closed => return Err(self.closed()),
             };
-            tx.map_err(store).and_then(|tx| body(&tx))
+            self.guarded(|| db.begin_read().map_err(store).and_then(|tx| body(&tx)))
         };
         result.inspect_err(|e| self.close_after_io_error(e))
+    }
+
+    /// Runs a transaction. The `adxexporter wal` tools run theirs under [`guard`]: a panic of redb
+    /// reading a damaged file is reported as [`WalError::CorruptStore`] naming it, never a crash.
+    /// (The service's are verified on open and a panic in one is a bug its supervisor reports.)
+    fn guarded<T>(&self, body: impl FnOnce() -> Result<T, WalError>) -> Result<T, WalError> {
+        if self.inner.tool {
+            guard(&self.inner.path, body)?
+        } else {
+            body()
+        }
     }
 
     /// After an I/O error redb answers every later call with `PreviousIo` until the database is

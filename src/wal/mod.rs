@@ -24,14 +24,21 @@
 //!   own per-payload CRC-32 catches on read: a payload that fails its CRC is reported as
 //!   [`WalError::CorruptRecord`] naming the record, never returned as data;
 //! - a deleted, truncated or replaced `wal.redb`, a full file system, or two processes on one
-//!   directory (refused with [`WalError::Locked`]);
+//!   directory (refused with [`WalError::Locked`]). Only a missing `wal.redb` starts a new store:
+//!   an existing one that is empty, shorter than redb's header or otherwise not a store is refused
+//!   ([`WalError::CorruptStore`]), never replaced;
 //! - exactly-once delivery: a record pushed but not yet acked at a crash is pushed again.
 //!
 //! With [`WalConfig::verify_on_open`] (default on) every writable open (the service's, and the
 //! `adxexporter wal` tools' `requeue` and `purge --yes`) verifies every page checksum, so a file
 //! altered while adxexporter was stopped is refused ([`WalError::CorruptStore`]) instead of trusted.
-//! It costs one read of the file per start. The tools' read-only opens (`stats`, `list`,
-//! `dead-letters`, `purge` without `--yes`) do not: redb's read-only mode has no such check.
+//! It costs one read of the file per start. The tools' reports (`stats`, `list`, `dead-letters`,
+//! `purge` without `--yes`) verify the same way without writing: redb's read-only mode has no
+//! such check, so redb opens a copy-on-write view of the file writable (`view.rs`), its writes
+//! kept in memory, while a read-only handle holds the reader lock. So `run` and every `wal`
+//! subcommand give the same verdict on a file. redb can also panic (assertions) on a damaged file,
+//! at open or while reading: every open, and every transaction of the tools, runs under a guard
+//! that reports the panic as [`WalError::CorruptStore`] naming the file, without a panic message.
 //!
 //! # On-disk format (schema version 1)
 //!
@@ -45,7 +52,7 @@
 //! | `records` | (exporter uid, window start) | `RecordEnvelope` v1: version, uid, namespace, name, generation, window start/end, created, compression, target outputs, payload length and CRC-32, sample count |
 //! | `payloads` | (scope, uid, window start, chunk u32) | the `WriteRequest` protobuf, snappy raw (block) compressed (plain when snappy saves under 10%: the envelope's `compression`), in chunks of 63 KiB; scope `""` = the live record, an output name = that output's dead-letter copy |
 //! | `pending` | (output, uid, window start) | `PendingState`: attempts, next_attempt_at, last_error, resume_from (requests of the window the output already accepted) |
-//! | `dead_letters` | (output, uid, window start) | `DeadLetterEnvelope` v1: version, output, reason, response body (≤ 4 KiB), time, attempts, the record's envelope, the refused request (where a requeue resumes) |
+//! | `dead_letters` | (output, uid, window start) | `DeadLetterEnvelope` v1: version, output, reason, response body (≤ 4 KiB), time, attempts (the refused push included), the record's envelope, the refused request (where a requeue resumes) |
 //! | `exporters` | uid | `ExporterState`: watermark (end of the newest appended window), forgotten, namespace, name |
 //!
 //! An (output, record) delivery is pending while its `pending` row exists, dead-lettered while its
@@ -86,7 +93,8 @@
 //!   (redb's file lock; [`WalError::Locked`] otherwise). They use [`Wal::open_existing`], which
 //!   creates nothing, never migrates and skips the "output no longer configured" step above (the
 //!   tool does not know the outputs): opening changes nothing (except redb's repair of a store a
-//!   crash left open); only `requeue`/`purge` write.
+//!   crash left open, or of one redb's read-only open cannot read but the service's open would
+//!   repair: those get the service's writable open); only `requeue`/`purge` write.
 //!
 //! # Usage
 //!
@@ -156,7 +164,9 @@
 //! - `migrate.rs`: schema versions and the migration steps;
 //! - `tables.rs`: the redb tables, their keys, payload chunks and single-row reads and writes;
 //! - `handle.rs`: the `Wal` handle, its transactions, closing after an I/O error and reopening;
-//! - `file.rs`: the redb file opened for writing or read-only, its failures and panics as named errors;
+//! - `file.rs`: the redb file opened for writing or for a report, its failures and panics as named
+//!   errors;
+//! - `view.rs`: the copy-on-write view of the file through which the reports verify and read it;
 //! - `open.rs`: [`Wal::open`] and [`Wal::open_existing`] (migration, outputs no longer configured);
 //! - `append.rs`: appends, watermarks and window checks;
 //! - `delivery.rs`: the drain loops' calls (due records, payload reads, ack, retry, dead letter);
@@ -186,6 +196,7 @@ mod report;
 mod tables;
 #[cfg(test)]
 mod tests;
+mod view;
 
 pub use capacity::allocation_estimate;
 pub(crate) use capacity::volume_free_bytes;
@@ -334,15 +345,31 @@ pub enum DeliveryState {
     Acked,
     DeadLettered {
         reason: String,
+        /// Delivery attempts, the refused one included (see [`DeadLetter::attempts`]).
+        attempts: u32,
     },
 }
 
-/// One record still in the WAL (`Wal::list`).
+/// Where a window listed by `Wal::list` stands as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowState {
+    /// Its record is in the WAL: at least one output still has it pending.
+    Pending,
+    /// Its record left the WAL (no output has it pending); the dead letters of the outputs that
+    /// refused it hold it until `requeue` or `purge`.
+    DeadLettered,
+}
+
+/// One window the WAL holds (`Wal::list`): a record still pending for some output, or the dead
+/// letters of one that left.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedRecord {
     pub id: RecordId,
     pub header: RecordHeader,
     pub payload_bytes: u64,
+    pub state: WindowState,
+    /// Each target output's state (only the filter's output, with `WalFilter::output`). For a
+    /// [`WindowState::DeadLettered`] window: its dead letters, and its other targets as acked.
     pub deliveries: Vec<(String, DeliveryState)>,
 }
 
@@ -356,6 +383,9 @@ pub struct DeadLetter {
     /// Response body of the endpoint, at most 4 KiB.
     pub body: String,
     pub at: Ticks,
+    /// Delivery attempts on this output, the refused push included: 1 for a window refused at its
+    /// first push; 0 when nothing was pushed (the output was no longer configured). Dead letters
+    /// written by earlier versions did not count the refused push: they show one less.
     pub attempts: u32,
     pub payload_bytes: u64,
 }
@@ -447,7 +477,8 @@ impl WalFilter {
 /// How [`Wal::open_existing`] (the `adxexporter wal` tools) opens the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WalAccess {
-    /// Reports: redb's read-only mode, which writes nothing to the file.
+    /// Reports: verified as the service's open verifies it, through a view that writes nothing to
+    /// the file (see the module docs).
     ReadOnly,
     /// `requeue` and `purge`.
     ReadWrite,

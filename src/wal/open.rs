@@ -8,8 +8,8 @@ use std::sync::{Arc, RwLock};
 use redb::ReadableTable;
 use tokio::sync::watch;
 
-use super::file::{guard, migrate_error, open_database, open_read_only};
-use super::handle::{Db, Inner};
+use super::file::{Db, guard, migrate_error, open_database, open_report};
+use super::handle::Inner;
 use super::migrate::{self};
 use super::tables::{WriteTables, record_id, store};
 use super::{WAL_FILE_NAME, Wal, WalAccess, WalConfig, WalError};
@@ -61,30 +61,32 @@ impl Wal {
     /// ([`WalError::NoStore`] instead), no migration runs ([`WalError::NeedsMigration`]), and pending
     /// deliveries are never dead-lettered for unconfigured outputs (the tool does not know the
     /// service's outputs; `requeue` therefore accepts any output). `max_bytes` only feeds `stats`.
-    /// [`WalAccess::ReadOnly`] writes nothing to the file (mutating calls fail with
-    /// [`WalError::ReadOnly`]), except that a store not closed cleanly (crash) is opened writable
-    /// so redb can repair it, as `run` would on start.
+    /// Only a missing file is [`WalError::NoStore`]: an empty, truncated or damaged one is
+    /// [`WalError::CorruptStore`], as [`Wal::open`] refuses it. [`WalAccess::ReadOnly`] verifies every
+    /// page checksum as [`Wal::open`] does and writes nothing to the file (mutating calls fail with
+    /// [`WalError::ReadOnly`]), except that a store redb's read-only open refuses (not closed cleanly
+    /// after a crash, or damaged) gets the writable open `run` does, which repairs a crash's store
+    /// as `run` would on start and refuses a damaged one without writing.
     pub(crate) fn open_existing(
         dir: &Path,
         max_bytes: u64,
         access: WalAccess,
     ) -> Result<Wal, WalError> {
         let path = dir.join(WAL_FILE_NAME);
-        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() > 0) {
+        // Only a missing file is "no WAL here": an empty or damaged one is refused as corrupt.
+        if std::fs::symlink_metadata(&path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
             return Err(WalError::NoStore { path });
         }
         let mut config = WalConfig::new(max_bytes, Vec::<String>::new());
         config.cache_bytes = TOOL_CACHE_BYTES;
         let db = match access {
-            WalAccess::ReadOnly => match open_read_only(&path, dir, &config)? {
-                Some(db) => Db::ReadOnly(db),
-                None => Db::Writable(open_database(&path, dir, &config)?),
-            },
+            WalAccess::ReadOnly => open_report(&path, dir, &config)?,
             WalAccess::ReadWrite => Db::Writable(open_database(&path, dir, &config)?),
         };
         let found = guard(&path, || match &db {
             Db::Writable(db) => migrate::read_version(db),
-            Db::ReadOnly(db) => migrate::read_version(db),
+            Db::ReadOnly { view, .. } => migrate::read_version(view),
             Db::Closed => Ok(None),
         })?
         .map_err(|e| migrate_error(&path, e))?;

@@ -13,7 +13,7 @@ use super::tables::{
 };
 use super::{
     DeadLetter, DeliveryState, ExporterStats, ListedRecord, OutputStats, RecordId, Wal, WalError,
-    WalFilter, WalStats,
+    WalFilter, WalStats, WindowState,
 };
 use crate::prompb::WriteRequest;
 use crate::time::Ticks;
@@ -39,14 +39,16 @@ impl Wal {
         })
     }
 
-    /// Every record still in the WAL matching `filter`, oldest first per exporter, with each target
-    /// output's state.
+    /// Every window the WAL holds matching `filter`, by exporter uid then window start: each record
+    /// still in the WAL with each target output's state ([`WindowState::Pending`]), and each window
+    /// whose record left but whose dead letters remain ([`WindowState::DeadLettered`]; with
+    /// `filter.output`, only if that output dead-lettered it).
     pub fn list(&self, filter: &WalFilter) -> Result<Vec<ListedRecord>, WalError> {
         self.read(|tx| {
             let records = tx.open_table(RECORDS).map_err(store)?;
             let pending = tx.open_table(PENDING).map_err(store)?;
             let dead = tx.open_table(DEAD_LETTERS).map_err(store)?;
-            let mut out = Vec::new();
+            let mut out: BTreeMap<RecordId, ListedRecord> = BTreeMap::new();
             for entry in records.iter().map_err(store)? {
                 let (_, value) = entry.map_err(store)?;
                 let envelope = record::decode_envelope(value.value())
@@ -64,14 +66,72 @@ impl Wal {
                     let state = delivery_state(&pending, &dead, output, &id)?;
                     deliveries.push((output.clone(), state));
                 }
-                out.push(ListedRecord {
-                    id,
-                    header,
-                    payload_bytes: envelope.payload_len,
-                    deliveries,
-                });
+                out.insert(
+                    id.clone(),
+                    ListedRecord {
+                        id,
+                        header,
+                        payload_bytes: envelope.payload_len,
+                        state: WindowState::Pending,
+                        deliveries,
+                    },
+                );
             }
-            Ok(out)
+            // Windows that left the WAL but are still held by dead letters.
+            for entry in dead.iter().map_err(store)? {
+                let (k, value) = entry.map_err(store)?;
+                let (output, uid, start) = k.value();
+                let id = record_id(uid, start);
+                if records.get((uid, start)).map_err(store)?.is_some() {
+                    continue; // a live record: listed above (or filtered out) with its states
+                }
+                let letter =
+                    record::decode_dead_letter(value.value()).map_err(|e| corrupt(&id, e))?;
+                let Some(envelope) = &letter.record else {
+                    return Err(corrupt_row(
+                        "dead_letters",
+                        id.to_string(),
+                        "no record header",
+                    ));
+                };
+                if !filter.matches(output, envelope) {
+                    continue;
+                }
+                let listed = out.entry(id.clone()).or_insert_with(|| ListedRecord {
+                    id: id.clone(),
+                    header: header_of(envelope),
+                    payload_bytes: envelope.payload_len,
+                    state: WindowState::DeadLettered,
+                    deliveries: Vec::new(),
+                });
+                listed.deliveries.push((
+                    output.to_string(),
+                    DeliveryState::DeadLettered {
+                        reason: letter.reason.clone(),
+                        attempts: letter.attempts,
+                    },
+                ));
+            }
+            // Their other targets: delivered (or purged), as for a live record.
+            for listed in out.values_mut() {
+                if listed.state != WindowState::DeadLettered {
+                    continue;
+                }
+                let mut deliveries = Vec::new();
+                for target in &listed.header.outputs {
+                    if filter.output.as_ref().is_some_and(|o| o != target) {
+                        continue;
+                    }
+                    let at = listed.deliveries.iter().position(|(o, _)| o == target);
+                    deliveries.push(match at {
+                        Some(at) => listed.deliveries.swap_remove(at),
+                        None => (target.clone(), DeliveryState::Acked),
+                    });
+                }
+                deliveries.append(&mut listed.deliveries);
+                listed.deliveries = deliveries;
+            }
+            Ok(out.into_values().collect())
         })
     }
 
@@ -245,6 +305,7 @@ fn delivery_state(
         let letter = record::decode_dead_letter(bytes.value()).map_err(|e| corrupt(id, e))?;
         return Ok(DeliveryState::DeadLettered {
             reason: letter.reason,
+            attempts: letter.attempts,
         });
     }
     Ok(DeliveryState::Acked)

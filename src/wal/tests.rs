@@ -4,6 +4,7 @@ use std::path::Path;
 
 use prost::Message;
 
+use super::file;
 use super::tables::{EXPORTERS, store};
 use super::*;
 use crate::prompb::{Label, Sample, TimeSeries, WriteRequest};
@@ -198,4 +199,154 @@ fn requeue_refuses_a_dead_letter_colliding_with_a_different_record() {
     wal.ack("otlp", &id).unwrap();
     assert_eq!(wal.requeue(&WalFilter::default()).unwrap(), 1);
     assert_eq!(wal.read_payload(&id).unwrap(), request(1.0));
+}
+
+/// A store with `n` one-sample records of exporter uid-0, closed cleanly.
+fn store_with_records(dir: &Path, n: i64) {
+    let wal = open(dir);
+    for i in 0..n {
+        let mut h = header(&[]);
+        h.window_start = Ticks(START + i * INTERVAL);
+        h.window_end = Ticks(START + (i + 1) * INTERVAL);
+        wal.append(&h, &request(i as f64)).unwrap();
+    }
+}
+
+/// A panic inside `guard` is the named file's corruption, with what redb said and where.
+#[test]
+fn guard_turns_a_panic_into_corruption_of_the_file() {
+    let path = Path::new("/data/wal.redb");
+    let err = file::guard(path, || -> () { panic!("Malformed allocator state") }).unwrap_err();
+    match err {
+        WalError::CorruptStore { path: p, detail } => {
+            assert_eq!(p, path);
+            assert!(
+                detail.starts_with("Malformed allocator state at "),
+                "{detail}"
+            );
+            assert!(detail.contains("tests.rs"), "{detail}");
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(file::guard(path, || 7).unwrap(), 7);
+}
+
+/// The tools' reads are guarded too, not only their open: a file that goes bad under an open report
+/// (here: zeroed behind redb's back) makes redb panic mid-read, which is reported as corruption.
+#[test]
+fn a_report_reading_a_file_damaged_after_open_fails_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_records(dir.path(), 40);
+    let wal = Wal::open_existing(dir.path(), 1 << 30, WalAccess::ReadOnly).unwrap();
+    let path = dir.path().join(WAL_FILE_NAME);
+    // Without a page cache, so that every read after the damage reaches the file.
+    let mut config = wal.inner.config.clone();
+    config.cache_bytes = 0;
+    let uncached = file::open_report(&path, dir.path(), &config).unwrap();
+    *wal.inner.db.write().unwrap() = uncached;
+    let len = std::fs::metadata(&path).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &vec![0; (len - 4096) as usize], 4096).unwrap();
+    drop(file);
+    let results = [
+        wal.list(&WalFilter::default()).map(|_| ()),
+        wal.stats().map(|_| ()),
+        wal.dead_letters(&WalFilter::default()).map(|_| ()),
+    ];
+    for result in results {
+        let err = result.expect_err("read a zeroed file");
+        assert!(matches!(err, WalError::CorruptStore { .. }), "{err}");
+    }
+}
+
+/// The reports verify the store as `run` does (every page checksum) though they never write it:
+/// damage in pages they would not otherwise read (payloads) is refused, and the file is unchanged.
+#[test]
+fn a_report_refuses_damage_in_payload_pages_without_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    // Pseudo-random label values: snappy stores many of them verbatim (as literals), so they can be
+    // found in the file.
+    let value = |i: u64| {
+        const SYMBOLS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut x = i.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (0..24)
+            .map(|_| {
+                x ^= x >> 31;
+                x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                char::from(SYMBOLS[(x >> 58) as usize])
+            })
+            .collect::<String>()
+    };
+    let big = WriteRequest {
+        timeseries: (0..2000)
+            .map(|i| TimeSeries {
+                labels: vec![Label::new("__name__", value(i))],
+                samples: vec![Sample {
+                    value: i as f64,
+                    timestamp: 0,
+                }],
+            })
+            .collect(),
+    };
+    wal.append(&header(&[]), &big).unwrap();
+    drop(wal);
+    let path = dir.path().join(WAL_FILE_NAME);
+    let clean = std::fs::read(&path).unwrap();
+    let at = (0..2000)
+        .find_map(|i| {
+            let needle = value(i);
+            clean
+                .windows(needle.len())
+                .position(|w| w == needle.as_bytes())
+        })
+        .expect("a label value in the payload pages");
+    let mut damaged = clean.clone();
+    damaged[at] ^= 0x20;
+    std::fs::write(&path, &damaged).unwrap();
+    let err = Wal::open_existing(dir.path(), 1 << 30, WalAccess::ReadOnly).unwrap_err();
+    assert!(matches!(err, WalError::CorruptStore { .. }), "{err}");
+    assert!(std::fs::read(&path).unwrap() == damaged, "the report wrote");
+    std::fs::write(&path, &clean).unwrap();
+    let wal = Wal::open_existing(dir.path(), 1 << 30, WalAccess::ReadOnly).unwrap();
+    assert_eq!(wal.stats().unwrap().records, 1);
+    drop(wal);
+    assert!(std::fs::read(&path).unwrap() == clean, "the report wrote");
+}
+
+/// Only a missing file is a new store: an empty or truncated one is refused by `open` and by the
+/// tools' open alike, and left as it is.
+#[test]
+fn an_empty_or_truncated_file_is_refused_never_recreated() {
+    let src = tempfile::tempdir().unwrap();
+    store_with_records(src.path(), 3);
+    let whole = std::fs::read(src.path().join(WAL_FILE_NAME)).unwrap();
+    for len in [0, 1, 100, 319] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(WAL_FILE_NAME);
+        std::fs::write(&path, &whole[..len]).unwrap();
+        let errors = [
+            Wal::open(dir.path(), WalConfig::new(1 << 30, ["remote_write"])).unwrap_err(),
+            Wal::open_existing(dir.path(), 1 << 30, WalAccess::ReadOnly).unwrap_err(),
+            Wal::open_existing(dir.path(), 1 << 30, WalAccess::ReadWrite).unwrap_err(),
+        ];
+        for err in errors {
+            let WalError::CorruptStore { detail, .. } = &err else {
+                panic!("{len} bytes: {err}");
+            };
+            let expected = if len == 0 {
+                "empty (0 bytes)"
+            } else {
+                "truncated"
+            };
+            assert!(detail.contains(expected), "{len} bytes: {err}");
+            assert!(err.to_string().contains("move the file aside"), "{err}");
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), &whole[..len]);
+    }
+    // A missing file: a new store for `open`, "no WAL here" for the tools.
+    let dir = tempfile::tempdir().unwrap();
+    let err = Wal::open_existing(dir.path(), 1 << 30, WalAccess::ReadOnly).unwrap_err();
+    assert!(matches!(err, WalError::NoStore { .. }), "{err}");
+    assert_eq!(open(dir.path()).stats().unwrap().records, 0);
 }

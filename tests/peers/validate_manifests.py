@@ -11,8 +11,10 @@
 - The PodMonitor (monitoring.coreos.com, a third-party CRD) has no bundled schema: it is only checked to
   parse with the expected kind, apiVersion, selector and endpoint.
 - Invariants: every kustomization lists every manifest in its directory (and only existing ones); the
-  ClusterRole grants exactly the rules below; the StatefulSet's --replicas equals .spec.replicas, the pod
-  name comes from the downward API, probes, ports, scrape annotations, security context, grace period and
+  ClusterRole grants exactly the rules below, the Role exactly get/list/watch on the StatefulSet itself
+  (by resourceNames) and is bound to the service account; the StatefulSet reads its replica count
+  from itself (no --replicas, or one equal to .spec.replicas), the pod name and namespace come from
+  the downward API, probes, ports, scrape annotations, security context, grace period and
   WAL volume size are as documented in docs/deploy.md.
 
 Usage: validate_manifests.py [REPO_ROOT]   (exit 1 and one line per problem when anything is wrong)
@@ -35,7 +37,11 @@ ALLOWED_RULES = {
     ("adx-mon.azure.com", "metricsexporters", "watch"),
     ("adx-mon.azure.com", "metricsexporters/status", "get"),
     ("adx-mon.azure.com", "metricsexporters/status", "patch"),
+    ("events.k8s.io", "events", "create"),
+    ("events.k8s.io", "events", "patch"),
 }
+# The Role: the replica count from the StatefulSet, by name only.
+ROLE_RULES = {("apps", "statefulsets", "get"), ("apps", "statefulsets", "list"), ("apps", "statefulsets", "watch")}
 THIRD_PARTY = {("monitoring.coreos.com/v1", "PodMonitor")}
 SCRAPE_ANNOTATIONS = {"adx-mon/scrape": "true", "adx-mon/port": "8080", "adx-mon/path": "/metrics"}
 COMPACTION_SLACK = 1.25
@@ -158,6 +164,39 @@ def check_clusterrole(report, what, doc):
     report.expect(not missing, f"{what} grants what adxexporter needs", f"missing: {missing}")
 
 
+def check_role(report, what, doc, statefulsets):
+    granted, names = set(), set()
+    for rule in doc.get("rules") or []:
+        if rule.get("nonResourceURLs"):
+            report.fail(what, f"unexpected nonResourceURLs in {rule}")
+        if not rule.get("resourceNames"):
+            report.fail(what, f"rule without resourceNames grants every object of its kind: {rule}")
+        names.update(rule.get("resourceNames") or [])
+        for group in rule.get("apiGroups") or []:
+            for resource in rule.get("resources") or []:
+                for verb in rule.get("verbs") or []:
+                    granted.add((group, resource, verb))
+    extra = sorted(granted - ROLE_RULES)
+    missing = sorted(ROLE_RULES - granted)
+    report.expect(not extra, f"{what} grants nothing beyond least privilege",
+                  f"grants more than adxexporter needs: {extra}")
+    report.expect(not missing, f"{what} grants what adxexporter needs", f"missing: {missing}")
+    ns = (doc.get("metadata") or {}).get("namespace")
+    wanted = {n for (sns, n) in statefulsets if sns == ns}
+    report.expect(names and names == wanted, f"{what} names the StatefulSet",
+                  f"resourceNames {sorted(names)} must be exactly the StatefulSet(s) in {ns}: {sorted(wanted)}")
+
+
+def check_rolebinding(report, what, doc, roles):
+    ref = doc.get("roleRef") or {}
+    ns = (doc.get("metadata") or {}).get("namespace")
+    subjects = doc.get("subjects") or []
+    report.expect(ref.get("kind") == "Role" and (ns, ref.get("name")) in roles, f"{what} binds the Role",
+                  f"roleRef {ref} is not a Role of this directory in {ns}")
+    report.expect(any(s.get("kind") == "ServiceAccount" and s.get("name") == "adxexporter" for s in subjects),
+                  f"{what} binds the service account", "subjects must include ServiceAccount adxexporter")
+
+
 def container_args(container):
     args = {}
     for arg in container.get("args") or []:
@@ -178,8 +217,10 @@ def check_statefulset(report, what, doc):
     c = containers[0]
     args = container_args(c)
     replicas = spec.get("replicas")
-    report.expect(args.get("replicas") == str(replicas), f"{what} --replicas == .spec.replicas",
-                  f"--replicas={args.get('replicas')} but .spec.replicas={replicas}: they must agree")
+    report.expect("replicas" not in args or args.get("replicas") == str(replicas),
+                  f"{what} --replicas absent or == .spec.replicas",
+                  f"--replicas={args.get('replicas')} but .spec.replicas={replicas}: they must agree "
+                  "(better: drop --replicas, the pods read .spec.replicas)")
     report.expect((c.get("args") or [None])[0] == "run", f"{what} runs `run`", "first arg must be `run`")
     report.expect("manifests" not in args, f"{what} Kubernetes mode", "--manifests selects standalone mode")
     report.expect("kusto-endpoint" in args, f"{what} --kusto-endpoint", "missing --kusto-endpoint")
@@ -189,6 +230,13 @@ def check_statefulset(report, what, doc):
     pod_name = ((env.get("ADXEXPORTER_POD_NAME") or {}).get("valueFrom") or {}).get("fieldRef") or {}
     report.expect(pod_name.get("fieldPath") == "metadata.name", f"{what} ADXEXPORTER_POD_NAME",
                   "ADXEXPORTER_POD_NAME must come from the downward API fieldRef metadata.name")
+    pod_ns = ((env.get("POD_NAMESPACE") or {}).get("valueFrom") or {}).get("fieldRef") or {}
+    report.expect("replicas" in args or pod_ns.get("fieldPath") == "metadata.namespace",
+                  f"{what} POD_NAMESPACE",
+                  "POD_NAMESPACE must come from the downward API fieldRef metadata.namespace "
+                  "(the StatefulSet whose .spec.replicas is the replica count lives there)")
+    report.expect("statefulset" not in args or args["statefulset"] == (doc.get("metadata") or {}).get("name"),
+                  f"{what} --statefulset", "--statefulset must name this StatefulSet")
     report.expect(spec.get("podManagementPolicy") == "Parallel", f"{what} podManagementPolicy",
                   "must be Parallel")
     annotations = pod_meta.get("annotations") or {}
@@ -244,12 +292,18 @@ def check_kubernetes_dir(report, root):
         report.fail(str(base), "no manifests")
     for kfile in sorted(base.rglob("kustomization.yaml")):
         check_kustomization(report, root, kfile)
+    loaded = []
     for path in manifests:
         try:
-            docs = load_docs(path)
+            loaded.append((path, load_docs(path)))
         except yaml.YAMLError as e:
             report.fail(str(path.relative_to(root)), f"not YAML: {e}")
-            continue
+    every = [doc for _, docs in loaded for doc in docs]
+    meta = lambda d: ((d.get("metadata") or {}).get("namespace"), (d.get("metadata") or {}).get("name"))
+    statefulsets = {meta(d) for d in every if d.get("kind") == "StatefulSet"}
+    roles = {meta(d) for d in every if d.get("kind") == "Role"}
+    report.expect(roles, f"{base.relative_to(root)} Role", "no Role granting the StatefulSet's replica count")
+    for path, docs in loaded:
         for doc in docs:
             what = f"{path.relative_to(root)} {name_of(doc)}"
             key = (doc.get("apiVersion"), doc.get("kind"))
@@ -261,6 +315,10 @@ def check_kubernetes_dir(report, root):
                 check_clusterrole(report, what, doc)
             if doc.get("kind") == "StatefulSet":
                 check_statefulset(report, what, doc)
+            if doc.get("kind") == "Role":
+                check_role(report, what, doc, statefulsets)
+            if doc.get("kind") == "RoleBinding":
+                check_rolebinding(report, what, doc, roles)
 
 
 # --- the CRD and the MetricsExporters ---------------------------------------------------------
