@@ -455,6 +455,17 @@ fn a_window_over_the_memory_budget_fails_cleanly_and_says_why() {
             && message.contains("after decoding"),
         "{message}"
     );
+    // The wide window held the whole budget when it failed; it gives it back at once, not after
+    // its retry delay (at least 30 s), or every other resource would wait that long.
+    eventually(
+        "no budget held while the failed windows wait to be retried",
+        Duration::from_secs(20),
+        || {
+            let (_, page) = common::http_get(exporter.metrics_port, "/metrics")?;
+            (metric(&page, "adxexporter_query_memory_reserved_bytes") == Some(0.0)).then_some(())
+        },
+        || exporter.log_tail(),
+    );
     let big = eventually(
         "QueryHealthy=False OverMemoryBudget for the big resource",
         LIMIT,

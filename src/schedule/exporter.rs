@@ -466,7 +466,7 @@ impl Task {
                 tracing::warn!(exporter = %key, window_start = %window.start, window_end = %window.end, permanent, retry_in = ?retry_in, "window failed: {error}");
                 let message = error.to_string();
                 let (reason, hint) = if let WindowError::Query(QueryError::OverMemoryBudget { .. }) = &error {
-                    ("OverMemoryBudget", "retried slowly")
+                    ("OverMemoryBudget", "permanent until the window fits")
                 } else if permanent {
                     ("QueryRejected", "fix the query or the transform")
                 } else {
