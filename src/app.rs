@@ -211,7 +211,8 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
                     cli_prefix: source.metric_name_prefix.clone(),
                 },
                 source.membership.clone(),
-            );
+            )
+            .with_events(events.clone());
             let (health, stop) = (health.clone(), query_stop.clone());
             query_tasks.spawn(async move {
                 watch.run(tx, health, stop).await?;

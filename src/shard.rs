@@ -168,6 +168,17 @@ pub fn owner(uid: &str, replicas: u32) -> u32 {
     best.1
 }
 
+/// The replica that would own `uid` if its owner were gone (the second-highest weight), or the
+/// owner itself with fewer than two replicas: the one replica that speaks for a resource whose
+/// owner has stopped serving it (its stale Event), so the others stay quiet.
+pub fn backup(uid: &str, replicas: u32) -> u32 {
+    let first = owner(uid, replicas);
+    (0..replicas)
+        .filter(|o| *o != first)
+        .max_by_key(|o| (weight(uid, *o), std::cmp::Reverse(*o)))
+        .unwrap_or(first)
+}
+
 /// The rendezvous weight of `ordinal` for `uid`: stable across builds and platforms.
 pub(crate) fn weight(uid: &str, ordinal: u32) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -286,6 +297,17 @@ mod tests {
         }
         let err = Membership::resolve(None, Some("fleet"), None, Some("laptop")).unwrap_err();
         assert!(err.to_string().contains("--pod-name"), "{err}");
+    }
+
+    #[test]
+    fn the_backup_is_another_replica_and_alone_it_is_the_owner() {
+        for i in 0..500 {
+            let uid = format!("uid-{i}");
+            let b = backup(&uid, 3);
+            assert!(b < 3 && b != owner(&uid, 3), "{uid}");
+            assert_eq!(b, backup(&uid, 3), "deterministic");
+            assert_eq!(backup(&uid, 1), 0);
+        }
     }
 
     #[test]

@@ -35,7 +35,7 @@
 //! kube's default backoff: a flaky API server never stops the process. The loop ends only on the
 //! process's shutdown token.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +55,7 @@ use crate::criteria::{self, Placement};
 use crate::registry::{Desired, Exporter, Rejected, Snapshot};
 use crate::shard::{Membership, Shard};
 use crate::telemetry::Health;
+use crate::telemetry::events::{EventQueue, Notice, Regarding, Severity, reasons};
 use crate::telemetry::metrics::EXPORTERS_STALE;
 use crate::time::{Span, Ticks};
 
@@ -332,6 +333,8 @@ struct WatchState {
     /// Whether a full list has completed at least once.
     listed_once: bool,
     published: Published,
+    /// Resources found stale and not fresh since (their Event is recorded once per episode).
+    stale_noticed: HashSet<String>,
 }
 
 impl WatchState {
@@ -343,7 +346,47 @@ impl WatchState {
             relist: None,
             listed_once: false,
             published: Published::default(),
+            stale_noticed: HashSet::new(),
         }
+    }
+
+    /// The Events for resources that became stale since the last call: one per episode, from one
+    /// replica only — the rendezvous backup of the resource ([`crate::shard::backup`]), the replica
+    /// that would own it next — so a fleet records one Event, not one per replica.
+    fn stale_notices(&mut self, now: Ticks) -> Vec<Notice> {
+        let Some(shard) = self.shard else {
+            return Vec::new();
+        };
+        let mut notices = Vec::new();
+        let mut still = HashSet::new();
+        for (key, slot) in &self.slots {
+            let Some(input) = slot.stale_input() else {
+                continue;
+            };
+            if !is_stale(&input, now) {
+                continue;
+            }
+            still.insert(key.clone());
+            if self.stale_noticed.contains(key)
+                || crate::shard::backup(&slot.uid, shard.replicas) != shard.ordinal
+            {
+                continue;
+            }
+            let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
+            notices.push(Notice {
+                regarding: Regarding {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                    uid: slot.uid.clone(),
+                },
+                severity: Severity::Warning,
+                reason: reasons::STALE.to_owned(),
+                action: "Watch",
+                note: "no replica has moved this resource's watermark for 3 intervals past its ingestionDelay: its owner is down or failing (docs/operations.md#exporters-stale)".into(),
+            });
+        }
+        self.stale_noticed = still;
+        notices
     }
 
     fn apply(&mut self, event: Result<Event<MetricsExporter>, watcher::Error>) {
@@ -541,6 +584,8 @@ pub(crate) struct KubeSource {
     /// The fixed shard, or the StatefulSet to follow and this pod's ordinal in it.
     fixed: Option<Shard>,
     members: Option<(Api<StatefulSet>, String, Members)>,
+    /// Where stale resources' Events go (disabled unless [`KubeSource::with_events`]).
+    events: EventQueue,
 }
 
 impl KubeSource {
@@ -578,7 +623,14 @@ impl KubeSource {
             filter,
             fixed,
             members,
+            events: EventQueue::disabled(),
         }
+    }
+
+    /// Records an Event on each resource found stale (see [`WatchState::stale_notices`]).
+    pub fn with_events(mut self, events: EventQueue) -> KubeSource {
+        self.events = events;
+        self
     }
 
     pub async fn run(
@@ -648,6 +700,9 @@ impl KubeSource {
                                 names.join(", "),
                                 if count > names.len() { ", …" } else { "" }
                             );
+                        }
+                        for notice in state.stale_notices(now) {
+                            self.events.publish(notice);
                         }
                     }
                     continue;

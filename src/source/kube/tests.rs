@@ -417,6 +417,70 @@ fn every_replica_checks_every_criteria_matching_resource() {
     }
 }
 
+/// A stale resource gets one Event per episode, from one replica of the fleet (its rendezvous
+/// backup), and another once it was fresh and went stale again.
+#[test]
+fn a_stale_resource_gets_one_event_per_episode_from_one_replica() {
+    let list = [resource("a", "u-a", ""), resource("b", "u-b", "")];
+    let later = ticks("2030-01-01T00:00:00Z");
+    let mut per_resource: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for ordinal in 0..3 {
+        let mut state = listed(
+            &list,
+            Shard {
+                ordinal,
+                replicas: 3,
+            },
+        );
+        for r in &list {
+            state.apply(Ok(Event::Apply(with_watermark(
+                r.clone(),
+                "2026-11-25T10:00:00Z",
+            ))));
+        }
+        for n in state.stale_notices(later) {
+            assert_eq!(n.reason, "Stale");
+            assert_eq!(n.severity, Severity::Warning);
+            per_resource
+                .entry(format!("{}/{}", n.regarding.namespace, n.regarding.name))
+                .or_default()
+                .push(ordinal);
+        }
+        assert!(state.stale_notices(later).is_empty(), "once per episode");
+        // Fresh again, then stale again: a new episode.
+        for r in &list {
+            state.apply(Ok(Event::Apply(with_watermark(
+                r.clone(),
+                "2029-12-31T23:59:00Z",
+            ))));
+        }
+        assert!(state.stale_notices(later).is_empty(), "fresh");
+        for r in &list {
+            state.apply(Ok(Event::Apply(with_watermark(
+                r.clone(),
+                "2026-11-25T10:00:00Z",
+            ))));
+        }
+        let again = state.stale_notices(later).len();
+        assert_eq!(
+            again,
+            per_resource
+                .values()
+                .filter(|o| o.contains(&ordinal))
+                .count(),
+            "replica {ordinal}: a new episode is noticed again"
+        );
+    }
+    assert_eq!(per_resource.len(), 2, "{per_resource:?}");
+    for (key, replicas) in &per_resource {
+        assert_eq!(
+            replicas.len(),
+            1,
+            "{key}: one replica speaks, not {replicas:?}"
+        );
+    }
+}
+
 /// Guards against a hang; never a timing assertion.
 async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(std::time::Duration::from_secs(20), f)
