@@ -401,7 +401,7 @@ impl Task {
             }
             Outcome::Slow { window, running } => {
                 let message = format!(
-                    "the query of window {}..{} has been running for {}s: Kusto answers or the request fails within --kusto-server-timeout plus 30 s; check the cluster's load and the query",
+                    "the query of window {}..{} has been running for {}s: Kusto answers or the request fails within --kusto-server-timeout plus 30 s; check the cluster's load and the query (a query also waits while --query-memory-budget is taken by other queries: adxexporter_query_memory_reserved_bytes)",
                     window.start,
                     window.end,
                     running.as_secs()
