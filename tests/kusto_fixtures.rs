@@ -1,8 +1,13 @@
-//! Conformance suite, built only with `--features sdk-fixtures` (Cargo.toml `required-features`; run by
-//! `.ci/run`): every Microsoft SDK-captured response under `../shared/fixtures/kusto/` (outside this
-//! repository, never copied into it) decoded and checked against the values its README states, plus the
+//! Conformance suite, built only with `--features sdk-fixtures` (Cargo.toml `required-features`) and
+//! reading the directory `$ADXEXPORTER_KUSTO_FIXTURES` names (`.ci/run` sets both): every Microsoft
+//! SDK-captured response there (kept outside this repository, never copied into it) decoded and
+//! checked against the values its README states, plus the
 //! partial-failure channels, truncation at every cut point, row limits and key order. The project's own
 //! fixtures, tested by plain `cargo test`, are in `tests/fixtures/kusto/` (`tests/kusto_recorded.rs`).
+
+#![cfg(feature = "sdk-fixtures")]
+
+use std::path::PathBuf;
 
 use adxexporter::query::{
     ColumnType, DataSet, QueryError, QueryLimits, Table, TableKind, Value, decode_v1, decode_v2,
@@ -11,11 +16,21 @@ use adxexporter::query::{
 use adxexporter::time::{Span, TICKS_PER_SECOND, Ticks};
 use proptest::prelude::*;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/kusto/");
+/// The SDK captures' directory: the switch's second half, so nothing here names a path outside the
+/// repository.
+fn fixtures() -> PathBuf {
+    std::env::var_os("ADXEXPORTER_KUSTO_FIXTURES")
+        .map(PathBuf::from)
+        .expect("set ADXEXPORTER_KUSTO_FIXTURES to the SDK captures' directory (.ci/run does)")
+}
 
 fn read(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{FIXTURES}{name}")).unwrap_or_else(|e| {
-        panic!("{FIXTURES}{name}: {e} (the sdk-fixtures suite needs the SDK captures there)")
+    let path = fixtures().join(name);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (the sdk-fixtures suite needs the SDK captures there)",
+            path.display()
+        )
     })
 }
 
