@@ -38,6 +38,10 @@ pub(crate) use wal::{WalArgs, WalCommand, WalDeadLettersArgs, WalPurgeArgs, WalS
 use crate::shard::ShardError;
 use crate::time::Ticks;
 
+/// `--wal-dir` and `--wal-max-bytes` defaults, the same for `run` and the `wal` tools.
+pub(crate) const DEFAULT_WAL_DIR: &str = "/var/lib/adxexporter";
+pub(crate) const DEFAULT_WAL_MAX_BYTES: &str = "1GiB";
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CliError {
     #[error("{flag}: {item:?} is not {form}")]

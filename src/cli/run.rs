@@ -167,11 +167,11 @@ pub struct RunWalArgs {
     #[arg(
         long,
         env = "ADXEXPORTER_WAL_DIR",
-        default_value = "/var/lib/adxexporter"
+        default_value = super::DEFAULT_WAL_DIR
     )]
     pub wal_dir: PathBuf,
     /// Most bytes the WAL may hold (e.g. 1GiB, 512MiB, 1000000); when full, querying pauses.
-    #[arg(long, env = "ADXEXPORTER_WAL_MAX_BYTES", default_value = "1GiB", value_parser = parse_size)]
+    #[arg(long, env = "ADXEXPORTER_WAL_MAX_BYTES", default_value = super::DEFAULT_WAL_MAX_BYTES, value_parser = parse_size)]
     pub wal_max_bytes: u64,
     /// Free space to keep on the WAL's volume (e.g. 64MiB); below it querying pauses, as when the WAL is full.
     #[arg(long, env = "ADXEXPORTER_WAL_MIN_FREE_BYTES", default_value = "64MiB", value_parser = parse_size)]

@@ -36,11 +36,11 @@ pub struct WalStore {
     #[arg(
         long,
         env = "ADXEXPORTER_WAL_DIR",
-        default_value = "/var/lib/adxexporter"
+        default_value = super::DEFAULT_WAL_DIR
     )]
     pub wal_dir: PathBuf,
     /// `run`'s --wal-max-bytes, shown by `stats` as the limit.
-    #[arg(long, env = "ADXEXPORTER_WAL_MAX_BYTES", default_value = "1GiB", value_parser = parse_size)]
+    #[arg(long, env = "ADXEXPORTER_WAL_MAX_BYTES", default_value = super::DEFAULT_WAL_MAX_BYTES, value_parser = parse_size)]
     pub wal_max_bytes: u64,
     /// Print one JSON document (fields in docs/wal.md) instead of tables.
     #[arg(long)]

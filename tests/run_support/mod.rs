@@ -289,12 +289,8 @@ impl Exporter {
 
     /// SIGTERM, then waits for the exit (bounded) and returns its status.
     pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        self.signal("TERM");
         let mut c = self.child.take().expect("running");
-        let ok = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "kill -TERM failed");
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = c.try_wait().unwrap() {
