@@ -1245,8 +1245,9 @@ async fn replicas_follow_the_statefulset_rescale_without_restart_and_report_unse
         "the surviving replicas to count the dead one's resources as stale",
         &mut [&mut r0, &mut r1],
         || async {
+            // Each resource goes stale when its own watermark is 3 intervals old: wait for all.
             let counts = ports.map(|p| gauge(p, "adxexporter_exporters_stale").unwrap_or(0.0));
-            (counts.iter().all(|c| *c > 0.0)).then_some(counts)
+            (counts.iter().all(|c| *c as usize == moved.len())).then_some(counts)
         },
     )
     .await;
@@ -1255,14 +1256,30 @@ async fn replicas_follow_the_statefulset_rescale_without_restart_and_report_unse
         "stale counts {stale:?}, resources of the dead replica {}",
         moved.len()
     );
+    // The WARN line is written at most once a minute, from the first stale resource on: it names
+    // stale resources of the dead replica (not necessarily all of them yet) and no other.
     for r in [&r0, &r1] {
         let log = r.log_text();
         let line = log
             .lines()
             .find(|l| l.contains("WARN") && l.contains("whose watermark no replica has moved"))
             .unwrap_or_else(|| panic!("{} logged no stale resources:\n{log}", r.label));
-        for (name, _) in &moved {
-            assert!(line.contains(&format!("{NS}/{name}")), "{line}");
+        assert!(
+            moved
+                .iter()
+                .any(|(name, _)| line.contains(&format!("{NS}/{name},"))
+                    || line.contains(&format!("{NS}/{name} "))),
+            "{line}"
+        );
+        for (name, _) in names
+            .iter()
+            .filter(|(n, _)| !moved.iter().any(|(m, _)| m == n))
+        {
+            assert!(
+                !line.contains(&format!("{NS}/{name} "))
+                    && !line.contains(&format!("{NS}/{name},")),
+                "{line}"
+            );
         }
     }
     // Scaled back to 2, the others take the dead replica's resources over: none stale any more.
