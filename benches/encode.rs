@@ -43,7 +43,7 @@ fn window(series: usize, per_series: usize) -> WriteRequest {
             TimeSeries { labels, samples }
         })
         .collect();
-    WriteRequest { timeseries }
+    WriteRequest::new(timeseries)
 }
 
 fn remote_write(w: &WriteRequest) -> (usize, usize, usize) {

@@ -83,6 +83,7 @@ fn incompressible(bytes: usize) -> WriteRequest {
                 timestamp: 0,
             }],
         }],
+        ..Default::default()
     }
 }
 

@@ -1,38 +1,43 @@
 //! Prometheus text exposition of a [`WriteRequest`]: what `adxexporter preview` prints ([`to_text`]),
 //! and the scrape output's "current state" page of one window ([`latest_to_text`]).
 //!
-//! One line per sample, `name{a="x",b="y"} value timestamp_ms`, no `# TYPE`/`# HELP` lines (every
-//! exported metric is a gauge; the lines add nothing a reader needs). The output is stable so it can
-//! be diffed against checked-in expectations:
-//! - lines sorted by metric name, then by the other labels (name, then value, byte order), then time;
+//! One line per sample, `name{a="x",b="y"} value timestamp_ms`. A family the window has metadata
+//! for (a counter, a histogram, or a gauge with a description or unit: docs/design.md#metric-types)
+//! is preceded by its `# HELP` (when described) and `# TYPE` lines; plain gauges have none, as
+//! before metric types existed. The output is stable so it can be diffed against checked-in
+//! expectations:
+//! - lines sorted by family, then metric name, then by the other labels (name, then value, byte
+//!   order; a histogram's `le` by its number), then time;
 //! - labels in name order without `__name__`, braces omitted when there are none;
 //! - label values escaped as the format requires: `\` → `\\`, `"` → `\"`, newline → `\n`;
 //! - values as Prometheus's own `expfmt` writes them (Go `strconv.FormatFloat(v, 'g', -1, 64)`):
 //!   shortest round-trip digits, exponent form when the decimal exponent is < −4 or ≥ 6
 //!   (`1.5e+06`, `1e-05`), `NaN`, `+Inf`, `-Inf`, and `0` for both zeros.
 
+use std::cmp::Ordering;
 use std::fmt::Write as _;
 
-use crate::prompb::{Label, METRIC_NAME_LABEL, Sample, WriteRequest};
+use crate::prompb::{
+    BUCKET_LABEL, Label, METRIC_NAME_LABEL, MetricMetadata, MetricType, Sample, TimeSeries,
+    WriteRequest,
+};
 
-/// The whole request as exposition text, one `\n`-terminated line per sample.
+/// The whole request as exposition text, one `\n`-terminated line per sample, each family's lines
+/// after its `# HELP`/`# TYPE` lines when the window has metadata for it.
 pub fn to_text(req: &WriteRequest) -> String {
-    let mut series: Vec<(&str, Vec<&Label>, usize)> = (req.timeseries.iter().enumerate())
-        .map(|(i, ts)| {
-            let others = (ts.labels.iter())
-                .filter(|l| l.name != METRIC_NAME_LABEL)
-                .collect();
-            (ts.metric_name(), others, i)
-        })
+    let mut series: Vec<Line<'_>> = (req.timeseries.iter().enumerate())
+        .map(|(i, ts)| Line::new(req, ts, i))
         .collect();
-    series.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    series.sort_by(Line::cmp);
 
     let mut out = String::with_capacity(req.sample_count() * 64);
     let mut prefix = String::new();
-    for (name, labels, i) in series {
+    let mut family = None;
+    for line in series {
+        write_family_header(&mut out, &mut family, &line);
         prefix.clear();
-        write_series_prefix(&mut prefix, name, &labels);
-        let mut samples = req.timeseries[i].samples.clone();
+        write_series_prefix(&mut prefix, line.name, &line.labels);
+        let mut samples = req.timeseries[line.index].samples.clone();
         samples.sort_by_key(|s| s.timestamp);
         for s in samples {
             out.push_str(&prefix);
@@ -48,20 +53,17 @@ pub fn to_text(req: &WriteRequest) -> String {
 /// current state), sorted like [`to_text`], with the sample's timestamp only when `timestamps`.
 /// A series listed twice in the window (not produced by the transform) appears once, newest sample.
 pub(crate) fn latest_to_text(req: &WriteRequest, timestamps: bool) -> String {
-    let mut series: Vec<(&str, Vec<&Label>, &Sample)> = (req.timeseries.iter())
-        .filter_map(|ts| {
+    let mut series: Vec<(Line<'_>, &Sample)> = (req.timeseries.iter().enumerate())
+        .filter_map(|(i, ts)| {
             // max_by_key keeps the last of equal timestamps: the transform keeps the last too.
             let newest = ts.samples.iter().max_by_key(|s| s.timestamp)?;
-            let others = (ts.labels.iter())
-                .filter(|l| l.name != METRIC_NAME_LABEL)
-                .collect();
-            Some((ts.metric_name(), others, newest))
+            Some((Line::new(req, ts, i), newest))
         })
         .collect();
-    series.sort_by(|a, b| (a.0, &a.1, a.2.timestamp).cmp(&(b.0, &b.1, b.2.timestamp)));
+    series.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.timestamp.cmp(&b.1.timestamp)));
     // After the sort, duplicates of one series are adjacent with the newest last.
     series.dedup_by(|later, earlier| {
-        let same = (later.0, &later.1) == (earlier.0, &earlier.1);
+        let same = later.0.cmp(&earlier.0).is_eq();
         if same {
             std::mem::swap(later, earlier);
         }
@@ -69,8 +71,10 @@ pub(crate) fn latest_to_text(req: &WriteRequest, timestamps: bool) -> String {
     });
 
     let mut out = String::with_capacity(series.len() * 64);
-    for (name, labels, sample) in series {
-        write_series_prefix(&mut out, name, &labels);
+    let mut family = None;
+    for (line, sample) in series {
+        write_family_header(&mut out, &mut family, &line);
+        write_series_prefix(&mut out, line.name, &line.labels);
         out.push(' ');
         write_value(&mut out, sample.value);
         if timestamps {
@@ -79,6 +83,82 @@ pub(crate) fn latest_to_text(req: &WriteRequest, timestamps: bool) -> String {
         out.push('\n');
     }
     out
+}
+
+/// One series as a text line: its family (for `# HELP`/`# TYPE`), name and other labels.
+struct Line<'a> {
+    family: &'a str,
+    metadata: Option<&'a MetricMetadata>,
+    name: &'a str,
+    labels: Vec<&'a Label>,
+    index: usize,
+}
+
+impl<'a> Line<'a> {
+    fn new(req: &'a WriteRequest, ts: &'a TimeSeries, index: usize) -> Line<'a> {
+        let name = ts.metric_name();
+        let metadata = req.metadata_of(name);
+        Line {
+            family: metadata.map_or(name, |m| m.metric_family_name.as_str()),
+            metadata,
+            name,
+            labels: (ts.labels.iter())
+                .filter(|l| l.name != METRIC_NAME_LABEL)
+                .collect(),
+            index,
+        }
+    }
+
+    /// By family, then name, then labels (name, then value, byte order; a histogram's `le` by
+    /// its number, so buckets read from low to high).
+    fn cmp(&self, other: &Line<'_>) -> Ordering {
+        (self.family, self.name)
+            .cmp(&(other.family, other.name))
+            .then_with(|| {
+                for (a, b) in self.labels.iter().zip(&other.labels) {
+                    let order = a.name.cmp(&b.name).then_with(|| match a.name == BUCKET_LABEL {
+                        true => bound(&a.value).total_cmp(&bound(&b.value)),
+                        false => a.value.cmp(&b.value),
+                    });
+                    if order.is_ne() {
+                        return order;
+                    }
+                }
+                self.labels.len().cmp(&other.labels.len())
+            })
+    }
+}
+
+fn bound(le: &str) -> f64 {
+    le.parse().unwrap_or(f64::NAN)
+}
+
+/// `# HELP` (when there is a description) and `# TYPE` before the first line of a family that has
+/// metadata.
+fn write_family_header<'a>(out: &mut String, current: &mut Option<&'a str>, line: &Line<'a>) {
+    let Some(m) = line.metadata else { return };
+    if *current == Some(line.family) {
+        return;
+    }
+    *current = Some(line.family);
+    if !m.help.is_empty() {
+        let _ = write!(out, "# HELP {} ", line.family);
+        for c in m.help.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('\n');
+    }
+    let kind = match MetricType::try_from(m.r#type) {
+        Ok(MetricType::Counter) => "counter",
+        Ok(MetricType::Histogram) => "histogram",
+        Ok(MetricType::Gauge) => "gauge",
+        _ => "untyped",
+    };
+    let _ = writeln!(out, "# TYPE {} {kind}", line.family);
 }
 
 fn write_series_prefix(out: &mut String, name: &str, labels: &[&Label]) {
@@ -203,6 +283,7 @@ mod tests {
                 series(&[("Z", "z"), ("__name__", "b")], &[(3.0, 5)]),
                 series(&[("__name__", "a")], &[(0.5, 30)]),
             ],
+            ..Default::default()
         };
         assert_eq!(
             to_text(&req),
@@ -220,6 +301,7 @@ mod tests {
                 &[("__name__", "m"), ("v", "a\\b\"c\nd")],
                 &[(1.0, 1)],
             )],
+            ..Default::default()
         };
         assert_eq!(to_text(&req), "m{v=\"a\\\\b\\\"c\\nd\"} 1 1\n");
     }
@@ -234,6 +316,7 @@ mod tests {
                 // The same series twice: the newer sample wins wherever it is listed.
                 series(&[("__name__", "b"), ("x", "2")], &[(7.0, 15)]),
             ],
+            ..Default::default()
         };
         assert_eq!(latest_to_text(&req, false), "a 0.5\nb{x=\"2\"} 2\n");
         assert_eq!(latest_to_text(&req, true), "a 0.5 30\nb{x=\"2\"} 2 20\n");

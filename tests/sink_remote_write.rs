@@ -148,6 +148,7 @@ async fn prometheus_out_of_order_resend_is_permanent_with_its_body() {
     // A genuinely older sample for an existing series.
     let mut older = WriteRequest {
         timeseries: vec![window.timeseries[2].clone()],
+        ..Default::default()
     };
     older.timeseries[0].samples = vec![Sample {
         value: 42.0,
@@ -228,6 +229,7 @@ async fn a_series_larger_than_the_limit_goes_alone_and_arrives() {
                 samples(3, end, |i| i as f64),
             ),
         ],
+        ..Default::default()
     };
     let delivered = sink(&prom, 1024).push(&window).await.unwrap();
     assert_eq!((delivered.requests, delivered.oversized_requests), (3, 1));

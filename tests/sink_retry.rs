@@ -23,6 +23,7 @@ fn small_window() -> WriteRequest {
             &[("k", "v")],
             samples(3, now_ms(), |i| i as f64),
         )],
+        ..Default::default()
     }
 }
 
@@ -225,6 +226,7 @@ async fn a_failed_request_is_resumed_without_resending_accepted_ones() {
                 )
             })
             .collect(),
+        ..Default::default()
     };
     let sink = remote_write(&format!("{}/api/v1/write", peer.url), 1024);
     script(&peer, json!([{"status": 204}, {"status": 503}])).await;

@@ -43,6 +43,7 @@ fn window(name: &str, hosts: &[(&str, f64)], ts: i64) -> Arc<WriteRequest> {
                 }],
             })
             .collect(),
+        ..Default::default()
     })
 }
 

@@ -38,6 +38,7 @@ fn window() -> WriteRequest {
                 timestamp: now,
             }],
         }],
+        ..Default::default()
     }
 }
 

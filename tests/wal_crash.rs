@@ -67,6 +67,7 @@ fn request(seq: i64) -> WriteRequest {
                 }],
             })
             .collect(),
+        ..Default::default()
     }
 }
 

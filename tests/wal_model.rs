@@ -46,6 +46,7 @@ fn request(seed: u64, series: usize) -> WriteRequest {
                 }],
             })
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -950,6 +951,7 @@ fn incompressible_request(bytes: usize) -> WriteRequest {
                 timestamp: 0,
             }],
         }],
+        ..Default::default()
     }
 }
 

@@ -38,6 +38,7 @@ fn append(wal: &Wal, exporter: &ExporterRef, minute: i64) -> RecordId {
                 timestamp: 0,
             }],
         }],
+        ..Default::default()
     };
     wal.append(&header, &request).unwrap()
 }

@@ -123,5 +123,10 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<ExitCode> {
             format!(" ({})", skipped.join(", "))
         }
     );
+    if mapping.is_cumulative() {
+        eprintln!(
+            "{key}: values are this window's own increases: `run` exports running totals, advanced once per window (preview holds no state)"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -25,6 +25,7 @@ mod load;
 pub mod names;
 #[cfg(test)]
 mod tests;
+mod transform;
 mod types;
 mod validate;
 
@@ -39,7 +40,10 @@ pub(crate) use types::{
     BacklogStatus, Condition, DeadLetterStatus, LastQueryStatus, MetricsExporterSpec, crd_yaml,
 };
 pub use types::{MetricsExporterStatus, TransformSpec};
-pub(crate) use validate::{LabelColumn, ValidatedSpec, ValidatedTransform};
+pub(crate) use transform::{
+    LabelColumn, MetricKind, NameStyle, Temporality, ValidatedTransform,
+};
+pub(crate) use validate::ValidatedSpec;
 
 /// API group and version of the resource.
 pub const API_VERSION: &str = "adx-mon.azure.com/v1";

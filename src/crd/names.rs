@@ -84,3 +84,90 @@ pub fn kql_identifier(key: &str) -> String {
     }));
     out
 }
+
+/// A valid Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub(crate) fn is_metric_name(s: &str) -> bool {
+    s.bytes().enumerate().all(|(i, b)| {
+        b.is_ascii_alphabetic() || b == b'_' || b == b':' || (i > 0 && b.is_ascii_digit())
+    }) && !s.is_empty()
+}
+
+/// A valid Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub(crate) fn is_label_name(s: &str) -> bool {
+    s.bytes()
+        .enumerate()
+        .all(|(i, b)| b.is_ascii_alphabetic() || b == b'_' || (i > 0 && b.is_ascii_digit()))
+        && !s.is_empty()
+}
+
+/// Whether a name part carries anything but separators: a part with no ASCII letter or digit
+/// sanitises to `_`s only (docs/design.md#metric-names).
+pub(crate) fn has_letter_or_digit(s: &str) -> bool {
+    s.bytes().any(|b| b.is_ascii_alphanumeric())
+}
+
+/// `nameStyle: adxmon`: one name part normalised exactly as the Go exporter's
+/// `normalizeColumnName` does: `_` between a lower case letter or digit and an upper case letter,
+/// and before the last of several upper case letters followed by a lower case one (its two regexes,
+/// applied in turn, leftmost first); lower case; every char outside `[a-z0-9_]` → `_`; runs of `_`
+/// collapsed; `_` trimmed; `_` before a leading digit. Empty when nothing is left (the Go exporter's
+/// error).
+pub(crate) fn adxmon_normalize(s: &str) -> String {
+    static CAMEL: std::sync::LazyLock<[regex::Regex; 2]> = std::sync::LazyLock::new(|| {
+        // Constant patterns: they compile (a unit test runs them).
+        #[allow(clippy::unwrap_used)]
+        [
+            regex::Regex::new("([a-z0-9])([A-Z])").unwrap(),
+            regex::Regex::new("([A-Z])([A-Z][a-z])").unwrap(),
+        ]
+    });
+    let [lower_upper, upper_word] = &*CAMEL;
+    let split = lower_upper.replace_all(s, "${1}_${2}");
+    let split = upper_word.replace_all(&split, "${1}_${2}");
+    let lowered: String = (split.to_lowercase().chars())
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut out = adxmon_join([lowered.as_str()]);
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// The Go exporter's `constructMetricName` over normalised parts: the non-empty parts joined with
+/// `_`, runs of `_` collapsed, `_` trimmed at both ends (which drops the `_` a digit-first first
+/// part was given; [`adxmon_name`] puts it back, since such a name is not valid).
+pub(crate) fn adxmon_join<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for part in parts.into_iter().filter(|p| !p.is_empty()) {
+        if !out.is_empty() {
+            out.push('_');
+        }
+        for c in part.chars() {
+            if c == '_' && (out.is_empty() || out.ends_with('_')) {
+                continue;
+            }
+            out.push(c);
+        }
+    }
+    while out.ends_with('_') {
+        out.pop();
+    }
+    out
+}
+
+/// A whole `nameStyle: adxmon` name from normalised parts; `_` in front of a leading digit (the Go
+/// exporter leaves such a name invalid, and every receiver refuses it).
+pub(crate) fn adxmon_name<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = adxmon_join(parts);
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}

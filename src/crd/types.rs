@@ -107,6 +107,47 @@ pub struct TransformSpec {
     /// Columns that become labels (names sanitised to `[a-zA-Z_][a-zA-Z0-9_]*`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub label_columns: Vec<String>,
+    /// `gauge` (default): each value is the metric's value. `counter`: each value is the series'
+    /// increase during the window; exported as a running total named `<name>_total`. `histogram`:
+    /// rows are buckets (`bucketColumn`), the value is the bucket's count during the window.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["gauge", "counter", "histogram"]))]
+    pub type_: Option<String>,
+    /// OTLP outputs of a counter or histogram: `cumulative` running totals (default) or per-window
+    /// `delta`s. Remote write and the scrape page always carry running totals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["cumulative", "delta"]))]
+    pub temporality: Option<String>,
+    /// Histogram: the real column holding each row's bucket upper bound (`+inf` allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_column: Option<String>,
+    /// Histogram: the column holding the sum of the observed values of each row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sum_column: Option<String>,
+    /// Counter or histogram: a series unseen for this long restarts its running total from 0
+    /// (Go duration, default 24h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|μs|ms|s|m|h))+$"))]
+    pub reset_after_idle: Option<String>,
+    /// Help text: OTLP description, remote-write metadata, `# HELP` on the scrape page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Unit (e.g. `seconds`, `By`): OTLP unit, remote-write metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// Labels added to every sample (`name: value`); names must not collide with label columns.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub static_labels: BTreeMap<String, String>,
+    /// The metric name of each value column (`column: name`), instead of the name column or
+    /// default name and the `_<column>` suffix; prefixes still apply.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metric_names: BTreeMap<String, String>,
+    /// How names are built: `prometheus` (default: characters outside `[a-zA-Z0-9_:]` become `_`,
+    /// case kept) or `adxmon` (exactly as the Go exporter: snake_case, lower case, `_<column>`
+    /// suffix always).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["prometheus", "adxmon"]))]
+    pub name_style: Option<String>,
 }
 
 /// Written only by adxexporter, by patch to the status subresource.

@@ -149,6 +149,7 @@ fn request(series: usize) -> WriteRequest {
                 }],
             })
             .collect(),
+        ..Default::default()
     }
 }
 

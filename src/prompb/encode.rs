@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use prost::encoding::{encode_varint, encoded_len_varint};
 
-use super::{Sample, TimeSeries};
+use super::{MetricMetadata, Sample, TimeSeries, WriteRequest};
 
 /// Why a request could not be encoded.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +120,33 @@ fn put_series(s: &TimeSeries, body_len: usize, buf: &mut Vec<u8>) {
     put_samples(&s.samples, buf);
 }
 
+/// `WriteRequest.metadata` field number.
+const METADATA_TAG: u32 = 3;
+/// `WriteRequest.cumulative` (adxexporter's own, WAL only) field number.
+const CUMULATIVE_TAG: u32 = 1000;
+
+/// What `WriteRequest.metadata` fields add to a request.
+pub(crate) fn metadata_len(metadata: &[MetricMetadata]) -> usize {
+    use prost::Message;
+    metadata.iter().map(|m| nested_len(m.encoded_len())).sum()
+}
+
+/// Appends `WriteRequest.metadata` fields (few and small: prost writes them).
+pub(crate) fn put_metadata(metadata: &[MetricMetadata], buf: &mut Vec<u8>) {
+    for m in metadata {
+        prost::encoding::message::encode(METADATA_TAG, m, buf);
+    }
+}
+
+/// The fields after the series of a whole stored window (metadata, then our `cumulative`): with
+/// the series' fields in front, prost's bytes of `request`.
+pub(crate) fn put_window_tail(request: &WriteRequest, buf: &mut Vec<u8>) {
+    put_metadata(&request.metadata, buf);
+    if let Some(c) = &request.cumulative {
+        prost::encoding::message::encode(CUMULATIVE_TAG, c, buf);
+    }
+}
+
 /// Encodes series into snappy-compressed `WriteRequest` bodies, reusing its buffers between calls.
 pub struct RemoteWriteEncoder {
     raw: Vec<u8>,
@@ -157,7 +184,17 @@ impl RemoteWriteEncoder {
     /// The snappy (block format) body of a `WriteRequest` holding `series`. Compresses into a reused
     /// buffer and copies the (~6× smaller) result out, instead of faulting in a fresh worst-case buffer.
     pub fn encode(&mut self, series: &[TimeSeries]) -> Result<Bytes, EncodeError> {
+        self.encode_with_metadata(series, &[])
+    }
+
+    /// [`encode`](Self::encode) with `WriteRequest.metadata` after the series.
+    pub fn encode_with_metadata(
+        &mut self,
+        series: &[TimeSeries],
+        metadata: &[MetricMetadata],
+    ) -> Result<Bytes, EncodeError> {
         self.encode_raw(series);
+        put_metadata(metadata, &mut self.raw);
         let raw = std::mem::take(&mut self.raw);
         let body = self.compress(&raw);
         self.raw = raw;

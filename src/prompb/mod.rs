@@ -8,11 +8,66 @@
 pub mod encode;
 pub use encode::RemoteWriteEncoder;
 
-/// `prometheus.WriteRequest`. Field 3 (`metadata`) is never sent.
+/// The label of a histogram bucket series holding its upper bound.
+pub(crate) const BUCKET_LABEL: &str = "le";
+
+/// `prometheus.WriteRequest`, and the one field of ours the WAL keeps beside it.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct WriteRequest {
     #[prost(message, repeated, tag = "1")]
     pub timeseries: Vec<TimeSeries>,
+    /// One entry per metric family that has a type other than gauge, a description or a unit
+    /// (docs/design.md#metric-types); empty otherwise, so a plain gauge window is byte for byte what
+    /// it always was.
+    #[prost(message, repeated, tag = "3")]
+    pub metadata: Vec<MetricMetadata>,
+    /// Not remote write: adxexporter's own field (a number far from upstream's), present only in a
+    /// counter or histogram window stored in the WAL, and never sent to a remote-write receiver
+    /// (the sink encodes fields 1 and 3 only). It holds what OTLP needs beside the running totals.
+    #[prost(message, optional, tag = "1000")]
+    pub cumulative: Option<Cumulative>,
+}
+
+/// `prometheus.MetricMetadata`.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct MetricMetadata {
+    #[prost(enumeration = "MetricType", tag = "1")]
+    pub r#type: i32,
+    #[prost(string, tag = "2")]
+    pub metric_family_name: String,
+    #[prost(string, tag = "4")]
+    pub help: String,
+    #[prost(string, tag = "5")]
+    pub unit: String,
+}
+
+/// `prometheus.MetricMetadata.MetricType`: the ones adxexporter writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum MetricType {
+    Unknown = 0,
+    Counter = 1,
+    Gauge = 2,
+    Histogram = 3,
+}
+
+/// What a counter or histogram window carries besides its running totals (docs/design.md#counters),
+/// for OTLP: each series' start (where its running total began) and each sample's increase in this
+/// window, both in the order of `WriteRequest.timeseries` and their samples.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Cumulative {
+    /// Unix milliseconds, one per series.
+    #[prost(int64, repeated, tag = "1")]
+    pub series_start_ms: Vec<i64>,
+    /// One per sample, all series back to back.
+    #[prost(double, repeated, tag = "2")]
+    pub increases: Vec<f64>,
+    /// OTLP gets the increases as delta points instead of the running totals.
+    #[prost(bool, tag = "3")]
+    pub delta: bool,
+    /// Start of the window (Unix milliseconds): a delta point's start time.
+    #[prost(int64, tag = "4")]
+    pub window_start_ms: i64,
 }
 
 /// `prometheus.TimeSeries`. Fields 3 (exemplars) and 4 (histograms) are never sent.
@@ -65,7 +120,35 @@ impl TimeSeries {
 }
 
 impl WriteRequest {
+    /// A window of gauges with no metadata.
+    pub fn new(timeseries: Vec<TimeSeries>) -> WriteRequest {
+        WriteRequest {
+            timeseries,
+            ..WriteRequest::default()
+        }
+    }
+
+    /// The metadata of the family `name` belongs to, if the window has any.
+    pub fn metadata_of(&self, name: &str) -> Option<&MetricMetadata> {
+        self.metadata.iter().find(|m| m.covers(name))
+    }
+
     pub fn sample_count(&self) -> usize {
         self.timeseries.iter().map(|s| s.samples.len()).sum()
+    }
+}
+
+impl MetricMetadata {
+    /// Whether a series named `name` belongs to this family: the family name itself, or for a
+    /// histogram its `_bucket`, `_count` and `_sum` series.
+    pub fn covers(&self, name: &str) -> bool {
+        match name.strip_prefix(self.metric_family_name.as_str()) {
+            Some("") => true,
+            Some(suffix) => {
+                self.r#type == MetricType::Histogram as i32
+                    && matches!(suffix, "_bucket" | "_count" | "_sum")
+            }
+            None => false,
+        }
     }
 }

@@ -37,7 +37,7 @@ use crate::telemetry::metrics::{
     QUERIES, QUERY_DURATION, ROWS_READ, SAMPLES_PRODUCED, SAMPLES_SKIPPED,
 };
 use crate::time::Ticks;
-use crate::transform::{EncodedTransform, TransformError, TransformStats, transform_encoded};
+use crate::transform::{ForWal, TransformError, TransformStats, transform_for_wal};
 use crate::wal::{RecordHeader, Wal, WalError, blocking};
 
 /// Backoff for transient query failures.
@@ -281,7 +281,7 @@ impl Task {
             let elapsed = started.elapsed();
             let outcome = match result {
                 Ok((rows, transformed)) => {
-                    let unusable = unusable_rows(&transformed.stats);
+                    let unusable = unusable_rows(transformed.stats());
                     let appended = self.append(&window, transformed).await;
                     drop(reservation);
                     match appended {
@@ -355,8 +355,8 @@ impl Task {
     }
 
     /// Appends the window's samples; the watermark moves in the same transaction.
-    async fn append(&self, window: &Window, t: EncodedTransform) -> Result<u64, WalError> {
-        record_transform_metrics(&self.key, &t);
+    async fn append(&self, window: &Window, t: ForWal) -> Result<u64, WalError> {
+        record_transform_metrics(&self.key, t.stats());
         let header = RecordHeader {
             exporter: self.ex.id.clone(),
             generation: self.ex.generation,
@@ -366,8 +366,15 @@ impl Task {
             outputs: self.ex.spec.outputs.clone().unwrap_or_default(),
         };
         let wal = self.ctx.wal.clone();
-        let samples = t.stats.samples;
-        blocking(move || wal.append_encoded(&header, &t.write_request, samples)).await?;
+        let samples = t.stats().samples;
+        let (reset_after_idle, delta) = (self.ex.mapping.reset_after_idle, self.ex.mapping.delta());
+        blocking(move || match t {
+            ForWal::Encoded(t) => wal.append_encoded(&header, &t.write_request, samples),
+            ForWal::Increases(t) => {
+                wal.append_cumulative(&header, t.request, reset_after_idle, delta)
+            }
+        })
+        .await?;
         Ok(samples)
     }
 
@@ -503,7 +510,7 @@ impl Task {
         client: &KustoClient,
         window: &Window,
         reservation: &mut Reservation,
-    ) -> Result<(u64, EncodedTransform), WindowError> {
+    ) -> Result<(u64, ForWal), WindowError> {
         let (ex, ctx) = (&self.ex, &self.ctx);
         let csl = query_text(window, &ctx.cluster_labels, &ex.spec.body);
         let limits = QueryLimits {
@@ -515,11 +522,12 @@ impl Task {
             (client.query_within(&ex.spec.database, &csl, &limits, reservation, keep)).await?;
         let table = data.into_primary().ok_or(WindowError::NoResultTable)?;
         let rows = table.row_count() as u64;
-        // Straight to protobuf: the WAL stores bytes, and a `WriteRequest` would cost a heap string per label.
-        let transformed = transform_encoded(&table, &ex.mapping)?;
+        // A gauge goes straight to protobuf: the WAL stores bytes, and a `WriteRequest` would cost a
+        // heap string per label. Counters and histograms need their labels to find running totals.
+        let transformed = transform_for_wal(&table, &ex.mapping)?;
         drop(table);
         crate::query::budget::release_freed_memory(reservation.peak_bytes()).await;
-        reservation.shrink_to(transformed.write_request.len() as u64);
+        reservation.shrink_to(transformed.held_bytes());
         Ok((rows, transformed))
     }
 }
@@ -591,10 +599,10 @@ fn unusable_rows(stats: &TransformStats) -> Option<String> {
     ))
 }
 
-fn record_transform_metrics(key: &str, t: &EncodedTransform) {
-    metrics::counter!(ROWS_READ, "exporter" => key.to_owned()).increment(t.stats.rows);
-    metrics::counter!(SAMPLES_PRODUCED, "exporter" => key.to_owned()).increment(t.stats.samples);
-    for (reason, n) in &t.stats.skipped {
+fn record_transform_metrics(key: &str, t: &TransformStats) {
+    metrics::counter!(ROWS_READ, "exporter" => key.to_owned()).increment(t.rows);
+    metrics::counter!(SAMPLES_PRODUCED, "exporter" => key.to_owned()).increment(t.samples);
+    for (reason, n) in &t.skipped {
         metrics::counter!(SAMPLES_SKIPPED, "exporter" => key.to_owned(), "reason" => reason.as_str())
             .increment(*n);
     }

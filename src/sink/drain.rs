@@ -323,6 +323,7 @@ mod tests {
                     timestamp: 0,
                 }],
             }],
+            ..Default::default()
         };
         wal.append(&header, &request).unwrap();
         let sink = Arc::new(FlakySink {

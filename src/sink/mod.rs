@@ -32,6 +32,7 @@ pub mod http;
 pub mod otlp;
 pub(crate) mod otlp_grpc;
 pub(crate) mod otlp_proto;
+mod otlp_typed;
 pub mod remote_write;
 pub mod retry;
 pub mod scrape;

@@ -28,6 +28,7 @@ use super::otlp_proto::{
     KeyValue, Metric, NumberDataPoint, Resource, ResourceMetrics, ScopeMetrics,
 };
 use super::retry::Protocol;
+use super::otlp_typed;
 use super::split::{Chunk, pack};
 use super::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT, PushResult, Sink, SinkError};
 use crate::prompb::{METRIC_NAME_LABEL, TimeSeries, WriteRequest};
@@ -229,6 +230,9 @@ impl OtlpTemplate {
 
     /// Groups series by name (first appearance order; series without samples dropped) and packs them.
     pub fn plan(&self, window: &WriteRequest, max_bytes: usize) -> OtlpPlan {
+        if otlp_typed::is_typed(window) {
+            return self.plan_typed(window, max_bytes);
+        }
         let order = group_by_name(&window.timeseries);
         let series = |i: usize| {
             window
@@ -251,8 +255,45 @@ impl OtlpTemplate {
         OtlpPlan { order, chunks }
     }
 
+    /// A typed window's plan: its units (a series, or a histogram's series) packed whole, each
+    /// costed as its own `Metric` (an upper bound: neighbours of one metric share it).
+    fn plan_typed(&self, window: &WriteRequest, max_bytes: usize) -> OtlpPlan {
+        let units = otlp_typed::units(window);
+        let costs: Vec<usize> = (units.iter())
+            .map(|unit| {
+                (otlp_typed::metrics(window, unit).iter())
+                    .map(|m| field_len(m.encoded_len()))
+                    .sum()
+            })
+            .collect();
+        let unit_chunks = pack(units.len(), self.fixed, max_bytes, |i, _| {
+            costs.get(i).copied().unwrap_or(0)
+        });
+        let mut starts = Vec::with_capacity(units.len() + 1);
+        let mut at = 0;
+        for unit in &units {
+            starts.push(at);
+            at += unit.len();
+        }
+        starts.push(at);
+        let position = |u: usize| starts.get(u).copied().unwrap_or(at);
+        let chunks = (unit_chunks.into_iter())
+            .map(|c| Chunk {
+                range: position(c.range.start)..position(c.range.end),
+                ..c
+            })
+            .collect();
+        OtlpPlan {
+            order: units.into_iter().flatten().collect(),
+            chunks,
+        }
+    }
+
     /// The request holding the series `window.timeseries[i]` for `i` in `order` (grouped by name).
     pub fn build(&self, window: &WriteRequest, order: &[usize]) -> ExportMetricsServiceRequest {
+        if otlp_typed::is_typed(window) {
+            return self.request(otlp_typed::metrics(window, order));
+        }
         let mut metrics: Vec<Metric> = Vec::new();
         for s in order.iter().filter_map(|&i| window.timeseries.get(i)) {
             let name = s.metric_name();
@@ -262,6 +303,7 @@ impl OtlpTemplate {
                     metrics.push(Metric {
                         name: name.to_owned(),
                         gauge: Some(Gauge::default()),
+                        ..Metric::default()
                     });
                     let Some(m) = metrics.last_mut() else {
                         continue;
@@ -275,8 +317,13 @@ impl OtlpTemplate {
                 attributes: attributes.clone(),
                 time_unix_nano: unix_nanos(sample.timestamp),
                 as_double: Some(sample.value),
+                ..NumberDataPoint::default()
             }));
         }
+        self.request(metrics)
+    }
+
+    fn request(&self, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
         ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
                 resource: Some(self.resource.clone()),
@@ -336,6 +383,14 @@ impl<'t> OtlpEncoder<'t> {
 
     /// The uncompressed request bytes for `order`, left in an internal buffer.
     pub fn encode_raw(&mut self, window: &WriteRequest, order: &[usize]) -> &[u8] {
+        if otlp_typed::is_typed(window) {
+            // Types, metadata or running totals: prost writes the request (these windows are
+            // fewer and their points are not gauges the byte-level writer below knows).
+            self.raw.clear();
+            let request = self.template.build(window, order);
+            request.encode(&mut self.raw).unwrap_or_default();
+            return &self.raw;
+        }
         self.layout(window, order);
         let t = self.template;
         let metric_body = |m: &MetricLayout, window: &WriteRequest| {
@@ -510,7 +565,7 @@ fn attributes(s: &TimeSeries) -> Vec<KeyValue> {
 }
 
 /// Sample ms → ns; negative (pre-1970) clamps to 0, far-future saturates.
-fn unix_nanos(ms: i64) -> u64 {
+pub(super) fn unix_nanos(ms: i64) -> u64 {
     u64::try_from(ms).unwrap_or(0).saturating_mul(1_000_000)
 }
 
@@ -573,6 +628,7 @@ mod tests {
                 series("c", "h1", 0),
                 series("a", "h2", 1),
             ],
+            ..Default::default()
         };
         let plan = template().plan(&window, 1 << 20);
         assert_eq!(plan.order, vec![0, 2, 1, 4]);
@@ -591,6 +647,7 @@ mod tests {
             timeseries: (0..200)
                 .map(|i| series(&format!("m{}", i % 7), &format!("host-{i}"), i % 5 + 1))
                 .collect(),
+            ..Default::default()
         };
         let t = template();
         for max in [1024, 3000, 20_000, 1 << 22] {
@@ -647,7 +704,7 @@ mod tests {
                 }
                 TimeSeries { labels, samples }
             });
-        proptest::collection::vec(series, 0..8).prop_map(|timeseries| WriteRequest { timeseries })
+        proptest::collection::vec(series, 0..8).prop_map(|timeseries| WriteRequest::new(timeseries))
     }
 
     proptest! {

@@ -63,13 +63,65 @@ pub struct InstrumentationScope {
     pub version: String,
 }
 
-/// `Metric` with the `gauge` member (5) of its `data` oneof; description, unit and metadata are never sent.
+/// `Metric` with the `gauge` (5), `sum` (7) and `histogram` (9) members of its `data` oneof (one is
+/// set); field 12 (`metadata`) is never sent.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Metric {
     #[prost(string, tag = "1")]
     pub name: String,
+    #[prost(string, tag = "2")]
+    pub description: String,
+    #[prost(string, tag = "3")]
+    pub unit: String,
     #[prost(message, optional, tag = "5")]
     pub gauge: Option<Gauge>,
+    #[prost(message, optional, tag = "7")]
+    pub sum: Option<Sum>,
+    #[prost(message, optional, tag = "9")]
+    pub histogram: Option<Histogram>,
+}
+
+/// `AggregationTemporality`.
+pub(crate) const TEMPORALITY_DELTA: i32 = 1;
+pub(crate) const TEMPORALITY_CUMULATIVE: i32 = 2;
+
+/// `Sum`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Sum {
+    #[prost(message, repeated, tag = "1")]
+    pub data_points: Vec<NumberDataPoint>,
+    #[prost(int32, tag = "2")]
+    pub aggregation_temporality: i32,
+    #[prost(bool, tag = "3")]
+    pub is_monotonic: bool,
+}
+
+/// `Histogram`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Histogram {
+    #[prost(message, repeated, tag = "1")]
+    pub data_points: Vec<HistogramDataPoint>,
+    #[prost(int32, tag = "2")]
+    pub aggregation_temporality: i32,
+}
+
+/// `HistogramDataPoint`; exemplars, flags, min and max are never sent.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HistogramDataPoint {
+    #[prost(message, repeated, tag = "9")]
+    pub attributes: Vec<KeyValue>,
+    #[prost(fixed64, tag = "2")]
+    pub start_time_unix_nano: u64,
+    #[prost(fixed64, tag = "3")]
+    pub time_unix_nano: u64,
+    #[prost(fixed64, tag = "4")]
+    pub count: u64,
+    #[prost(double, optional, tag = "5")]
+    pub sum: Option<f64>,
+    #[prost(fixed64, repeated, tag = "6")]
+    pub bucket_counts: Vec<u64>,
+    #[prost(double, repeated, tag = "7")]
+    pub explicit_bounds: Vec<f64>,
 }
 
 /// `Gauge`.
@@ -79,11 +131,14 @@ pub struct Gauge {
     pub data_points: Vec<NumberDataPoint>,
 }
 
-/// `NumberDataPoint` with `as_double` (4); start time, exemplars, flags and `as_int` are never sent.
+/// `NumberDataPoint` with `as_double` (4); exemplars, flags and `as_int` are never sent, and the
+/// start time only in a `Sum`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct NumberDataPoint {
     #[prost(message, repeated, tag = "7")]
     pub attributes: Vec<KeyValue>,
+    #[prost(fixed64, tag = "2")]
+    pub start_time_unix_nano: u64,
     #[prost(fixed64, tag = "3")]
     pub time_unix_nano: u64,
     /// A oneof member upstream: always present here, so it is encoded even when 0.0.

@@ -24,7 +24,7 @@ use super::http::{Poster, Request, Security, send_window};
 use super::retry::Protocol;
 use super::split::{Chunk, pack};
 use super::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT, PushResult, Sink, SinkError};
-use crate::prompb::encode::{nested_len, series_body_len};
+use crate::prompb::encode::{metadata_len, nested_len, series_body_len};
 use crate::prompb::{RemoteWriteEncoder, TimeSeries, WriteRequest};
 use crate::tls::TlsConfig;
 use crate::wal::{Compression, EncodedWindow, RecordHeader};
@@ -107,7 +107,8 @@ impl Sink for RemoteWriteSink {
                 .get(chunk.range.clone())
                 .unwrap_or_default();
             Request {
-                body: encoder.encode(series).map_err(|e| e.to_string()),
+                body: (encoder.encode_with_metadata(series, &window.metadata))
+                    .map_err(|e| e.to_string()),
                 samples: series.iter().map(|s| s.samples.len()).sum(),
                 first_series: series.first().map_or("", TimeSeries::metric_name),
             }
@@ -159,8 +160,9 @@ impl RemoteWriteSink {
         window: &EncodedWindow,
         first_request: usize,
     ) -> Option<(Chunk, Result<Bytes, String>)> {
-        // No sample count (a record from before the envelope had one) or an empty window: decode.
-        if first_request != 0 || window.samples == 0 {
+        // No sample count (a record from before the envelope had one), an empty window, or one that
+        // holds adxexporter's own `cumulative` field (never sent): decode.
+        if first_request != 0 || window.samples == 0 || window.cumulative {
             return None;
         }
         let len = window.plain_len().ok()?;
@@ -182,9 +184,11 @@ impl RemoteWriteSink {
     }
 }
 
-/// Splits a window into requests of at most `max_bytes` uncompressed (see [`pack`]).
+/// Splits a window into requests of at most `max_bytes` uncompressed (see [`pack`]); every request
+/// carries the window's metadata.
 pub fn split_window(window: &WriteRequest, max_bytes: usize) -> Vec<Chunk> {
-    pack(window.timeseries.len(), 0, max_bytes, |i, _| {
+    let fixed = metadata_len(&window.metadata);
+    pack(window.timeseries.len(), fixed, max_bytes, |i, _| {
         window
             .timeseries
             .get(i)
@@ -215,6 +219,7 @@ mod tests {
     fn encoding_a_slice_equals_prost_encoding_of_the_request() {
         let window = WriteRequest {
             timeseries: vec![series("a", 3), series("b", 0), series("c", 50)],
+            ..Default::default()
         };
         let mut enc = RemoteWriteEncoder::default();
         assert_eq!(enc.encode_raw(&window.timeseries), window.encode_to_vec());
@@ -230,6 +235,7 @@ mod tests {
             timeseries: (0..100)
                 .map(|i| series(&format!("m{i}"), i % 7 + 1))
                 .collect(),
+            ..Default::default()
         };
         let chunks = split_window(&window, 300);
         assert!(chunks.len() > 1);
@@ -248,6 +254,7 @@ mod tests {
     fn a_series_larger_than_the_limit_goes_alone() {
         let window = WriteRequest {
             timeseries: vec![series("small", 1), series("huge", 500), series("small2", 1)],
+            ..Default::default()
         };
         let chunks = split_window(&window, 1024);
         assert_eq!(
@@ -282,6 +289,7 @@ mod tests {
     fn a_one_request_window_is_sent_as_stored_byte_for_byte() {
         let window = WriteRequest {
             timeseries: (0..50).map(|i| series(&format!("m{i}"), 3)).collect(),
+            ..Default::default()
         };
         let stored = stored(&window);
         assert_eq!(stored.compression, Compression::SnappyRaw);
@@ -303,6 +311,7 @@ mod tests {
     fn a_plain_stored_window_is_compressed_like_the_encoder_does() {
         let window = WriteRequest {
             timeseries: vec![series("a", 1)],
+            ..Default::default()
         };
         let stored = stored(&window);
         assert_eq!(stored.compression, Compression::None);
@@ -317,6 +326,7 @@ mod tests {
     fn windows_that_split_resume_or_lack_a_count_are_decoded() {
         let window = WriteRequest {
             timeseries: (0..50).map(|i| series(&format!("m{i}"), 3)).collect(),
+            ..Default::default()
         };
         let stored = stored(&window);
         let len = window.encoded_len();
@@ -353,7 +363,7 @@ mod tests {
     proptest! {
         #[test]
         fn direct_encoding_is_byte_identical_to_prost(series in proptest::collection::vec(arb_series(), 0..6)) {
-            let window = WriteRequest { timeseries: series };
+            let window = WriteRequest::new(series);
             let mut enc = RemoteWriteEncoder::default();
             let want = window.encode_to_vec();
             prop_assert_eq!(enc.encode_raw(&window.timeseries), want.as_slice());

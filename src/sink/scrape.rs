@@ -260,6 +260,7 @@ mod tests {
                     }],
                 })
                 .collect(),
+            ..Default::default()
         })
     }
 

@@ -8,7 +8,8 @@ use crate::time::Ticks;
 
 use super::SkipReason;
 use super::mapping::Mapping;
-use crate::crd::names::push_name_chars;
+use crate::crd::NameStyle;
+use crate::crd::names::{adxmon_normalize, has_letter_or_digit, push_name_chars};
 
 /// The row's timestamp in Unix milliseconds (floor), or why the row is skipped.
 pub(super) fn row_timestamp(cell: &Value, string_column: bool) -> Result<i64, SkipReason> {
@@ -31,13 +32,16 @@ fn parse_timestamp_text(s: &str) -> Option<Ticks> {
         .or_else(|| Ticks::parse(&format!("{s}Z")).ok())
 }
 
-/// Writes the sanitised base name into `base`; false when the row has no name.
+/// Writes the row's base name into `base`, sanitised or normalised for the mapping's name style
+/// (docs/design.md#metric-names): the name cell, or when it is null or empty the default name. Why
+/// there is none otherwise: no name at all, or a name cell with no letter or digit (it would
+/// sanitise to `_`s only).
 pub(super) fn row_base_name(
     cell: Option<&Value>,
     mapping: &Mapping,
     base: &mut String,
     text: &mut String,
-) -> bool {
+) -> Result<(), SkipReason> {
     base.clear();
     if let Some(cell) = cell {
         let name = match cell {
@@ -49,22 +53,55 @@ pub(super) fn row_base_name(
             }
         };
         if !name.is_empty() {
-            if mapping.name_prefix.is_empty() && name.starts_with(|c: char| c.is_ascii_digit()) {
-                base.push('_');
+            if !has_letter_or_digit(name) {
+                return Err(SkipReason::BadMetricName);
             }
-            push_name_chars(base, name);
-            return true;
+            match mapping.style {
+                NameStyle::Prometheus => {
+                    if mapping.name_prefix.is_empty()
+                        && name.starts_with(|c: char| c.is_ascii_digit())
+                    {
+                        base.push('_');
+                    }
+                    push_name_chars(base, name);
+                }
+                NameStyle::Adxmon => base.push_str(&adxmon_normalize(name)),
+            }
+            return Ok(());
         }
     }
     match &mapping.default_base {
         Some(default) => {
-            if mapping.name_prefix.is_empty() && default.starts_with(|c: char| c.is_ascii_digit()) {
+            if mapping.style == NameStyle::Prometheus
+                && mapping.name_prefix.is_empty()
+                && default.starts_with(|c: char| c.is_ascii_digit())
+            {
                 base.push('_');
             }
             base.push_str(default);
-            true
+            Ok(())
         }
-        None => false,
+        None => Err(SkipReason::NoMetricName),
+    }
+}
+
+/// A counter's increase or a bucket's count from one cell: a sample value that is finite and not
+/// negative, or why it is skipped.
+pub(super) fn increase_value(cell: &Value) -> Result<f64, SkipReason> {
+    let v = sample_value(cell)?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(SkipReason::InvalidIncrease)
+    }
+}
+
+/// A histogram row's bucket upper bound: any number but NaN (`+inf` is the last bucket), or why
+/// the row is skipped.
+pub(super) fn bucket_bound(cell: &Value) -> Result<f64, SkipReason> {
+    match sample_value(cell) {
+        Ok(v) if !v.is_nan() => Ok(v),
+        _ => Err(SkipReason::BadBucket),
     }
 }
 

@@ -1,71 +1,240 @@
 //! From a validated transform ([`ValidatedTransform`]) to a [`Mapping`]: the metric-name prefix, the
-//! default name and the value-column suffixes sanitised once; the metric-name character rule; and,
-//! per window, where the mapping's columns sit in the result ([`resolve_columns`]).
+//! default name and each value column's name built once, per name style (docs/design.md#metric-names);
+//! the labels and where their values come from; the metadata of a family; and, per window, where the
+//! mapping's columns sit in the result ([`resolve_columns`]).
 
-use crate::crd::names::{push_name_chars, sanitize_name_chars};
-use crate::crd::{LabelColumn, ValidatedTransform};
+use crate::crd::names::{adxmon_name, adxmon_normalize, push_name_chars, sanitize_name_chars};
+use crate::crd::{LabelColumn, MetricKind, NameStyle, Temporality, ValidatedTransform};
+use crate::prompb::{BUCKET_LABEL, MetricMetadata, MetricType};
 use crate::query::{ColumnType, Table};
+use crate::time::Span;
 
 use super::TransformError;
 
-/// A [`ValidatedTransform`] with every name part pre-sanitised, ready to run on many windows.
+/// A [`ValidatedTransform`] with every name part pre-built, ready to run on many windows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mapping {
-    /// Sanitised `cli_metricNamePrefix_`, or empty.
+    /// `prometheus` style: sanitised `cli_metricNamePrefix_` (one `_` after each part), or empty;
+    /// `adxmon` style: the two joined by `_` and normalised as a whole, without a trailing `_`.
     pub(super) name_prefix: String,
+    pub(super) style: NameStyle,
     pub(super) metric_name_column: Option<String>,
-    /// Sanitised with no leading-digit fix (it is applied to the whole name), or `None`.
+    /// Sanitised (`prometheus`: no leading-digit fix, it is applied to the whole name) or
+    /// normalised (`adxmon`), or `None`.
     pub(super) default_base: Option<String>,
     pub(super) value_columns: Vec<ValueColumn>,
     pub(super) timestamp_column: String,
-    /// As validated: the label names are final (sanitised, not reserved, unique).
+    /// Every label of a sample but `__name__`: label columns as validated (names final), static
+    /// labels, and a histogram's `le`; where each value comes from is in `label_values`.
     pub(super) labels: Vec<LabelColumn>,
+    pub(super) label_values: Vec<LabelValue>,
+    pub(super) kind: MetricKind,
+    pub(super) temporality: Temporality,
+    /// `_total` for a counter (not added to a name that already ends with it), else empty.
+    pub(super) type_suffix: &'static str,
+    pub(super) description: Option<String>,
+    pub(super) unit: Option<String>,
+    /// A counter's or histogram's series restarts from 0 after this long unseen.
+    pub reset_after_idle: Span,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ValueColumn {
     pub(super) column: String,
-    /// `_<sanitised column>` when there are several value columns, else empty.
-    pub(super) suffix: String,
+    pub(super) name: ColumnName,
+}
+
+/// How one value column's metric name is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum ColumnName {
+    /// From the row's base name: `_<sanitised column>` (`prometheus`, several value columns),
+    /// the normalised column (`adxmon`, always), or empty.
+    Derived { suffix: String },
+    /// `metricNames`: the whole name, prefix and type suffix included.
+    Fixed(String),
+}
+
+/// Where a label's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum LabelValue {
+    /// A result column; `role` is the transform field that names it (for a missing column).
+    Column {
+        column: String,
+        role: &'static str,
+    },
+    Static(String),
+    /// A histogram's `bucketColumn`: the `le` label, the bound printed as Prometheus prints it.
+    Bucket { column: String },
 }
 
 /// Memory the transform needs per sample while it runs (the sample in its series, the series index,
 /// the encoded bytes), for the query memory budget: an upper estimate from the transform bench's
 /// workload (docs/deploy.md#memory-sizing).
-const WORKING_BYTES_PER_SAMPLE: u64 = 64;
+pub(super) const WORKING_BYTES_PER_SAMPLE: u64 = 64;
 
 impl Mapping {
-    /// Estimated memory the transform of one input row needs (one sample per value column).
+    /// Estimated memory the transform of one input row needs (one sample per value column; a
+    /// histogram row also gives its share of the count, sum and `+Inf` series).
     pub fn working_bytes_per_row(&self) -> u64 {
-        self.value_columns.len() as u64 * WORKING_BYTES_PER_SAMPLE
+        let per_row = match self.kind {
+            MetricKind::Histogram { .. } => 4,
+            _ => self.value_columns.len() as u64,
+        };
+        per_row * WORKING_BYTES_PER_SAMPLE
     }
 
     /// The mapping of a validated transform; `cli_prefix` is `--metric-name-prefix` (empty: none).
     /// Infallible: validation has rejected every configuration problem, including two value
-    /// columns with the same suffix, and the CLI prefix is only ever sanitised, never refused.
+    /// columns with the same name, and the CLI prefix is only ever sanitised, never refused.
     pub fn new(transform: &ValidatedTransform, cli_prefix: &str) -> Mapping {
+        let style = transform.name_style;
         let several = transform.value_columns.len() > 1;
+        let resource_prefix = transform.metric_name_prefix.as_deref();
+        let name_prefix = match style {
+            NameStyle::Prometheus => name_prefix(Some(cli_prefix), resource_prefix),
+            NameStyle::Adxmon => {
+                let joined: Vec<&str> = [Some(cli_prefix.trim()), resource_prefix]
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| !p.is_empty())
+                    .collect();
+                adxmon_normalize(&joined.join("_"))
+            }
+        };
+        let type_suffix = match transform.kind {
+            MetricKind::Counter => "_total",
+            _ => "",
+        };
         let value_columns = (transform.value_columns.iter())
-            .map(|column| ValueColumn {
-                column: column.clone(),
-                suffix: if several {
-                    format!("_{}", sanitize_name_chars(column))
-                } else {
-                    String::new()
-                },
+            .map(|column| {
+                let name = match (transform.metric_names.get(column), style) {
+                    (Some(fixed), NameStyle::Prometheus) => {
+                        ColumnName::Fixed(with_type_suffix(format!("{name_prefix}{fixed}"), type_suffix))
+                    }
+                    (Some(fixed), NameStyle::Adxmon) => ColumnName::Fixed(with_type_suffix(
+                        adxmon_name([name_prefix.as_str(), fixed]),
+                        type_suffix,
+                    )),
+                    (None, NameStyle::Prometheus) if several => ColumnName::Derived {
+                        suffix: format!("_{}", sanitize_name_chars(column)),
+                    },
+                    (None, NameStyle::Prometheus) => ColumnName::Derived {
+                        suffix: String::new(),
+                    },
+                    (None, NameStyle::Adxmon) => ColumnName::Derived {
+                        suffix: adxmon_normalize(column),
+                    },
+                };
+                ValueColumn {
+                    column: column.clone(),
+                    name,
+                }
             })
             .collect();
+        let default_base = (transform.default_metric_name.as_deref()).map(|d| match style {
+            NameStyle::Prometheus => sanitize_name_chars(d),
+            NameStyle::Adxmon => adxmon_normalize(d),
+        });
+        let mut labels = transform.label_columns.clone();
+        let mut label_values: Vec<LabelValue> = (labels.iter())
+            .map(|l| LabelValue::Column {
+                column: l.column.clone(),
+                role: "labelColumns",
+            })
+            .collect();
+        for (label, value) in &transform.static_labels {
+            labels.push(LabelColumn {
+                column: String::new(),
+                label: label.clone(),
+            });
+            label_values.push(LabelValue::Static(value.clone()));
+        }
+        if let MetricKind::Histogram { bucket_column, .. } = &transform.kind {
+            labels.push(LabelColumn {
+                column: bucket_column.clone(),
+                label: BUCKET_LABEL.to_owned(),
+            });
+            label_values.push(LabelValue::Bucket {
+                column: bucket_column.clone(),
+            });
+        }
         Mapping {
-            name_prefix: name_prefix(Some(cli_prefix), transform.metric_name_prefix.as_deref()),
+            name_prefix,
+            style,
             metric_name_column: transform.metric_name_column.clone(),
-            default_base: (transform.default_metric_name.as_deref()).map(sanitize_name_chars),
+            default_base,
             value_columns,
             timestamp_column: transform.timestamp_column.clone(),
-            labels: transform.label_columns.clone(),
+            labels,
+            label_values,
+            kind: transform.kind.clone(),
+            temporality: transform.temporality,
+            type_suffix,
+            description: transform.description.clone(),
+            unit: transform.unit.clone(),
+            reset_after_idle: transform.reset_after_idle,
         }
+    }
+
+    /// Whether windows of this mapping carry running totals (counter, histogram).
+    pub fn is_cumulative(&self) -> bool {
+        self.kind.is_cumulative()
+    }
+
+    /// Whether OTLP gets per-window deltas instead of running totals.
+    pub fn delta(&self) -> bool {
+        self.is_cumulative() && self.temporality == Temporality::Delta
+    }
+
+    /// Appends the metric name of `value` for a row whose base name is `base` (already sanitised
+    /// or normalised for the style; empty when the row has none and no value column is `Fixed`).
+    pub(super) fn push_name(&self, base: &str, value: &ValueColumn, out: &mut Vec<u8>) {
+        let start = out.len();
+        match (&value.name, self.style) {
+            (ColumnName::Fixed(name), _) => return out.extend_from_slice(name.as_bytes()),
+            (ColumnName::Derived { suffix }, NameStyle::Prometheus) => {
+                out.extend_from_slice(self.name_prefix.as_bytes());
+                out.extend_from_slice(base.as_bytes());
+                out.extend_from_slice(suffix.as_bytes());
+            }
+            (ColumnName::Derived { suffix }, NameStyle::Adxmon) => out.extend_from_slice(
+                adxmon_name([self.name_prefix.as_str(), base, suffix.as_str()]).as_bytes(),
+            ),
+        }
+        let suffix = self.type_suffix.as_bytes();
+        if !out.get(start..).unwrap_or_default().ends_with(suffix) {
+            out.extend_from_slice(suffix);
+        }
+    }
+
+    /// The metadata of a family (remote-write 1.0 `metadata`, `# HELP`/`# TYPE`, OTLP description
+    /// and unit), or `None` for a gauge without description or unit: such windows stay byte for
+    /// byte what they were before metric types existed.
+    pub(super) fn metadata(&self, family: &str) -> Option<MetricMetadata> {
+        let r#type = match self.kind {
+            MetricKind::Gauge if self.description.is_none() && self.unit.is_none() => return None,
+            MetricKind::Gauge => MetricType::Gauge,
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Histogram { .. } => MetricType::Histogram,
+        };
+        Some(MetricMetadata {
+            r#type: r#type as i32,
+            metric_family_name: family.to_owned(),
+            help: self.description.clone().unwrap_or_default(),
+            unit: self.unit.clone().unwrap_or_default(),
+        })
     }
 }
 
+fn with_type_suffix(mut name: String, suffix: &str) -> String {
+    if !name.ends_with(suffix) {
+        name.push_str(suffix);
+    }
+    name
+}
+
+/// `[cli_][resource_]`, sanitised, one `_` after each part: a part that already ends with `_`
+/// (`metricNamePrefix: app_`) is not given a second one, as adx-mon does.
 fn name_prefix(cli: Option<&str>, resource: Option<&str>) -> String {
     let mut prefix = String::new();
     for part in [cli, resource]
@@ -77,7 +246,9 @@ fn name_prefix(cli: Option<&str>, resource: Option<&str>) -> String {
             prefix.push('_');
         }
         push_name_chars(&mut prefix, part);
-        prefix.push('_');
+        if !prefix.ends_with('_') {
+            prefix.push('_');
+        }
     }
     prefix
 }
@@ -88,7 +259,10 @@ pub(super) struct Columns {
     pub(super) timestamp_is_string: bool,
     pub(super) metric_name: Option<usize>,
     pub(super) values: Vec<usize>,
-    pub(super) labels: Vec<usize>,
+    /// Per label of the mapping: its column, or `None` for a static label.
+    pub(super) labels: Vec<Option<usize>>,
+    /// A histogram's `sumColumn`.
+    pub(super) sum: Option<usize>,
 }
 
 pub(super) fn resolve_columns(table: &Table, mapping: &Mapping) -> Result<Columns, TransformError> {
@@ -119,15 +293,27 @@ pub(super) fn resolve_columns(table: &Table, mapping: &Mapping) -> Result<Column
     let values = (mapping.value_columns.iter())
         .map(|v| find(&v.column, "valueColumns"))
         .collect::<Result<_, _>>()?;
-    let labels = (mapping.labels.iter())
-        .map(|l| find(&l.column, "labelColumns"))
+    let labels = (mapping.label_values.iter())
+        .map(|l| match l {
+            LabelValue::Column { column, role } => find(column, role).map(Some),
+            LabelValue::Bucket { column } => find(column, "bucketColumn").map(Some),
+            LabelValue::Static(_) => Ok(None),
+        })
         .collect::<Result<_, _>>()?;
+    let sum = match &mapping.kind {
+        MetricKind::Histogram {
+            sum_column: Some(c),
+            ..
+        } => Some(find(c, "sumColumn")?),
+        _ => None,
+    };
     Ok(Columns {
         timestamp,
         timestamp_is_string,
         metric_name,
         values,
         labels,
+        sum,
     })
 }
 

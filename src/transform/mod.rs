@@ -34,6 +34,7 @@
 //! `stats.samples + Σ stats.skipped == stats.rows × value columns` always holds.
 
 mod cells;
+mod histogram;
 mod mapping;
 mod series;
 #[cfg(test)]
@@ -41,8 +42,9 @@ mod tests;
 
 use std::collections::BTreeMap;
 
+use crate::crd::MetricKind;
 use crate::prompb::encode;
-use crate::prompb::{Label, TimeSeries, WriteRequest};
+use crate::prompb::{Label, MetricMetadata, RemoteWriteEncoder, TimeSeries, WriteRequest};
 use crate::query::Table;
 
 pub use mapping::Mapping;
@@ -75,16 +77,26 @@ pub enum SkipReason {
     NullValue,
     NonNumericValue,
     Duplicate,
+    /// A name cell with no letter or digit (it would sanitise to `_`s only).
+    BadMetricName,
+    /// A counter's increase or a bucket's count that is negative, NaN or infinite, or a NaN or
+    /// infinite histogram sum.
+    InvalidIncrease,
+    /// A histogram row whose bucket bound is null, NaN or not a number.
+    BadBucket,
 }
 
 impl SkipReason {
-    const ALL: [SkipReason; 6] = [
+    const ALL: [SkipReason; 9] = [
         SkipReason::NullTimestamp,
         SkipReason::BadTimestamp,
         SkipReason::NoMetricName,
         SkipReason::NullValue,
         SkipReason::NonNumericValue,
         SkipReason::Duplicate,
+        SkipReason::BadMetricName,
+        SkipReason::InvalidIncrease,
+        SkipReason::BadBucket,
     ];
 
     /// A short, stable metric label.
@@ -96,6 +108,9 @@ impl SkipReason {
             SkipReason::NullValue => "null_value",
             SkipReason::NonNumericValue => "non_numeric_value",
             SkipReason::Duplicate => "duplicate",
+            SkipReason::BadMetricName => "bad_metric_name",
+            SkipReason::InvalidIncrease => "invalid_increase",
+            SkipReason::BadBucket => "bad_bucket",
         }
     }
 }
@@ -114,6 +129,40 @@ pub struct EncodedTransform {
     pub stats: TransformStats,
 }
 
+/// A window as the scheduler appends it (docs/design.md#metric-types): a gauge window's bytes, or
+/// a counter's or histogram's increases, which the WAL turns into running totals as it appends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ForWal {
+    Encoded(EncodedTransform),
+    Increases(Transformed),
+}
+
+impl ForWal {
+    pub fn stats(&self) -> &TransformStats {
+        match self {
+            ForWal::Encoded(t) => &t.stats,
+            ForWal::Increases(t) => &t.stats,
+        }
+    }
+
+    /// Memory the window holds until it is appended (an estimate for increases).
+    pub fn held_bytes(&self) -> u64 {
+        match self {
+            ForWal::Encoded(t) => t.write_request.len() as u64,
+            ForWal::Increases(t) => t.stats.samples * mapping::WORKING_BYTES_PER_SAMPLE,
+        }
+    }
+}
+
+/// [`transform_encoded`] for a gauge, [`transform`] for a counter or histogram.
+pub fn transform_for_wal(table: &Table, mapping: &Mapping) -> Result<ForWal, TransformError> {
+    Ok(if mapping.is_cumulative() {
+        ForWal::Increases(transform(table, mapping)?)
+    } else {
+        ForWal::Encoded(transform_encoded(table, mapping)?)
+    })
+}
+
 /// Counts for self-metrics; skips are in samples (see the module docs for the accounting identity).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TransformStats {
@@ -129,10 +178,11 @@ impl TransformStats {
 }
 
 /// Turns one window's table into a `WriteRequest`. Errors only on a table that cannot match the mapping.
+/// A counter's or histogram's samples are this window's increases (docs/design.md#metric-types).
 pub fn transform(table: &Table, mapping: &Mapping) -> Result<Transformed, TransformError> {
-    let (Series { series, name_order }, stats) = run(table, mapping)?;
+    let (Series { series, name_order }, mut stats) = run(table, mapping)?;
     let mut scratch = Vec::new();
-    let timeseries = (series.into_iter())
+    let mut timeseries: Vec<TimeSeries> = (series.into_iter())
         .map(|s| {
             let mut labels = Vec::with_capacity(name_order.len());
             s.labels(&mapping.labels, &name_order, &mut scratch, |name, value| {
@@ -144,19 +194,39 @@ pub fn transform(table: &Table, mapping: &Mapping) -> Result<Transformed, Transf
             }
         })
         .collect();
+    if let MetricKind::Histogram { .. } = mapping.kind {
+        timeseries = histogram::assemble(timeseries);
+        stats.samples = timeseries.iter().map(|s| s.samples.len() as u64).sum();
+    }
+    let metadata = metadata(mapping, timeseries.iter().map(|s| s.metric_name().as_bytes()));
     Ok(Transformed {
-        request: WriteRequest { timeseries },
+        request: WriteRequest {
+            timeseries,
+            metadata,
+            cumulative: None,
+        },
         stats,
     })
 }
 
 /// [`transform`] straight to the protobuf bytes of its `WriteRequest` (the bytes prost would write
 /// for it, property-tested), without building one heap string per label: what the scheduler appends
-/// to the WAL.
+/// to the WAL for a gauge.
 pub fn transform_encoded(
     table: &Table,
     mapping: &Mapping,
 ) -> Result<EncodedTransform, TransformError> {
+    if let MetricKind::Histogram { .. } = mapping.kind {
+        let t = transform(table, mapping)?;
+        let mut write_request = RemoteWriteEncoder::default()
+            .encode_raw(&t.request.timeseries)
+            .to_vec();
+        encode::put_window_tail(&t.request, &mut write_request);
+        return Ok(EncodedTransform {
+            write_request,
+            stats: t.stats,
+        });
+    }
     let (Series { series, name_order }, stats) = run(table, mapping)?;
     let (columns, mut scratch) = (&mapping.labels, Vec::new());
     // Body lengths first: they prefix each series and size the buffer exactly (no regrowth copies).
@@ -178,10 +248,34 @@ pub fn transform_encoded(
         });
         encode::put_samples(&s.samples, &mut write_request);
     }
+    let metadata = metadata(mapping, series.iter().map(|s| s.name()));
+    encode::put_metadata(&metadata, &mut write_request);
     Ok(EncodedTransform {
         write_request,
         stats,
     })
+}
+
+/// One metadata entry per family in the window, sorted by name; none for a plain gauge.
+fn metadata<'a>(mapping: &Mapping, names: impl Iterator<Item = &'a [u8]>) -> Vec<MetricMetadata> {
+    if mapping.metadata("").is_none() {
+        return Vec::new();
+    }
+    let histogram = matches!(mapping.kind, MetricKind::Histogram { .. });
+    let mut families: Vec<&[u8]> = names
+        .map(|name| match histogram {
+            true => [histogram::BUCKET_SUFFIX, histogram::COUNT_SUFFIX, histogram::SUM_SUFFIX]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix.as_bytes()))
+                .unwrap_or(name),
+            false => name,
+        })
+        .collect();
+    families.sort_unstable();
+    families.dedup();
+    (families.into_iter())
+        .filter_map(|f| mapping.metadata(&String::from_utf8_lossy(f)))
+        .collect()
 }
 
 /// The rows folded into sorted, de-duplicated series, and the counts.

@@ -9,9 +9,14 @@ use crate::crd::LabelColumn;
 use crate::prompb::{METRIC_NAME_LABEL, Sample};
 use crate::query::Value;
 
-use super::cells::{row_base_name, row_timestamp, sample_value, write_label_value};
-use super::mapping::{Columns, Mapping};
+use super::cells::{
+    bucket_bound, increase_value, row_base_name, row_timestamp, sample_value, write_label_value,
+};
+use super::histogram::{BUCKET_SUFFIX, SUM_SUFFIX};
+use super::mapping::{ColumnName, Columns, LabelValue, Mapping};
 use super::{SkipCounts, SkipReason};
+use crate::crd::MetricKind;
+use crate::exposition::write_value;
 
 /// Buffers reused across rows so that a row allocates nothing unless it starts a new series.
 #[derive(Default)]
@@ -37,20 +42,45 @@ pub(super) fn add_row(
         Err(reason) => return skipped.add(reason, per_row),
     };
     let metric_name = columns.metric_name.map(cell);
-    if !row_base_name(metric_name, mapping, &mut buf.base, &mut buf.text) {
-        return skipped.add(SkipReason::NoMetricName, per_row);
-    }
+    let base = row_base_name(metric_name, mapping, &mut buf.base, &mut buf.text);
     buf.key.clear();
-    for &i in &columns.labels {
+    for (slot, source) in columns.labels.iter().zip(&mapping.label_values) {
         buf.text.clear();
-        write_label_value(&mut buf.text, cell(i));
+        match (source, slot) {
+            (LabelValue::Static(value), _) => buf.text.push_str(value),
+            (LabelValue::Bucket { .. }, Some(i)) => match bucket_bound(cell(*i)) {
+                Ok(bound) => write_value(&mut buf.text, bound),
+                Err(reason) => return skipped.add(reason, per_row),
+            },
+            (LabelValue::Column { .. }, Some(i)) => write_label_value(&mut buf.text, cell(*i)),
+            (_, None) => {}
+        }
         buf.key
             .extend_from_slice(&(buf.text.len() as u32).to_le_bytes());
         buf.key.extend_from_slice(buf.text.as_bytes());
     }
     let labels_len = buf.key.len();
+    let histogram = matches!(mapping.kind, MetricKind::Histogram { .. });
+    // A histogram row's sum goes with its count: the row is kept or skipped whole.
+    let sum = match columns.sum.map(|i| sample_value(cell(i))) {
+        None => None,
+        Some(Ok(v)) if v.is_finite() => Some(v),
+        Some(Ok(_)) => return skipped.add(SkipReason::InvalidIncrease, per_row),
+        Some(Err(reason)) => return skipped.add(reason, per_row),
+    };
     for (value_column, &i) in mapping.value_columns.iter().zip(&columns.values) {
-        let value = match sample_value(cell(i)) {
+        let value = match mapping.kind {
+            MetricKind::Gauge => sample_value(cell(i)),
+            MetricKind::Counter | MetricKind::Histogram { .. } => increase_value(cell(i)),
+        };
+        let value = match (value, &base) {
+            (Err(reason), _) => Err(reason),
+            (Ok(_), Err(reason)) if matches!(value_column.name, ColumnName::Derived { .. }) => {
+                Err(*reason)
+            }
+            (Ok(v), _) => Ok(v),
+        };
+        let value = match value {
             Ok(v) => v,
             Err(reason) => {
                 skipped.add(reason, 1);
@@ -58,11 +88,23 @@ pub(super) fn add_row(
             }
         };
         buf.key.truncate(labels_len);
-        buf.key.extend_from_slice(mapping.name_prefix.as_bytes());
-        buf.key.extend_from_slice(buf.base.as_bytes());
-        buf.key.extend_from_slice(value_column.suffix.as_bytes());
-        let sample = Sample { value, timestamp };
-        index.push(&buf.key, labels_len, &mapping.labels, sample);
+        mapping.push_name(&buf.base, value_column, &mut buf.key);
+        if !histogram {
+            index.push(&buf.key, labels_len, &mapping.labels, Sample { value, timestamp });
+            continue;
+        }
+        let family_len = buf.key.len();
+        buf.key.extend_from_slice(BUCKET_SUFFIX.as_bytes());
+        index.push(&buf.key, labels_len, &mapping.labels, Sample { value, timestamp });
+        if let Some(sum) = sum {
+            buf.key.truncate(family_len);
+            buf.key.extend_from_slice(SUM_SUFFIX.as_bytes());
+            let sample = Sample {
+                value: sum,
+                timestamp,
+            };
+            index.push(&buf.key, labels_len, &mapping.labels, sample);
+        }
     }
 }
 
@@ -176,6 +218,11 @@ impl SeriesIndex {
 }
 
 impl SeriesBuilder {
+    /// The series' metric name (the end of its key).
+    pub(super) fn name(&self) -> &[u8] {
+        self.key.get(self.labels_len..).unwrap_or_default()
+    }
+
     /// Calls `f(name, value)` for each of its labels in name order (`__name__` included).
     pub(super) fn labels(
         &self,

@@ -2,17 +2,19 @@
 //! watermark, [`Wal::forget_exporter`], and the window checks that keep a record key to one append.
 
 use prost::Message;
-use redb::ReadableTable;
+use redb::{ReadableTable, WriteTransaction};
 
-use super::record::{self, ExporterState, PendingState};
+use super::record::{self, ExporterState, PendingState, RecordEnvelope, StoredPayload};
+use super::totals::{TOTALS, TableTotals, TotalsWindow, clear as clear_totals, cumulate};
 use super::tables::{
     EXPORTERS, LIVE, META, PAYLOADS, PENDING, RECORDS, WriteTables, corrupt, envelope_of, key,
     output_key, read_exporter, read_used, store, write_payload, write_used,
 };
 use super::{ExporterRef, RecordHeader, RecordId, Wal, WalError, allocation_estimate};
+use crate::prompb::encode::put_window_tail;
 use crate::prompb::RemoteWriteEncoder;
 use crate::prompb::WriteRequest;
-use crate::time::Ticks;
+use crate::time::{Span, Ticks};
 
 impl Wal {
     /// Make `header`'s window durable: insert the record, mark it pending for its outputs and advance
@@ -41,50 +43,55 @@ impl Wal {
         let outputs = self.resolve_outputs(&header.outputs)?;
         let id = header.id();
         let payload = record::encode_payload(write_request).map_err(|e| corrupt(&id, e))?;
-        let allocated = allocation_estimate(payload.bytes.len() as u64);
         let envelope = envelope_of(header, outputs, &payload, samples);
-        let exporter = ExporterState {
-            watermark: header.window_end.0,
-            forgotten: false,
-            namespace: header.exporter.namespace.clone(),
-            name: header.exporter.name.clone(),
-        };
         let max = self.inner.config.max_bytes;
-        // Only the five tables an append touches, each opened once; `used` is read once.
+        self.write(|tx| insert_window(tx, header, &envelope, &payload, max))?;
+        self.notify();
+        Ok(id)
+    }
+
+    /// `append` of a counter or histogram window (docs/design.md#counters): `request` holds this
+    /// window's increases; in the same transaction they become the series' running totals (read
+    /// and advanced in table `totals`), which are what the record stores, with each series' start
+    /// and each sample's increase beside them for OTLP.
+    pub fn append_cumulative(
+        &self,
+        header: &RecordHeader,
+        mut request: WriteRequest,
+        reset_after_idle: Span,
+        delta: bool,
+    ) -> Result<RecordId, WalError> {
+        validate_window(header)?;
+        let outputs = self.resolve_outputs(&header.outputs)?;
+        let id = header.id();
+        let samples = request.sample_count() as u64;
+        let max = self.inner.config.max_bytes;
+        let window = TotalsWindow {
+            start: header.window_start,
+            end: header.window_end,
+            reset_after_idle,
+            delta,
+        };
         self.write(|tx| {
-            let mut meta = tx.open_table(META).map_err(store)?;
-            let used = read_used(&meta)?;
-            if used >= max {
-                return Err(WalError::Full { used, max });
+            // Refused windows never reach the totals (the transaction would be aborted anyway).
+            check_window(&tx.open_table(EXPORTERS).map_err(store)?, header)?;
+            {
+                let mut table = tx.open_table(TOTALS).map_err(store)?;
+                let mut totals = TableTotals {
+                    table: &mut table,
+                    uid: &header.exporter.uid,
+                };
+                cumulate(&mut request, &window, &mut totals)?;
+                totals.expire(header.window_end, reset_after_idle)?;
             }
-            let mut exporters = tx.open_table(EXPORTERS).map_err(store)?;
-            check_window(&exporters, header)?;
-            let mut records = tx.open_table(RECORDS).map_err(store)?;
-            let replaced = records
-                .insert(key(&id), envelope.encode_to_vec().as_slice())
-                .map_err(store)?
-                .is_some();
-            if replaced {
-                // `write` aborts the transaction: the old record stays as it was.
-                return Err(WalError::DuplicateRecord { id: id.clone() });
-            }
-            let mut payloads = tx.open_table(PAYLOADS).map_err(store)?;
-            write_payload(&mut payloads, LIVE, &id, &payload.bytes)?;
-            let mut pending = tx.open_table(PENDING).map_err(store)?;
-            let due = PendingState::default().encode_to_vec();
-            for output in &envelope.outputs {
-                pending
-                    .insert(output_key(output, &id), due.as_slice())
-                    .map_err(store)?;
-            }
-            write_used(&mut meta, used.saturating_add(allocated))?;
-            exporters
-                .insert(
-                    header.exporter.uid.as_str(),
-                    exporter.encode_to_vec().as_slice(),
-                )
-                .map_err(store)?;
-            Ok(())
+            let mut plain = RemoteWriteEncoder::default()
+                .encode_raw(&request.timeseries)
+                .to_vec();
+            put_window_tail(&request, &mut plain);
+            let payload = record::encode_payload(&plain).map_err(|e| corrupt(&id, e))?;
+            let mut envelope = envelope_of(header, outputs, &payload, samples);
+            envelope.cumulative = true;
+            insert_window(tx, header, &envelope, &payload, max)
         })?;
         self.notify();
         Ok(id)
@@ -131,7 +138,13 @@ impl Wal {
             let state = match read_exporter(&t.exporters, &exporter.uid)? {
                 Some(mut state) => {
                     state.forgotten = false;
-                    state.watermark = merge(state.watermark, watermark.0);
+                    let merged = merge(state.watermark, watermark.0);
+                    if merged > state.watermark {
+                        // Another replica exported the windows in between, with its own running
+                        // totals: ours restart from 0 (docs/design.md#counters).
+                        clear_totals(&mut tx.open_table(TOTALS).map_err(store)?, &exporter.uid)?;
+                    }
+                    state.watermark = merged;
                     state
                 }
                 None => ExporterState {
@@ -156,9 +169,63 @@ impl Wal {
             };
             state.forgotten = true;
             t.put_exporter(exporter_uid, &state)?;
+            clear_totals(&mut tx.open_table(TOTALS).map_err(store)?, exporter_uid)?;
             t.drop_exporter_if_done(exporter_uid)
         })
     }
+}
+
+/// Inserts a record, marks it pending for its outputs and advances the exporter's watermark to its
+/// end, inside `tx`; refuses a full store, a window before the watermark and a duplicate key.
+fn insert_window(
+    tx: &WriteTransaction,
+    header: &RecordHeader,
+    envelope: &RecordEnvelope,
+    payload: &StoredPayload<'_>,
+    max: u64,
+) -> Result<(), WalError> {
+    let id = header.id();
+    let allocated = allocation_estimate(payload.bytes.len() as u64);
+    let exporter = ExporterState {
+        watermark: header.window_end.0,
+        forgotten: false,
+        namespace: header.exporter.namespace.clone(),
+        name: header.exporter.name.clone(),
+    };
+    // Only the five tables an append touches, each opened once; `used` is read once.
+    let mut meta = tx.open_table(META).map_err(store)?;
+    let used = read_used(&meta)?;
+    if used >= max {
+        return Err(WalError::Full { used, max });
+    }
+    let mut exporters = tx.open_table(EXPORTERS).map_err(store)?;
+    check_window(&exporters, header)?;
+    let mut records = tx.open_table(RECORDS).map_err(store)?;
+    let replaced = records
+        .insert(key(&id), envelope.encode_to_vec().as_slice())
+        .map_err(store)?
+        .is_some();
+    if replaced {
+        // `write` aborts the transaction: the old record stays as it was.
+        return Err(WalError::DuplicateRecord { id });
+    }
+    let mut payloads = tx.open_table(PAYLOADS).map_err(store)?;
+    write_payload(&mut payloads, LIVE, &id, &payload.bytes)?;
+    let mut pending = tx.open_table(PENDING).map_err(store)?;
+    let due = PendingState::default().encode_to_vec();
+    for output in &envelope.outputs {
+        pending
+            .insert(output_key(output, &id), due.as_slice())
+            .map_err(store)?;
+    }
+    write_used(&mut meta, used.saturating_add(allocated))?;
+    exporters
+        .insert(
+            header.exporter.uid.as_str(),
+            exporter.encode_to_vec().as_slice(),
+        )
+        .map_err(store)?;
+    Ok(())
 }
 
 /// Refuse a window before the exporter's watermark: its key may still belong to an earlier append.

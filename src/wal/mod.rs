@@ -139,12 +139,10 @@
 //!     created: Ticks::now(),
 //!     outputs: vec![], // empty = every configured output
 //! };
-//! let request = WriteRequest {
-//!     timeseries: vec![TimeSeries {
-//!         labels: vec![Label::new("__name__", "cpu")],
-//!         samples: vec![Sample { value: 1.0, timestamp: 0 }],
-//!     }],
-//! };
+//! let request = WriteRequest::new(vec![TimeSeries {
+//!     labels: vec![Label::new("__name__", "cpu")],
+//!     samples: vec![Sample { value: 1.0, timestamp: 0 }],
+//! }]);
 //! let id = wal.append(&header, &request).unwrap(); // fsynced when this returns
 //! assert_eq!(wal.watermark("uid-1").unwrap(), Some(Ticks(600_000_000)));
 //!
@@ -171,6 +169,7 @@
 //! - `append.rs`: appends, watermarks and window checks;
 //! - `delivery.rs`: the drain loops' calls (due records, payload reads, ack, retry, dead letter);
 //! - `lifecycle.rs`: when a delivery, a dead letter, a record and an exporter's watermark row leave;
+//! - `totals.rs`: the running totals of counter and histogram series;
 //! - `admin.rs`: [`Wal::requeue`] and [`Wal::purge`];
 //! - `report.rs`: [`Wal::stats`], [`Wal::list`], [`Wal::dead_letters`] and dead-letter payloads;
 //! - `capacity.rs`: `used_bytes` accounting, [`Wal::is_full`] and compaction;
@@ -196,6 +195,7 @@ mod report;
 mod tables;
 #[cfg(test)]
 mod tests;
+pub(crate) mod totals;
 mod view;
 
 pub use capacity::allocation_estimate;

@@ -66,6 +66,10 @@ pub(crate) struct RecordEnvelope {
     /// still count what it delivered (added compatibly in v1: absent = 0 = unknown).
     #[prost(uint64, tag = "13")]
     pub samples: u64,
+    /// A counter or histogram window: the payload holds adxexporter's `cumulative` field, so it is
+    /// never sent as stored (added compatibly in v1: absent = false).
+    #[prost(bool, tag = "14")]
+    pub cumulative: bool,
 }
 
 /// Delivery state of one (output, record) still to be delivered, table `pending`.
@@ -215,6 +219,8 @@ pub struct EncodedWindow {
     pub bytes: Vec<u8>,
     /// Samples in the window; 0 also for records written before the envelope recorded it.
     pub samples: u64,
+    /// The payload holds running totals and adxexporter's own `cumulative` field.
+    pub cumulative: bool,
 }
 
 impl EncodedWindow {
@@ -252,6 +258,7 @@ pub(crate) fn verified_window(
         compression,
         bytes: stored,
         samples: envelope.samples,
+        cumulative: envelope.cumulative,
     })
 }
 
@@ -326,6 +333,7 @@ mod tests {
                     timestamp: 1_700_000_000_000,
                 }],
             }],
+            ..Default::default()
         }
     }
 
@@ -343,6 +351,7 @@ mod tests {
     fn compressible_request() -> WriteRequest {
         WriteRequest {
             timeseries: (0..100).flat_map(|_| request().timeseries).collect(),
+            ..Default::default()
         }
     }
 

@@ -36,6 +36,7 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), redb::Error> {
     tx.open_table(PENDING)?;
     tx.open_table(DEAD_LETTERS)?;
     tx.open_table(EXPORTERS)?;
+    tx.open_table(super::totals::TOTALS)?;
     let mut meta = tx.open_table(META)?;
     if meta.get(META_USED_BYTES)?.is_none() {
         meta.insert(META_USED_BYTES, 0u64.to_le_bytes().as_slice())?;
@@ -216,6 +217,7 @@ pub(super) fn envelope_of(
         payload_len: payload.bytes.len() as u64,
         payload_crc32: payload.crc32,
         samples,
+        cumulative: false,
     }
 }
 

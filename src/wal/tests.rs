@@ -36,6 +36,7 @@ fn request(value: f64) -> WriteRequest {
                 timestamp: 0,
             }],
         }],
+        ..Default::default()
     }
 }
 
@@ -288,6 +289,7 @@ fn a_report_refuses_damage_in_payload_pages_without_writing() {
                 }],
             })
             .collect(),
+        ..Default::default()
     };
     wal.append(&header(&[]), &big).unwrap();
     drop(wal);

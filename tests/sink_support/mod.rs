@@ -73,7 +73,7 @@ pub fn awkward_window(prefix: &str, end_ms: i64) -> WriteRequest {
             samples(120, end_ms, |i| (h * 1000 + i) as f64 / 7.0),
         ));
     }
-    WriteRequest { timeseries }
+    WriteRequest::new(timeseries)
 }
 
 /// Labels of a series as a map (the form receivers hand back).

@@ -1,0 +1,259 @@
+//! Running totals of counter and histogram series (docs/design.md#counters): a window's increases
+//! become cumulative values in the same transaction that appends the window, so a total advances
+//! exactly once per window: kill -9, retries, replays and requeues send the stored totals again and
+//! never add twice.
+//!
+//! Table `totals`: (exporter uid, series key) → [`RunningTotal`]. The series key is its labels
+//! (`__name__` included, sorted) as `name 0xFF value 0xFE …`: UTF-8 never holds those two bytes, so
+//! the key is unambiguous. Rules, per series of the window:
+//! - it continues from its stored total, unless it has none, was last seen more than
+//!   `resetAfterIdle` before this window started, or (histogram) its bounds differ from the ones
+//!   stored with its `_count` — then it restarts from 0, with this window's start as its start;
+//! - each sample adds its increase, in time order; the sample's value becomes the running total;
+//! - entries of this exporter unseen for `resetAfterIdle` are deleted, so the table stays bounded.
+//!
+//! The arithmetic ([`cumulate`]) is pure over a [`TotalsStore`], property-tested on a map.
+
+use std::collections::{HashMap, HashSet};
+
+use prost::Message;
+use redb::{ReadableTable, Table, TableDefinition};
+
+use super::WalError;
+use super::tables::{corrupt_row, store};
+use crate::prompb::{BUCKET_LABEL, Cumulative, METRIC_NAME_LABEL, MetricType, TimeSeries, WriteRequest};
+use crate::time::{Span, Ticks};
+
+pub(super) const TOTALS: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("totals");
+
+/// One series' running total.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct RunningTotal {
+    #[prost(double, tag = "1")]
+    pub total: f64,
+    /// Unix milliseconds: start of the window the total began in (OTLP's start time).
+    #[prost(int64, tag = "2")]
+    pub start_ms: i64,
+    /// Kusto ticks: end of the last window that had this series.
+    #[prost(int64, tag = "3")]
+    pub last_window_end: i64,
+    /// A histogram's `_count` only: CRC-32 of its bucket bounds, to see them change.
+    #[prost(fixed32, tag = "4")]
+    pub bounds: u32,
+}
+
+/// Where running totals live: the `totals` table inside an append's transaction, or a map in tests.
+pub(crate) trait TotalsStore {
+    fn get(&mut self, key: &[u8]) -> Result<Option<RunningTotal>, WalError>;
+    fn put(&mut self, key: &[u8], total: &RunningTotal) -> Result<(), WalError>;
+}
+
+/// The window being appended, as the running totals see it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TotalsWindow {
+    pub start: Ticks,
+    pub end: Ticks,
+    pub reset_after_idle: Span,
+    /// OTLP gets the increases (`temporality: delta`).
+    pub delta: bool,
+}
+
+/// Turns the increases of `request` into running totals in place and records, in
+/// `request.cumulative`, each series' start and each sample's increase.
+pub(crate) fn cumulate(
+    request: &mut WriteRequest,
+    window: &TotalsWindow,
+    totals: &mut impl TotalsStore,
+) -> Result<(), WalError> {
+    let fresh_start = window.start.unix_millis();
+    let bounds = histogram_bounds(request);
+    let mut cumulative = Cumulative {
+        series_start_ms: Vec::with_capacity(request.timeseries.len()),
+        increases: Vec::with_capacity(request.sample_count()),
+        delta: window.delta,
+        window_start_ms: fresh_start,
+    };
+    // Histogram series whose bounds changed restart whole: decided on their `_count` first.
+    let mut restarted: HashSet<&[u8]> = HashSet::new();
+    for (group, b) in &bounds {
+        let stored = totals.get(&b.count_key)?;
+        if stored.is_some_and(|t| t.bounds != b.fingerprint && !idle(&t, window)) {
+            restarted.insert(group);
+        }
+    }
+    let mut key = Vec::new();
+    for series in &mut request.timeseries {
+        series_key(series, &mut key);
+        let group = histogram_group(series, &bounds);
+        let restart = group.as_ref().is_some_and(|g| restarted.contains(g.as_slice()));
+        let stored = totals.get(&key)?;
+        let (mut total, start_ms) = match stored {
+            Some(t) if !restart && !idle(&t, window) => (t.total, t.start_ms),
+            _ => (0.0, fresh_start),
+        };
+        for sample in &mut series.samples {
+            cumulative.increases.push(sample.value);
+            total += sample.value;
+            sample.value = total;
+        }
+        cumulative.series_start_ms.push(start_ms);
+        let is_count = series.metric_name().ends_with("_count");
+        let fingerprint = (group.as_ref().filter(|_| is_count))
+            .and_then(|g| bounds.get(g))
+            .map_or(0, |b| b.fingerprint);
+        let entry = RunningTotal {
+            total,
+            start_ms,
+            last_window_end: window.end.0,
+            bounds: fingerprint,
+        };
+        totals.put(&key, &entry)?;
+    }
+    request.cumulative = Some(cumulative);
+    Ok(())
+}
+
+/// Unseen for longer than `resetAfterIdle` before this window.
+fn idle(t: &RunningTotal, window: &TotalsWindow) -> bool {
+    t.last_window_end.saturating_add(window.reset_after_idle.0) < window.start.0
+}
+
+/// The key of a series: its labels in order (see the module docs).
+pub(crate) fn series_key(series: &TimeSeries, out: &mut Vec<u8>) {
+    out.clear();
+    for l in &series.labels {
+        out.extend_from_slice(l.name.as_bytes());
+        out.push(0xFF);
+        out.extend_from_slice(l.value.as_bytes());
+        out.push(0xFE);
+    }
+}
+
+/// Histogram families of the window (metadata type histogram).
+fn histogram_families(request: &WriteRequest) -> Vec<&str> {
+    (request.metadata.iter())
+        .filter(|m| m.r#type == MetricType::Histogram as i32)
+        .map(|m| m.metric_family_name.as_str())
+        .collect()
+}
+
+/// The key of the histogram series `series` belongs to (`family`), as if named `family<suffix>`
+/// and without `le`: with `""` the group's key, with `_count` its count series' key.
+fn family_key(series: &TimeSeries, family: &str, suffix: &str) -> Vec<u8> {
+    let mut key = Vec::new();
+    for l in series.labels.iter().filter(|l| l.name != BUCKET_LABEL) {
+        key.extend_from_slice(l.name.as_bytes());
+        key.push(0xFF);
+        if l.name == METRIC_NAME_LABEL {
+            key.extend_from_slice(family.as_bytes());
+            key.extend_from_slice(suffix.as_bytes());
+        } else {
+            key.extend_from_slice(l.value.as_bytes());
+        }
+        key.push(0xFE);
+    }
+    key
+}
+
+/// The group of a histogram's series, if it belongs to one of the window's histograms.
+fn histogram_group(series: &TimeSeries, bounds: &HashMap<Vec<u8>, Bounds>) -> Option<Vec<u8>> {
+    if bounds.is_empty() {
+        return None;
+    }
+    let name = series.metric_name();
+    let family = ["_bucket", "_count", "_sum"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s))?;
+    let key = family_key(series, family, "");
+    bounds.contains_key(&key).then_some(key)
+}
+
+/// A histogram series' bounds in this window: its `_count` key and the CRC-32 of its sorted `le`s.
+struct Bounds {
+    count_key: Vec<u8>,
+    fingerprint: u32,
+}
+
+/// Each histogram series' group key → its [`Bounds`].
+fn histogram_bounds(request: &WriteRequest) -> HashMap<Vec<u8>, Bounds> {
+    let families = histogram_families(request);
+    if families.is_empty() {
+        return HashMap::new();
+    }
+    let mut groups: HashMap<Vec<u8>, (Vec<u8>, Vec<(f64, &str)>)> = HashMap::new();
+    for series in &request.timeseries {
+        let name = series.metric_name();
+        let Some(family) = name.strip_suffix("_bucket") else {
+            continue;
+        };
+        if !families.contains(&family) {
+            continue;
+        }
+        let le = (series.labels.iter())
+            .find(|l| l.name == BUCKET_LABEL)
+            .map_or("", |l| l.value.as_str());
+        let bound = le.parse::<f64>().unwrap_or(f64::NAN);
+        (groups.entry(family_key(series, family, "")))
+            .or_insert_with(|| (family_key(series, family, "_count"), Vec::new()))
+            .1
+            .push((bound, le));
+    }
+    (groups.into_iter())
+        .map(|(key, (count_key, mut les))| {
+            les.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut hasher = crc32fast::Hasher::new();
+            for (_, le) in les {
+                hasher.update(le.as_bytes());
+                hasher.update(&[0xFE]);
+            }
+            let fingerprint = hasher.finalize();
+            (key, Bounds { count_key, fingerprint })
+        })
+        .collect()
+}
+
+/// The `totals` table of one append's transaction, for one exporter.
+pub(super) struct TableTotals<'a, 't> {
+    pub(super) table: &'a mut Table<'t, (&'static str, &'static [u8]), &'static [u8]>,
+    pub(super) uid: &'a str,
+}
+
+impl TotalsStore for TableTotals<'_, '_> {
+    fn get(&mut self, key: &[u8]) -> Result<Option<RunningTotal>, WalError> {
+        let Some(value) = self.table.get((self.uid, key)).map_err(store)? else {
+            return Ok(None);
+        };
+        RunningTotal::decode(value.value())
+            .map(Some)
+            .map_err(|e| corrupt_row("totals", self.uid.to_owned(), e))
+    }
+
+    fn put(&mut self, key: &[u8], total: &RunningTotal) -> Result<(), WalError> {
+        self.table
+            .insert((self.uid, key), total.encode_to_vec().as_slice())
+            .map_err(store)?;
+        Ok(())
+    }
+}
+
+impl TableTotals<'_, '_> {
+    /// Deletes this exporter's totals unseen for `reset_after_idle` at `window_end`.
+    pub(super) fn expire(&mut self, window_end: Ticks, reset_after_idle: Span) -> Result<(), WalError> {
+        let cutoff = window_end.0.saturating_sub(reset_after_idle.0);
+        let range = (self.uid, &[][..])..(self.uid, &[0xFF][..]);
+        self.table
+            .retain_in(range, |_, value| {
+                RunningTotal::decode(value).map_or(false, |t| t.last_window_end >= cutoff)
+            })
+            .map_err(store)
+    }
+}
+
+/// Deletes every running total of an exporter (deleted, or handed to another replica).
+pub(super) fn clear(
+    table: &mut Table<'_, (&'static str, &'static [u8]), &'static [u8]>,
+    uid: &str,
+) -> Result<(), WalError> {
+    let range = (uid, &[][..])..(uid, &[0xFF][..]);
+    table.retain_in(range, |_, _| false).map_err(store)
+}
