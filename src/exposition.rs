@@ -116,10 +116,13 @@ impl<'a> Line<'a> {
             .cmp(&(other.family, other.name))
             .then_with(|| {
                 for (a, b) in self.labels.iter().zip(&other.labels) {
-                    let order = a.name.cmp(&b.name).then_with(|| match a.name == BUCKET_LABEL {
-                        true => bound(&a.value).total_cmp(&bound(&b.value)),
-                        false => a.value.cmp(&b.value),
-                    });
+                    let order = a
+                        .name
+                        .cmp(&b.name)
+                        .then_with(|| match a.name == BUCKET_LABEL {
+                            true => bound(&a.value).total_cmp(&bound(&b.value)),
+                            false => a.value.cmp(&b.value),
+                        });
                     if order.is_ne() {
                         return order;
                     }

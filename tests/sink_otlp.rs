@@ -239,3 +239,152 @@ fn empty_window_sends_nothing() {
             .is_empty()
     );
 }
+
+mod typed {
+    use super::*;
+    use adxexporter::prompb::{Label, MetricMetadata, MetricType, Sample, TimeSeries};
+    use adxexporter::time::{Span, Ticks};
+    use adxexporter::wal::{ExporterRef, RecordHeader, Wal, WalConfig};
+    use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, Metric};
+
+    const T0: i64 = 638_900_000_000_000_000;
+    const MINUTE: i64 = 600_000_000;
+
+    fn header(n: i64) -> RecordHeader {
+        RecordHeader {
+            exporter: ExporterRef::new("uid-typed", "ns", "typed"),
+            generation: 1,
+            window_start: Ticks(T0 + n * MINUTE),
+            window_end: Ticks(T0 + (n + 1) * MINUTE),
+            created: Ticks(T0),
+            outputs: vec![],
+        }
+    }
+
+    fn ms(n: i64) -> i64 {
+        Ticks(T0 + n * MINUTE).unix_millis()
+    }
+
+    fn series(name: &str, labels: &[(&str, &str)], value: f64, at: i64) -> TimeSeries {
+        let mut labels: Vec<Label> = (labels.iter().map(|(n, v)| Label::new(*n, *v)))
+            .chain([Label::new("__name__", name)])
+            .collect();
+        labels.sort_by(|a, b| a.name.cmp(&b.name));
+        TimeSeries {
+            labels,
+            samples: vec![Sample {
+                value,
+                timestamp: at,
+            }],
+        }
+    }
+
+    fn metadata(kind: MetricType, family: &str) -> Vec<MetricMetadata> {
+        vec![MetricMetadata {
+            r#type: kind as i32,
+            metric_family_name: family.into(),
+            help: "Requests served.".into(),
+            unit: "{request}".into(),
+        }]
+    }
+
+    /// Appends the windows' increases through the WAL (which turns them into running totals)
+    /// and decodes the last window's OTLP request with the official crate.
+    fn through_wal(windows: Vec<WriteRequest>, delta: bool) -> Vec<Metric> {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), WalConfig::new(1 << 30, ["otlp"])).unwrap();
+        let last = windows.len() as i64 - 1;
+        for (n, w) in windows.into_iter().enumerate() {
+            let idle = Span(100 * MINUTE);
+            wal.append_cumulative(&header(n as i64), w, idle, delta)
+                .unwrap();
+        }
+        let window = wal.read_payload(&header(last).id()).unwrap();
+        let template = OtlpTemplate::new(&resource(), 1).unwrap();
+        let plan = template.plan(&window, 4 << 20);
+        assert_eq!(plan.chunks.len(), 1);
+        let raw = OtlpEncoder::new(&template)
+            .encode_raw(&window, &plan.order)
+            .to_vec();
+        let req = UpstreamRequest::decode(raw.as_slice()).unwrap();
+        req.resource_metrics[0].scope_metrics[0].metrics.clone()
+    }
+
+    fn counter(value: f64, n: i64) -> WriteRequest {
+        WriteRequest {
+            timeseries: vec![series("requests_total", &[("host", "a")], value, ms(n) + 1)],
+            metadata: metadata(MetricType::Counter, "requests_total"),
+            cumulative: None,
+        }
+    }
+
+    #[test]
+    fn a_counter_is_a_monotonic_sum_cumulative_from_its_first_window_or_delta() {
+        for (delta, want_value, want_start, temporality) in [
+            (false, 7.0, ms(0), AggregationTemporality::Cumulative),
+            (true, 5.0, ms(1), AggregationTemporality::Delta),
+        ] {
+            let metrics = through_wal(vec![counter(2.0, 0), counter(5.0, 1)], delta);
+            assert_eq!(metrics.len(), 1);
+            let m = &metrics[0];
+            assert_eq!(
+                (m.name.as_str(), m.description.as_str(), m.unit.as_str()),
+                ("requests", "Requests served.", "{request}")
+            );
+            let Some(Data::Sum(sum)) = &m.data else {
+                panic!("not a Sum: {m:?}")
+            };
+            assert!(sum.is_monotonic);
+            assert_eq!(sum.aggregation_temporality, temporality as i32);
+            let p = &sum.data_points[0];
+            assert_eq!(p.value, Some(UpstreamPointValue::AsDouble(want_value)));
+            assert_eq!(p.start_time_unix_nano, want_start as u64 * 1_000_000);
+            assert_eq!(p.time_unix_nano, (ms(1) as u64 + 1) * 1_000_000);
+        }
+    }
+
+    fn histogram(n: i64, buckets: &[(&str, f64)], sum: f64) -> WriteRequest {
+        let at = ms(n) + 1;
+        let mut timeseries: Vec<TimeSeries> = (buckets.iter())
+            .map(|(le, v)| series("latency_bucket", &[("le", le), ("route", "/a")], *v, at))
+            .collect();
+        let count = buckets.last().map_or(0.0, |b| b.1);
+        timeseries.push(series("latency_count", &[("route", "/a")], count, at));
+        timeseries.push(series("latency_sum", &[("route", "/a")], sum, at));
+        timeseries.sort_by(|a, b| a.labels.cmp(&b.labels));
+        WriteRequest {
+            timeseries,
+            metadata: metadata(MetricType::Histogram, "latency"),
+            cumulative: None,
+        }
+    }
+
+    #[test]
+    fn a_histogram_is_one_point_per_series_with_bounds_counts_and_sum() {
+        let windows = || {
+            vec![
+                histogram(0, &[("0.1", 1.0), ("1", 3.0), ("+Inf", 4.0)], 2.5),
+                histogram(1, &[("0.1", 2.0), ("1", 2.0), ("+Inf", 5.0)], 9.0),
+            ]
+        };
+        for (delta, counts, count, sum, start) in [
+            (false, vec![3, 2, 4], 9, 11.5, ms(0)),
+            (true, vec![2, 0, 3], 5, 9.0, ms(1)),
+        ] {
+            let metrics = through_wal(windows(), delta);
+            assert_eq!(metrics.len(), 1);
+            let Some(Data::Histogram(h)) = &metrics[0].data else {
+                panic!("not a Histogram: {:?}", metrics[0])
+            };
+            assert_eq!(metrics[0].name, "latency");
+            assert_eq!(h.data_points.len(), 1);
+            let p = &h.data_points[0];
+            assert_eq!(p.explicit_bounds, [0.1, 1.0]);
+            assert_eq!(p.bucket_counts, counts);
+            assert_eq!((p.count, p.sum), (count, Some(sum)));
+            assert_eq!(p.start_time_unix_nano, start as u64 * 1_000_000);
+            assert_eq!(p.attributes.len(), 1);
+            assert_eq!(p.attributes[0].key, "route");
+        }
+    }
+}

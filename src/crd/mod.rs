@@ -35,14 +35,12 @@ use crate::time::{Span, TICKS_PER_SECOND};
 pub(crate) use check::check_text;
 pub(crate) use check::{CheckReport, Checker};
 pub use load::load_documents;
+pub(crate) use transform::{LabelColumn, MetricKind, NameStyle, Temporality, ValidatedTransform};
 pub use types::MetricsExporter;
 pub(crate) use types::{
     BacklogStatus, Condition, DeadLetterStatus, LastQueryStatus, MetricsExporterSpec, crd_yaml,
 };
 pub use types::{MetricsExporterStatus, TransformSpec};
-pub(crate) use transform::{
-    LabelColumn, MetricKind, NameStyle, Temporality, ValidatedTransform,
-};
 pub(crate) use validate::ValidatedSpec;
 
 /// API group and version of the resource.

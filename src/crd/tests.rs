@@ -115,7 +115,7 @@ fn transform_needs_a_value_column_and_a_name() {
         problems(&s),
         vec![
             "spec.transform: set valueColumns (or valueColumn)",
-            "spec.transform: no metric name: set metricNameColumn or defaultMetricName",
+            "spec.transform: no metric name: set metricNameColumn, defaultMetricName or metricNames",
         ]
     );
 }
@@ -193,7 +193,7 @@ fn value_columns_giving_the_same_metric_name_suffix_are_rejected() {
     assert_eq!(
         problems(&s),
         vec![
-            "spec.transform.valueColumns: \"a-b\" and \"a_b\" both give the metric name suffix \"a_b\": rename one in the query (e.g. `project-rename`)"
+            "spec.transform.valueColumns: \"a-b\" and \"a_b\" both give the metric name suffix \"a_b\": rename one in the query (e.g. `project-rename`) or in metricNames"
         ]
     );
     // A single value column gives no suffix, whatever its name.

@@ -100,7 +100,10 @@ impl TransformSpec {
     }
 }
 
-pub(super) fn validate_transform(t: &TransformSpec, p: &mut Problems) -> Option<ValidatedTransform> {
+pub(super) fn validate_transform(
+    t: &TransformSpec,
+    p: &mut Problems,
+) -> Option<ValidatedTransform> {
     let before = p.0.len();
     let mut value_columns: Vec<String> = Vec::new();
     for (i, column) in t.value_columns.iter().enumerate() {
@@ -148,7 +151,8 @@ pub(super) fn validate_transform(t: &TransformSpec, p: &mut Problems) -> Option<
     }
     let metric_name_column = non_blank(&t.metric_name_column).map(str::to_owned);
     let default_metric_name = non_blank(&t.default_metric_name).map(str::to_owned);
-    let every_column_named = value_columns.iter().all(|c| metric_names.contains_key(c));
+    let every_column_named =
+        !value_columns.is_empty() && value_columns.iter().all(|c| t.metric_names.contains_key(c));
     if metric_name_column.is_none() && default_metric_name.is_none() && !every_column_named {
         p.add(
             "spec.transform",
@@ -191,17 +195,29 @@ pub(super) fn validate_transform(t: &TransformSpec, p: &mut Problems) -> Option<
             ),
         );
     }
-    let used_columns: Vec<(&str, &str)> = (value_columns.iter().map(|c| ("valueColumns", c.as_str())))
-        .chain(timestamp_column.as_deref().map(|c| ("timestampColumn", c)))
-        .chain(metric_name_column.as_deref().map(|c| ("metricNameColumn", c)))
-        .chain(label_columns.iter().map(|l| ("labelColumns", l.column.as_str())))
-        .collect();
+    let used_columns: Vec<(&str, &str)> =
+        (value_columns.iter().map(|c| ("valueColumns", c.as_str())))
+            .chain(timestamp_column.as_deref().map(|c| ("timestampColumn", c)))
+            .chain(
+                metric_name_column
+                    .as_deref()
+                    .map(|c| ("metricNameColumn", c)),
+            )
+            .chain(
+                label_columns
+                    .iter()
+                    .map(|l| ("labelColumns", l.column.as_str())),
+            )
+            .collect();
     if let Some(MetricKind::Histogram {
         bucket_column,
         sum_column,
     }) = &kind
     {
-        for (field, column) in [("bucketColumn", Some(bucket_column)), ("sumColumn", sum_column.as_ref())] {
+        for (field, column) in [
+            ("bucketColumn", Some(bucket_column)),
+            ("sumColumn", sum_column.as_ref()),
+        ] {
             if let Some(column) = column
                 && let Some((other, _)) = used_columns.iter().find(|(_, c)| c == column)
             {
@@ -265,7 +281,11 @@ pub(super) fn validate_transform(t: &TransformSpec, p: &mut Problems) -> Option<
     })
 }
 
-fn validate_kind(t: &TransformSpec, value_columns: &[String], p: &mut Problems) -> Option<MetricKind> {
+fn validate_kind(
+    t: &TransformSpec,
+    value_columns: &[String],
+    p: &mut Problems,
+) -> Option<MetricKind> {
     let bucket_column = non_blank(&t.bucket_column).map(str::to_owned);
     let sum_column = non_blank(&t.sum_column).map(str::to_owned);
     let kind = match non_blank(&t.type_) {
@@ -296,7 +316,9 @@ fn validate_kind(t: &TransformSpec, value_columns: &[String], p: &mut Problems) 
         Some(other) => {
             p.add(
                 "spec.transform.type",
-                format!("{other:?} is not a metric type: use gauge (the default), counter or histogram"),
+                format!(
+                    "{other:?} is not a metric type: use gauge (the default), counter or histogram"
+                ),
             );
             return None;
         }
@@ -321,7 +343,9 @@ fn validate_reset_after_idle(text: Option<&str>, p: &mut Problems) -> Option<Spa
         _ => {
             p.add(
                 "spec.transform.resetAfterIdle",
-                format!("{text:?} is not a duration between 1s and 8784h: use e.g. 24h (the default)"),
+                format!(
+                    "{text:?} is not a duration between 1s and 8784h: use e.g. 24h (the default)"
+                ),
             );
             None
         }
@@ -470,7 +494,10 @@ fn validate_static_labels(
                 ),
             );
         } else if value.is_empty() {
-            p.add(field, "empty value: an empty label is no label; remove it or set a value");
+            p.add(
+                field,
+                "empty value: an empty label is no label; remove it or set a value",
+            );
         } else {
             out.push((name.clone(), value.clone()));
         }

@@ -131,6 +131,7 @@ fn envelope_for(stored: &record::StoredPayload<'_>) -> RecordEnvelope {
         payload_len: stored.bytes.len() as u64,
         payload_crc32: stored.crc32,
         samples: 0,
+        cumulative: false,
     }
 }
 

@@ -27,8 +27,8 @@ use super::otlp_proto::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse, Gauge, InstrumentationScope,
     KeyValue, Metric, NumberDataPoint, Resource, ResourceMetrics, ScopeMetrics,
 };
-use super::retry::Protocol;
 use super::otlp_typed;
+use super::retry::Protocol;
 use super::split::{Chunk, pack};
 use super::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT, PushResult, Sink, SinkError};
 use crate::prompb::{METRIC_NAME_LABEL, TimeSeries, WriteRequest};
@@ -704,7 +704,7 @@ mod tests {
                 }
                 TimeSeries { labels, samples }
             });
-        proptest::collection::vec(series, 0..8).prop_map(|timeseries| WriteRequest::new(timeseries))
+        proptest::collection::vec(series, 0..8).prop_map(WriteRequest::new)
     }
 
     proptest! {

@@ -102,24 +102,34 @@ pub(crate) fn metrics(window: &WriteRequest, order: &[usize]) -> Vec<Metric> {
             let labels = attribute_pairs(s);
             let len = (order.get(at..).unwrap_or_default().iter())
                 .take_while(|&&i| {
-                    series(i).is_some_and(|o| m.covers(o.metric_name()) && attribute_pairs(o) == labels)
+                    series(i)
+                        .is_some_and(|o| m.covers(o.metric_name()) && attribute_pairs(o) == labels)
                 })
                 .count()
                 .max(1);
             let group = order.get(at..at + len).unwrap_or_default();
             let data = points.histogram(m, group, attributes(s));
-            metric_for(&mut out, &m.metric_family_name, metadata, kind, window.cumulative.as_ref())
-                .histogram
-                .get_or_insert_with(Histogram::default)
-                .data_points
-                .extend(data);
+            metric_for(
+                &mut out,
+                &m.metric_family_name,
+                metadata,
+                kind,
+                window.cumulative.as_ref(),
+            )
+            .histogram
+            .get_or_insert_with(Histogram::default)
+            .data_points
+            .extend(data);
             at += len;
             continue;
         }
         let index = order.get(at).copied().unwrap_or_default();
         let data = points.numbers(index, s, kind == MetricType::Counter as i32);
         let name = match kind == MetricType::Counter as i32 {
-            true => s.metric_name().strip_suffix("_total").unwrap_or(s.metric_name()),
+            true => s
+                .metric_name()
+                .strip_suffix("_total")
+                .unwrap_or(s.metric_name()),
             false => s.metric_name(),
         };
         let metric = metric_for(&mut out, name, metadata, kind, window.cumulative.as_ref());
@@ -234,8 +244,12 @@ impl<'w> Points<'w> {
     ) -> Vec<HistogramDataPoint> {
         let name = &family.metric_family_name;
         let find = |suffix: &str| {
-            (group.iter().copied())
-                .find(|&i| self.window.timeseries.get(i).is_some_and(|s| s.metric_name().strip_prefix(name.as_str()) == Some(suffix)))
+            (group.iter().copied()).find(|&i| {
+                self.window
+                    .timeseries
+                    .get(i)
+                    .is_some_and(|s| s.metric_name().strip_prefix(name.as_str()) == Some(suffix))
+            })
         };
         let Some(count) = find("_count") else {
             return Vec::new();
@@ -262,7 +276,10 @@ impl<'w> Points<'w> {
             };
             let value_at = |i: usize| {
                 let s = self.window.timeseries.get(i)?;
-                let k = s.samples.binary_search_by_key(&at.timestamp, |p| p.timestamp).ok()?;
+                let k = s
+                    .samples
+                    .binary_search_by_key(&at.timestamp, |p| p.timestamp)
+                    .ok()?;
                 self.sample(i, k).map(|v| v.0)
             };
             let mut bucket_counts = Vec::with_capacity(buckets.len() + 1);
@@ -295,5 +312,9 @@ impl<'w> Points<'w> {
 
 /// A count as OTLP's unsigned integer: running totals of integer counts are exact in an f64.
 fn count_of(v: f64) -> u64 {
-    if v.is_finite() && v > 0.0 { v.round() as u64 } else { 0 }
+    if v.is_finite() && v > 0.0 {
+        v.round() as u64
+    } else {
+        0
+    }
 }

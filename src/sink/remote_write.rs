@@ -276,6 +276,7 @@ mod tests {
             compression: payload.compression,
             bytes: payload.bytes.into_owned(),
             samples: window.sample_count() as u64,
+            cumulative: false,
         }
     }
 
@@ -338,6 +339,14 @@ mod tests {
             ..stored.clone()
         };
         assert!(sink(len).stored_request(&old, 0).is_none(), "no count");
+        let running_totals = EncodedWindow {
+            cumulative: true,
+            ..stored.clone()
+        };
+        assert!(
+            sink(len).stored_request(&running_totals, 0).is_none(),
+            "a counter window holds our own field: never sent as stored"
+        );
         let empty = self::stored(&WriteRequest::default());
         assert!(sink(len).stored_request(&empty, 0).is_none(), "empty");
     }

@@ -32,7 +32,10 @@ pub(super) fn assemble(folded: Vec<TimeSeries>) -> Vec<TimeSeries> {
     let mut groups: BTreeMap<GroupKey, BTreeMap<i64, Point>> = BTreeMap::new();
     for series in folded {
         let name = series.metric_name();
-        let (family, is_sum) = match (name.strip_suffix(BUCKET_SUFFIX), name.strip_suffix(SUM_SUFFIX)) {
+        let (family, is_sum) = match (
+            name.strip_suffix(BUCKET_SUFFIX),
+            name.strip_suffix(SUM_SUFFIX),
+        ) {
             (Some(family), _) => (family.to_owned(), false),
             (None, Some(family)) => (family.to_owned(), true),
             (None, None) => continue,

@@ -64,7 +64,9 @@ pub(super) enum LabelValue {
     },
     Static(String),
     /// A histogram's `bucketColumn`: the `le` label, the bound printed as Prometheus prints it.
-    Bucket { column: String },
+    Bucket {
+        column: String,
+    },
 }
 
 /// Memory the transform needs per sample while it runs (the sample in its series, the series index,
@@ -108,9 +110,10 @@ impl Mapping {
         let value_columns = (transform.value_columns.iter())
             .map(|column| {
                 let name = match (transform.metric_names.get(column), style) {
-                    (Some(fixed), NameStyle::Prometheus) => {
-                        ColumnName::Fixed(with_type_suffix(format!("{name_prefix}{fixed}"), type_suffix))
-                    }
+                    (Some(fixed), NameStyle::Prometheus) => ColumnName::Fixed(with_type_suffix(
+                        format!("{name_prefix}{fixed}"),
+                        type_suffix,
+                    )),
                     (Some(fixed), NameStyle::Adxmon) => ColumnName::Fixed(with_type_suffix(
                         adxmon_name([name_prefix.as_str(), fixed]),
                         type_suffix,

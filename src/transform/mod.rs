@@ -39,6 +39,8 @@ mod mapping;
 mod series;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod types_tests;
 
 use std::collections::BTreeMap;
 
@@ -198,7 +200,10 @@ pub fn transform(table: &Table, mapping: &Mapping) -> Result<Transformed, Transf
         timeseries = histogram::assemble(timeseries);
         stats.samples = timeseries.iter().map(|s| s.samples.len() as u64).sum();
     }
-    let metadata = metadata(mapping, timeseries.iter().map(|s| s.metric_name().as_bytes()));
+    let metadata = metadata(
+        mapping,
+        timeseries.iter().map(|s| s.metric_name().as_bytes()),
+    );
     Ok(Transformed {
         request: WriteRequest {
             timeseries,
@@ -264,10 +269,14 @@ fn metadata<'a>(mapping: &Mapping, names: impl Iterator<Item = &'a [u8]>) -> Vec
     let histogram = matches!(mapping.kind, MetricKind::Histogram { .. });
     let mut families: Vec<&[u8]> = names
         .map(|name| match histogram {
-            true => [histogram::BUCKET_SUFFIX, histogram::COUNT_SUFFIX, histogram::SUM_SUFFIX]
-                .iter()
-                .find_map(|suffix| name.strip_suffix(suffix.as_bytes()))
-                .unwrap_or(name),
+            true => [
+                histogram::BUCKET_SUFFIX,
+                histogram::COUNT_SUFFIX,
+                histogram::SUM_SUFFIX,
+            ]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix.as_bytes()))
+            .unwrap_or(name),
             false => name,
         })
         .collect();

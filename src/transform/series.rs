@@ -90,12 +90,22 @@ pub(super) fn add_row(
         buf.key.truncate(labels_len);
         mapping.push_name(&buf.base, value_column, &mut buf.key);
         if !histogram {
-            index.push(&buf.key, labels_len, &mapping.labels, Sample { value, timestamp });
+            index.push(
+                &buf.key,
+                labels_len,
+                &mapping.labels,
+                Sample { value, timestamp },
+            );
             continue;
         }
         let family_len = buf.key.len();
         buf.key.extend_from_slice(BUCKET_SUFFIX.as_bytes());
-        index.push(&buf.key, labels_len, &mapping.labels, Sample { value, timestamp });
+        index.push(
+            &buf.key,
+            labels_len,
+            &mapping.labels,
+            Sample { value, timestamp },
+        );
         if let Some(sum) = sum {
             buf.key.truncate(family_len);
             buf.key.extend_from_slice(SUM_SUFFIX.as_bytes());

@@ -11,18 +11,18 @@ use crate::prompb::{Label, METRIC_NAME_LABEL, Sample};
 use crate::query::{Column, ColumnType, Value};
 use crate::time::{Span, Ticks};
 
-const TS: &str = "2023-12-25T12:00:00Z";
-const TS_MS: i64 = 1_703_505_600_000;
+pub(super) const TS: &str = "2023-12-25T12:00:00Z";
+pub(super) const TS_MS: i64 = 1_703_505_600_000;
 
-fn ts(s: &str) -> Value {
+pub(super) fn ts(s: &str) -> Value {
     Value::DateTime(Ticks::parse(s).unwrap())
 }
 
-fn s(v: &str) -> Value {
+pub(super) fn s(v: &str) -> Value {
     Value::String(v.into())
 }
 
-fn table(columns: &[(&str, ColumnType)], rows: Vec<Vec<Value>>) -> Table {
+pub(super) fn table(columns: &[(&str, ColumnType)], rows: Vec<Vec<Value>>) -> Table {
     let columns = (columns.iter())
         .map(|(n, ty)| Column {
             name: (*n).into(),
@@ -36,7 +36,7 @@ fn table(columns: &[(&str, ColumnType)], rows: Vec<Vec<Value>>) -> Table {
     t
 }
 
-fn spec(values: &[&str], labels: &[&str]) -> TransformSpec {
+pub(super) fn spec(values: &[&str], labels: &[&str]) -> TransformSpec {
     TransformSpec {
         value_columns: values.iter().map(|v| (*v).into()).collect(),
         timestamp_column: Some("timestamp".into()),
@@ -45,31 +45,31 @@ fn spec(values: &[&str], labels: &[&str]) -> TransformSpec {
     }
 }
 
-fn with_default(mut spec: TransformSpec, name: &str) -> TransformSpec {
+pub(super) fn with_default(mut spec: TransformSpec, name: &str) -> TransformSpec {
     spec.default_metric_name = Some(name.into());
     spec
 }
 
-fn with_name_column(mut spec: TransformSpec, column: &str) -> TransformSpec {
+pub(super) fn with_name_column(mut spec: TransformSpec, column: &str) -> TransformSpec {
     spec.metric_name_column = Some(column.into());
     spec
 }
 
 /// The mapping `run` and `preview` build: the transform validated, then mapped with the
 /// `--metric-name-prefix`; or the problems validation reports, as `check` prints them.
-fn mapping(spec: &TransformSpec, cli_prefix: &str) -> Result<Mapping, Vec<String>> {
+pub(super) fn mapping(spec: &TransformSpec, cli_prefix: &str) -> Result<Mapping, Vec<String>> {
     spec.validate()
         .map(|t| Mapping::new(&t, cli_prefix))
         .map_err(|problems| problems.iter().map(ToString::to_string).collect())
 }
 
-fn run(t: &Table, spec: TransformSpec) -> Transformed {
+pub(super) fn run(t: &Table, spec: TransformSpec) -> Transformed {
     run_prefixed(t, spec, "")
 }
 
 /// Every test (examples and property tests) also checks that the encoded path writes exactly
 /// prost's bytes of the request.
-fn run_prefixed(t: &Table, spec: TransformSpec, cli_prefix: &str) -> Transformed {
+pub(super) fn run_prefixed(t: &Table, spec: TransformSpec, cli_prefix: &str) -> Transformed {
     let mapping = mapping(&spec, cli_prefix).unwrap();
     let out = transform(t, &mapping).unwrap();
     let encoded = transform_encoded(t, &mapping).unwrap();
@@ -83,9 +83,9 @@ fn run_prefixed(t: &Table, spec: TransformSpec, cli_prefix: &str) -> Transformed
 }
 
 /// Every sample as `(name, [(label, value)] without __name__, value, ms)`, in output order.
-type Flat = Vec<(String, Vec<(String, String)>, f64, i64)>;
+pub(super) type Flat = Vec<(String, Vec<(String, String)>, f64, i64)>;
 
-fn flat(t: &Transformed) -> Flat {
+pub(super) fn flat(t: &Transformed) -> Flat {
     let mut out = Vec::new();
     for ts in &t.request.timeseries {
         let labels: Vec<(String, String)> = (ts.labels.iter())
@@ -111,7 +111,7 @@ fn one(name: &str, labels: &[(&str, &str)], value: f64, ms: i64) -> Flat {
     vec![(name.to_owned(), labels, value, ms)]
 }
 
-fn skipped(t: &Transformed, reason: SkipReason) -> u64 {
+pub(super) fn skipped(t: &Transformed, reason: SkipReason) -> u64 {
     t.stats.skipped.get(&reason).copied().unwrap_or(0)
 }
 
@@ -249,7 +249,7 @@ fn adxmon_config_errors_no_metric_name_and_no_value_columns() {
     assert_eq!(
         mapping(&spec(&["value"], &[]), ""),
         Err(vec![
-            "spec.transform: no metric name: set metricNameColumn or defaultMetricName".to_owned()
+            "spec.transform: no metric name: set metricNameColumn, defaultMetricName or metricNames".to_owned()
         ])
     );
     assert_eq!(
@@ -456,10 +456,15 @@ fn leading_digit_gets_an_underscore_only_at_the_start_of_the_name() {
     assert_eq!(flat(&run(&t, sp))[0].0, "api_5xx");
     let sp = with_name_column(spec(&["value"], &[]), "name");
     assert_eq!(flat(&run_prefixed(&t, sp, "9team"))[0].0, "_9team_5xx");
-    // adx-mon rejects `---` as a prefix; it is just `___` here.
+    // A prefix with no letter or digit (`---`) is refused, as adx-mon refuses it.
     let mut sp = with_default(spec(&["value"], &[]), "m");
     sp.metric_name_prefix = Some("---".into());
-    assert_eq!(flat(&run(&basic_table(Value::Real(1.0)), sp))[0].0, "____m");
+    assert_eq!(
+        mapping(&sp, "").unwrap_err(),
+        [
+            "spec.transform.metricNamePrefix: \"---\" has no letter or digit, so every name would start with `_`s: use e.g. `app`"
+        ]
+    );
 }
 
 #[test]
@@ -510,7 +515,7 @@ fn reserved_and_colliding_label_names_are_rejected_naming_both_columns() {
     assert_eq!(
         err,
         [
-            "spec.transform.valueColumns: \"a-b\" and \"a_b\" both give the metric name suffix \"a_b\": rename one in the query (e.g. `project-rename`)"
+            "spec.transform.valueColumns: \"a-b\" and \"a_b\" both give the metric name suffix \"a_b\": rename one in the query (e.g. `project-rename`) or in metricNames"
         ]
     );
 }
@@ -811,7 +816,10 @@ fn skip_reason_labels_are_stable() {
             "no_metric_name",
             "null_value",
             "non_numeric_value",
-            "duplicate"
+            "duplicate",
+            "bad_metric_name",
+            "invalid_increase",
+            "bad_bucket"
         ]
     );
 }
@@ -879,6 +887,12 @@ mod properties {
                 continue;
             };
             let base = match &row[1] {
+                // A name with no letter or digit skips the row (`bad_metric_name`).
+                Value::String(n)
+                    if !n.is_empty() && !n.bytes().any(|b| b.is_ascii_alphanumeric()) =>
+                {
+                    continue;
+                }
                 Value::String(n) if !n.is_empty() => n.to_string(),
                 _ => match &sp.default_metric_name {
                     Some(d) => d.clone(),

@@ -5,15 +5,15 @@ use prost::Message;
 use redb::{ReadableTable, WriteTransaction};
 
 use super::record::{self, ExporterState, PendingState, RecordEnvelope, StoredPayload};
-use super::totals::{TOTALS, TableTotals, TotalsWindow, clear as clear_totals, cumulate};
 use super::tables::{
     EXPORTERS, LIVE, META, PAYLOADS, PENDING, RECORDS, WriteTables, corrupt, envelope_of, key,
     output_key, read_exporter, read_used, store, write_payload, write_used,
 };
+use super::totals::{TOTALS, TableTotals, TotalsWindow, clear as clear_totals, cumulate};
 use super::{ExporterRef, RecordHeader, RecordId, Wal, WalError, allocation_estimate};
-use crate::prompb::encode::put_window_tail;
 use crate::prompb::RemoteWriteEncoder;
 use crate::prompb::WriteRequest;
+use crate::prompb::encode::put_window_tail;
 use crate::time::{Span, Ticks};
 
 impl Wal {

@@ -352,3 +352,82 @@ fn an_empty_or_truncated_file_is_refused_never_recreated() {
     assert!(matches!(err, WalError::NoStore { .. }), "{err}");
     assert_eq!(open(dir.path()).stats().unwrap().records, 0);
 }
+
+fn window_header(n: i64) -> RecordHeader {
+    let mut h = header(&[]);
+    h.window_start = Ticks(START + n * INTERVAL);
+    h.window_end = Ticks(START + (n + 1) * INTERVAL);
+    h
+}
+
+fn counter(increase: f64) -> WriteRequest {
+    let mut r = request(increase);
+    r.timeseries[0].labels = vec![Label::new("__name__", "requests_total")];
+    r
+}
+
+fn stored_value(wal: &Wal, n: i64) -> f64 {
+    let id = window_header(n).id();
+    wal.read_payload(&id).unwrap().timeseries[0].samples[0].value
+}
+
+const IDLE: crate::time::Span = crate::time::Span(100 * INTERVAL);
+
+/// Running totals advance in the append's transaction: they survive a reopen, a refused append
+/// leaves them as they were, and the record holds the totals with the increases beside them.
+#[test]
+fn counter_totals_advance_once_per_appended_window_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let wal = open(dir.path());
+        wal.append_cumulative(&window_header(0), counter(2.0), IDLE, false)
+            .unwrap();
+        wal.append_cumulative(&window_header(1), counter(3.0), IDLE, false)
+            .unwrap();
+        // The same window again (a retry after a crash that did commit) is refused: no double count.
+        let err =
+            (wal.append_cumulative(&window_header(1), counter(3.0), IDLE, false)).unwrap_err();
+        assert!(
+            matches!(err, WalError::WindowBeforeWatermark { .. }),
+            "{err}"
+        );
+        let stored = wal.read_encoded(&window_header(1).id()).unwrap();
+        assert!(stored.cumulative);
+        let c = wal.read_payload(&window_header(1).id()).unwrap().cumulative;
+        assert_eq!(c.unwrap().increases, [3.0]);
+    }
+    let wal = open(dir.path());
+    wal.append_cumulative(&window_header(2), counter(4.0), IDLE, false)
+        .unwrap();
+    assert_eq!([0, 1, 2].map(|n| stored_value(&wal, n)), [2.0, 5.0, 9.0]);
+}
+
+/// A resource handed to another replica and back, or deleted, restarts its totals from 0.
+#[test]
+fn a_raised_watermark_or_a_forgotten_exporter_clears_the_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    let ex = header(&[]).exporter;
+    wal.append_cumulative(&window_header(0), counter(2.0), IDLE, false)
+        .unwrap();
+    // Same watermark: nothing happened elsewhere, the total continues.
+    wal.raise_watermark(&ex, Ticks(START + INTERVAL)).unwrap();
+    wal.append_cumulative(&window_header(1), counter(1.0), IDLE, false)
+        .unwrap();
+    assert_eq!(stored_value(&wal, 1), 3.0);
+    // Another replica exported windows 2..5: restart.
+    wal.raise_watermark(&ex, Ticks(START + 5 * INTERVAL))
+        .unwrap();
+    wal.append_cumulative(&window_header(5), counter(1.0), IDLE, false)
+        .unwrap();
+    assert_eq!(stored_value(&wal, 5), 1.0);
+    wal.forget_exporter(&ex.uid).unwrap();
+    let rows = wal
+        .read(|tx| {
+            use redb::ReadableTableMetadata;
+            let t = tx.open_table(totals::TOTALS).map_err(store)?;
+            t.len().map_err(store)
+        })
+        .unwrap();
+    assert_eq!(rows, 0);
+}

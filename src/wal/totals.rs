@@ -21,7 +21,9 @@ use redb::{ReadableTable, Table, TableDefinition};
 
 use super::WalError;
 use super::tables::{corrupt_row, store};
-use crate::prompb::{BUCKET_LABEL, Cumulative, METRIC_NAME_LABEL, MetricType, TimeSeries, WriteRequest};
+use crate::prompb::{
+    BUCKET_LABEL, Cumulative, METRIC_NAME_LABEL, MetricType, TimeSeries, WriteRequest,
+};
 use crate::time::{Span, Ticks};
 
 pub(super) const TOTALS: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("totals");
@@ -85,7 +87,9 @@ pub(crate) fn cumulate(
     for series in &mut request.timeseries {
         series_key(series, &mut key);
         let group = histogram_group(series, &bounds);
-        let restart = group.as_ref().is_some_and(|g| restarted.contains(g.as_slice()));
+        let restart = group
+            .as_ref()
+            .is_some_and(|g| restarted.contains(g.as_slice()));
         let stored = totals.get(&key)?;
         let (mut total, start_ms) = match stored {
             Some(t) if !restart && !idle(&t, window) => (t.total, t.start_ms),
@@ -180,7 +184,9 @@ fn histogram_bounds(request: &WriteRequest) -> HashMap<Vec<u8>, Bounds> {
     if families.is_empty() {
         return HashMap::new();
     }
-    let mut groups: HashMap<Vec<u8>, (Vec<u8>, Vec<(f64, &str)>)> = HashMap::new();
+    // group key → (its `_count` key, its (bound, `le` text)s)
+    type Les<'a> = (Vec<u8>, Vec<(f64, &'a str)>);
+    let mut groups: HashMap<Vec<u8>, Les<'_>> = HashMap::new();
     for series in &request.timeseries {
         let name = series.metric_name();
         let Some(family) = name.strip_suffix("_bucket") else {
@@ -207,7 +213,13 @@ fn histogram_bounds(request: &WriteRequest) -> HashMap<Vec<u8>, Bounds> {
                 hasher.update(&[0xFE]);
             }
             let fingerprint = hasher.finalize();
-            (key, Bounds { count_key, fingerprint })
+            (
+                key,
+                Bounds {
+                    count_key,
+                    fingerprint,
+                },
+            )
         })
         .collect()
 }
@@ -238,12 +250,16 @@ impl TotalsStore for TableTotals<'_, '_> {
 
 impl TableTotals<'_, '_> {
     /// Deletes this exporter's totals unseen for `reset_after_idle` at `window_end`.
-    pub(super) fn expire(&mut self, window_end: Ticks, reset_after_idle: Span) -> Result<(), WalError> {
+    pub(super) fn expire(
+        &mut self,
+        window_end: Ticks,
+        reset_after_idle: Span,
+    ) -> Result<(), WalError> {
         let cutoff = window_end.0.saturating_sub(reset_after_idle.0);
         let range = (self.uid, &[][..])..(self.uid, &[0xFF][..]);
         self.table
             .retain_in(range, |_, value| {
-                RunningTotal::decode(value).map_or(false, |t| t.last_window_end >= cutoff)
+                RunningTotal::decode(value).is_ok_and(|t| t.last_window_end >= cutoff)
             })
             .map_err(store)
     }
@@ -256,4 +272,175 @@ pub(super) fn clear(
 ) -> Result<(), WalError> {
     let range = (uid, &[][..])..(uid, &[0xFF][..]);
     table.retain_in(range, |_, _| false).map_err(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::prompb::{Label, MetricMetadata, Sample};
+
+    #[derive(Default)]
+    struct MapTotals(BTreeMap<Vec<u8>, RunningTotal>);
+
+    impl TotalsStore for MapTotals {
+        fn get(&mut self, key: &[u8]) -> Result<Option<RunningTotal>, WalError> {
+            Ok(self.0.get(key).cloned())
+        }
+        fn put(&mut self, key: &[u8], total: &RunningTotal) -> Result<(), WalError> {
+            self.0.insert(key.to_vec(), total.clone());
+            Ok(())
+        }
+    }
+
+    const MINUTE: i64 = 600_000_000;
+    const T0: i64 = 638_000_000_000_000_000;
+
+    fn window(n: i64, idle_minutes: i64, delta: bool) -> TotalsWindow {
+        TotalsWindow {
+            start: Ticks(T0 + n * MINUTE),
+            end: Ticks(T0 + (n + 1) * MINUTE),
+            reset_after_idle: Span(idle_minutes * MINUTE),
+            delta,
+        }
+    }
+
+    fn series(name: &str, extra: &[(&str, &str)], values: &[f64]) -> TimeSeries {
+        let mut labels: Vec<Label> = (extra.iter().map(|(n, v)| Label::new(*n, *v)))
+            .chain([Label::new(METRIC_NAME_LABEL, name)])
+            .collect();
+        labels.sort_by(|a, b| a.name.cmp(&b.name));
+        TimeSeries {
+            labels,
+            samples: (values.iter().enumerate())
+                .map(|(i, &value)| Sample {
+                    value,
+                    timestamp: i as i64,
+                })
+                .collect(),
+        }
+    }
+
+    fn values(r: &WriteRequest) -> Vec<Vec<f64>> {
+        (r.timeseries.iter())
+            .map(|s| s.samples.iter().map(|p| p.value).collect())
+            .collect()
+    }
+
+    #[test]
+    fn increases_become_running_totals_with_their_start_and_increases_beside() {
+        let mut totals = MapTotals::default();
+        let mut w0 = WriteRequest::new(vec![series("a_total", &[], &[1.0, 2.0])]);
+        cumulate(&mut w0, &window(0, 60, false), &mut totals).unwrap();
+        assert_eq!(values(&w0), [[1.0, 3.0]]);
+        let mut w1 = WriteRequest::new(vec![
+            series("a_total", &[], &[5.0]),
+            series("b_total", &[], &[7.0]),
+        ]);
+        cumulate(&mut w1, &window(1, 60, true), &mut totals).unwrap();
+        assert_eq!(values(&w1), [vec![8.0], vec![7.0]]);
+        let c = w1.cumulative.unwrap();
+        let start = |n: i64| Ticks(T0 + n * MINUTE).unix_millis();
+        assert_eq!(c.series_start_ms, [start(0), start(1)]);
+        assert_eq!(c.increases, [5.0, 7.0]);
+        assert!(c.delta);
+        assert_eq!(c.window_start_ms, start(1));
+    }
+
+    #[test]
+    fn a_series_unseen_for_longer_than_reset_after_idle_restarts_from_zero() {
+        let mut totals = MapTotals::default();
+        let mut w = WriteRequest::new(vec![series("a_total", &[], &[4.0])]);
+        cumulate(&mut w, &window(0, 10, false), &mut totals).unwrap();
+        // Last seen at the end of window 0 (minute 1); window 11 starts 10 minutes later: kept.
+        let mut w = WriteRequest::new(vec![series("a_total", &[], &[1.0])]);
+        cumulate(&mut w, &window(11, 10, false), &mut totals).unwrap();
+        assert_eq!(values(&w), [[5.0]]);
+        // Window 23 starts 11 minutes after window 11 ended: restarts, with a new start.
+        let mut w = WriteRequest::new(vec![series("a_total", &[], &[1.0])]);
+        cumulate(&mut w, &window(23, 10, false), &mut totals).unwrap();
+        assert_eq!(values(&w), [[1.0]]);
+        let start = Ticks(T0 + 23 * MINUTE).unix_millis();
+        assert_eq!(w.cumulative.unwrap().series_start_ms, [start]);
+    }
+
+    fn histogram(les: &[(&str, f64)], count: f64) -> WriteRequest {
+        let mut timeseries: Vec<TimeSeries> = (les.iter())
+            .map(|(le, v)| series("h_bucket", &[("le", le), ("x", "1")], &[*v]))
+            .collect();
+        timeseries.push(series("h_count", &[("x", "1")], &[count]));
+        timeseries.push(series("h_sum", &[("x", "1")], &[count * 2.0]));
+        WriteRequest {
+            timeseries,
+            metadata: vec![MetricMetadata {
+                r#type: MetricType::Histogram as i32,
+                metric_family_name: "h".into(),
+                ..MetricMetadata::default()
+            }],
+            cumulative: None,
+        }
+    }
+
+    #[test]
+    fn a_histogram_whose_bounds_change_restarts_whole() {
+        let mut totals = MapTotals::default();
+        let mut w = histogram(&[("1", 1.0), ("+Inf", 2.0)], 2.0);
+        cumulate(&mut w, &window(0, 60, false), &mut totals).unwrap();
+        let mut w = histogram(&[("1", 1.0), ("+Inf", 2.0)], 2.0);
+        cumulate(&mut w, &window(1, 60, false), &mut totals).unwrap();
+        assert_eq!(values(&w), [[2.0], [4.0], [4.0], [8.0]]);
+        // A new bound: every series of the histogram restarts from this window's counts.
+        let mut w = histogram(&[("1", 1.0), ("5", 1.0), ("+Inf", 3.0)], 3.0);
+        cumulate(&mut w, &window(2, 60, false), &mut totals).unwrap();
+        assert_eq!(values(&w), [[1.0], [1.0], [3.0], [3.0], [6.0]]);
+        let start = Ticks(T0 + 2 * MINUTE).unix_millis();
+        assert!(
+            w.cumulative
+                .unwrap()
+                .series_start_ms
+                .iter()
+                .all(|&s| s == start)
+        );
+    }
+
+    proptest! {
+        /// Over any sequence of windows (series present or not, increases, idle gaps), each
+        /// sample's running total is the sum of its series' increases since its last restart, and
+        /// a series restarts exactly when it was unseen for longer than the idle period.
+        #[test]
+        fn running_totals_match_a_model(
+            windows in proptest::collection::vec(
+                (0i64..4, proptest::collection::vec(proptest::option::of(0u32..100), 3)),
+                1..20,
+            ),
+        ) {
+            let mut totals = MapTotals::default();
+            let mut model: BTreeMap<usize, (f64, i64)> = BTreeMap::new();
+            let mut n = 0;
+            for (gap, present) in windows {
+                n += gap;
+                let w = window(n, 2, false);
+                let names: Vec<(usize, f64)> = (present.iter().enumerate())
+                    .filter_map(|(i, v)| v.map(|v| (i, f64::from(v))))
+                    .collect();
+                let mut request = WriteRequest::new(
+                    (names.iter())
+                        .map(|(i, v)| series(&format!("s{i}_total"), &[], &[*v]))
+                        .collect(),
+                );
+                cumulate(&mut request, &w, &mut totals).unwrap();
+                for ((i, v), s) in names.iter().zip(&request.timeseries) {
+                    let (total, seen) = model.get(i).copied().unwrap_or((0.0, i64::MIN));
+                    let kept = seen != i64::MIN && seen + 2 * MINUTE >= w.start.0;
+                    let total = if kept { total + v } else { *v };
+                    prop_assert_eq!(s.samples[0].value, total);
+                    model.insert(*i, (total, w.end.0));
+                }
+                n += 1;
+            }
+        }
+    }
 }
