@@ -23,6 +23,7 @@ mod check;
 mod kql;
 mod load;
 pub mod names;
+mod problems;
 #[cfg(test)]
 mod tests;
 mod transform;

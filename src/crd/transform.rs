@@ -9,7 +9,7 @@ use super::names::{
     adxmon_normalize, has_letter_or_digit, is_label_name, is_metric_name, is_reserved_label_name,
     sanitize_label_name, sanitize_name_chars,
 };
-use super::validate::{Problems, SpecProblem, non_blank};
+use super::problems::{Problems, SpecProblem, non_blank};
 use super::{MAX_SPAN, TICKS_PER_SECOND};
 use crate::prompb::BUCKET_LABEL;
 use crate::time::Span;

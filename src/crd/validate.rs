@@ -7,21 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::criteria::expression::{CriteriaExpression, FIELD as EXPRESSION_FIELD};
 use crate::time::{Span, Ticks};
 
+use super::problems::{Problems, SpecProblem, non_blank};
 use super::transform::{ValidatedTransform, validate_transform};
 use super::{DEFAULT_MAX_ROWS, MAX_SPAN, MIN_INTERVAL, MetricsExporterSpec};
-
-/// One thing wrong with a spec: the field (`spec.interval`) and what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpecProblem {
-    pub field: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for SpecProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
 
 /// A spec whose every field has been checked and typed; all later stages use this.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,22 +30,6 @@ pub struct ValidatedSpec {
     pub transform: ValidatedTransform,
     /// `None`: every configured output.
     pub outputs: Option<Vec<String>>,
-}
-
-pub(super) struct Problems(pub(super) Vec<SpecProblem>);
-
-impl Problems {
-    pub(super) fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(SpecProblem {
-            field: field.into(),
-            message: message.into(),
-        });
-    }
-}
-
-/// A present, non-blank string.
-pub(super) fn non_blank(s: &Option<String>) -> Option<&str> {
-    s.as_deref().filter(|s| !s.trim().is_empty())
 }
 
 impl MetricsExporterSpec {

@@ -27,6 +27,7 @@ use super::otlp_proto::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse, Gauge, InstrumentationScope,
     KeyValue, Metric, NumberDataPoint, Resource, ResourceMetrics, ScopeMetrics,
 };
+use super::otlp_proto::unix_nanos;
 use super::otlp_typed;
 use super::retry::Protocol;
 use super::split::{Chunk, pack};
@@ -562,11 +563,6 @@ fn attributes(s: &TimeSeries) -> Vec<KeyValue> {
         .filter(|l| l.name != METRIC_NAME_LABEL)
         .map(|l| KeyValue::string(&l.name, &l.value))
         .collect()
-}
-
-/// Sample ms → ns; negative (pre-1970) clamps to 0, far-future saturates.
-pub(super) fn unix_nanos(ms: i64) -> u64 {
-    u64::try_from(ms).unwrap_or(0).saturating_mul(1_000_000)
 }
 
 /// Length-delimited field of `len` bytes: tag + length varint + payload.

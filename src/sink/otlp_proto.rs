@@ -172,3 +172,8 @@ impl KeyValue {
         }
     }
 }
+
+/// Sample ms → ns; negative (pre-1970) clamps to 0, far-future saturates.
+pub(crate) fn unix_nanos(ms: i64) -> u64 {
+    u64::try_from(ms).unwrap_or(0).saturating_mul(1_000_000)
+}

@@ -18,10 +18,9 @@ use crate::prompb::{
     WriteRequest,
 };
 
-use super::otlp::unix_nanos;
 use super::otlp_proto::{
     Gauge, Histogram, HistogramDataPoint, KeyValue, Metric, NumberDataPoint, Sum,
-    TEMPORALITY_CUMULATIVE, TEMPORALITY_DELTA,
+    TEMPORALITY_CUMULATIVE, TEMPORALITY_DELTA, unix_nanos,
 };
 
 /// Whether a window needs this path: it has metadata or running totals.

@@ -805,25 +805,6 @@ fn upper_case_labels_sort_before_the_name_label() {
     assert_eq!(names, ["LocationId", "__name__", "zone"]);
 }
 
-#[test]
-fn skip_reason_labels_are_stable() {
-    let labels: Vec<&str> = SkipReason::ALL.iter().map(|r| r.as_str()).collect();
-    assert_eq!(
-        labels,
-        [
-            "null_timestamp",
-            "bad_timestamp",
-            "no_metric_name",
-            "null_value",
-            "non_numeric_value",
-            "duplicate",
-            "bad_metric_name",
-            "invalid_increase",
-            "bad_bucket"
-        ]
-    );
-}
-
 mod properties {
     use super::*;
     use proptest::prelude::*;

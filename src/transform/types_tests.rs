@@ -498,3 +498,22 @@ fn adxmon_style_builds_names_exactly_as_the_go_exporter() {
         ]
     );
 }
+
+#[test]
+fn skip_reason_labels_are_stable() {
+    let labels: Vec<&str> = SkipReason::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "null_timestamp",
+            "bad_timestamp",
+            "no_metric_name",
+            "null_value",
+            "non_numeric_value",
+            "duplicate",
+            "bad_metric_name",
+            "invalid_increase",
+            "bad_bucket"
+        ]
+    );
+}

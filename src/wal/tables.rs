@@ -28,6 +28,8 @@ pub(super) const PENDING: TableDefinition<OutputKey, &[u8]> = TableDefinition::n
 pub(super) const DEAD_LETTERS: TableDefinition<OutputKey, &[u8]> =
     TableDefinition::new("dead_letters");
 pub(super) const EXPORTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("exporters");
+/// (exporter uid, series key) → running total of a counter or histogram series (`totals.rs`).
+pub(super) const TOTALS: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("totals");
 const META_USED_BYTES: &str = "used_bytes";
 
 pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), redb::Error> {
@@ -36,7 +38,7 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), redb::Error> {
     tx.open_table(PENDING)?;
     tx.open_table(DEAD_LETTERS)?;
     tx.open_table(EXPORTERS)?;
-    tx.open_table(super::totals::TOTALS)?;
+    tx.open_table(TOTALS)?;
     let mut meta = tx.open_table(META)?;
     if meta.get(META_USED_BYTES)?.is_none() {
         meta.insert(META_USED_BYTES, 0u64.to_le_bytes().as_slice())?;

@@ -17,16 +17,15 @@
 use std::collections::{HashMap, HashSet};
 
 use prost::Message;
-use redb::{ReadableTable, Table, TableDefinition};
+use redb::{ReadableTable, Table};
 
 use super::WalError;
+pub(super) use super::tables::TOTALS;
 use super::tables::{corrupt_row, store};
 use crate::prompb::{
     BUCKET_LABEL, Cumulative, METRIC_NAME_LABEL, MetricType, TimeSeries, WriteRequest,
 };
 use crate::time::{Span, Ticks};
-
-pub(super) const TOTALS: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("totals");
 
 /// One series' running total.
 #[derive(Clone, PartialEq, prost::Message)]
