@@ -581,8 +581,17 @@ pub(super) async fn pause(d: Duration, cancel: &CancellationToken) -> bool {
 /// numbers, no metric name, timestamps that are not datetimes), what to tell the operator. Rows
 /// that are all null are data, not a mistake: no message.
 fn unusable_rows(stats: &TransformStats) -> Option<String> {
-    use crate::transform::SkipReason::{BadTimestamp, NoMetricName, NonNumericValue};
-    let mistakes = [NonNumericValue, NoMetricName, BadTimestamp];
+    use crate::transform::SkipReason::{
+        BadBucket, BadMetricName, BadTimestamp, InvalidIncrease, NoMetricName, NonNumericValue,
+    };
+    let mistakes = [
+        NonNumericValue,
+        NoMetricName,
+        BadTimestamp,
+        BadMetricName,
+        InvalidIncrease,
+        BadBucket,
+    ];
     if stats.rows == 0
         || stats.samples > 0
         || !mistakes.iter().any(|r| stats.skipped.contains_key(r))
@@ -593,7 +602,7 @@ fn unusable_rows(stats: &TransformStats) -> Option<String> {
         .map(|(reason, n)| format!("{n} {}", reason.as_str()))
         .collect();
     Some(format!(
-        "the window's {} rows gave no sample ({}): make spec.transform.valueColumns numbers (toreal() in the query), give every row a metric name, and make timestampColumn a datetime; the window is stored empty and the next ones are queried as usual",
+        "the window's {} rows gave no sample ({}): make spec.transform.valueColumns numbers (toreal() in the query; a counter's or histogram's counts ≥ 0, a histogram's bucketColumn a number), give every row a metric name with a letter or digit, and make timestampColumn a datetime; the window is stored empty and the next ones are queried as usual",
         stats.rows,
         counts.join(", ")
     ))
