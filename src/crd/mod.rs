@@ -32,7 +32,7 @@ use crate::time::{Span, TICKS_PER_SECOND};
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use check::check_text;
-pub(crate) use check::{CheckReport, Checker};
+pub(crate) use check::{CheckReport, Checker, ValidResource};
 pub use load::load_documents;
 pub use types::MetricsExporter;
 pub(crate) use types::{

@@ -1,12 +1,9 @@
 //! From a validated transform ([`ValidatedTransform`]) to a [`Mapping`]: the metric-name prefix, the
-//! default name and the value-column suffixes sanitised once; the metric-name character rule; and,
-//! per window, where the mapping's columns sit in the result ([`resolve_columns`]).
+//! default name and the value-column suffixes sanitised once; the metric-name character rule. Where
+//! its columns sit in a window's result is `schema.rs`'s.
 
 use crate::crd::names::{push_name_chars, sanitize_name_chars};
 use crate::crd::{LabelColumn, ValidatedTransform};
-use crate::query::{ColumnType, Table};
-
-use super::TransformError;
 
 /// A [`ValidatedTransform`] with every name part pre-sanitised, ready to run on many windows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,69 +77,4 @@ fn name_prefix(cli: Option<&str>, resource: Option<&str>) -> String {
         prefix.push('_');
     }
     prefix
-}
-
-/// Column positions in one table, resolved once per window.
-pub(super) struct Columns {
-    pub(super) timestamp: usize,
-    pub(super) timestamp_is_string: bool,
-    pub(super) metric_name: Option<usize>,
-    pub(super) values: Vec<usize>,
-    pub(super) labels: Vec<usize>,
-}
-
-pub(super) fn resolve_columns(table: &Table, mapping: &Mapping) -> Result<Columns, TransformError> {
-    let find = |column: &str, role: &'static str| {
-        table
-            .column_index(column)
-            .ok_or_else(|| TransformError::MissingColumn {
-                column: column.to_owned(),
-                role,
-                available: table.columns.iter().map(|c| c.name.clone()).collect(),
-            })
-    };
-    let timestamp = find(&mapping.timestamp_column, "timestampColumn")?;
-    let timestamp_is_string = match table.columns.get(timestamp).map(|c| &c.ty) {
-        Some(ColumnType::DateTime) => false,
-        Some(ColumnType::String) => true,
-        found => {
-            return Err(TransformError::TimestampColumnType {
-                column: mapping.timestamp_column.clone(),
-                found: found.map_or_else(String::new, column_type_name),
-            });
-        }
-    };
-    let metric_name = match &mapping.metric_name_column {
-        Some(c) => Some(find(c, "metricNameColumn")?),
-        None => None,
-    };
-    let values = (mapping.value_columns.iter())
-        .map(|v| find(&v.column, "valueColumns"))
-        .collect::<Result<_, _>>()?;
-    let labels = (mapping.labels.iter())
-        .map(|l| find(&l.column, "labelColumns"))
-        .collect::<Result<_, _>>()?;
-    Ok(Columns {
-        timestamp,
-        timestamp_is_string,
-        metric_name,
-        values,
-        labels,
-    })
-}
-
-fn column_type_name(ty: &ColumnType) -> String {
-    match ty {
-        ColumnType::Bool => "bool".into(),
-        ColumnType::Int => "int".into(),
-        ColumnType::Long => "long".into(),
-        ColumnType::Real => "real".into(),
-        ColumnType::Decimal => "decimal".into(),
-        ColumnType::DateTime => "datetime".into(),
-        ColumnType::TimeSpan => "timespan".into(),
-        ColumnType::Guid => "guid".into(),
-        ColumnType::String => "string".into(),
-        ColumnType::Dynamic => "dynamic".into(),
-        ColumnType::Other(name) => name.clone(),
-    }
 }

@@ -10,7 +10,8 @@ use crate::prompb::{METRIC_NAME_LABEL, Sample};
 use crate::query::Value;
 
 use super::cells::{row_base_name, row_timestamp, sample_value, write_label_value};
-use super::mapping::{Columns, Mapping};
+use super::mapping::Mapping;
+use super::schema::Columns;
 use super::{SkipCounts, SkipReason};
 
 /// Buffers reused across rows so that a row allocates nothing unless it starts a new series.
