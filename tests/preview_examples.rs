@@ -37,18 +37,25 @@ fn window_args(yaml: &str) -> Vec<String> {
     line.split_whitespace().map(str::to_owned).collect()
 }
 
+/// Every example (`deploy/examples/*.yaml`) with the words of its preview window.
+fn examples() -> Vec<(PathBuf, Vec<String>)> {
+    let mut examples = Vec::new();
+    for entry in std::fs::read_dir(examples_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
+            let window = window_args(&std::fs::read_to_string(&path).unwrap());
+            examples.push((path, window));
+        }
+    }
+    examples
+}
+
 #[test]
 fn every_example_prints_its_expected_samples() {
     let kql = demo_kql();
     let mut checked = 0;
-    for entry in std::fs::read_dir(examples_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
-            continue;
-        }
-        let yaml = std::fs::read_to_string(&path).unwrap();
-        let args = window_args(&yaml);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for (path, window) in examples() {
+        let args: Vec<&str> = window.iter().map(String::as_str).collect();
         let out = preview(&kql, &path, &args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{}: {stderr}", path.display());
@@ -154,13 +161,7 @@ fn a_saved_response_previews_exactly_as_the_live_query() {
     let kql = demo_kql();
     let dir = tempfile::tempdir().unwrap();
     let mut checked = 0;
-    for entry in std::fs::read_dir(examples_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
-            continue;
-        }
-        let yaml = std::fs::read_to_string(&path).unwrap();
-        let window = window_args(&yaml);
+    for (path, window) in examples() {
         let saved = dir
             .path()
             .join(path.with_extension("json").file_name().unwrap());
