@@ -1,11 +1,12 @@
-//! `adxexporter check --kusto-endpoint DB=URL FILE…`: the online part. Each resource that passed
-//! the offline checks runs its query against Kusto, and the result's columns are checked against
-//! its transform before anything is deployed.
+//! `adxexporter check --kusto-endpoint DB=URL FILE…` (docs/design.md#online-check): the online
+//! part. Each resource that passed the offline checks runs its query against Kusto, and the
+//! result's columns are checked against its transform before anything is deployed.
 //!
 //! - The query text is `run`'s for the resource's newest complete window ([`query_text`]:
 //!   docs/design.md#query-text, with the `--cluster-labels` as `let`s) with `| take 0` appended:
-//!   Kusto still compiles and plans the whole query and returns the result's columns with their
-//!   types, but no row (duckdb-kql, our local engine, does the same).
+//!   Kusto returns the result's columns with their types and no row (duckdb-kql, our local engine,
+//!   does the same), so nothing moves. `| take 0` rather than `| getschema`: its result is the
+//!   same [`Table`] the transform sees, checked by the same code.
 //! - The columns are checked by the transform's own rules ([`schema_findings`]): a missing column
 //!   or a timestamp column that is neither datetime nor string fails every window of `run`; a value
 //!   column that is never a number (datetime, timespan, guid) exports nothing; these are problems.
