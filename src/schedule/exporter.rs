@@ -29,7 +29,9 @@ use tokio_util::sync::CancellationToken;
 use super::window::{Window, first_window, is_due, next_window, query_text};
 use crate::backoff;
 use crate::crd::LastQueryStatus;
-use crate::query::{KustoClient, MemoryBudget, QueryError, QueryLimits, Reservation};
+use crate::query::{
+    KustoClient, MemoryBudget, QueryError, QueryLimits, Reservation, no_endpoint_message,
+};
 use crate::registry::Exporter;
 use crate::status::{Board, Problem};
 use crate::telemetry::Health;
@@ -389,12 +391,10 @@ impl Task {
         match outcome {
             Outcome::Unrunnable(why) => {
                 let (reason, message) = match why {
-                    Unrunnable::DatabaseNotConfigured => {
-                        let db = &self.ex.spec.database;
-                        ("DatabaseNotConfigured", format!(
-                            "no --kusto-endpoint for database {db:?}: add --kusto-endpoint {db}=https://<cluster>.kusto.windows.net"
-                        ))
-                    }
+                    Unrunnable::DatabaseNotConfigured => (
+                        "DatabaseNotConfigured",
+                        no_endpoint_message(&self.ex.spec.database),
+                    ),
                     Unrunnable::OutputNotConfigured(unknown) => ("OutputNotConfigured", format!(
                         "spec.outputs names {unknown:?}, but this instance's outputs are {:?}: fix spec.outputs or configure the output",
                         self.ctx.wal.outputs()
