@@ -222,6 +222,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         clients,
         cluster_labels: source.cluster_labels.clone(),
         queries: Arc::new(Semaphore::new(config.max_concurrent_queries)),
+        query_slots: config.max_concurrent_queries,
         memory: MemoryBudget::new(budget),
         max_response_bytes: MAX_RESPONSE_BYTES,
         slow_query: config.kusto.config.server_timeout / 4,
