@@ -72,12 +72,6 @@ pub(super) async fn run(task: &Task, cancel: CancellationToken) {
     tracing::info!(exporter = %task.key, request_id = %b.request_id, cursor = %cursor, end = %b.end, "backfill started{capped}");
     let mut failures: u32 = 0;
     loop {
-        if cursor >= b.end || next_window(cursor, task.ex.spec.interval).start >= b.end {
-            tracing::info!(exporter = %task.key, request_id = %b.request_id, "backfill completed");
-            progress.report(task, Some(cursor), "Completed", String::new());
-            cancel.cancelled().await;
-            return;
-        }
         let refused = match task.ctx.wal.backfill_failures(&id.uid) {
             Ok(r) => r,
             Err(e) => {
@@ -85,6 +79,23 @@ pub(super) async fn run(task: &Task, cancel: CancellationToken) {
                 BTreeMap::new()
             }
         };
+        if cursor >= b.end || next_window(cursor, task.ex.spec.interval).start >= b.end {
+            // Every window is in the WAL; an output that refused them is why it is not `Completed`.
+            let (state, message) = match refused.is_empty() {
+                true => ("Completed", String::new()),
+                false => (
+                    "Failed",
+                    format!(
+                        "{}; the other outputs got every window",
+                        refused_message(&refused)
+                    ),
+                ),
+            };
+            tracing::info!(exporter = %task.key, request_id = %b.request_id, state, "backfill done");
+            progress.report(task, Some(cursor), state, message);
+            cancel.cancelled().await;
+            return;
+        }
         let all = (task.ex.spec.outputs.clone()).unwrap_or_else(|| task.ctx.wal.outputs().to_vec());
         let outputs: Vec<String> = all
             .into_iter()
