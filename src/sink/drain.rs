@@ -296,6 +296,23 @@ fn refuses_old_samples(body: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// The refusals Prometheus, Mimir and Cortex give for samples older than they accept, and
+    /// others that are not about age.
+    #[test]
+    fn old_sample_refusals_are_recognised() {
+        for body in [
+            "out of order sample",
+            "err: out of bounds: sample timestamp too old",
+            "the sample has been rejected because another sample with a more recent timestamp has already been ingested and out-of-order samples are not allowed (err-mimir-sample-out-of-order)",
+            "TOO OLD",
+        ] {
+            assert!(super::refuses_old_samples(body), "{body}");
+        }
+        for body in ["invalid label name", "duplicate sample for timestamp", ""] {
+            assert!(!super::refuses_old_samples(body), "{body}");
+        }
+    }
+
     use std::sync::Mutex;
 
     use super::*;
