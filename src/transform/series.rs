@@ -26,6 +26,9 @@ pub(super) struct RowBuffers {
     key: Vec<u8>,
     base: String,
     text: String,
+    /// The last bucket bounds printed (bits → text): a histogram's rows repeat a few bounds, and
+    /// printing a float is most of a row's cost otherwise.
+    bounds: Vec<(u64, String)>,
 }
 
 pub(super) fn add_row(
@@ -50,7 +53,7 @@ pub(super) fn add_row(
         match (source, slot) {
             (LabelValue::Static(value), _) => buf.text.push_str(value),
             (LabelValue::Bucket { .. }, Some(i)) => match bucket_bound(cell(*i)) {
-                Ok(bound) => write_value(&mut buf.text, bound),
+                Ok(bound) => push_bound(&mut buf.bounds, bound, &mut buf.text),
                 Err(reason) => return skipped.add(reason, per_row),
             },
             (LabelValue::Column { .. }, Some(i)) => write_label_value(&mut buf.text, cell(*i)),
@@ -117,6 +120,22 @@ pub(super) fn add_row(
             index.push(&buf.key, labels_len, &mapping.labels, sample);
         }
     }
+}
+
+/// Appends the `le` text of `bound` (Prometheus' float text), from a small cache of the bounds seen.
+fn push_bound(cache: &mut Vec<(u64, String)>, bound: f64, out: &mut String) {
+    const KEEP: usize = 64;
+    let bits = bound.to_bits();
+    if let Some((_, text)) = cache.iter().find(|(b, _)| *b == bits) {
+        return out.push_str(text);
+    }
+    let mut text = String::new();
+    write_value(&mut text, bound);
+    out.push_str(&text);
+    if cache.len() == KEEP {
+        cache.remove(0);
+    }
+    cache.push((bits, text));
 }
 
 /// Series by key, in first-seen order.
