@@ -23,11 +23,11 @@ use prost::encoding::encoded_len_varint;
 
 use super::auth::OutputAuthConfig;
 use super::http::{Poster, Request, Security, Sent, send_window};
+use super::otlp_proto::unix_nanos;
 use super::otlp_proto::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse, Gauge, InstrumentationScope,
     KeyValue, Metric, NumberDataPoint, Resource, ResourceMetrics, ScopeMetrics,
 };
-use super::otlp_proto::unix_nanos;
 use super::otlp_typed;
 use super::retry::Protocol;
 use super::split::{Chunk, pack};
