@@ -530,7 +530,8 @@ fn counter_and_histogram_in_prometheus_survive_kill_and_outage() {
     // histogram_quantile() over the running totals at the last window (each host's whole
     // history), and over the windows a+1..=b of every host together.
     let all_totals: Vec<Vec<Totals>> = (0..HOSTS.len()).map(|h| totals(&data, h)).collect();
-    for q in [0.25, 0.5, 0.9, 0.99] {
+    let mut quantiles = Vec::new();
+    for q in [0.25, 0.5, 0.75, 0.9, 0.99] {
         let got = per_host(&prom_vector(
             prom.port,
             &format!("histogram_quantile({q}, {HISTOGRAM}_bucket)"),
@@ -561,7 +562,12 @@ fn counter_and_histogram_in_prometheus_survive_kill_and_outage() {
             got,
             want,
         );
+        quantiles.push((q, got));
     }
+    eprintln!(
+        "histogram_quantile over windows {}..={b} of all hosts: {quantiles:?}",
+        a + 1
+    );
 }
 
 /// One OTLP data point as recorded by the decoder, with its metric's fields.
