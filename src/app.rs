@@ -18,8 +18,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{OutputSettings, RunConfig};
+use crate::query::MemoryBudget;
 use crate::query::budget::{human_bytes, resolve_budget};
-use crate::query::{KustoClient, MemoryBudget};
 use crate::registry::Snapshot;
 use crate::schedule::exporter::SchedulerContext;
 use crate::schedule::scheduler::Scheduler;
@@ -114,12 +114,8 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
 
     let mut clients = BTreeMap::new();
     for (database, url) in &config.kusto.endpoints {
-        let client = KustoClient::new(
-            url.clone(),
-            config.kusto.auth.for_endpoint(url),
-            config.kusto.config.clone(),
-        )
-        .with_context(|| format!("--kusto-endpoint {database}={url}"))?;
+        let client = (config.kusto.client(url))
+            .with_context(|| format!("--kusto-endpoint {database}={url}"))?;
         clients.insert(database.clone(), Arc::new(client));
     }
 
@@ -226,6 +222,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         clients,
         cluster_labels: source.cluster_labels.clone(),
         queries: Arc::new(Semaphore::new(config.max_concurrent_queries)),
+        query_slots: config.max_concurrent_queries,
         memory: MemoryBudget::new(budget),
         max_response_bytes: MAX_RESPONSE_BYTES,
         slow_query: config.kusto.config.server_timeout / 4,

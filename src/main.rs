@@ -12,7 +12,7 @@ async fn main() -> ExitCode {
     adxexporter::query::budget::set_memory_release(trim_heap);
     let result = match adxexporter::cli::parse() {
         Command::Crd => cmd::crd(),
-        Command::Check(args) => cmd::check::run(args),
+        Command::Check(args) => cmd::check::run(args).await,
         Command::Preview(args) => cmd::preview::run(args).await,
         Command::Run(args) => run(args).await,
         Command::Wal(args) => cmd::wal::run(args),

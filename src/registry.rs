@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::crd::{MetricsExporter, ValidatedSpec};
+use crate::crd::{BackfillStatus, MetricsExporter, ValidatedSpec};
 use crate::criteria::{self, Placement, expression};
 use crate::time::Ticks;
 use crate::transform::Mapping;
@@ -22,6 +22,9 @@ pub struct Exporter {
     /// Where to resume when the WAL has no watermark: the resource's status watermark, else
     /// adx-mon's `LastSuccessfulExecution` condition (migration without gap or repeat).
     pub status_watermark: Option<Ticks>,
+    /// The backfill's progress as the resource's status last recorded it (another replica's, after
+    /// a rescale handover), to continue from its cursor.
+    pub status_backfill: Option<BackfillStatus>,
 }
 
 /// The exporters keyed by uid.
@@ -101,6 +104,7 @@ impl Exporter {
             spec,
             mapping,
             status_watermark: resource.resume_watermark(),
+            status_backfill: (resource.status.as_ref()).and_then(|s| s.backfill.clone()),
         })
     }
 

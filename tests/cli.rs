@@ -201,6 +201,16 @@ fn check_reports_every_problem_with_file_resource_and_field() {
             ],
         ),
         (
+            "bad-types.yaml",
+            &[
+                "bad-types.yaml: default/histogram-without-buckets: spec.transform.bucketColumn: missing: a histogram needs the column holding each row's bucket upper bound (real, +inf allowed)",
+                "bad-types.yaml: default/names: spec.transform.nameStyle: \"camel\" is not a name style: use prometheus (the default) or adxmon",
+                "bad-types.yaml: default/names: spec.transform.metricNames.hits: \"bad name\" is not a metric name ([a-zA-Z_:][a-zA-Z0-9_:]*): use e.g. \"bad_name\"",
+                "bad-types.yaml: default/names: spec.transform.metricNamePrefix: \"---\" has no letter or digit, so every name would start with `_`s: use e.g. `app`",
+                "bad-types.yaml: default/names: spec.transform.staticLabels.team-name: \"team-name\" is not a label name ([a-zA-Z_][a-zA-Z0-9_]*): use e.g. \"team_name\"",
+            ],
+        ),
+        (
             "bad-syntax.yaml",
             &[
                 "bad-syntax.yaml: not valid YAML or JSON: line 4 column 5: while parsing a flow mapping, did not find expected ',' or '}'",
@@ -213,6 +223,13 @@ fn check_reports_every_problem_with_file_resource_and_field() {
         let expected: String = lines.iter().map(|l| format!("{l}\n")).collect();
         assert_eq!(stdout(&out), expected, "{file}");
     }
+}
+
+#[test]
+fn check_accepts_counters_and_histograms() {
+    let out = adxexporter(&["check", "good-types.yaml"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(stdout(&out), "ok default/requests\nok default/latency\n");
 }
 
 #[test]

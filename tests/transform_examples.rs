@@ -202,6 +202,16 @@ fn global_error_rates() {
 }
 
 #[test]
+fn service_requests_counter() {
+    check_example("service-requests");
+}
+
+#[test]
+fn service_latency_histogram() {
+    check_example("service-latency");
+}
+
+#[test]
 fn every_example_has_an_expected_output() {
     let mut yamls = 0;
     for entry in std::fs::read_dir(examples_dir()).unwrap() {
@@ -214,7 +224,9 @@ fn every_example_has_an_expected_output() {
                     "service-response-times",
                     "customer-analytics",
                     "infrastructure-monitoring",
-                    "global-error-rates"
+                    "global-error-rates",
+                    "service-requests",
+                    "service-latency"
                 ]
                 .contains(&stem.as_str()),
                 "{stem}.yaml has no test in tests/transform_examples.rs"
@@ -226,5 +238,5 @@ fn every_example_has_an_expected_output() {
             );
         }
     }
-    assert_eq!(yamls, 4);
+    assert_eq!(yamls, 6);
 }

@@ -29,7 +29,7 @@ mod secure;
 mod tests;
 mod wal;
 
-pub(crate) use preview::{CheckArgs, PreviewArgs};
+pub(crate) use preview::{CheckArgs, PreviewArgs, PreviewConfig, ResponseSource};
 pub use run::RunArgs;
 pub(crate) use run::{InstanceArgs, KustoArgs, KustoSettings, OutputSettings, RunConfig};
 pub(crate) use secure::{ClientCertArgs, OtlpAuthArgs, RemoteWriteAuthArgs, TlsArgs};
@@ -148,9 +148,12 @@ pub fn parse() -> Command {
 pub enum Command {
     /// Run the exporter (the default): query every due window, store it, push it.
     Run(RunArgs),
-    /// Run one window of one resource against Kusto and print the samples; push nothing.
+    /// Run one window of one resource against Kusto (or transform a saved response: --response)
+    /// and print the samples; push nothing.
     Preview(PreviewArgs),
-    /// Validate MetricsExporter files offline.
+    /// Validate MetricsExporter files offline; with --kusto-endpoint DB=URL, also run each valid
+    /// resource's query against Kusto for its newest complete window with `| take 0` appended (no
+    /// row comes back) and check the result's columns and types against the transform.
     Check(CheckArgs),
     /// Print the MetricsExporter CustomResourceDefinition as YAML.
     Crd,

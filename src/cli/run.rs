@@ -1,7 +1,7 @@
 //! `run`'s flags, grouped as `run --help` shows them (Sources, Kusto, Outputs, WAL, Kubernetes,
 //! Telemetry), and their validation into [`RunConfig`], grouped by the module each part is handed
-//! to. [`InstanceArgs`] and [`KustoArgs`] are shared with `preview`, so `preview` queries Kusto and
-//! names metrics exactly as `run` would.
+//! to. [`InstanceArgs`] and [`KustoArgs`] are shared with `preview` ([`KustoArgs`] with `check` too),
+//! so they query Kusto and name metrics exactly as `run` would.
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ use super::parse::{
 };
 use super::{CliError, ClientCertArgs, OtlpAuthArgs, RemoteWriteAuthArgs, TlsArgs};
 use crate::backoff::BackoffPolicy;
-use crate::query::{AuthError, KustoAuth, KustoConfig};
+use crate::query::{AuthError, KustoAuth, KustoClient, KustoConfig, QueryError};
 use crate::shard::{Membership, Shard};
 use crate::sink::{OtlpConfig, OtlpGrpcConfig, RemoteWriteConfig, ScrapeConfig};
 use crate::telemetry::LogFormat;
@@ -41,7 +41,7 @@ pub struct InstanceArgs {
     pub metric_name_prefix: String,
 }
 
-/// How to reach Kusto: shared by `run` and `preview`, so `preview` queries exactly as `run` would.
+/// How to reach Kusto: shared by `run`, `preview` and `check`, so they query exactly as `run` would.
 #[derive(Debug, Clone, Args)]
 pub struct KustoArgs {
     /// Kusto endpoint per database, DB=URL[,DB=URL...] (repeatable).
@@ -274,7 +274,7 @@ pub struct SourceSettings {
     pub membership: Membership,
 }
 
-/// How to reach Kusto, for `run` and `preview` alike.
+/// How to reach Kusto, for `run`, `preview` and `check` alike.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KustoSettings {
     /// `(database, cluster URL)`, one per database.
@@ -283,6 +283,22 @@ pub struct KustoSettings {
     pub auth: KustoAuth,
     /// Every client's settings (server timeout, TLS).
     pub config: KustoConfig,
+}
+
+impl KustoSettings {
+    /// The cluster URL `--kusto-endpoint` gives for `database`.
+    pub(crate) fn endpoint(&self, database: &str) -> Option<&Url> {
+        (self.endpoints.iter()).find_map(|(db, url)| (db == database).then_some(url))
+    }
+
+    /// The client for one endpoint, built as `run` builds it (auth for that URL, timeouts, TLS).
+    pub(crate) fn client(&self, url: &Url) -> Result<KustoClient, QueryError> {
+        KustoClient::new(
+            url.clone(),
+            self.auth.for_endpoint(url),
+            self.config.clone(),
+        )
+    }
 }
 
 /// Every configured output, each already in its sink's own config type.

@@ -458,6 +458,64 @@ fn check_takes_files_and_optional_labels() {
 }
 
 #[test]
+fn check_goes_online_only_with_an_endpoint() {
+    let check = |args: &[&str]| match cli(args).unwrap() {
+        Command::Check(a) => a,
+        _ => unreachable!(),
+    };
+    let offline = check(&["check", "--kusto-auth", "no-such-mode", "a.yaml"]);
+    assert_eq!(offline.online(), Ok(None), "no Kusto flag is read offline");
+    let online = check(&[
+        "check",
+        "--kusto-endpoint",
+        "db=https://c.kusto.windows.net",
+        "--kusto-auth",
+        "none",
+        "a.yaml",
+    ]);
+    let settings = online.online().unwrap().unwrap();
+    assert_eq!(
+        settings.endpoint("db").map(url::Url::as_str),
+        Some("https://c.kusto.windows.net/")
+    );
+    assert_eq!(settings.endpoint("other"), None);
+    let bad = check(&["check", "--kusto-endpoint", "db=x", "a.yaml"]);
+    assert!(matches!(bad.online(), Err(CliError::BadUrl { .. })));
+}
+
+#[test]
+fn preview_reads_a_saved_response_or_keeps_the_live_one() {
+    let preview = |args: &[&str]| match cli(args) {
+        Ok(Command::Preview(a)) => a.validate().map(|c| c.response),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        preview(&["preview", "-f", "x.yaml"]),
+        Ok(ResponseSource::Kusto { save: None })
+    );
+    assert_eq!(
+        preview(&["preview", "-f", "x.yaml", "--save-response", "r.json"]),
+        Ok(ResponseSource::Kusto {
+            save: Some("r.json".into())
+        })
+    );
+    assert_eq!(
+        preview(&["preview", "-f", "x.yaml", "--response", "r.json"]),
+        Ok(ResponseSource::File("r.json".into()))
+    );
+    let both = [
+        "preview",
+        "-f",
+        "x.yaml",
+        "--response",
+        "a",
+        "--save-response",
+        "b",
+    ];
+    assert!(cli(&both).is_err());
+}
+
+#[test]
 fn clap_definition_is_consistent() {
     use clap::CommandFactory;
     Cli::command().debug_assert();

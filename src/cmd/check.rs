@@ -2,18 +2,24 @@
 //! A directory is read as `run --manifests DIR` reads it ([`manifest_files`]: every `*.yaml`,
 //! `*.yml`, `*.json` file directly in it); the first line says which files that was, and each path
 //! with such a name that is not read is a problem. The same `namespace/name` twice, in any of the
-//! files, is a problem too ([`Checker`]).
+//! files, is a problem too ([`Checker`]). With `--kusto-endpoint`, each file's lines are followed by
+//! those of its valid resources' queries against Kusto ([`OnlineCheck`]).
 
 use std::path::Path;
 use std::process::ExitCode;
 
+use super::check_online::OnlineCheck;
 use crate::cli::CheckArgs;
 use crate::crd::{CheckReport, Checker};
 use crate::source::manifests::manifest_files;
 
 /// Exit 0 when every resource is valid, 1 when any problem was found.
-pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let labels = args.labels()?;
+    let mut online = (args.online()?).map(|settings| {
+        super::warn_if_unverified(&settings);
+        OnlineCheck::new(settings, labels.clone().unwrap_or_default())
+    });
     let mut checker = Checker::new(labels.as_ref());
     let mut failed = false;
     for path in &args.files {
@@ -23,14 +29,12 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             vec![check_file(&mut checker, path)]
         };
         for report in reports {
-            failed |= !report.problems.is_empty();
-            for line in report
-                .ok
-                .iter()
-                .chain(&report.warnings)
-                .chain(&report.problems)
-            {
-                println!("{line}");
+            // Each file's offline lines, then what its resources' queries returned.
+            failed |= print(&report);
+            if let Some(online) = &mut online {
+                for resource in &report.valid {
+                    failed |= print(&online.check(resource).await);
+                }
             }
         }
     }
@@ -39,6 +43,17 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Prints the report's lines; true when it holds a problem.
+fn print(report: &CheckReport) -> bool {
+    for line in (report.ok.iter())
+        .chain(&report.warnings)
+        .chain(&report.problems)
+    {
+        println!("{line}");
+    }
+    !report.problems.is_empty()
 }
 
 fn check_file(checker: &mut Checker<'_>, path: &Path) -> CheckReport {

@@ -16,7 +16,7 @@ use super::names::{WINDOW_VARIABLES, kql_identifier};
 use super::{ValidatedSpec, load_documents};
 
 /// What `adxexporter check` says about one file: `ok` lines, warnings and problems, in file order.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct CheckReport {
     /// `ok ns/name` (plus, with cluster labels, whether it would run here).
     pub ok: Vec<String>,
@@ -24,6 +24,18 @@ pub(crate) struct CheckReport {
     pub warnings: Vec<String>,
     /// `FILE: ns/name: field: problem`; any fails the check.
     pub problems: Vec<String>,
+    /// Each valid resource not seen before, in file order: what `check --kusto-endpoint` runs
+    /// against Kusto.
+    pub valid: Vec<ValidResource>,
+}
+
+/// A resource that passed validation, and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ValidResource {
+    pub file: String,
+    /// `namespace/name`.
+    pub key: String,
+    pub spec: ValidatedSpec,
 }
 
 /// Checks files one after the other, remembering every `namespace/name` it has seen so that the
@@ -125,6 +137,11 @@ impl<'a> Checker<'a> {
                     Err(problem) => report.problems.push(format!("{file}: {key}: {problem}")),
                 },
             }
+            report.valid.push(ValidResource {
+                file: file.to_owned(),
+                key,
+                spec,
+            });
         }
         report
     }

@@ -34,15 +34,16 @@ use crate::time::{Span, TICKS_PER_SECOND};
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use check::check_text;
-pub(crate) use check::{CheckReport, Checker};
+pub(crate) use check::{CheckReport, Checker, ValidResource};
 pub use load::load_documents;
 pub(crate) use transform::{LabelColumn, MetricKind, NameStyle, Temporality, ValidatedTransform};
 pub use types::MetricsExporter;
 pub(crate) use types::{
-    BacklogStatus, Condition, DeadLetterStatus, LastQueryStatus, MetricsExporterSpec, crd_yaml,
+    BackfillSpec, BackfillStatus, BacklogStatus, Condition, DeadLetterStatus, LastQueryStatus,
+    MetricsExporterSpec, crd_yaml,
 };
 pub use types::{MetricsExporterStatus, TransformSpec};
-pub(crate) use validate::ValidatedSpec;
+pub(crate) use validate::{Backfill, ValidatedSpec};
 
 /// API group and version of the resource.
 pub const API_VERSION: &str = "adx-mon.azure.com/v1";

@@ -570,3 +570,54 @@ fn unknown_fields_name_the_closest_known_field() {
         ]
     );
 }
+
+#[test]
+fn backfill_and_suspend_validate_every_field() {
+    let mut s = spec();
+    s.suspend = Some(true);
+    s.backfill = Some(BackfillSpec {
+        request_id: Some("fix-1".into()),
+        start_time: Some("2026-03-01T00:00:00Z".into()),
+        end_time: Some("2026-03-02T00:00:00Z".into()),
+        max_in_flight: None,
+    });
+    let v = s.validate().unwrap();
+    assert!(v.suspend);
+    let b = v.backfill.unwrap();
+    assert_eq!(
+        (b.request_id.as_str(), b.start, b.end, b.max_in_flight),
+        (
+            "fix-1",
+            Ticks::parse("2026-03-01T00:00:00Z").unwrap(),
+            Ticks::parse("2026-03-02T00:00:00Z").unwrap(),
+            1
+        )
+    );
+    s.backfill = Some(BackfillSpec {
+        request_id: Some(" ".into()),
+        start_time: Some("2026-03-02T00:00:00Z".into()),
+        end_time: Some("2026-03-01T00:00:00Z".into()),
+        max_in_flight: Some(0),
+    });
+    assert_eq!(
+        problems(&s),
+        [
+            "spec.backfill.requestId: missing: name the backfill (a new value restarts it), e.g. fix-2026-03-01",
+            "spec.backfill.endTime: 2026-03-01T00:00:00Z is not after startTime 2026-03-02T00:00:00Z: the range is [startTime, endTime)",
+        ]
+    );
+    s.backfill = Some(BackfillSpec {
+        request_id: Some("r".into()),
+        start_time: Some("yesterday".into()),
+        end_time: None,
+        max_in_flight: Some(0),
+    });
+    assert_eq!(
+        problems(&s),
+        [
+            "spec.backfill.startTime: \"yesterday\" is not an RFC 3339 datetime: use e.g. 2026-01-01T00:00:00Z",
+            "spec.backfill.endTime: missing: an RFC 3339 datetime, e.g. 2026-01-01T00:00:00Z",
+            "spec.backfill.maxInFlight: 0 queries never finish the backfill: use at least 1 (default 1)",
+        ]
+    );
+}

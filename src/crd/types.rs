@@ -76,6 +76,33 @@ pub struct MetricsExporterSpec {
     /// Output names this exporter sends to. Default: every configured output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<Vec<String>>,
+    /// Stop querying without deleting the resource: the watermark holds, windows already in the
+    /// WAL still drain; set back to false to continue from the watermark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+    /// Re-export a past range beside the live windows, with its own cursor, at lower priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<BackfillSpec>,
+}
+
+/// `spec.backfill` (adx-mon's names, docs/design.md#backfill).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackfillSpec {
+    /// Names this backfill: a new value restarts it from `startTime`.
+    #[schemars(required, length(min = 1))]
+    pub request_id: Option<String>,
+    /// First window (RFC 3339; the window containing it).
+    #[schemars(required, extend("format" = "date-time"))]
+    pub start_time: Option<String>,
+    /// End of the range, exclusive (RFC 3339).
+    #[schemars(required, extend("format" = "date-time"))]
+    pub end_time: Option<String>,
+    /// Backfill windows queried at once (default 1, at most `--max-concurrent-queries`); they never
+    /// take a live window's query slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_in_flight: Option<u32>,
 }
 
 /// Result columns → samples (docs/design.md#transform).
@@ -169,6 +196,9 @@ pub struct MetricsExporterStatus {
     /// The most recent query.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_query: Option<LastQueryStatus>,
+    /// The backfill of `spec.backfill`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<BackfillStatus>,
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -186,6 +216,22 @@ pub struct BacklogStatus {
     /// Start of the oldest pending window, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oldest_window_start: Option<String>,
+}
+
+/// Progress of `spec.backfill`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackfillStatus {
+    pub request_id: String,
+    /// End of the newest backfill window in the WAL (all earlier ones of the range too), RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    pub windows_done: u64,
+    pub windows_total: u64,
+    /// `Running`, `Completed` or `Failed`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -9,7 +9,7 @@ use crate::time::{Span, Ticks};
 
 use super::problems::{Problems, SpecProblem, non_blank};
 use super::transform::{ValidatedTransform, validate_transform};
-use super::{DEFAULT_MAX_ROWS, MAX_SPAN, MIN_INTERVAL, MetricsExporterSpec};
+use super::{BackfillSpec, DEFAULT_MAX_ROWS, MAX_SPAN, MIN_INTERVAL, MetricsExporterSpec};
 
 /// A spec whose every field has been checked and typed; all later stages use this.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +30,20 @@ pub struct ValidatedSpec {
     pub transform: ValidatedTransform,
     /// `None`: every configured output.
     pub outputs: Option<Vec<String>>,
+    /// `spec.suspend`: no new queries.
+    pub suspend: bool,
+    pub backfill: Option<Backfill>,
+}
+
+/// `spec.backfill`, checked (docs/design.md#backfill).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backfill {
+    pub request_id: String,
+    /// The range `[start, end)` as given; the windows are those of the interval that meet it.
+    pub start: Ticks,
+    pub end: Ticks,
+    /// At least 1.
+    pub max_in_flight: u32,
 }
 
 impl MetricsExporterSpec {
@@ -78,6 +92,10 @@ impl MetricsExporterSpec {
             },
         };
         validate_outputs(self.outputs.as_deref(), &mut p);
+        let backfill = self
+            .backfill
+            .as_ref()
+            .and_then(|b| validate_backfill(b, &mut p));
         let transform = match &self.transform {
             Some(t) => validate_transform(t, &mut p),
             None => {
@@ -106,6 +124,8 @@ impl MetricsExporterSpec {
                 criteria_expression,
                 transform,
                 outputs: self.outputs.clone(),
+                suspend: self.suspend.unwrap_or(false),
+                backfill,
             }),
             _ => Err(p.0),
         }
@@ -216,4 +236,57 @@ fn validate_outputs(outputs: Option<&[String]>, p: &mut Problems) {
             );
         }
     }
+}
+
+fn validate_backfill(b: &BackfillSpec, p: &mut Problems) -> Option<Backfill> {
+    let request_id = non_blank(&b.request_id).map(|s| s.trim().to_owned());
+    if request_id.is_none() {
+        p.add(
+            "spec.backfill.requestId",
+            "missing: name the backfill (a new value restarts it), e.g. fix-2026-03-01",
+        );
+    }
+    let time = |field: &str, text: &Option<String>, p: &mut Problems| match text.as_deref() {
+        None => {
+            p.add(
+                format!("spec.backfill.{field}"),
+                "missing: an RFC 3339 datetime, e.g. 2026-01-01T00:00:00Z",
+            );
+            None
+        }
+        Some(s) => match Ticks::parse(s.trim()) {
+            Ok(t) => Some(t),
+            Err(_) => {
+                p.add(
+                    format!("spec.backfill.{field}"),
+                    format!("{s:?} is not an RFC 3339 datetime: use e.g. 2026-01-01T00:00:00Z"),
+                );
+                None
+            }
+        },
+    };
+    let start = time("startTime", &b.start_time, p);
+    let end = time("endTime", &b.end_time, p);
+    if let (Some(start), Some(end)) = (start, end)
+        && end <= start
+    {
+        p.add(
+            "spec.backfill.endTime",
+            format!("{end} is not after startTime {start}: the range is [startTime, endTime)"),
+        );
+        return None;
+    }
+    let max_in_flight = b.max_in_flight.unwrap_or(1);
+    if max_in_flight == 0 {
+        p.add(
+            "spec.backfill.maxInFlight",
+            "0 queries never finish the backfill: use at least 1 (default 1)",
+        );
+    }
+    Some(Backfill {
+        request_id: request_id?,
+        start: start?,
+        end: end?,
+        max_in_flight: max_in_flight.max(1),
+    })
 }

@@ -195,6 +195,7 @@ pub fn wal_seeds() -> Vec<(String, Vec<u8>)> {
         forgotten: false,
         namespace: "monitoring".into(),
         name: "requests".into(),
+        failed_outputs: Default::default(),
     };
     push("exporter", 3, exporter.encode_to_vec());
     out

@@ -2,9 +2,9 @@
 //! connection-reusing reqwest client, with docs/design.md#kusto-request headers, a client timeout of server timeout + 30 s,
 //! no redirects, gzip, and a body read that stops at `QueryLimits::max_bytes` (never unbounded).
 //! Non-2xx answers become classified [`QueryError`]s; 200 bodies go to the pure decoder
-//! ([`super::decode_v2`]). With [`KustoClient::query_within`] the body and the decoded rows are
-//! accounted in a [`Reservation`] of the query memory budget before they are allocated (see
-//! [`super::budget`]).
+//! ([`super::decode_v2`]), or back to the caller as they are ([`KustoClient::query_body`]). With
+//! [`KustoClient::query_within`] the body and the decoded rows are accounted in a [`Reservation`]
+//! of the query memory budget before they are allocated (see [`super::budget`]).
 
 use std::time::Duration;
 
@@ -133,6 +133,19 @@ impl KustoClient {
             .await
     }
 
+    /// The raw body of a successful query, exactly as received (decompressed), undecoded and
+    /// outside any memory budget: `preview --save-response` keeps it. [`super::decode_v2`] decodes
+    /// it as [`KustoClient::query`] would.
+    pub async fn query_body(
+        &self,
+        database: &str,
+        csl: &str,
+        limits: &QueryLimits,
+    ) -> Result<Vec<u8>, QueryError> {
+        self.fetch(database, csl, limits, &mut Reservation::unlimited())
+            .await
+    }
+
     /// Runs `csl` against `database` with the response body and the decoded rows accounted in
     /// `reservation`, waiting for budget rather than allocating past it. On success the body is
     /// gone and the reservation accounts the decoded rows plus `keep_per_row` bytes per primary
@@ -147,6 +160,25 @@ impl KustoClient {
         reservation: &mut Reservation,
         keep_per_row: u64,
     ) -> Result<DataSet, QueryError> {
+        let body = self.fetch(database, csl, limits, reservation).await?;
+        let set = decode_waiting(&body, limits, reservation).await?;
+        let body_len = body.len() as u64;
+        drop(body);
+        let rows: u64 = set.primary_tables().map(|t| t.row_count() as u64).sum();
+        let decoded = reservation.used_bytes().saturating_sub(body_len);
+        reservation.shrink_to(decoded.saturating_add(rows.saturating_mul(keep_per_row)));
+        Ok(set)
+    }
+
+    /// Sends the query and reads the whole body, accounted in `reservation`: the body of a 200
+    /// answer, or any other answer as its classified [`QueryError`].
+    async fn fetch(
+        &self,
+        database: &str,
+        csl: &str,
+        limits: &QueryLimits,
+        reservation: &mut Reservation,
+    ) -> Result<Vec<u8>, QueryError> {
         let body = serde_json::json!({
             "db": database,
             "csl": csl,
@@ -178,13 +210,7 @@ impl KustoClient {
         let retry_after = parse_retry_after(response.headers());
         let body = self.read_body(response, limits, reservation).await?;
         if status == 200 {
-            let set = decode_waiting(&body, limits, reservation).await?;
-            let body_len = body.len() as u64;
-            drop(body);
-            let rows: u64 = set.primary_tables().map(|t| t.row_count() as u64).sum();
-            let decoded = reservation.used_bytes().saturating_sub(body_len);
-            reservation.shrink_to(decoded.saturating_add(rows.saturating_mul(keep_per_row)));
-            return Ok(set);
+            return Ok(body);
         }
         Err(http_error(
             status,

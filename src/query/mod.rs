@@ -26,6 +26,13 @@ pub use table::{ArcStr, Column, ColumnType, Table, Value};
 pub use v1::decode_v1;
 pub use v2::decode_v2;
 
+/// What `run`, `preview` and `check` say when no `--kusto-endpoint` names a resource's database.
+pub(crate) fn no_endpoint_message(database: &str) -> String {
+    format!(
+        "no --kusto-endpoint for database {database:?}: add --kusto-endpoint {database}=https://<cluster>.kusto.windows.net"
+    )
+}
+
 /// Bounds on what one query may materialise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueryLimits {

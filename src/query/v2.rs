@@ -30,8 +30,15 @@ use super::error::{KustoErrorInfo, QueryError, truncate_text};
 use super::table::{Column, Table};
 use super::{DataSet, QueryLimits, TableKind};
 
-/// Decodes a v2 body. Pure: no IO, no clock.
+/// Decodes a v2 body. Pure: no IO, no clock. A body over `limits.max_bytes` is refused as the
+/// client refuses it on the wire ([`QueryError::TooManyBytes`]), so a saved body (`preview
+/// --response`) meets the same limits as a live one.
 pub fn decode_v2(body: &[u8], limits: &QueryLimits) -> Result<DataSet, QueryError> {
+    if body.len() > limits.max_bytes {
+        return Err(QueryError::TooManyBytes {
+            limit: limits.max_bytes,
+        });
+    }
     decode_v2_metered(body, limits, None).0
 }
 

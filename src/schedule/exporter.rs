@@ -29,7 +29,9 @@ use tokio_util::sync::CancellationToken;
 use super::window::{Window, first_window, is_due, next_window, query_text};
 use crate::backoff;
 use crate::crd::LastQueryStatus;
-use crate::query::{KustoClient, MemoryBudget, QueryError, QueryLimits, Reservation};
+use crate::query::{
+    KustoClient, MemoryBudget, QueryError, QueryLimits, Reservation, no_endpoint_message,
+};
 use crate::registry::Exporter;
 use crate::status::{Board, Problem};
 use crate::telemetry::Health;
@@ -58,8 +60,10 @@ pub(crate) struct SchedulerContext {
     /// Kusto clients by database name (`--kusto-endpoint DB=URL`).
     pub clients: BTreeMap<String, Arc<KustoClient>>,
     pub cluster_labels: BTreeMap<String, String>,
-    /// `--max-concurrent-queries`.
+    /// `--max-concurrent-queries`: the live windows' query slots.
     pub queries: Arc<Semaphore>,
+    /// How many slots `queries` has (a backfill's `maxInFlight` is capped to it).
+    pub query_slots: usize,
     /// `--query-memory-budget`: response bodies and decoded rows of the queries in flight.
     pub memory: MemoryBudget,
     /// Bound on a decompressed Kusto response body.
@@ -101,7 +105,7 @@ impl WindowError {
     }
 
     /// How long to wait before the same window is tried again (`failures` ≥ 1 in a row).
-    fn retry_in(&self, failures: u32) -> Duration {
+    pub(super) fn retry_in(&self, failures: u32) -> Duration {
         if self.is_permanent() {
             backoff::delay(
                 failures,
@@ -120,7 +124,7 @@ impl WindowError {
     }
 }
 
-fn transient_delay(failures: u32) -> Duration {
+pub(super) fn transient_delay(failures: u32) -> Duration {
     backoff::delay(
         failures,
         TRANSIENT_BASE,
@@ -130,18 +134,20 @@ fn transient_delay(failures: u32) -> Duration {
 }
 
 /// Why an exporter cannot run at all until its spec or this instance's flags change.
-enum Unrunnable {
+pub(super) enum Unrunnable {
     DatabaseNotConfigured,
     OutputNotConfigured(Vec<String>),
     Watermark(WalError),
 }
 
 /// What became of one step of an exporter: each variant has exactly one report.
-enum Outcome {
+pub(super) enum Outcome {
     /// The exporter cannot run; it waits for cancellation (a spec change restarts it).
     Unrunnable(Unrunnable),
     /// Resumed from `watermark` (for a new exporter: the start of its first window).
     Started { watermark: Ticks },
+    /// `spec.suspend`: no queries until it changes.
+    Suspended,
     /// The query of `window` has been running for `running` and goes on.
     Slow { window: Window, running: Duration },
     /// The WAL is full: querying pauses, the watermark holds.
@@ -174,13 +180,14 @@ enum Outcome {
 }
 
 /// One exporter's task state.
-struct Task {
-    ex: Arc<Exporter>,
-    ctx: Arc<SchedulerContext>,
-    key: String,
+pub(super) struct Task {
+    pub(super) ex: Arc<Exporter>,
+    pub(super) ctx: Arc<SchedulerContext>,
+    pub(super) key: String,
 }
 
-/// The life of one exporter: resume, then one window after another until cancelled.
+/// The life of one exporter: resume, then one window after another until cancelled, and beside
+/// them its backfill's windows, if it has one; nothing while it is suspended.
 pub(super) async fn run_exporter(
     ex: Arc<Exporter>,
     ctx: Arc<SchedulerContext>,
@@ -191,7 +198,16 @@ pub(super) async fn run_exporter(
         ex,
         ctx,
     };
-    task.run(cancel).await
+    if task.ex.spec.suspend {
+        // A spec change (suspend: false) restarts the task, which resumes from the watermark.
+        task.report(Outcome::Suspended);
+        cancel.cancelled().await;
+        return;
+    }
+    tokio::join!(
+        task.run(cancel.clone()),
+        super::backfill::run(&task, cancel)
+    );
 }
 
 impl Task {
@@ -356,14 +372,27 @@ impl Task {
 
     /// Appends the window's samples; the watermark moves in the same transaction.
     async fn append(&self, window: &Window, t: ForWal) -> Result<u64, WalError> {
+        let outputs = self.ex.spec.outputs.clone().unwrap_or_default();
+        self.append_as(self.ex.id.clone(), outputs, window, t).await
+    }
+
+    /// [`append`](Self::append) as `exporter` (the live exporter, or its backfill) to `outputs`
+    /// (empty: every configured output).
+    pub(super) async fn append_as(
+        &self,
+        exporter: crate::wal::ExporterRef,
+        outputs: Vec<String>,
+        window: &Window,
+        t: ForWal,
+    ) -> Result<u64, WalError> {
         record_transform_metrics(&self.key, t.stats());
         let header = RecordHeader {
-            exporter: self.ex.id.clone(),
+            exporter,
             generation: self.ex.generation,
             window_start: window.start,
             window_end: window.end,
             created: Ticks::now(),
-            outputs: self.ex.spec.outputs.clone().unwrap_or_default(),
+            outputs,
         };
         let wal = self.ctx.wal.clone();
         let samples = t.stats().samples;
@@ -379,7 +408,7 @@ impl Task {
     }
 
     /// The one place an outcome becomes a metric, a log line and a status board entry.
-    fn report(&self, outcome: Outcome) {
+    pub(super) fn report(&self, outcome: Outcome) {
         let key = &self.key;
         let uid = &self.ex.id.uid;
         let board = &self.ctx.board;
@@ -389,12 +418,10 @@ impl Task {
         match outcome {
             Outcome::Unrunnable(why) => {
                 let (reason, message) = match why {
-                    Unrunnable::DatabaseNotConfigured => {
-                        let db = &self.ex.spec.database;
-                        ("DatabaseNotConfigured", format!(
-                            "no --kusto-endpoint for database {db:?}: add --kusto-endpoint {db}=https://<cluster>.kusto.windows.net"
-                        ))
-                    }
+                    Unrunnable::DatabaseNotConfigured => (
+                        "DatabaseNotConfigured",
+                        no_endpoint_message(&self.ex.spec.database),
+                    ),
                     Unrunnable::OutputNotConfigured(unknown) => ("OutputNotConfigured", format!(
                         "spec.outputs names {unknown:?}, but this instance's outputs are {:?}: fix spec.outputs or configure the output",
                         self.ctx.wal.outputs()
@@ -415,6 +442,9 @@ impl Task {
                 );
                 tracing::warn!(exporter = %key, window_start = %window.start, window_end = %window.end, "{message}");
                 problem("QuerySlow", message);
+            }
+            Outcome::Suspended => {
+                tracing::info!(exporter = %key, "suspended (spec.suspend): no queries, the watermark holds, the WAL still drains");
             }
             Outcome::Started { watermark } => {
                 tracing::info!(exporter = %key, watermark = %watermark, interval = %self.ex.spec.interval, "started");
@@ -505,7 +535,7 @@ impl Task {
 
     /// Queries one window and transforms it; returns the row count and the samples. The response,
     /// the rows and the samples are accounted in `reservation` (left holding the samples' bytes).
-    async fn run_window(
+    pub(super) async fn run_window(
         &self,
         client: &KustoClient,
         window: &Window,
@@ -581,8 +611,17 @@ pub(super) async fn pause(d: Duration, cancel: &CancellationToken) -> bool {
 /// numbers, no metric name, timestamps that are not datetimes), what to tell the operator. Rows
 /// that are all null are data, not a mistake: no message.
 fn unusable_rows(stats: &TransformStats) -> Option<String> {
-    use crate::transform::SkipReason::{BadTimestamp, NoMetricName, NonNumericValue};
-    let mistakes = [NonNumericValue, NoMetricName, BadTimestamp];
+    use crate::transform::SkipReason::{
+        BadBucket, BadMetricName, BadTimestamp, InvalidIncrease, NoMetricName, NonNumericValue,
+    };
+    let mistakes = [
+        NonNumericValue,
+        NoMetricName,
+        BadTimestamp,
+        BadMetricName,
+        InvalidIncrease,
+        BadBucket,
+    ];
     if stats.rows == 0
         || stats.samples > 0
         || !mistakes.iter().any(|r| stats.skipped.contains_key(r))
@@ -593,7 +632,7 @@ fn unusable_rows(stats: &TransformStats) -> Option<String> {
         .map(|(reason, n)| format!("{n} {}", reason.as_str()))
         .collect();
     Some(format!(
-        "the window's {} rows gave no sample ({}): make spec.transform.valueColumns numbers (toreal() in the query), give every row a metric name, and make timestampColumn a datetime; the window is stored empty and the next ones are queried as usual",
+        "the window's {} rows gave no sample ({}): make spec.transform.valueColumns numbers (toreal() in the query; a counter's or histogram's counts ≥ 0, a histogram's bucketColumn a number), give every row a metric name with a letter or digit, and make timestampColumn a datetime; the window is stored empty and the next ones are queried as usual",
         stats.rows,
         counts.join(", ")
     ))

@@ -34,7 +34,7 @@ use crate::telemetry::metrics::{
 };
 use crate::telemetry::{DRAIN_SILENCE, Health};
 use crate::time::{Span, Ticks};
-use crate::wal::{PendingRecord, RecordId, Wal, WalError, blocking};
+use crate::wal::{PendingRecord, RecordId, Wal, WalError, backfill_parent, blocking};
 
 /// Records fetched per round.
 const BATCH: usize = 64;
@@ -230,12 +230,16 @@ impl<S: Sink + 'static> Drain<S> {
                         body,
                     } => {
                         metrics::counter!(PUSHES, "output" => name, "outcome" => reason, "status" => status).increment(1);
-                        metrics::counter!(DEAD_LETTERS, "output" => name, "reason" => reason)
-                            .increment(1);
                         let why = match code {
                             Some(c) => format!("{reason} (HTTP {c})"),
                             None => reason.to_owned(),
                         };
+                        if backfill_parent(&id.exporter_uid).is_some() && refuses_old_samples(&body)
+                        {
+                            return self.stop_backfill(&id, &why, &body).await;
+                        }
+                        metrics::counter!(DEAD_LETTERS, "output" => name, "reason" => reason)
+                            .increment(1);
                         tracing::error!(
                             output = name,
                             "push refused for good: {why}: {body}; dead-lettered"
@@ -247,6 +251,26 @@ impl<S: Sink + 'static> Drain<S> {
                 }
             }
         }
+    }
+
+    /// A backfill window refused as out of order: every later one would be too (docs/design.md#backfill),
+    /// so the backfill stops for this output — its pending windows here are dropped, not
+    /// dead-lettered one by one — and its status says which receiver setting lets it through.
+    async fn stop_backfill(&self, id: &RecordId, why: &str, body: &str) -> Result<(), WalError> {
+        let name = self.sink.name();
+        let message = format!(
+            "{name} refused a backfill window as out of order ({why}: {}): the receiver must accept samples older than a series' newest — Prometheus: set storage.tsdb.out_of_order_time_window (e.g. 30d) in its configuration; VictoriaMetrics accepts them as it is — then set a new spec.backfill.requestId",
+            body.chars().take(300).collect::<String>()
+        );
+        tracing::error!(output = name, exporter_uid = %id.exporter_uid, "{message}");
+        let (wal, uid) = (self.wal.clone(), id.exporter_uid.clone());
+        let dropped = blocking(move || wal.fail_backfill_output(&uid, name, &message)).await?;
+        tracing::warn!(
+            output = name,
+            dropped,
+            "the backfill's pending windows for this output were dropped"
+        );
+        Ok(())
     }
 
     /// A record whose payload cannot be read is dead-lettered, not retried: it will never get better.
@@ -261,8 +285,34 @@ impl<S: Sink + 'static> Drain<S> {
     }
 }
 
+/// Whether a receiver's refusal says the samples are older than it accepts (Prometheus: `out of
+/// order sample`, `too old sample`, `out of bounds`; Mimir and Cortex: `out-of-order`, `too old`).
+fn refuses_old_samples(body: &str) -> bool {
+    let body = body.to_ascii_lowercase();
+    ["out of order", "out-of-order", "too old", "out of bounds"]
+        .iter()
+        .any(|s| body.contains(s))
+}
+
 #[cfg(test)]
 mod tests {
+    /// The refusals Prometheus, Mimir and Cortex give for samples older than they accept, and
+    /// others that are not about age.
+    #[test]
+    fn old_sample_refusals_are_recognised() {
+        for body in [
+            "out of order sample",
+            "err: out of bounds: sample timestamp too old",
+            "the sample has been rejected because another sample with a more recent timestamp has already been ingested and out-of-order samples are not allowed (err-mimir-sample-out-of-order)",
+            "TOO OLD",
+        ] {
+            assert!(super::refuses_old_samples(body), "{body}");
+        }
+        for body in ["invalid label name", "duplicate sample for timestamp", ""] {
+            assert!(!super::refuses_old_samples(body), "{body}");
+        }
+    }
+
     use std::sync::Mutex;
 
     use super::*;

@@ -111,17 +111,26 @@ pub fn record(stats: &WalStats, snap: &Snapshot, board: &Board, free: Option<u64
         .filter(|o| o.configured)
         .map(|o| o.output.as_str())
         .collect();
+    // A backfill's windows (an exporter of its own in the WAL) count in its resource's backlog.
+    let mut backlog: BTreeMap<(String, &str), u64> = BTreeMap::new();
     for e in &stats.exporters {
-        let running = snap.desired.contains_key(&e.uid);
-        if !running && e.records == 0 {
+        let uid = crate::wal::backfill_parent(&e.uid).unwrap_or(&e.uid);
+        if !snap.desired.contains_key(uid) && e.records == 0 {
             continue;
         }
         let key = format!("{}/{}", e.namespace, e.name);
         for output in &configured {
             let n = e.pending_by_output.get(*output).copied().unwrap_or(0);
-            metrics::gauge!(m::BACKLOG_WINDOWS, "exporter" => key.clone(), "output" => (*output).to_owned())
-                .set(n as f64);
+            *backlog.entry((key.clone(), *output)).or_default() += n;
         }
+    }
+    for ((key, output), n) in backlog {
+        metrics::gauge!(m::BACKLOG_WINDOWS, "exporter" => key, "output" => output.to_owned())
+            .set(n as f64);
+    }
+    for e in &stats.exporters {
+        let running = snap.desired.contains_key(&e.uid);
+        let key = format!("{}/{}", e.namespace, e.name);
         if let (true, Some(w)) = (running, e.watermark) {
             metrics::gauge!(m::WATERMARK, "exporter" => key.clone()).set(seconds(w));
             let lag = now.since(w).0 as f64 / TICKS_PER_SECOND as f64;

@@ -12,7 +12,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::crd::{
-    BacklogStatus, Condition, DeadLetterStatus, LastQueryStatus, MetricsExporterStatus,
+    BackfillStatus, BacklogStatus, Condition, DeadLetterStatus, LastQueryStatus,
+    MetricsExporterStatus,
 };
 use crate::registry::Snapshot;
 use crate::registry::{Exporter, Rejected};
@@ -45,6 +46,8 @@ pub struct ExporterRuntime {
     pub last_query: Option<LastQueryStatus>,
     /// `None` while queries succeed.
     pub query_problem: Option<Problem>,
+    /// The backfill's progress, as its task last reported it.
+    pub backfill: Option<BackfillStatus>,
 }
 
 /// Runtime facts shared by the scheduler (writer) and the status writer (reader), keyed by uid.
@@ -192,16 +195,27 @@ pub(crate) fn exporter_status(
         )
     };
     let ready_ok = query.status == "True" && delivery.status == "True";
-    let ready = condition(
-        "Ready",
-        ready_ok,
-        if ready_ok { "Exporting" } else { "NotHealthy" },
-        if ready_ok {
-            "querying and delivering every window".into()
-        } else {
-            "see the QueryHealthy and DeliveryHealthy conditions".into()
-        },
-    );
+    let ready = if exporter.spec.suspend {
+        condition(
+            "Ready",
+            false,
+            "Suspended",
+            format!(
+                "spec.suspend is true: no new queries, the watermark holds, {windows} window(s) in the WAL still drain; set it to false to continue from the watermark"
+            ),
+        )
+    } else {
+        condition(
+            "Ready",
+            ready_ok,
+            if ready_ok { "Exporting" } else { "NotHealthy" },
+            if ready_ok {
+                "querying and delivering every window".into()
+            } else {
+                "see the QueryHealthy and DeliveryHealthy conditions".into()
+            },
+        )
+    };
     MetricsExporterStatus {
         watermark: watermark.map(|t| t.to_string()),
         last_successful_execution: last_successful.map(|t| t.to_string()),
@@ -215,6 +229,7 @@ pub(crate) fn exporter_status(
             last_reason: dead.last_reason.clone(),
         }),
         last_query: runtime.last_query.clone(),
+        backfill: (runtime.backfill.clone()).filter(|_| exporter.spec.backfill.is_some()),
         observed_generation: Some(exporter.generation),
         conditions: vec![ready, query, delivery],
     }

@@ -1,15 +1,12 @@
 //! From a validated transform ([`ValidatedTransform`]) to a [`Mapping`]: the metric-name prefix, the
 //! default name and each value column's name built once, per name style (docs/design.md#metric-names);
-//! the labels and where their values come from; the metadata of a family; and, per window, where the
-//! mapping's columns sit in the result ([`resolve_columns`]).
+//! the labels and where their values come from; the metadata of a family. Where its columns sit in
+//! a window's result is `schema.rs`'s.
 
 use crate::crd::names::{adxmon_name, adxmon_normalize, push_name_chars, sanitize_name_chars};
 use crate::crd::{LabelColumn, MetricKind, NameStyle, Temporality, ValidatedTransform};
 use crate::prompb::{BUCKET_LABEL, MetricMetadata, MetricType};
-use crate::query::{ColumnType, Table};
 use crate::time::Span;
-
-use super::TransformError;
 
 /// A [`ValidatedTransform`] with every name part pre-built, ready to run on many windows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +176,14 @@ impl Mapping {
         }
     }
 
+    /// A histogram's `sumColumn`.
+    pub(super) fn sum_column(&self) -> Option<&str> {
+        match &self.kind {
+            MetricKind::Histogram { sum_column, .. } => sum_column.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Whether windows of this mapping carry running totals (counter, histogram).
     pub fn is_cumulative(&self) -> bool {
         self.kind.is_cumulative()
@@ -254,84 +259,4 @@ fn name_prefix(cli: Option<&str>, resource: Option<&str>) -> String {
         }
     }
     prefix
-}
-
-/// Column positions in one table, resolved once per window.
-pub(super) struct Columns {
-    pub(super) timestamp: usize,
-    pub(super) timestamp_is_string: bool,
-    pub(super) metric_name: Option<usize>,
-    pub(super) values: Vec<usize>,
-    /// Per label of the mapping: its column, or `None` for a static label.
-    pub(super) labels: Vec<Option<usize>>,
-    /// A histogram's `sumColumn`.
-    pub(super) sum: Option<usize>,
-}
-
-pub(super) fn resolve_columns(table: &Table, mapping: &Mapping) -> Result<Columns, TransformError> {
-    let find = |column: &str, role: &'static str| {
-        table
-            .column_index(column)
-            .ok_or_else(|| TransformError::MissingColumn {
-                column: column.to_owned(),
-                role,
-                available: table.columns.iter().map(|c| c.name.clone()).collect(),
-            })
-    };
-    let timestamp = find(&mapping.timestamp_column, "timestampColumn")?;
-    let timestamp_is_string = match table.columns.get(timestamp).map(|c| &c.ty) {
-        Some(ColumnType::DateTime) => false,
-        Some(ColumnType::String) => true,
-        found => {
-            return Err(TransformError::TimestampColumnType {
-                column: mapping.timestamp_column.clone(),
-                found: found.map_or_else(String::new, column_type_name),
-            });
-        }
-    };
-    let metric_name = match &mapping.metric_name_column {
-        Some(c) => Some(find(c, "metricNameColumn")?),
-        None => None,
-    };
-    let values = (mapping.value_columns.iter())
-        .map(|v| find(&v.column, "valueColumns"))
-        .collect::<Result<_, _>>()?;
-    let labels = (mapping.label_values.iter())
-        .map(|l| match l {
-            LabelValue::Column { column, role } => find(column, role).map(Some),
-            LabelValue::Bucket { column } => find(column, "bucketColumn").map(Some),
-            LabelValue::Static(_) => Ok(None),
-        })
-        .collect::<Result<_, _>>()?;
-    let sum = match &mapping.kind {
-        MetricKind::Histogram {
-            sum_column: Some(c),
-            ..
-        } => Some(find(c, "sumColumn")?),
-        _ => None,
-    };
-    Ok(Columns {
-        timestamp,
-        timestamp_is_string,
-        metric_name,
-        values,
-        labels,
-        sum,
-    })
-}
-
-fn column_type_name(ty: &ColumnType) -> String {
-    match ty {
-        ColumnType::Bool => "bool".into(),
-        ColumnType::Int => "int".into(),
-        ColumnType::Long => "long".into(),
-        ColumnType::Real => "real".into(),
-        ColumnType::Decimal => "decimal".into(),
-        ColumnType::DateTime => "datetime".into(),
-        ColumnType::TimeSpan => "timespan".into(),
-        ColumnType::Guid => "guid".into(),
-        ColumnType::String => "string".into(),
-        ColumnType::Dynamic => "dynamic".into(),
-        ColumnType::Other(name) => name.clone(),
-    }
 }

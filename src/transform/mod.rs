@@ -27,6 +27,10 @@
 //! 5. Two samples with the same name, labels and millisecond timestamp: the later row wins, the others
 //!    are counted (`duplicate`).
 //!
+//! Before any row, the result's columns are checked against the mapping (`schema.rs`: every column
+//! present, the timestamp column's type); `adxexporter check --kusto-endpoint` lists the same
+//! findings for a live query's columns, plus the value columns that cannot (or may not) hold numbers.
+//!
 //! Output invariants: every series has its labels sorted by name (byte order) with `__name__`
 //! included and no duplicate names; its samples strictly increase in time; series are sorted by labels.
 //!
@@ -36,6 +40,7 @@
 mod cells;
 mod histogram;
 mod mapping;
+mod schema;
 mod series;
 #[cfg(test)]
 mod tests;
@@ -50,8 +55,9 @@ use crate::prompb::{Label, MetricMetadata, RemoteWriteEncoder, TimeSeries, Write
 use crate::query::Table;
 
 pub use mapping::Mapping;
+pub(crate) use schema::schema_findings;
 
-use mapping::resolve_columns;
+use schema::resolve_columns;
 use series::{RowBuffers, Series, SeriesIndex, add_row};
 
 /// Schema mismatches between a window's result and the mapping ([`transform`]); permanent. There
@@ -65,7 +71,7 @@ pub enum TransformError {
         available: Vec<String>,
     },
     #[error(
-        "timestamp column {column:?} is of type {found}, not datetime: convert it in the query (e.g. `todatetime({column})`)"
+        "timestamp column {column:?} is of type {found}, neither datetime nor string: convert it in the query (e.g. `todatetime({column})`)"
     )]
     TimestampColumnType { column: String, found: String },
 }

@@ -13,7 +13,8 @@ use super::cells::{
     bucket_bound, increase_value, row_base_name, row_timestamp, sample_value, write_label_value,
 };
 use super::histogram::{BUCKET_SUFFIX, SUM_SUFFIX};
-use super::mapping::{ColumnName, Columns, LabelValue, Mapping};
+use super::mapping::{ColumnName, LabelValue, Mapping};
+use super::schema::Columns;
 use super::{SkipCounts, SkipReason};
 use crate::crd::MetricKind;
 use crate::exposition::write_value;

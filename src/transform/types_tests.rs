@@ -517,3 +517,55 @@ fn skip_reason_labels_are_stable() {
         ]
     );
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const BOUNDS: [f64; 5] = [0.1, 0.5, 1.0, 10.0, f64::INFINITY];
+
+    proptest! {
+        /// Whatever the rows (bounds in any order, repeated, missing +Inf), each `_bucket{le=b}` is
+        /// the sum of the counts of the rows with a bound ≤ b, `+Inf` and `_count` are the total, the
+        /// buckets never decrease with `le`, and `_sum` is the sum of the rows' sums.
+        #[test]
+        fn histogram_buckets_are_cumulative_sums(
+            rows in proptest::collection::vec((0usize..5, 0u32..50, 0u32..100), 1..20),
+        ) {
+            // One row per bound: a second row for the same bound is a duplicate (later wins).
+            let mut last: std::collections::BTreeMap<usize, (u32, u32)> = Default::default();
+            for &(b, n, s) in &rows {
+                last.insert(b, (n, s));
+            }
+            let t = histogram_table(
+                rows.iter()
+                    .map(|&(b, n, s)| (0, "/a", Value::Real(BOUNDS[b]), Value::Long(i64::from(n)), f64::from(s)))
+                    .collect(),
+            );
+            let out = run(&t, histogram_spec());
+            let total: f64 = last.values().map(|(n, _)| f64::from(*n)).sum();
+            let sum: f64 = last.values().map(|(_, s)| f64::from(*s)).sum();
+            let mut buckets = Vec::new();
+            for series in &out.request.timeseries {
+                let value = series.samples[0].value;
+                match series.metric_name() {
+                    "requests_bucket" => {
+                        let le: f64 = series.labels.iter().find(|l| l.name == "le").unwrap().value.parse().unwrap();
+                        let want: f64 = (last.iter())
+                            .filter(|(b, _)| BOUNDS[**b] <= le)
+                            .map(|(_, (n, _))| f64::from(*n))
+                            .sum();
+                        prop_assert_eq!(value, want, "le {}", le);
+                        buckets.push((le, value));
+                    }
+                    "requests_count" => prop_assert_eq!(value, total),
+                    "requests_sum" => prop_assert_eq!(value, sum),
+                    other => prop_assert!(false, "unexpected series {}", other),
+                }
+            }
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            prop_assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{:?}", buckets);
+            prop_assert_eq!(buckets.last().map(|b| (b.0, b.1)), Some((f64::INFINITY, total)));
+        }
+    }
+}

@@ -153,6 +153,7 @@ impl Wal {
                     forgotten: false,
                     namespace: exporter.namespace.clone(),
                     name: exporter.name.clone(),
+                    failed_outputs: Default::default(),
                 },
             };
             t.put_exporter(&exporter.uid, &state)?;
@@ -187,11 +188,12 @@ fn insert_window(
 ) -> Result<(), WalError> {
     let id = header.id();
     let allocated = allocation_estimate(payload.bytes.len() as u64);
-    let exporter = ExporterState {
+    let mut exporter = ExporterState {
         watermark: header.window_end.0,
         forgotten: false,
         namespace: header.exporter.namespace.clone(),
         name: header.exporter.name.clone(),
+        failed_outputs: Default::default(),
     };
     // Only the five tables an append touches, each opened once; `used` is read once.
     let mut meta = tx.open_table(META).map_err(store)?;
@@ -201,6 +203,9 @@ fn insert_window(
     }
     let mut exporters = tx.open_table(EXPORTERS).map_err(store)?;
     check_window(&exporters, header)?;
+    if let Some(stored) = read_exporter(&exporters, &header.exporter.uid)? {
+        exporter.failed_outputs = stored.failed_outputs;
+    }
     let mut records = tx.open_table(RECORDS).map_err(store)?;
     let replaced = records
         .insert(key(&id), envelope.encode_to_vec().as_slice())

@@ -170,6 +170,7 @@
 //! - `delivery.rs`: the drain loops' calls (due records, payload reads, ack, retry, dead letter);
 //! - `lifecycle.rs`: when a delivery, a dead letter, a record and an exporter's watermark row leave;
 //! - `totals.rs`: the running totals of counter and histogram series;
+//! - `backfill.rs`: a backfill's uid (its own cursor) and the outputs that refused it;
 //! - `admin.rs`: [`Wal::requeue`] and [`Wal::purge`];
 //! - `report.rs`: [`Wal::stats`], [`Wal::list`], [`Wal::dead_letters`] and dead-letter payloads;
 //! - `capacity.rs`: `used_bytes` accounting, [`Wal::is_full`] and compaction;
@@ -183,6 +184,7 @@ use crate::time::Ticks;
 
 mod admin;
 mod append;
+mod backfill;
 mod capacity;
 mod delivery;
 mod file;
@@ -198,6 +200,7 @@ mod tests;
 pub(crate) mod totals;
 mod view;
 
+pub(crate) use backfill::{backfill_parent, backfill_uid};
 pub use capacity::allocation_estimate;
 pub(crate) use capacity::volume_free_bytes;
 pub use handle::Wal;

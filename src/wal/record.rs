@@ -124,6 +124,10 @@ pub(crate) struct ExporterState {
     pub namespace: String,
     #[prost(string, tag = "4")]
     pub name: String,
+    /// A backfill's outputs that refused its windows for good (output → why), added compatibly in
+    /// v1 (docs/design.md#backfill).
+    #[prost(btree_map = "string, string", tag = "5")]
+    pub failed_outputs: std::collections::BTreeMap<String, String>,
 }
 
 /// Longest response body / error text kept, so a chatty endpoint cannot bloat the store.
