@@ -64,7 +64,6 @@ impl Wal {
         validate_window(header)?;
         let outputs = self.resolve_outputs(&header.outputs)?;
         let id = header.id();
-        let samples = request.sample_count() as u64;
         let max = self.inner.config.max_bytes;
         let window = TotalsWindow {
             start: header.window_start,
@@ -89,6 +88,8 @@ impl Wal {
                 .to_vec();
             put_window_tail(&request, &mut plain);
             let payload = record::encode_payload(&plain).map_err(|e| corrupt(&id, e))?;
+            // Counted after `cumulate`, which adds the series of a histogram's empty buckets.
+            let samples = request.sample_count() as u64;
             let mut envelope = envelope_of(header, outputs, &payload, samples);
             envelope.cumulative = true;
             insert_window(tx, header, &envelope, &payload, max)

@@ -6,9 +6,12 @@
 //! Table `totals`: (exporter uid, series key) → [`RunningTotal`]. The series key is its labels
 //! (`__name__` included, sorted) as `name 0xFF value 0xFE …`: UTF-8 never holds those two bytes, so
 //! the key is unambiguous. Rules, per series of the window:
+//! - (histogram) a bound stored with its `_count` that the window lacks is an empty bucket (a
+//!   query's `summarize … by le` returns no row for it): its `_bucket` series is added with this
+//!   window's cumulative count below that bound, so a series' bounds are every bound it has had;
 //! - it continues from its stored total, unless it has none, was last seen more than
-//!   `resetAfterIdle` before this window started, or (histogram) its bounds differ from the ones
-//!   stored with its `_count` — then it restarts from 0, with this window's start as its start;
+//!   `resetAfterIdle` before this window started, or (histogram) the window brings a bound the
+//!   series never had — then it restarts from 0, with this window's start as its start;
 //! - each sample adds its increase, in time order; the sample's value becomes the running total;
 //! - entries of this exporter unseen for `resetAfterIdle` are deleted, so the table stays bounded.
 //!
@@ -23,7 +26,8 @@ use super::WalError;
 pub(super) use super::tables::TOTALS;
 use super::tables::{corrupt_row, store};
 use crate::prompb::{
-    BUCKET_LABEL, Cumulative, METRIC_NAME_LABEL, MetricType, TimeSeries, WriteRequest,
+    BUCKET_LABEL, Cumulative, Label, METRIC_NAME_LABEL, MetricType, Sample, TimeSeries,
+    WriteRequest,
 };
 use crate::time::{Span, Ticks};
 
@@ -41,6 +45,9 @@ pub(crate) struct RunningTotal {
     /// A histogram's `_count` only: CRC-32 of its bucket bounds, to see them change.
     #[prost(fixed32, tag = "4")]
     pub bounds: u32,
+    /// A histogram's `_count` only: its bucket bounds (`le` texts), to add the empty ones back.
+    #[prost(string, repeated, tag = "5")]
+    pub les: Vec<String>,
 }
 
 /// Where running totals live: the `totals` table inside an append's transaction, or a map in tests.
@@ -67,6 +74,7 @@ pub(crate) fn cumulate(
     totals: &mut impl TotalsStore,
 ) -> Result<(), WalError> {
     let fresh_start = window.start.unix_millis();
+    add_empty_buckets(request, window, totals)?;
     let bounds = histogram_bounds(request);
     let mut cumulative = Cumulative {
         series_start_ms: Vec::with_capacity(request.timeseries.len()),
@@ -101,14 +109,13 @@ pub(crate) fn cumulate(
         }
         cumulative.series_start_ms.push(start_ms);
         let is_count = series.metric_name().ends_with("_count");
-        let fingerprint = (group.as_ref().filter(|_| is_count))
-            .and_then(|g| bounds.get(g))
-            .map_or(0, |b| b.fingerprint);
+        let group_bounds = (group.as_ref().filter(|_| is_count)).and_then(|g| bounds.get(g));
         let entry = RunningTotal {
             total,
             start_ms,
             last_window_end: window.end.0,
-            bounds: fingerprint,
+            bounds: group_bounds.map_or(0, |b| b.fingerprint),
+            les: group_bounds.map_or_else(Vec::new, |b| b.les.clone()),
         };
         totals.put(&key, &entry)?;
     }
@@ -171,10 +178,12 @@ fn histogram_group(series: &TimeSeries, bounds: &HashMap<Vec<u8>, Bounds>) -> Op
     bounds.contains_key(&key).then_some(key)
 }
 
-/// A histogram series' bounds in this window: its `_count` key and the CRC-32 of its sorted `le`s.
+/// A histogram series' bounds in this window: its `_count` key, its `le`s sorted by bound and
+/// their CRC-32.
 struct Bounds {
     count_key: Vec<u8>,
     fingerprint: u32,
+    les: Vec<String>,
 }
 
 /// Each histogram series' group key → its [`Bounds`].
@@ -207,7 +216,7 @@ fn histogram_bounds(request: &WriteRequest) -> HashMap<Vec<u8>, Bounds> {
         .map(|(key, (count_key, mut les))| {
             les.sort_by(|a, b| a.0.total_cmp(&b.0));
             let mut hasher = crc32fast::Hasher::new();
-            for (_, le) in les {
+            for (_, le) in &les {
                 hasher.update(le.as_bytes());
                 hasher.update(&[0xFE]);
             }
@@ -217,10 +226,94 @@ fn histogram_bounds(request: &WriteRequest) -> HashMap<Vec<u8>, Bounds> {
                 Bounds {
                     count_key,
                     fingerprint,
+                    les: les.into_iter().map(|(_, le)| le.to_owned()).collect(),
                 },
             )
         })
         .collect()
+}
+
+/// Adds to each histogram series of the window the `_bucket` series of the bounds stored with its
+/// `_count` (unless idle) that the window has no row for: an empty bucket, whose cumulative count
+/// at each timestamp is the one of the nearest bound below it in the window (0 if none). Keeps the
+/// window's series sorted by labels, as the transform left them.
+fn add_empty_buckets(
+    request: &mut WriteRequest,
+    window: &TotalsWindow,
+    totals: &mut impl TotalsStore,
+) -> Result<(), WalError> {
+    let families: Vec<String> = (histogram_families(request).into_iter())
+        .map(str::to_owned)
+        .collect();
+    if families.is_empty() {
+        return Ok(());
+    }
+    // group key → (its `_count` key, its `_bucket` series as (bound, `le`, index))
+    type Present = (Vec<u8>, Vec<(f64, String, usize)>);
+    let mut groups: HashMap<Vec<u8>, Present> = HashMap::new();
+    for (i, series) in request.timeseries.iter().enumerate() {
+        let name = series.metric_name();
+        let Some(family) = name.strip_suffix("_bucket") else {
+            continue;
+        };
+        if !families.iter().any(|f| f == family) {
+            continue;
+        }
+        let le = (series.labels.iter())
+            .find(|l| l.name == BUCKET_LABEL)
+            .map_or("", |l| l.value.as_str());
+        let bound = le.parse::<f64>().unwrap_or(f64::NAN);
+        (groups.entry(family_key(series, family, "")))
+            .or_insert_with(|| (family_key(series, family, "_count"), Vec::new()))
+            .1
+            .push((bound, le.to_owned(), i));
+    }
+    let mut added = Vec::new();
+    for (count_key, present) in groups.into_values() {
+        let Some(stored) = totals.get(&count_key)? else {
+            continue;
+        };
+        if idle(&stored, window) {
+            continue;
+        }
+        let Some(&(_, _, template)) = present.first() else {
+            continue;
+        };
+        for le in stored
+            .les
+            .iter()
+            .filter(|le| !present.iter().any(|p| p.1 == **le))
+        {
+            let bound = le.parse::<f64>().unwrap_or(f64::NAN);
+            let below = (present.iter())
+                .filter(|p| p.0 < bound)
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            let Some(template) = request.timeseries.get(template) else {
+                continue;
+            };
+            let samples = match below.and_then(|p| request.timeseries.get(p.2)) {
+                Some(series) => series.samples.clone(),
+                None => (template.samples.iter())
+                    .map(|s| Sample {
+                        value: 0.0,
+                        timestamp: s.timestamp,
+                    })
+                    .collect(),
+            };
+            let labels = (template.labels.iter())
+                .map(|l| match l.name == BUCKET_LABEL {
+                    true => Label::new(BUCKET_LABEL, le.clone()),
+                    false => l.clone(),
+                })
+                .collect();
+            added.push(TimeSeries { labels, samples });
+        }
+    }
+    if !added.is_empty() {
+        request.timeseries.extend(added);
+        request.timeseries.sort_by(|a, b| a.labels.cmp(&b.labels));
+    }
+    Ok(())
 }
 
 /// The `totals` table of one append's transaction, for one exporter.
@@ -403,6 +496,38 @@ mod tests {
                 .iter()
                 .all(|&s| s == start)
         );
+    }
+
+    #[test]
+    fn a_histogram_window_without_a_row_for_a_bucket_keeps_its_bounds_and_totals() {
+        let mut totals = MapTotals::default();
+        let mut w = histogram(&[("1", 1.0), ("5", 2.0), ("+Inf", 3.0)], 3.0);
+        cumulate(&mut w, &window(0, 60, false), &mut totals).unwrap();
+        // Every observation above 5: no rows for 1 and 5, which are empty buckets, not new bounds.
+        let mut w = histogram(&[("+Inf", 2.0)], 2.0);
+        cumulate(&mut w, &window(1, 60, false), &mut totals).unwrap();
+        let les: Vec<&str> = (w.timeseries.iter())
+            .map(|s| {
+                s.labels
+                    .iter()
+                    .find(|l| l.name == "le")
+                    .map_or("", |l| &l.value)
+            })
+            .collect();
+        assert_eq!(les, ["+Inf", "1", "5", "", ""]);
+        assert_eq!(values(&w), [[5.0], [1.0], [2.0], [5.0], [10.0]]);
+        let start = Ticks(T0).unix_millis();
+        let c = w.cumulative.unwrap();
+        assert!(c.series_start_ms.iter().all(|&s| s == start));
+        assert_eq!(c.increases, [2.0, 0.0, 0.0, 2.0, 4.0]);
+        // A bound the series never had restarts it, keeping the empty ones (5: 1 below it).
+        let mut w = histogram(&[("1", 1.0), ("2", 1.0), ("+Inf", 1.0)], 1.0);
+        cumulate(&mut w, &window(2, 60, false), &mut totals).unwrap();
+        assert_eq!(values(&w), [[1.0], [1.0], [1.0], [1.0], [1.0], [2.0]]);
+        // ...and from then on continues with all four.
+        let mut w = histogram(&[("+Inf", 1.0)], 1.0);
+        cumulate(&mut w, &window(3, 60, false), &mut totals).unwrap();
+        assert_eq!(values(&w), [[2.0], [1.0], [1.0], [1.0], [2.0], [4.0]]);
     }
 
     proptest! {

@@ -421,6 +421,8 @@ pub struct OtlpSink {
     child: Option<Child>,
     pub port: u16,
     pub dir: tempfile::TempDir,
+    /// Extra arguments of every start (e.g. `--decode-remote-write`).
+    args: Vec<String>,
 }
 
 impl Drop for OtlpSink {
@@ -431,10 +433,16 @@ impl Drop for OtlpSink {
 
 impl OtlpSink {
     pub fn start() -> OtlpSink {
+        OtlpSink::start_with(&[])
+    }
+
+    /// As [`OtlpSink::start`], with extra arguments for `otlp_sink.py` on every (re)start.
+    pub fn start_with(args: &[&str]) -> OtlpSink {
         let mut s = OtlpSink {
             child: None,
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         s.restart();
         s
@@ -442,6 +450,11 @@ impl OtlpSink {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/v1/metrics", self.port)
+    }
+
+    /// The sink's remote-write URL (recorded by size, decoded with `--decode-remote-write`).
+    pub fn write_url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v1/write", self.port)
     }
 
     /// Kills the sink (an outage: connections are refused until [`OtlpSink::restart`]).
@@ -465,6 +478,7 @@ impl OtlpSink {
             .arg(&script)
             .arg(self.port.to_string())
             .arg(self.dir.path().join("received.jsonl"))
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
