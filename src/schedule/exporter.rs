@@ -186,32 +186,19 @@ pub(super) struct Task {
     pub(super) key: String,
 }
 
-/// The life of one exporter: resume, then one window after another until cancelled, and beside
-/// them its backfill's windows, if it has one; nothing while it is suspended.
-pub(super) async fn run_exporter(
-    ex: Arc<Exporter>,
-    ctx: Arc<SchedulerContext>,
-    cancel: CancellationToken,
-) {
-    let task = Task {
-        key: ex.key(),
-        ex,
-        ctx,
-    };
-    if task.ex.spec.suspend {
-        // A spec change (suspend: false) restarts the task, which resumes from the watermark.
-        task.report(Outcome::Suspended);
-        cancel.cancelled().await;
-        return;
+impl Task {
+    pub(super) fn new(ex: Arc<Exporter>, ctx: Arc<SchedulerContext>) -> Task {
+        Task {
+            key: ex.key(),
+            ex,
+            ctx,
+        }
     }
-    tokio::join!(
-        task.run(cancel.clone()),
-        super::backfill::run(&task, cancel)
-    );
 }
 
 impl Task {
-    async fn run(&self, cancel: CancellationToken) {
+    /// The live windows: resume, then one window after another until cancelled.
+    pub(super) async fn run(&self, cancel: CancellationToken) {
         let (ex, ctx) = (&self.ex, &self.ctx);
         let (client, mut watermark) = match self.preflight().await {
             Ok(ready) => ready,

@@ -11,9 +11,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::exporter::{SchedulerContext, pause, run_exporter};
+use super::backfill;
+use super::exporter::{Outcome, SchedulerContext, Task, pause};
 use crate::backoff;
-use crate::registry::{Desired, Snapshot, diff};
+use crate::registry::{Desired, Exporter, Snapshot, diff};
 use crate::status::{Board, Problem};
 use crate::telemetry::metrics::EXPORTER_RESTARTS;
 
@@ -22,6 +23,19 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 /// Backoff between restarts of an exporter task that panicked.
 const RESTART_BASE: Duration = Duration::from_secs(1);
 const RESTART_CAP: Duration = Duration::from_secs(300);
+
+/// The life of one exporter: its live windows and beside them its backfill's, if it has one;
+/// nothing while it is suspended.
+async fn run_exporter(ex: Arc<Exporter>, ctx: Arc<SchedulerContext>, cancel: CancellationToken) {
+    let task = Task::new(ex, ctx);
+    if task.ex.spec.suspend {
+        // A spec change (suspend: false) restarts the task, which resumes from the watermark.
+        task.report(Outcome::Suspended);
+        cancel.cancelled().await;
+        return;
+    }
+    tokio::join!(task.run(cancel.clone()), backfill::run(&task, cancel));
+}
 
 /// Starts, restarts and stops exporter tasks as the desired set changes.
 pub(crate) struct Scheduler {
