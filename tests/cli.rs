@@ -211,6 +211,16 @@ fn check_reports_every_problem_with_file_resource_and_field() {
             ],
         ),
         (
+            "bad-backfill.yaml",
+            &[
+                "bad-backfill.yaml: default/backfill-three: spec.backfill.requestId: missing: name the backfill (a new value restarts it), e.g. fix-2026-03-01",
+                "bad-backfill.yaml: default/backfill-three: spec.backfill.endTime: 2026-03-01T00:00:00Z is not after startTime 2026-03-02T00:00:00Z: the range is [startTime, endTime)",
+                "bad-backfill.yaml: default/backfill-three: spec.backfill.maxInFlight: 0 queries never finish the backfill: use at least 1 (default 1)",
+                "bad-backfill.yaml: default/backfill-times: spec.backfill.startTime: \"last tuesday\" is not an RFC 3339 datetime: use e.g. 2026-01-01T00:00:00Z",
+                "bad-backfill.yaml: default/backfill-times: spec.backfill.endTime: missing: an RFC 3339 datetime, e.g. 2026-01-01T00:00:00Z",
+            ],
+        ),
+        (
             "bad-syntax.yaml",
             &[
                 "bad-syntax.yaml: not valid YAML or JSON: line 4 column 5: while parsing a flow mapping, did not find expected ',' or '}'",

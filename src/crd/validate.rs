@@ -274,7 +274,6 @@ fn validate_backfill(b: &BackfillSpec, p: &mut Problems) -> Option<Backfill> {
             "spec.backfill.endTime",
             format!("{end} is not after startTime {start}: the range is [startTime, endTime)"),
         );
-        return None;
     }
     let max_in_flight = b.max_in_flight.unwrap_or(1);
     if max_in_flight == 0 {

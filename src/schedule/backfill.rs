@@ -11,7 +11,8 @@
 //!   retried with backoff before any later one is appended.
 //! - The same transform, WAL and drain loops as live windows. An output that refuses a backfill
 //!   window for good as out of order is dropped from the backfill (`sink::drain` records it in the
-//!   WAL) instead of dead-lettering every window; with no output left the backfill is `Failed`.
+//!   WAL) instead of dead-lettering every window; with no output left the backfill is `Failed`,
+//!   and so is a `Completed` one whose windows an output refuses after they were all appended.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,7 +26,8 @@ use crate::query::KustoClient;
 use crate::time::{Span, Ticks};
 use crate::wal::{ExporterRef, WalError, backfill_parent, backfill_uid, blocking};
 
-/// How often a backfill with nothing to do (WAL full) looks again.
+/// How often a backfill with nothing to do (WAL full, or `Completed` while an output may still
+/// refuse its windows) looks again.
 const RECHECK: Duration = Duration::from_secs(5);
 
 pub(super) async fn run(task: &Task, cancel: CancellationToken) {
@@ -71,6 +73,8 @@ pub(super) async fn run(task: &Task, cancel: CancellationToken) {
     };
     tracing::info!(exporter = %task.key, request_id = %b.request_id, cursor = %cursor, end = %b.end, "backfill started{capped}");
     let mut failures: u32 = 0;
+    // The state last logged once every window was in the WAL.
+    let mut done: Option<&str> = None;
     loop {
         let refused = match task.ctx.wal.backfill_failures(&id.uid) {
             Ok(r) => r,
@@ -91,8 +95,16 @@ pub(super) async fn run(task: &Task, cancel: CancellationToken) {
                     ),
                 ),
             };
-            tracing::info!(exporter = %task.key, request_id = %b.request_id, state, "backfill done");
+            if done != Some(state) {
+                tracing::info!(exporter = %task.key, request_id = %b.request_id, state, "backfill done");
+                done = Some(state);
+            }
             progress.report(task, Some(cursor), state, message);
+            // Appended is not delivered: an output may still refuse the windows (after an outage,
+            // behind a backlog), which turns `Completed` into `Failed`.
+            if refused.is_empty() && pause(RECHECK, &cancel).await {
+                continue;
+            }
             cancel.cancelled().await;
             return;
         }

@@ -95,12 +95,7 @@ pub struct Rig {
 impl Rig {
     /// `past` complete windows and `future` windows still to come, of `interval_s` seconds.
     pub fn new(interval_s: i64, past: i64, future: i64, seed: u64) -> Rig {
-        let now_boundary = Dataset::ending_now(interval_s, 1).end_ms();
-        let data = Dataset {
-            first_start_ms: now_boundary - past * interval_s * 1000,
-            interval_ms: interval_s * 1000,
-            windows: past + future,
-        };
+        let data = Dataset::around_now(interval_s, past, future);
         // CHAOS_KEEP=1 keeps the work directory (logs, WAL, status) for a look after the run.
         let work = tempfile::Builder::new()
             .prefix("adxexporter-chaos-")

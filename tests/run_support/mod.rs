@@ -54,6 +54,16 @@ impl Dataset {
         }
     }
 
+    /// `past` complete windows and `future` windows still to come, of `interval_s` seconds.
+    pub fn around_now(interval_s: i64, past: i64, future: i64) -> Dataset {
+        let now_boundary = Dataset::ending_now(interval_s, 1).end_ms();
+        Dataset {
+            first_start_ms: now_boundary - past * interval_s * 1000,
+            interval_ms: interval_s * 1000,
+            windows: past + future,
+        }
+    }
+
     pub fn window_start(&self, w: i64) -> i64 {
         self.first_start_ms + w * self.interval_ms
     }
@@ -133,6 +143,16 @@ pub const GOOD_BODY: &str = "Samples
 | where Timestamp between (_startTime .. _endTime)
 | summarize V = avg(X) by Host
 | extend Timestamp = _startTime";
+
+/// A fresh work directory `<prefix>…` for one test, kept after the run when `$keep_var` is set.
+pub fn work_dir(prefix: &str, keep_var: &str) -> tempfile::TempDir {
+    let keep = std::env::var_os(keep_var).is_some();
+    let builder = tempfile::Builder::new()
+        .prefix(prefix)
+        .disable_cleanup(keep)
+        .tempdir();
+    builder.expect("create a work directory")
+}
 
 /// Writes `init.sql` for duckdb-kql into `dir` and returns its path.
 pub fn write_init_sql(dir: &Path, data: &Dataset) -> PathBuf {
