@@ -23,6 +23,7 @@ use super::exporter::{Task, pause, transient_delay};
 use super::window::{Window, align_down, is_due, next_window};
 use crate::crd::{Backfill, BackfillStatus};
 use crate::query::KustoClient;
+use crate::telemetry::metrics::QUERIES;
 use crate::time::{Span, Ticks};
 use crate::wal::{ExporterRef, WalError, backfill_parent, backfill_uid, blocking};
 
@@ -192,6 +193,12 @@ async fn query(
     let mut reservation = task.ctx.memory.reserve(0).await;
     let result = task.run_window(client, &window, &mut reservation).await;
     crate::query::budget::release_freed_memory(reservation.peak_bytes()).await;
+    // Counted with the live queries, so the query rate an operator sees is what Kusto sees.
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.kind(),
+    };
+    metrics::counter!(QUERIES, "exporter" => task.key.clone(), "outcome" => outcome).increment(1);
     result.map(|(_, t)| t).map_err(|e| e.to_string())
 }
 

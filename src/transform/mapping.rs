@@ -209,8 +209,9 @@ impl Mapping {
                 adxmon_name([self.name_prefix.as_str(), base, suffix.as_str()]).as_bytes(),
             ),
         }
+        // Gauges and histograms have none: skip the comparison (a call per sample otherwise).
         let suffix = self.type_suffix.as_bytes();
-        if !out.get(start..).unwrap_or_default().ends_with(suffix) {
+        if !suffix.is_empty() && !out.get(start..).unwrap_or_default().ends_with(suffix) {
             out.extend_from_slice(suffix);
         }
     }
