@@ -1,6 +1,6 @@
 //! A histogram window (docs/design.md#metric-types): the rows, folded into one series per bucket
-//! (`<name>_bucket` with `le` = the row's upper bound, value = the bucket's own count) and one per
-//! bucket's sum (`<name>_sum` with `le`), become classic Prometheus histogram series: per name,
+//! (`<name>_bucket` with `le` = the row's upper bound, value = the bucket's own count, and beside
+//! them the rows' sums), become classic Prometheus histogram series: per name,
 //! labels and timestamp, `_bucket{le}` counts cumulative over the bounds (`le="+Inf"` always present:
 //! the total, implied when no row has it), `_count` (the total) and `_sum` (the rows' sums, when
 //! `sumColumn` is set). Each is this window's increase; the WAL turns them into running totals.
@@ -27,19 +27,14 @@ struct Point {
     sum: Option<f64>,
 }
 
-/// The folded bucket and sum series → the histogram's series, sorted by labels.
-pub(super) fn assemble(folded: Vec<TimeSeries>) -> Vec<TimeSeries> {
+/// The folded bucket series (each with its rows' sums) → the histogram's series, sorted by labels.
+pub(super) fn assemble(folded: Vec<(TimeSeries, Vec<Sample>)>) -> Vec<TimeSeries> {
     let mut groups: BTreeMap<GroupKey, BTreeMap<i64, Point>> = BTreeMap::new();
-    for series in folded {
-        let name = series.metric_name();
-        let (family, is_sum) = match (
-            name.strip_suffix(BUCKET_SUFFIX),
-            name.strip_suffix(SUM_SUFFIX),
-        ) {
-            (Some(family), _) => (family.to_owned(), false),
-            (None, Some(family)) => (family.to_owned(), true),
-            (None, None) => continue,
+    for (series, sums) in folded {
+        let Some(family) = series.metric_name().strip_suffix(BUCKET_SUFFIX) else {
+            continue;
         };
+        let family = family.to_owned();
         let bound = (series.labels.iter())
             .find(|l| l.name == BUCKET_LABEL)
             .and_then(|l| parse_bound(&l.value));
@@ -49,12 +44,18 @@ pub(super) fn assemble(folded: Vec<TimeSeries>) -> Vec<TimeSeries> {
             .collect();
         let points = groups.entry((family, labels)).or_default();
         for s in series.samples {
-            let point = points.entry(s.timestamp).or_default();
-            if is_sum {
-                *point.sum.get_or_insert(0.0) += s.value;
-            } else {
-                point.buckets.push((bound, s.value));
-            }
+            points
+                .entry(s.timestamp)
+                .or_default()
+                .buckets
+                .push((bound, s.value));
+        }
+        for s in sums {
+            *points
+                .entry(s.timestamp)
+                .or_default()
+                .sum
+                .get_or_insert(0.0) += s.value;
         }
     }
     let mut out = Vec::new();

@@ -190,22 +190,25 @@ impl TransformStats {
 pub fn transform(table: &Table, mapping: &Mapping) -> Result<Transformed, TransformError> {
     let (Series { series, name_order }, mut stats) = run(table, mapping)?;
     let mut scratch = Vec::new();
-    let mut timeseries: Vec<TimeSeries> = (series.into_iter())
-        .map(|s| {
-            let mut labels = Vec::with_capacity(name_order.len());
-            s.labels(&mapping.labels, &name_order, &mut scratch, |name, value| {
-                labels.push(Label::new(name, String::from_utf8_lossy(value)));
-            });
-            TimeSeries {
-                labels,
-                samples: s.samples,
-            }
-        })
-        .collect();
-    if let MetricKind::Histogram { .. } = mapping.kind {
-        timeseries = histogram::assemble(timeseries);
-        stats.samples = timeseries.iter().map(|s| s.samples.len() as u64).sum();
-    }
+    let folded = (series.into_iter()).map(|s| {
+        let mut labels = Vec::with_capacity(name_order.len());
+        s.labels(&mapping.labels, &name_order, &mut scratch, |name, value| {
+            labels.push(Label::new(name, String::from_utf8_lossy(value)));
+        });
+        let series = TimeSeries {
+            labels,
+            samples: s.samples,
+        };
+        (series, s.sums)
+    });
+    let timeseries: Vec<TimeSeries> = match mapping.kind {
+        MetricKind::Histogram { .. } => {
+            let assembled = histogram::assemble(folded.collect());
+            stats.samples = assembled.iter().map(|s| s.samples.len() as u64).sum();
+            assembled
+        }
+        _ => folded.map(|(series, _)| series).collect(),
+    };
     let metadata = metadata(
         mapping,
         timeseries.iter().map(|s| s.metric_name().as_bytes()),

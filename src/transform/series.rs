@@ -12,7 +12,7 @@ use crate::query::Value;
 use super::cells::{
     bucket_bound, increase_value, row_base_name, row_timestamp, sample_value, write_label_value,
 };
-use super::histogram::{BUCKET_SUFFIX, SUM_SUFFIX};
+use super::histogram::BUCKET_SUFFIX;
 use super::mapping::{ColumnName, LabelValue, Mapping};
 use super::schema::Columns;
 use super::{SkipCounts, SkipReason};
@@ -102,22 +102,19 @@ pub(super) fn add_row(
             );
             continue;
         }
-        let family_len = buf.key.len();
         buf.key.extend_from_slice(BUCKET_SUFFIX.as_bytes());
-        index.push(
+        let slot = index.push(
             &buf.key,
             labels_len,
             &mapping.labels,
             Sample { value, timestamp },
         );
         if let Some(sum) = sum {
-            buf.key.truncate(family_len);
-            buf.key.extend_from_slice(SUM_SUFFIX.as_bytes());
             let sample = Sample {
                 value: sum,
                 timestamp,
             };
-            index.push(&buf.key, labels_len, &mapping.labels, sample);
+            index.push_sum(slot, sample);
         }
     }
 }
@@ -159,6 +156,8 @@ pub(super) struct SeriesBuilder {
     key: Box<[u8]>,
     labels_len: usize,
     pub(super) samples: Vec<Sample>,
+    /// A histogram bucket series' per-row sums, by timestamp like `samples`.
+    pub(super) sums: Vec<Sample>,
     sort_key: Range<usize>,
 }
 
@@ -186,13 +185,14 @@ impl SeriesIndex {
         }
     }
 
+    /// Adds a sample to the series of `key`; returns the series' slot (for [`Self::push_sum`]).
     pub(super) fn push(
         &mut self,
         key: &[u8],
         labels_len: usize,
         columns: &[LabelColumn],
         sample: Sample,
-    ) {
+    ) -> usize {
         let slot = match self.slots.get(key) {
             Some(&slot) => slot,
             None => {
@@ -212,6 +212,7 @@ impl SeriesIndex {
                     key: Box::default(),
                     labels_len,
                     samples: Vec::new(),
+                    sums: Vec::new(),
                     sort_key: start..self.sort_keys.len(),
                 });
                 self.slots.insert(key.into(), slot);
@@ -220,6 +221,14 @@ impl SeriesIndex {
         };
         if let Some(s) = self.series.get_mut(slot) {
             s.samples.push(sample);
+        }
+        slot
+    }
+
+    /// A histogram bucket row's sum, beside its count in the series at `slot` (one lookup per row).
+    pub(super) fn push_sum(&mut self, slot: usize, sample: Sample) {
+        if let Some(s) = self.series.get_mut(slot) {
+            s.sums.push(sample);
         }
     }
 
@@ -237,7 +246,11 @@ impl SeriesIndex {
             key(a).cmp(key(b))
         });
         let duplicates = (series.iter_mut())
-            .map(|s| sort_and_dedup(&mut s.samples))
+            .map(|s| {
+                // Sums are pushed with their counts, row by row: the same rows win.
+                sort_and_dedup(&mut s.sums);
+                sort_and_dedup(&mut s.samples)
+            })
             .sum();
         let series = Series {
             series,
