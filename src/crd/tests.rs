@@ -604,6 +604,7 @@ fn backfill_and_suspend_validate_every_field() {
         [
             "spec.backfill.requestId: missing: name the backfill (a new value restarts it), e.g. fix-2026-03-01",
             "spec.backfill.endTime: 2026-03-01T00:00:00Z is not after startTime 2026-03-02T00:00:00Z: the range is [startTime, endTime)",
+            "spec.backfill.maxInFlight: 0 queries never finish the backfill: use at least 1 (default 1)",
         ]
     );
     s.backfill = Some(BackfillSpec {
