@@ -181,6 +181,25 @@ impl RemoteWriteEncoder {
         &self.raw
     }
 
+    /// A whole stored window's protobuf (`request`'s series, metadata and our `cumulative` field:
+    /// prost's bytes of it), written once into a buffer sized for all of it, so the tail never
+    /// makes the (large) series part move.
+    pub fn encode_window(&mut self, request: &WriteRequest) -> Vec<u8> {
+        use prost::Message;
+        let tail = metadata_len(&request.metadata)
+            + (request.cumulative.as_ref()).map_or(0, |c| 3 + 10 + c.encoded_len());
+        self.lens.clear();
+        self.lens
+            .extend(request.timeseries.iter().map(series_body_len));
+        let series: usize = self.lens.iter().map(|&len| nested_len(len)).sum();
+        let mut out = Vec::with_capacity(series + tail);
+        for (s, &len) in request.timeseries.iter().zip(&self.lens) {
+            put_series(s, len, &mut out);
+        }
+        put_window_tail(request, &mut out);
+        out
+    }
+
     /// The snappy (block format) body of a `WriteRequest` holding `series`. Compresses into a reused
     /// buffer and copies the (~6× smaller) result out, instead of faulting in a fresh worst-case buffer.
     pub fn encode(&mut self, series: &[TimeSeries]) -> Result<Bytes, EncodeError> {

@@ -232,10 +232,7 @@ pub fn transform_encoded(
 ) -> Result<EncodedTransform, TransformError> {
     if let MetricKind::Histogram { .. } = mapping.kind {
         let t = transform(table, mapping)?;
-        let mut write_request = RemoteWriteEncoder::default()
-            .encode_raw(&t.request.timeseries)
-            .to_vec();
-        encode::put_window_tail(&t.request, &mut write_request);
+        let write_request = RemoteWriteEncoder::default().encode_window(&t.request);
         return Ok(EncodedTransform {
             write_request,
             stats: t.stats,

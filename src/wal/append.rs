@@ -13,7 +13,6 @@ use super::totals::{TOTALS, TableTotals, TotalsWindow, clear as clear_totals, cu
 use super::{ExporterRef, RecordHeader, RecordId, Wal, WalError, allocation_estimate};
 use crate::prompb::RemoteWriteEncoder;
 use crate::prompb::WriteRequest;
-use crate::prompb::encode::put_window_tail;
 use crate::time::{Span, Ticks};
 
 impl Wal {
@@ -83,10 +82,7 @@ impl Wal {
                 cumulate(&mut request, &window, &mut totals)?;
                 totals.expire(header.window_end, reset_after_idle)?;
             }
-            let mut plain = RemoteWriteEncoder::default()
-                .encode_raw(&request.timeseries)
-                .to_vec();
-            put_window_tail(&request, &mut plain);
+            let plain = RemoteWriteEncoder::default().encode_window(&request);
             let payload = record::encode_payload(&plain).map_err(|e| corrupt(&id, e))?;
             // Counted after `cumulate`, which adds the series of a histogram's empty buckets.
             let samples = request.sample_count() as u64;
