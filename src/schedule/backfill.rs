@@ -25,7 +25,7 @@ use crate::crd::{Backfill, BackfillStatus};
 use crate::query::KustoClient;
 use crate::telemetry::metrics::QUERIES;
 use crate::time::{Span, Ticks};
-use crate::wal::{ExporterRef, WalError, backfill_parent, backfill_uid, blocking};
+use crate::wal::{ExporterRef, WalError, backfill_uid, blocking};
 
 /// How often a backfill with nothing to do (WAL full, or `Completed` while an output may still
 /// refuse its windows) looks again.
@@ -249,12 +249,9 @@ async fn forget_others(task: &Task, keep: Option<&str>) -> Result<(), WalError> 
         keep.map(str::to_owned),
     );
     blocking(move || {
-        for e in wal.stats()?.exporters {
-            if backfill_parent(&e.uid) == Some(uid.as_str())
-                && Some(&e.uid) != keep.as_ref()
-                && !e.forgotten
-            {
-                wal.forget_exporter(&e.uid)?;
+        for other in wal.backfills_of(&uid)? {
+            if Some(&other) != keep.as_ref() {
+                wal.forget_exporter(&other)?;
             }
         }
         Ok(())

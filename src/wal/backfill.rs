@@ -48,6 +48,30 @@ impl Wal {
         Ok(dropped)
     }
 
+    /// The uids of `uid`'s backfills whose cursor is still kept (not forgotten): one range read
+    /// of the exporters table, cheap enough for every exporter task's start.
+    pub(crate) fn backfills_of(&self, uid: &str) -> Result<Vec<String>, WalError> {
+        let prefix = format!("{uid}{BACKFILL_MARK}");
+        self.read(|tx| {
+            let exporters = tx.open_table(super::tables::EXPORTERS).map_err(store)?;
+            let mut out = Vec::new();
+            for entry in exporters.range(prefix.as_str()..).map_err(store)? {
+                let (key, value) = entry.map_err(store)?;
+                let key = key.value();
+                if !key.starts_with(&prefix) {
+                    break;
+                }
+                let forgotten = super::record::decode_exporter(value.value())
+                    .map(|s| s.forgotten)
+                    .unwrap_or(false);
+                if !forgotten {
+                    out.push(key.to_owned());
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// The outputs that refused a backfill for good, with why.
     pub(crate) fn backfill_failures(
         &self,

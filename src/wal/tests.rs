@@ -431,3 +431,57 @@ fn a_raised_watermark_or_a_forgotten_exporter_clears_the_totals() {
         .unwrap();
     assert_eq!(rows, 0);
 }
+
+/// A backfill's cursor is an exporter row of its own; `backfills_of` lists the kept ones, and a
+/// refused output is remembered and its pending windows dropped.
+#[test]
+fn backfill_cursors_are_listed_until_forgotten_and_refusals_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    let live = header(&[]).exporter;
+    let r1 = ExporterRef::new(backfill_uid(&live.uid, "r1"), "ns", "cpu");
+    let r2 = ExporterRef::new(backfill_uid(&live.uid, "r2"), "ns", "cpu");
+    wal.set_watermark_if_absent(&r1, Ticks(START)).unwrap();
+    wal.set_watermark_if_absent(&r2, Ticks(START)).unwrap();
+    wal.set_watermark_if_absent(&live, Ticks(START)).unwrap();
+    assert_eq!(backfill_parent(&r1.uid), Some(live.uid.as_str()));
+    assert_eq!(backfill_parent(&live.uid), None);
+    assert_eq!(
+        wal.backfills_of(&live.uid).unwrap(),
+        [r1.uid.clone(), r2.uid.clone()]
+    );
+    wal.forget_exporter(&r1.uid).unwrap();
+    assert_eq!(
+        wal.backfills_of(&live.uid).unwrap(),
+        std::slice::from_ref(&r2.uid)
+    );
+
+    let mut h = header(&[]);
+    h.exporter = r2.clone();
+    wal.append(&h, &request(1.0)).unwrap();
+    let dropped = wal
+        .fail_backfill_output(&r2.uid, "remote_write", "out of order")
+        .unwrap();
+    assert_eq!(dropped, 1);
+    let refused = wal.backfill_failures(&r2.uid).unwrap();
+    assert_eq!(
+        refused.get("remote_write").map(String::as_str),
+        Some("out of order")
+    );
+    // The refusal survives the next append of the backfill, which (as the backfill task does)
+    // names the outputs left.
+    let mut next = window_header(1);
+    next.exporter = r2.clone();
+    next.outputs = vec!["otlp".into()];
+    wal.append(&next, &request(2.0)).unwrap();
+    assert_eq!(wal.backfill_failures(&r2.uid).unwrap().len(), 1);
+    assert!(
+        wal.next_pending("remote_write", Ticks::MAX, 16)
+            .unwrap()
+            .is_empty()
+    );
+    // The other output still has both windows, oldest first (one per exporter at a time).
+    let otlp = wal.next_pending("otlp", Ticks::MAX, 16).unwrap();
+    assert_eq!(otlp.len(), 1);
+    assert_eq!(otlp[0].id, h.id());
+}
