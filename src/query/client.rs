@@ -667,13 +667,8 @@ mod tests {
         let cells: Vec<String> = (0..rows)
             .map(|i| format!("[{i},\"{label}\",1.5]"))
             .collect();
-        format!(
-            r#"[{{"FrameType":"DataSetHeader","IsProgressive":false,"Version":"v2.0"}},
-{{"FrameType":"DataTable","TableId":1,"TableKind":"PrimaryResult","TableName":"PrimaryResult","Columns":[{{"ColumnName":"i","ColumnType":"long"}},{{"ColumnName":"l","ColumnType":"string"}},{{"ColumnName":"v","ColumnType":"real"}}],"Rows":[{}]}},
-{{"FrameType":"DataSetCompletion","HasErrors":false,"Cancelled":false}}]"#,
-            cells.join(",")
-        )
-        .into_bytes()
+        let columns = [("i", "long"), ("l", "string"), ("v", "real")];
+        crate::query::test_body(&columns, &cells, ",")
     }
 
     /// A 200 without Content-Length: the body ends when the connection closes, so it is streamed.

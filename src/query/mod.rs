@@ -170,3 +170,21 @@ impl DataSet {
         (errors, warnings)
     }
 }
+
+/// A v2 body for tests: one primary `DataTable` of `columns` (name, Kusto type) holding `rows`
+/// (each a JSON array's text), joined by `separator`.
+#[cfg(test)]
+pub(crate) fn test_body(columns: &[(&str, &str)], rows: &[String], separator: &str) -> Vec<u8> {
+    let columns: Vec<String> = columns
+        .iter()
+        .map(|(name, ty)| format!(r#"{{"ColumnName":"{name}","ColumnType":"{ty}"}}"#))
+        .collect();
+    format!(
+        r#"[{{"FrameType":"DataSetHeader","IsProgressive":false,"Version":"v2.0"}},
+{{"FrameType":"DataTable","TableId":1,"TableKind":"PrimaryResult","TableName":"PrimaryResult","Columns":[{}],"Rows":[{}]}},
+{{"FrameType":"DataSetCompletion","HasErrors":false,"Cancelled":false}}]"#,
+        columns.join(","),
+        rows.join(separator)
+    )
+    .into_bytes()
+}

@@ -1,4 +1,4 @@
-//! The streaming v2 decoder (docs/design.md#kusto-frames): the body is decoded as it arrives, so
+//! The streaming v2 decoder (docs/design.md#kusto-streaming): the body is decoded as it arrives, so
 //! what a query holds is the decoded rows plus one chunk, never the whole body beside its rows
 //! (docs/design.md#memory-budget).
 //!
@@ -36,7 +36,7 @@ use super::v2::{
 use super::{DataSet, QueryLimits};
 
 /// Bytes [`decode_v2_reader`] reads at a time.
-const READ_CHUNK: u64 = 64 << 10;
+const READ_CHUNK: usize = 128 << 10;
 
 /// Decodes a v2 body read from `reader` as it is read, holding the decoded rows and one chunk
 /// (never the whole body): what [`super::decode_v2`] returns on the whole body, for bodies too
@@ -219,12 +219,14 @@ impl V2Stream {
     /// Reads the next chunk from `reader` straight into the buffer and decodes what it completes;
     /// `Ok(0)` at the end of the body.
     pub(crate) fn read_from(&mut self, reader: &mut impl Read) -> Result<usize, ReadError> {
+        // One `read` of a whole chunk (not `read_to_end`, whose small first reads cost a system
+        // call each on a file); zeroing the room first is cheaper than those calls.
         let start = self.input.buf.len();
-        let n = reader
-            .by_ref()
-            .take(READ_CHUNK)
-            .read_to_end(&mut self.input.buf)
-            .map_err(ReadError::Io)?;
+        self.input.buf.resize(start + READ_CHUNK, 0);
+        let read = reader.read(&mut self.input.buf[start..]);
+        let n = *read.as_ref().unwrap_or(&0);
+        self.input.buf.truncate(start + n);
+        let n = read.map_err(ReadError::Io)?;
         if self.other.is_some() || matches!(self.state, State::Start) {
             // The first bytes decide whether this is a frame array at all.
             let chunk = self.input.buf.split_off(start);
@@ -609,9 +611,9 @@ impl Input {
 
     /// Drops the first `n` bytes, counting their newlines.
     fn consume(&mut self, n: usize) {
-        let gone = &self.buf[..n];
-        self.lines += memchr::memchr_iter(b'\n', gone).count();
-        if let Some(i) = memchr::memrchr(b'\n', gone) {
+        // One pass for both: a body has few newlines (one per frame, as Kusto writes it).
+        for i in memchr::memchr_iter(b'\n', &self.buf[..n]) {
+            self.lines += 1;
             self.line_start = self.origin + i + 1;
         }
         self.buf.drain(..n);
@@ -896,18 +898,13 @@ mod tests {
         }
     }
 
-    /// A v2 body of `rows` rows `[i, "a label", "text with \" and é"]`.
+    /// A v2 body of `rows` rows `[i, "a label", "é\"0"]` (or `"é\"1"`), one a line.
     fn many_rows(rows: usize) -> Vec<u8> {
         let cells: Vec<String> = (0..rows)
             .map(|i| format!(r#"[{i},"a label","é\"{}"]"#, i % 2))
             .collect();
-        format!(
-            r#"[{{"FrameType":"DataSetHeader","IsProgressive":false,"Version":"v2.0"}},
-{{"FrameType":"DataTable","TableId":1,"TableKind":"PrimaryResult","TableName":"PrimaryResult","Columns":[{{"ColumnName":"i","ColumnType":"long"}},{{"ColumnName":"l","ColumnType":"string"}},{{"ColumnName":"t","ColumnType":"string"}}],"Rows":[{}]}},
-{{"FrameType":"DataSetCompletion","HasErrors":false,"Cancelled":false}}]"#,
-            cells.join(",\n")
-        )
-        .into_bytes()
+        let columns = [("i", "long"), ("l", "string"), ("t", "string")];
+        crate::query::test_body(&columns, &cells, ",\n")
     }
 
     #[test]
