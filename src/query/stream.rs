@@ -907,6 +907,21 @@ mod tests {
         crate::query::test_body(&columns, &cells, ",\n")
     }
 
+    /// The stream words UTF-8 faults itself (offsets in the whole body): as `std` does, so
+    /// `decode_v2`, which uses the same words, says what it always said.
+    #[test]
+    fn utf8_faults_are_worded_as_std_words_them() {
+        for (bytes, at) in [(&b"ab\xe2\x82"[..], 2), (&b"a\xffb"[..], 1)] {
+            let e = std::str::from_utf8(bytes).unwrap_err();
+            assert_eq!(e.valid_up_to(), at);
+            let detail = match not_utf8(e.valid_up_to(), e.error_len()) {
+                QueryError::Truncated { detail } | QueryError::Malformed { detail } => detail,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(detail, format!("the body is not UTF-8: {e}"));
+        }
+    }
+
     #[test]
     fn each_fault_example_fails_for_its_fault() {
         for (fault, words) in [
