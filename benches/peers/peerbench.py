@@ -28,6 +28,8 @@ WORK = ROOT / "target" / "peerbench"
 # ADXEXPORTER_BIN: another build of ours (e.g. a baseline commit's) for before/after runs.
 OURS = Path(os.environ.get("ADXEXPORTER_BIN") or ROOT / "target" / "release" / "adxexporter")
 EXAMPLE = ROOT / "target" / "release" / "examples" / "peerbench"
+# PEERBENCH_BASE_EXAMPLE: another build's examples/peerbench (e.g. a baseline commit's) for decode before/after.
+BASE_EXAMPLE = os.environ.get("PEERBENCH_BASE_EXAMPLE")
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 CLK = os.sysconf("SC_CLK_TCK")
@@ -256,19 +258,30 @@ def bench_decode(a):
     body = body_path(a.rows)
     pairs = []
     for i in range(a.repeats):
-        say(f"decode pair {i + 1}/{a.repeats}: ours, then azure-kusto-data")
+        say(f"decode pair {i + 1}/{a.repeats}: ours, then azure-kusto-data" + (", then the base build" if BASE_EXAMPLE else ""))
         (ours,), ours_rss = timed([EXAMPLE, "decode", body, a.runs])
         (peer,), peer_rss = timed([PY, HERE / "py_decode.py", body, a.runs])
         assert ours["rows"] == peer["rows"] == a.rows, (ours["rows"], peer["rows"])
-        pairs.append({"ours": ours, "ours_rss_mib": ours_rss, "peer": peer, "peer_rss_mib": peer_rss,
-                      "ratio": peer["median_s"] / ours["median_s"]})
+        pair = {"ours": ours, "ours_rss_mib": ours_rss, "peer": peer, "peer_rss_mib": peer_rss,
+                "ratio": peer["median_s"] / ours["median_s"], "rss_ratio": ours_rss / peer_rss}
+        if BASE_EXAMPLE:
+            (base,), base_rss = timed([BASE_EXAMPLE, "decode", body, a.runs])
+            assert base["rows"] == a.rows, base["rows"]
+            pair.update({"base": base, "base_rss_mib": base_rss})
+        pairs.append(pair)
     mb = pairs[0]["ours"]["bytes"] / 1e6
-    print(f"| Kusto v2 decode, {a.rows:,} rows / {mb:.0f} MB in memory | "
+    print(f"| Kusto v2 decode, {a.rows:,} rows / {mb:.0f} MB: ours streamed from the file, the peer's in memory | "
           f"{spread([a.rows / p['ours']['median_s'] / 1e6 for p in pairs])} M rows/s, "
           f"peak RSS {spread([p['ours_rss_mib'] for p in pairs])} MiB | "
           f"{spread([a.rows / p['peer']['median_s'] / 1e3 for p in pairs])} k rows/s, "
           f"peak RSS {spread([p['peer_rss_mib'] for p in pairs])} MiB | "
-          f"**{spread([p['ratio'] for p in pairs])}×** |")
+          f"**{spread([p['ratio'] for p in pairs])}× faster, {spread([p['rss_ratio'] for p in pairs])}× the memory** |")
+    if BASE_EXAMPLE:
+        print(f"| same, base build ({pairs[0]['base']['impl']}) | "
+              f"{spread([a.rows / p['base']['median_s'] / 1e6 for p in pairs])} M rows/s, "
+              f"peak RSS {spread([p['base_rss_mib'] for p in pairs])} MiB | | "
+              f"**{spread([p['peer']['median_s'] / p['base']['median_s'] for p in pairs])}× faster, "
+              f"{spread([p['base_rss_mib'] / p['peer_rss_mib'] for p in pairs])}× the memory** |")
     save("decode", pairs)
 
 

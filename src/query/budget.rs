@@ -414,12 +414,6 @@ impl Reservation {
         self.held = budget.take_queued(units).await;
     }
 
-    /// Sets the accounting back to `used` bytes (what was decoded has been dropped), keeping the
-    /// units held for another try.
-    pub(crate) fn rewind(&mut self, used: u64) {
-        self.used = used.min(self.used);
-    }
-
     /// Lowers the accounting to `used` bytes and gives back the units beyond it; a `used` above
     /// what is held takes more when free (never waits: the bytes already exist).
     pub fn shrink_to(&mut self, used: u64) {

@@ -14,6 +14,10 @@
 //!
 //! Text cells are interned per column for the duration of one `Rows` array ([`Interner`]): a value the
 //! column saw recently is shared, so a label column costs about one allocation per distinct value.
+//!
+//! A `Rows` array is decoded either whole ([`RowsSeed`], one serde pass) or one element at a time
+//! ([`RowsState::element`], by the streaming decoder in `stream.rs`); both keep the same state
+//! between rows, so they decode and count the same rows.
 
 use arcstr::ArcStr;
 use std::borrow::Cow;
@@ -22,7 +26,6 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::budget::{Reservation, Shortfall, over_budget};
 use super::error::{KustoErrorInfo, QueryError};
 use super::table::{Column, ColumnType, Table, Value};
 use crate::time::{Span, Ticks};
@@ -40,8 +43,9 @@ pub(crate) struct Sideband {
     pub primary_rows: usize,
     pub partial: Vec<KustoErrorInfo>,
     pub fatal: Option<QueryError>,
-    /// Decoded rows accounted against the query memory budget (`None`: not metered).
-    pub meter: Option<Meter>,
+    /// Estimated bytes of the rows decoded so far ([`CELL_BYTES`] per cell plus each new text), what
+    /// the query memory budget accounts for them (docs/design.md#memory-budget).
+    pub decoded: u64,
 }
 
 impl Sideband {
@@ -52,34 +56,13 @@ impl Sideband {
         e
     }
 
-    /// Accounts `rows` more decoded rows of `columns` cells plus the text the interners allocated
-    /// for them; fails the decode when the budget cannot cover them.
-    fn charge(
-        &mut self,
-        rows: usize,
-        columns: usize,
-        interners: &mut [Interner],
-    ) -> Result<(), QueryError> {
-        let Some(meter) = &mut self.meter else {
-            return Ok(());
-        };
+    /// Counts `rows` more decoded rows of `columns` cells plus the text the interners allocated.
+    fn count(&mut self, rows: usize, columns: usize, interners: &mut [Interner]) {
         let text: u64 = interners
             .iter_mut()
             .map(|i| std::mem::take(&mut i.fresh))
             .sum();
-        let cells = (rows * columns) as u64 * CELL_BYTES;
-        meter.decoded += cells + text;
-        let used = meter.base + meter.decoded;
-        match meter.reservation.try_cover(used) {
-            Ok(()) => Ok(()),
-            Err(Shortfall::Busy) => Err(QueryError::MemoryBusy { need: used }),
-            Err(Shortfall::Over) => Err(over_budget(
-                &meter.reservation,
-                used,
-                Some(self.primary_rows),
-                meter.max_rows,
-            )),
-        }
+        self.decoded += (rows * columns) as u64 * CELL_BYTES + text;
     }
 }
 
@@ -93,20 +76,8 @@ fn text_cost(len: usize) -> u64 {
     }
     (len as u64 + 24).next_multiple_of(16)
 }
-/// Decoded rows are charged to the budget in batches of this many rows (and at the end of a table).
-const CHARGE_EVERY: usize = 512;
-
-/// A decode's account with the query memory budget: the body is already in `reservation` (`base`
-/// bytes); decoded rows are added as they are decoded.
-#[derive(Debug)]
-pub(crate) struct Meter {
-    pub reservation: Reservation,
-    pub base: u64,
-    /// Estimated bytes of the decoded cells so far ([`CELL_BYTES`] per cell plus new text).
-    pub decoded: u64,
-    /// The resource's row limit, for the message when the window does not fit.
-    pub max_rows: usize,
-}
+/// Decoded rows are counted in batches of this many rows (and at the end of a table).
+const COUNT_EVERY: usize = 512;
 
 /// How to decode one table's rows.
 pub(crate) struct RowsCtx {
@@ -143,53 +114,105 @@ impl<'de> Visitor<'de> for RowsSeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let columns: Vec<Column> = self.table.columns.clone();
-        let mut interners: Vec<Interner> = columns.iter().map(|_| Interner::default()).collect();
-        let mut row = self.table.row_count();
-        let cells = self.table.cells_mut();
-        let mut uncharged = 0;
-        loop {
-            if uncharged == CHARGE_EVERY {
-                self.side
-                    .charge(uncharged, columns.len(), &mut interners)
-                    .map_err(|e| self.side.fail::<A::Error>(e))?;
-                uncharged = 0;
-            }
-            let start = cells.len();
-            let seed = RowSeed {
-                columns: &columns,
-                interners: &mut interners,
-                cells: &mut *cells,
+        let mut state = RowsState::new(self.table);
+        while seq
+            .next_element_seed(ElementSeed {
+                state: &mut state,
+                table: &mut *self.table,
                 ctx: self.ctx,
-                row,
-                side: self.side,
-            };
-            match seq.next_element_seed(seed) {
-                Ok(None) => {
-                    return self
-                        .side
-                        .charge(uncharged, columns.len(), &mut interners)
-                        .map_err(|e| self.side.fail(e));
-                }
-                Ok(Some(RowOutcome::ErrorReport)) => {}
-                Ok(Some(RowOutcome::Row)) => {
-                    if let Some(limit) = self.ctx.max_rows {
-                        if self.side.primary_rows >= limit {
-                            cells.truncate(start);
-                            return Err(self.side.fail(QueryError::TooManyRows { limit }));
-                        }
-                        self.side.primary_rows += 1;
+                side: &mut *self.side,
+            })?
+            .is_some()
+        {}
+        state.flush(self.side);
+        Ok(())
+    }
+}
+
+/// What decoding one `Rows` array keeps from one element to the next.
+pub(crate) struct RowsState {
+    columns: Vec<Column>,
+    /// One per column.
+    interners: Vec<Interner>,
+    /// The table's row number of the next row (for messages).
+    row: usize,
+    /// Rows decoded but not yet counted in [`Sideband::decoded`].
+    uncounted: usize,
+}
+
+impl RowsState {
+    pub(crate) fn new(table: &Table) -> RowsState {
+        RowsState {
+            columns: table.columns.clone(),
+            interners: table.columns.iter().map(|_| Interner::default()).collect(),
+            row: table.row_count(),
+            uncounted: 0,
+        }
+    }
+
+    /// Decodes one element of `Rows` from `d`: a row appended to `table` whole (or not at all), or
+    /// an in-data error report collected in `side`.
+    pub(crate) fn element<'de, D: Deserializer<'de>>(
+        &mut self,
+        d: D,
+        table: &mut Table,
+        ctx: &RowsCtx,
+        side: &mut Sideband,
+    ) -> Result<(), D::Error> {
+        let cells = table.cells_mut();
+        let start = cells.len();
+        let seed = RowSeed {
+            columns: &self.columns,
+            interners: &mut self.interners,
+            cells: &mut *cells,
+            ctx,
+            row: self.row,
+            side: &mut *side,
+        };
+        match seed.deserialize(d) {
+            Ok(RowOutcome::ErrorReport) => Ok(()),
+            Ok(RowOutcome::Row) => {
+                if let Some(limit) = ctx.max_rows {
+                    if side.primary_rows >= limit {
+                        cells.truncate(start);
+                        return Err(side.fail(QueryError::TooManyRows { limit }));
                     }
-                    row += 1;
-                    uncharged += 1;
+                    side.primary_rows += 1;
                 }
-                Err(e) => {
-                    // Keep whole rows only, whatever failed mid-row.
-                    cells.truncate(start);
-                    return Err(e);
+                self.row += 1;
+                self.uncounted += 1;
+                if self.uncounted == COUNT_EVERY {
+                    self.flush(side);
                 }
+                Ok(())
+            }
+            Err(e) => {
+                // Keep whole rows only, whatever failed mid-row.
+                cells.truncate(start);
+                Err(e)
             }
         }
+    }
+
+    /// Counts the rows decoded since the last flush in [`Sideband::decoded`].
+    pub(crate) fn flush(&mut self, side: &mut Sideband) {
+        side.count(self.uncounted, self.columns.len(), &mut self.interners);
+        self.uncounted = 0;
+    }
+}
+
+/// One element of `Rows` in a whole-array parse.
+struct ElementSeed<'a> {
+    state: &'a mut RowsState,
+    table: &'a mut Table,
+    ctx: &'a RowsCtx,
+    side: &'a mut Sideband,
+}
+
+impl<'de> DeserializeSeed<'de> for ElementSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.state.element(d, self.table, self.ctx, self.side)
     }
 }
 
@@ -298,10 +321,12 @@ const INTERN_TRIAL: u32 = 4096;
 /// A slot holds the last string that hashed to it, so memory stays bounded whatever the column holds.
 #[derive(Default)]
 pub(crate) struct Interner {
-    /// Bytes of the strings allocated since the last charge ([`text_cost`] each).
+    /// Bytes of the strings allocated since they were last counted ([`text_cost`] each).
     fresh: u64,
-    /// The last string returned: label columns often repeat a value over consecutive rows.
-    last: Option<ArcStr>,
+    /// The slot of the last string returned: label columns often repeat a value over consecutive
+    /// rows. A slot, not a copy of the string: keeping a copy costs two atomic count updates per
+    /// change of value, a tenth of a label column's decode time.
+    last: Option<usize>,
     slots: Vec<Option<ArcStr>>,
     hits: u32,
     misses: u32,
@@ -315,21 +340,25 @@ impl Interner {
             self.fresh += text_cost(s.len());
             return s.into();
         }
-        if let Some(last) = &self.last
+        if let Some(Some(last)) = self.last.and_then(|i| self.slots.get(i))
             && last.as_str() == s
         {
+            // A repeat counts as a hit: a label column repeating over rows must not be turned off
+            // because its distinct values collide in the slots (1M rows × 1000 hosts did: +50 MiB).
+            self.hits = self.hits.saturating_add(1);
             return ArcStr::clone(last);
         }
-        let shared = self.lookup(s);
-        self.last = Some(ArcStr::clone(&shared));
-        shared
+        self.lookup(s)
     }
 
+    /// The slot's string when it is `s`, else a fresh one put in the slot. Either way the slot
+    /// becomes the last one.
     fn lookup(&mut self, s: &str) -> ArcStr {
         if self.slots.is_empty() {
             self.slots = vec![None; INTERN_SLOTS];
         }
         let index = slot_index(s);
+        self.last = Some(index);
         if let Some(Some(shared)) = self.slots.get(index)
             && shared.as_str() == s
         {

@@ -1,10 +1,11 @@
 //! The HTTP side of a Kusto query: one `POST {endpoint}/v2/rest/query` per call over a shared,
 //! connection-reusing reqwest client, with docs/design.md#kusto-request headers, a client timeout of server timeout + 30 s,
 //! no redirects, gzip, and a body read that stops at `QueryLimits::max_bytes` (never unbounded).
-//! Non-2xx answers become classified [`QueryError`]s; 200 bodies go to the pure decoder
-//! ([`super::decode_v2`]), or back to the caller as they are ([`KustoClient::query_body`]). With
-//! [`KustoClient::query_within`] the body and the decoded rows are accounted in a [`Reservation`]
-//! of the query memory budget before they are allocated (see [`super::budget`]).
+//! Non-2xx answers become classified [`QueryError`]s; 200 bodies are decoded as they arrive
+//! ([`V2Stream`], never held whole beside their rows), or go back to the caller as they are
+//! ([`KustoClient::query_body`]). With [`KustoClient::query_within`] the bytes in flight and the
+//! decoded rows are accounted in a [`Reservation`] of the query memory budget as they grow (see
+//! [`super::budget`], docs/design.md#memory-budget).
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTE
 use super::auth::Authenticator;
 use super::budget::{Reservation, Shortfall, over_budget};
 use super::error::{QueryError, http_error};
-use super::v2::decode_v2_within;
+use super::stream::V2Stream;
 use super::{DataSet, QueryLimits};
 use crate::azure::KustoAuth;
 use crate::time::Span;
@@ -142,16 +143,24 @@ impl KustoClient {
         csl: &str,
         limits: &QueryLimits,
     ) -> Result<Vec<u8>, QueryError> {
-        self.fetch(database, csl, limits, &mut Reservation::unlimited())
-            .await
+        let response = self.send(database, csl).await?;
+        let status = response.status().as_u16();
+        let retry_after = parse_retry_after(response.headers());
+        let body = self
+            .read_body(response, limits, &mut Reservation::unlimited())
+            .await?;
+        if status == 200 {
+            return Ok(body);
+        }
+        Err(self.answer_error(status, retry_after, &body, database))
     }
 
-    /// Runs `csl` against `database` with the response body and the decoded rows accounted in
-    /// `reservation`, waiting for budget rather than allocating past it. On success the body is
-    /// gone and the reservation accounts the decoded rows plus `keep_per_row` bytes per primary
-    /// row (what the caller's transform will need; its room comes from the body's). Fails with
-    /// [`QueryError::MemoryBusy`] when this query must give its reservation back and try again,
-    /// and with [`QueryError::OverMemoryBudget`] when the window cannot fit at all.
+    /// Runs `csl` against `database`, decoding the body as it arrives with the in-flight bytes and
+    /// the decoded rows accounted in `reservation`, waiting for budget rather than allocating past
+    /// it. On success the reservation accounts the decoded rows plus `keep_per_row` bytes per
+    /// primary row (what the caller's transform will need). Fails with [`QueryError::MemoryBusy`]
+    /// when this query must give its reservation back and try again, and with
+    /// [`QueryError::OverMemoryBudget`] when the window cannot fit at all.
     pub async fn query_within(
         &self,
         database: &str,
@@ -160,25 +169,21 @@ impl KustoClient {
         reservation: &mut Reservation,
         keep_per_row: u64,
     ) -> Result<DataSet, QueryError> {
-        let body = self.fetch(database, csl, limits, reservation).await?;
-        let set = decode_waiting(&body, limits, reservation).await?;
-        let body_len = body.len() as u64;
-        drop(body);
+        let response = self.send(database, csl).await?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let retry_after = parse_retry_after(response.headers());
+            let body = self.read_body(response, limits, reservation).await?;
+            return Err(self.answer_error(status, retry_after, &body, database));
+        }
+        let (set, decoded) = self.decode_body(response, limits, reservation).await?;
         let rows: u64 = set.primary_tables().map(|t| t.row_count() as u64).sum();
-        let decoded = reservation.used_bytes().saturating_sub(body_len);
         reservation.shrink_to(decoded.saturating_add(rows.saturating_mul(keep_per_row)));
         Ok(set)
     }
 
-    /// Sends the query and reads the whole body, accounted in `reservation`: the body of a 200
-    /// answer, or any other answer as its classified [`QueryError`].
-    async fn fetch(
-        &self,
-        database: &str,
-        csl: &str,
-        limits: &QueryLimits,
-        reservation: &mut Reservation,
-    ) -> Result<Vec<u8>, QueryError> {
+    /// Sends the query; the answer's body is still to be read.
+    async fn send(&self, database: &str, csl: &str) -> Result<reqwest::Response, QueryError> {
         let body = serde_json::json!({
             "db": database,
             "csl": csl,
@@ -205,33 +210,28 @@ impl KustoClient {
         if let Some(token) = self.auth.bearer().await? {
             request = request.header(AUTHORIZATION, format!("Bearer {token}"));
         }
-        let response = request.send().await.map_err(|e| self.transport_error(e))?;
-        let status = response.status().as_u16();
-        let retry_after = parse_retry_after(response.headers());
-        let body = self.read_body(response, limits, reservation).await?;
-        if status == 200 {
-            return Ok(body);
-        }
-        Err(http_error(
-            status,
-            retry_after,
-            &body,
-            &self.auth.describe(),
-            database,
-        ))
+        request.send().await.map_err(|e| self.transport_error(e))
     }
 
-    /// Reads the (decompressed) body chunk by chunk, failing as soon as it passes `max_bytes`, and
-    /// accounting it in `reservation` before each chunk is kept: a plain `Content-Length` is
-    /// reserved up front (twice over, for the decoded rows), else the reservation grows as the
-    /// chunks come.
-    async fn read_body(
+    /// The classified error of a non-200 answer.
+    fn answer_error(
         &self,
-        mut response: reqwest::Response,
+        status: u16,
+        retry_after: Option<Duration>,
+        body: &[u8],
+        database: &str,
+    ) -> QueryError {
+        http_error(status, retry_after, body, &self.auth.describe(), database)
+    }
+
+    /// Checks a plain `Content-Length` against the byte limit and the budget, and reserves that
+    /// much up front (the body, or the rows it decodes to, which take about as much); `Some(len)`.
+    async fn announced_length(
+        &self,
+        response: &reqwest::Response,
         limits: &QueryLimits,
         reservation: &mut Reservation,
-    ) -> Result<Vec<u8>, QueryError> {
-        let max_bytes = limits.max_bytes;
+    ) -> Result<Option<u64>, QueryError> {
         let plain_len = response.content_length().filter(|_| {
             response
                 .headers()
@@ -239,21 +239,25 @@ impl KustoClient {
                 .is_none()
         });
         if let Some(len) = plain_len {
-            if len > max_bytes as u64 {
-                return Err(QueryError::TooManyBytes { limit: max_bytes });
+            if len > limits.max_bytes as u64 {
+                return Err(QueryError::TooManyBytes {
+                    limit: limits.max_bytes,
+                });
             }
             if reservation.budget_bytes().is_some_and(|b| len > b) {
                 return Err(over_budget(reservation, len, None, limits.max_rows));
             }
-            reservation.hold_at_least(len.saturating_mul(2)).await;
+            reservation.hold_at_least(len).await;
         }
-        let mut body = Vec::with_capacity(
-            response
-                .content_length()
-                .map_or(64 << 10, |l| l as usize)
-                .min(max_bytes),
-        );
-        while let Some(chunk) = response.chunk().await.map_err(|e| {
+        Ok(plain_len)
+    }
+
+    /// The next chunk of the (decompressed) body.
+    async fn next_chunk(
+        &self,
+        response: &mut reqwest::Response,
+    ) -> Result<Option<bytes::Bytes>, QueryError> {
+        response.chunk().await.map_err(|e| {
             if e.is_timeout() {
                 self.transport_error(e)
             } else {
@@ -261,21 +265,68 @@ impl KustoClient {
                     detail: format!("reading the body failed: {}", error_chain(&e)),
                 }
             }
-        })? {
+        })
+    }
+
+    /// Reads the whole body chunk by chunk, failing as soon as it passes `max_bytes`, and
+    /// accounting it in `reservation` before each chunk is kept.
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        limits: &QueryLimits,
+        reservation: &mut Reservation,
+    ) -> Result<Vec<u8>, QueryError> {
+        let max_bytes = limits.max_bytes;
+        self.announced_length(&response, limits, reservation)
+            .await?;
+        let mut body = Vec::with_capacity(
+            response
+                .content_length()
+                .map_or(64 << 10, |l| l as usize)
+                .min(max_bytes),
+        );
+        while let Some(chunk) = self.next_chunk(&mut response).await? {
             if body.len() + chunk.len() > max_bytes {
                 return Err(QueryError::TooManyBytes { limit: max_bytes });
             }
             let used = (body.len() + chunk.len()) as u64;
-            match reservation.cover(used).await {
-                Ok(()) => {}
-                Err(Shortfall::Busy) => return Err(restart(reservation, used)),
-                Err(Shortfall::Over) => {
-                    return Err(over_budget(reservation, used, None, limits.max_rows));
-                }
-            }
+            cover(reservation, used, None, limits).await?;
             body.extend_from_slice(&chunk);
         }
         Ok(body)
+    }
+
+    /// Decodes a 200 body as it arrives ([`V2Stream`]): what is held — the chunk in flight, the
+    /// value it cuts, the rows decoded so far — is accounted in `reservation` before each chunk is
+    /// taken in (the rows a chunk decodes to are accounted with the next chunk, so the account
+    /// trails the heap by at most one chunk's rows). The decoded set, and its bytes as accounted.
+    async fn decode_body(
+        &self,
+        mut response: reqwest::Response,
+        limits: &QueryLimits,
+        reservation: &mut Reservation,
+    ) -> Result<(DataSet, u64), QueryError> {
+        let announced = self
+            .announced_length(&response, limits, reservation)
+            .await?;
+        let mut stream = V2Stream::new(*limits, announced.map(|l| l as usize));
+        let mut read = 0;
+        while let Some(chunk) = self.next_chunk(&mut response).await? {
+            // The stream checks the byte limit too; here it comes before the budget's verdict.
+            read += chunk.len();
+            if read > limits.max_bytes {
+                return Err(QueryError::TooManyBytes {
+                    limit: limits.max_bytes,
+                });
+            }
+            let rows = (stream.decoded_bytes() > 0).then(|| stream.primary_rows());
+            let used = stream.held_bytes() + chunk.len() as u64;
+            cover(reservation, used, rows, limits).await?;
+            stream.push(&chunk)?;
+        }
+        let rows = (stream.decoded_bytes() > 0).then(|| stream.primary_rows());
+        cover(reservation, stream.held_bytes(), rows, limits).await?;
+        stream.finish()
     }
 
     fn transport_error(&self, e: reqwest::Error) -> QueryError {
@@ -292,29 +343,19 @@ impl KustoClient {
     }
 }
 
-/// Decodes `body` with its rows accounted in `reservation`; when the budget is busy, waits as the
-/// grower (see [`super::budget`]) and decodes again, or asks the caller to restart.
-async fn decode_waiting(
-    body: &[u8],
-    limits: &QueryLimits,
+/// Accounts `used` bytes in `reservation`; when the budget is busy, waits as the grower (see
+/// [`super::budget`]) or asks the caller to restart. `rows`: primary rows decoded so far (`None`
+/// before any row was decoded), for the message when the window cannot fit.
+async fn cover(
     reservation: &mut Reservation,
-) -> Result<DataSet, QueryError> {
-    let body_len = body.len() as u64;
-    loop {
-        match decode_v2_within(body, limits, reservation) {
-            Err(QueryError::MemoryBusy { need }) => {
-                // What was decoded is dropped; the units stay for the next try.
-                reservation.rewind(body_len);
-                match reservation.cover(need).await {
-                    Ok(()) => reservation.rewind(body_len),
-                    Err(Shortfall::Busy) => return Err(restart(reservation, need)),
-                    Err(Shortfall::Over) => {
-                        return Err(over_budget(reservation, need, None, limits.max_rows));
-                    }
-                }
-            }
-            done => return done,
-        }
+    used: u64,
+    rows: Option<usize>,
+    limits: &QueryLimits,
+) -> Result<(), QueryError> {
+    match reservation.cover(used).await {
+        Ok(()) => Ok(()),
+        Err(Shortfall::Busy) => Err(restart(reservation, used)),
+        Err(Shortfall::Over) => Err(over_budget(reservation, used, rows, limits.max_rows)),
     }
 }
 
@@ -626,13 +667,8 @@ mod tests {
         let cells: Vec<String> = (0..rows)
             .map(|i| format!("[{i},\"{label}\",1.5]"))
             .collect();
-        format!(
-            r#"[{{"FrameType":"DataSetHeader","IsProgressive":false,"Version":"v2.0"}},
-{{"FrameType":"DataTable","TableId":1,"TableKind":"PrimaryResult","TableName":"PrimaryResult","Columns":[{{"ColumnName":"i","ColumnType":"long"}},{{"ColumnName":"l","ColumnType":"string"}},{{"ColumnName":"v","ColumnType":"real"}}],"Rows":[{}]}},
-{{"FrameType":"DataSetCompletion","HasErrors":false,"Cancelled":false}}]"#,
-            cells.join(",")
-        )
-        .into_bytes()
+        let columns = [("i", "long"), ("l", "string"), ("v", "real")];
+        crate::query::test_body(&columns, &cells, ",")
     }
 
     /// A 200 without Content-Length: the body ends when the connection closes, so it is streamed.
@@ -669,11 +705,24 @@ mod tests {
         let budget = MemoryBudget::new(8 << 10);
         let body = rows_body(2000, "x");
         assert!(body.len() > 8 << 10);
-        for reply in [response("200 OK", &[], &body), streamed(&body)] {
+        // Announced, it fails before a byte is read; streamed, once its rows pass the budget (the
+        // body itself is never held whole).
+        for (reply, rows, what) in [
+            (
+                response("200 OK", &[], &body),
+                false,
+                "the Kusto response alone is larger",
+            ),
+            (
+                streamed(&body),
+                true,
+                "the Kusto response and its decoded rows need more",
+            ),
+        ] {
             let mut r = budget.reserve(0).await;
             let err = query_within(reply, &mut r, 0).await.unwrap_err();
             assert!(
-                matches!(err, QueryError::OverMemoryBudget { rows: None, .. }),
+                matches!(err, QueryError::OverMemoryBudget { rows: r, .. } if r.is_some() == rows),
                 "{err:?}"
             );
             assert!(err.is_permanent());
@@ -681,7 +730,7 @@ mod tests {
             let text = err.to_string();
             for part in [
                 "--query-memory-budget (8 KiB)",
-                "the Kusto response alone is larger",
+                what,
                 "spec.maxRows = 100000",
             ] {
                 assert!(text.contains(part), "{part:?} not in {text}");
@@ -730,9 +779,10 @@ mod tests {
         assert_eq!(r.used_bytes(), decoded + 1000 * 64);
         assert!(r.held_bytes() >= r.used_bytes());
         assert_eq!(budget.reserved_bytes(), r.held_bytes());
-        // The peak: the body and its rows together, or the rows and the transform's room.
-        let peak = (body.len() as u64 + decoded).max(decoded + 1000 * 64);
-        assert_eq!(r.peak_bytes(), peak);
+        // The peak: the rows and the transform's room. Before, the rows with the bytes in flight
+        // (less than the whole body: it is never held whole).
+        assert!((body.len() as u64) < 1000 * 64);
+        assert_eq!(r.peak_bytes(), decoded + 1000 * 64);
         drop(r);
         assert_eq!(budget.reserved_bytes(), 0);
     }

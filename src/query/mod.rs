@@ -12,6 +12,7 @@ pub mod budget;
 mod cells;
 pub mod client;
 mod error;
+mod stream;
 pub mod table;
 mod v1;
 mod v2;
@@ -22,6 +23,7 @@ pub use budget::{MemoryBudget, Reservation};
 pub use cells::column_type_name;
 pub use client::{KustoClient, KustoConfig};
 pub use error::{KustoErrorInfo, QueryError, http_error};
+pub use stream::decode_v2_reader;
 pub use table::{ArcStr, Column, ColumnType, Table, Value};
 pub use v1::decode_v1;
 pub use v2::decode_v2;
@@ -167,4 +169,22 @@ impl DataSet {
         }
         (errors, warnings)
     }
+}
+
+/// A v2 body for tests: one primary `DataTable` of `columns` (name, Kusto type) holding `rows`
+/// (each a JSON array's text), joined by `separator`.
+#[cfg(test)]
+pub(crate) fn test_body(columns: &[(&str, &str)], rows: &[String], separator: &str) -> Vec<u8> {
+    let columns: Vec<String> = columns
+        .iter()
+        .map(|(name, ty)| format!(r#"{{"ColumnName":"{name}","ColumnType":"{ty}"}}"#))
+        .collect();
+    format!(
+        r#"[{{"FrameType":"DataSetHeader","IsProgressive":false,"Version":"v2.0"}},
+{{"FrameType":"DataTable","TableId":1,"TableKind":"PrimaryResult","TableName":"PrimaryResult","Columns":[{}],"Rows":[{}]}},
+{{"FrameType":"DataSetCompletion","HasErrors":false,"Cancelled":false}}]"#,
+        columns.join(","),
+        rows.join(separator)
+    )
+    .into_bytes()
 }

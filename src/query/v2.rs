@@ -5,8 +5,7 @@
 //! `IsFragmented` are ignored — so plain `DataTable`s, progressive and fragmented tables (`TableHeader` →
 //! `TableFragment`/`TableProgress` → `TableCompletion`, with `DataAppend` and `DataReplace`) all decode
 //! the same way. Keys may come in any order: `Rows` that arrive before what they need (`Columns`,
-//! `TableKind`, `TableId`, `TableFragmentType`) are kept as a borrowed raw slice and decoded at the end
-//! of the frame.
+//! `TableKind`, `TableId`, `TableFragmentType`) are kept as raw JSON and decoded at the end of the frame.
 //!
 //! Every partial-failure channel turns the whole result into [`QueryError::PartialFailure`]: error
 //! objects inside `Rows`, `TableCompletion.OneApiErrors`, `DataSetCompletion.HasErrors`/`OneApiErrors`/
@@ -14,6 +13,9 @@
 //! `DataSetCompletion` is [`QueryError::Truncated`]: no metrics ever come from a cut response.
 //! `TableCompletion.RowCount` is not cross-checked (its meaning under `DataReplace` is undocumented);
 //! unknown frame types and frames after `DataSetCompletion` are ignored.
+//!
+//! The frame logic ([`FrameDecoder`], [`FieldSeed`]) is shared with the streaming decoder
+//! (`stream.rs`), which feeds it one frame key and one row at a time as the body arrives.
 
 use std::fmt;
 
@@ -21,9 +23,8 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::budget::Reservation;
 use super::cells::{
-    Dialect, Meter, RowsCtx, RowsSeed, Sideband, decode_raw_rows, parse_column_type,
+    Dialect, RowsCtx, RowsSeed, RowsState, Sideband, decode_raw_rows, parse_column_type,
     parse_v1_data_type,
 };
 use super::error::{KustoErrorInfo, QueryError, truncate_text};
@@ -39,141 +40,142 @@ pub fn decode_v2(body: &[u8], limits: &QueryLimits) -> Result<DataSet, QueryErro
             limit: limits.max_bytes,
         });
     }
-    decode_v2_metered(body, limits, None).0
-}
-
-/// As [`decode_v2`], accounting the decoded rows in `reservation` on top of what it already
-/// accounts (the body): fails with [`QueryError::MemoryBusy`] when the budget is busy (the caller
-/// may wait and decode again) or [`QueryError::OverMemoryBudget`] when the rows cannot fit at all.
-pub(crate) fn decode_v2_within(
-    body: &[u8],
-    limits: &QueryLimits,
-    reservation: &mut Reservation,
-) -> Result<DataSet, QueryError> {
-    if reservation.budget_bytes().is_none() {
-        return decode_v2(body, limits);
-    }
-    let meter = Meter {
-        base: reservation.used_bytes(),
-        reservation: std::mem::take(reservation),
-        decoded: 0,
-        max_rows: limits.max_rows,
-    };
-    let (result, meter) = decode_v2_metered(body, limits, Some(meter));
-    if let Some(meter) = meter {
-        *reservation = meter.reservation;
-    }
-    result
-}
-
-fn decode_v2_metered(
-    body: &[u8],
-    limits: &QueryLimits,
-    meter: Option<Meter>,
-) -> (Result<DataSet, QueryError>, Option<Meter>) {
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        None => {
-            let err = QueryError::Truncated {
-                detail: "the body is empty".into(),
-            };
-            return (Err(err), meter);
-        }
+        None => return Err(empty_body()),
         Some(b'[') => {}
-        Some(_) => {
-            let err = QueryError::UnexpectedBody {
-                text: truncate_text(String::from_utf8_lossy(body).trim()),
-            };
-            return (Err(err), meter);
-        }
+        Some(_) => return Err(unexpected_body(body)),
     }
     // One validation pass over the whole body is cheaper than serde_json's per-string check.
-    let text = match body_text(body) {
-        Ok(text) => text,
-        Err(e) => return (Err(e), meter),
-    };
-    let mut dec = FrameDecoder {
-        limits: *limits,
-        body_len: body.len(),
-        tables: Vec::new(),
-        kinds: Vec::new(),
-        open: Vec::new(),
-        side: Sideband {
-            meter,
-            ..Sideband::default()
-        },
-        completed: false,
-        cancelled: false,
-        has_errors: false,
-    };
+    let text = body_text(body)?;
+    let mut dec = FrameDecoder::new(*limits, body.len());
     let mut de = serde_json::Deserializer::from_str(text);
     let parsed = FramesSeed { dec: &mut dec }
         .deserialize(&mut de)
         .and_then(|()| de.end());
-    let meter = dec.side.meter.take();
     if let Err(e) = parsed {
-        let err = dec
-            .side
-            .fatal
-            .take()
-            .unwrap_or_else(|| json_error(e, text.as_bytes()));
-        return (Err(err), meter);
+        return Err(dec.side.fatal.take().unwrap_or_else(|| json_error(e, body)));
     }
-    (dec.finish(), meter)
+    dec.finish()
+}
+
+/// A body of whitespace only.
+pub(crate) fn empty_body() -> QueryError {
+    QueryError::Truncated {
+        detail: "the body is empty".into(),
+    }
+}
+
+/// A body that is not a frame array (a proxy's or gateway's text, say).
+pub(crate) fn unexpected_body(body: &[u8]) -> QueryError {
+    QueryError::UnexpectedBody {
+        text: truncate_text(String::from_utf8_lossy(body).trim()),
+    }
 }
 
 /// The body as text; invalid UTF-8 is malformed, a multi-byte character cut at the end is truncation.
 fn body_text(body: &[u8]) -> Result<&str, QueryError> {
-    std::str::from_utf8(body).map_err(|e| {
-        let detail = format!("the body is not UTF-8: {e}");
-        match e.error_len() {
-            None => QueryError::Truncated { detail },
-            Some(_) => QueryError::Malformed { detail },
-        }
-    })
+    std::str::from_utf8(body).map_err(|e| not_utf8(e.valid_up_to(), e.error_len()))
 }
 
-/// A serde_json error that no visitor explained: EOF means the body was cut short.
+/// Bytes that are not UTF-8 from body offset `at` (`len`: of the bad sequence; `None`: a character
+/// cut by the end of the body). Worded as `std::str::Utf8Error` words it, with the offset in the
+/// whole body, so a streamed body fails with the same text.
+pub(crate) fn not_utf8(at: usize, len: Option<usize>) -> QueryError {
+    match len {
+        None => QueryError::Truncated {
+            detail: format!(
+                "the body is not UTF-8: incomplete utf-8 byte sequence from index {at}"
+            ),
+        },
+        Some(len) => QueryError::Malformed {
+            detail: format!(
+                "the body is not UTF-8: invalid utf-8 sequence of {len} bytes from index {at}"
+            ),
+        },
+    }
+}
+
 /// A JSON error in `body`: truncation when the input ended — serde_json's EOF, or any error it
 /// reports at the very last byte (a number cut after its `.`, `-` or exponent is "invalid number"
 /// there, not EOF) — else a malformed body.
 pub(crate) fn json_error(e: serde_json::Error, body: &[u8]) -> QueryError {
-    if e.is_eof() || (e.is_syntax() && at_last_byte(&e, body)) {
-        QueryError::Truncated {
-            detail: e.to_string(),
-        }
-    } else {
-        QueryError::Malformed {
-            detail: e.to_string(),
+    let end = BodyEnd::of(body);
+    json_error_at(&e, Position::of(&e), &end)
+}
+
+/// A position as serde_json reports it: 1-based line, and column counted in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Position {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Position {
+    fn of(e: &serde_json::Error) -> Position {
+        Position {
+            line: e.line(),
+            column: e.column(),
         }
     }
 }
 
-/// Whether `e`'s position (1-based line and column, counted in bytes) is the last byte of `body`.
-fn at_last_byte(e: &serde_json::Error, body: &[u8]) -> bool {
-    let last_line = body.iter().filter(|&&b| b == b'\n').count() + 1;
-    let last_column = body.len() - body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    !body.last().is_some_and(u8::is_ascii_whitespace)
-        && e.line() == last_line
-        && e.column() >= last_column
+/// Where a body ends: the position of its last byte, and whether that byte is whitespace.
+pub(crate) struct BodyEnd {
+    pub last: Position,
+    pub ends_in_whitespace: bool,
 }
 
-struct FrameDecoder {
+impl BodyEnd {
+    fn of(body: &[u8]) -> BodyEnd {
+        let line = body.iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = body.len() - body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        BodyEnd {
+            last: Position { line, column },
+            ends_in_whitespace: body.last().is_some_and(u8::is_ascii_whitespace),
+        }
+    }
+}
+
+/// [`json_error`] for an error of serde_json's that happened at `at` in a body ending at `end`.
+pub(crate) fn json_error_at(e: &serde_json::Error, at: Position, end: &BodyEnd) -> QueryError {
+    let at_last_byte =
+        !end.ends_in_whitespace && at.line == end.last.line && at.column >= end.last.column;
+    let detail = if e.line() == 0 {
+        e.to_string()
+    } else {
+        // serde_json words it "{code} at line {line} column {column}": keep the code, move the place.
+        let text = e.to_string();
+        let suffix = format!(" at line {} column {}", e.line(), e.column());
+        let code = text.strip_suffix(&suffix).unwrap_or(&text);
+        format!("{code} at line {} column {}", at.line, at.column)
+    };
+    if e.is_eof() || (e.is_syntax() && at_last_byte) {
+        QueryError::Truncated { detail }
+    } else {
+        QueryError::Malformed { detail }
+    }
+}
+
+/// The frames decoded so far and what they said: one per response, fed whole frames
+/// ([`FramesSeed`]) or one key at a time (the streaming decoder).
+pub(crate) struct FrameDecoder {
     limits: QueryLimits,
+    /// The body's length when known in advance (0 when not): sizes the primary table up front.
     body_len: usize,
     tables: Vec<Table>,
     kinds: Vec<TableKind>,
     /// `(TableId, index into tables)` of tables with a header and no completion yet.
     open: Vec<(i64, usize)>,
-    side: Sideband,
+    pub(crate) side: Sideband,
     completed: bool,
     cancelled: bool,
     has_errors: bool,
 }
 
 /// Frame keys we read; the rest are skipped.
-#[derive(Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(field_identifier)]
-enum Key {
+pub(crate) enum Key {
     FrameType,
     TableId,
     TableKind,
@@ -242,7 +244,7 @@ impl WireColumn {
 
 /// What one frame object said, collected key by key.
 #[derive(Default)]
-struct Frame<'de> {
+pub(crate) struct Frame {
     frame_type: Option<FrameType>,
     table_id: Option<i64>,
     kind: Option<TableKind>,
@@ -253,13 +255,22 @@ struct Frame<'de> {
     cancelled: bool,
     errors: Option<serde_json::Value>,
     /// A DataTable whose rows were decoded in place.
-    built: Option<Table>,
-    /// Rows that came before what they need.
-    raw_rows: Option<&'de RawValue>,
+    pub(crate) built: Option<Table>,
+    /// Rows that came before what they need (rare: no service sends them so).
+    raw_rows: Option<Box<RawValue>>,
 }
 
-struct FramesSeed<'a> {
-    dec: &'a mut FrameDecoder,
+/// Where a frame's `Rows` go when they can be decoded as they come.
+pub(crate) enum RowsTarget {
+    /// A DataTable's own new table (it becomes [`Frame::built`]).
+    New(Table),
+    /// An open progressive table (index into the decoder's tables).
+    Open(usize),
+}
+
+/// The whole frame array.
+pub(crate) struct FramesSeed<'a> {
+    pub(crate) dec: &'a mut FrameDecoder,
 }
 
 impl<'de> DeserializeSeed<'de> for FramesSeed<'_> {
@@ -287,8 +298,9 @@ impl<'de> Visitor<'de> for FramesSeed<'_> {
     }
 }
 
-struct FrameSeed<'a> {
-    dec: &'a mut FrameDecoder,
+/// One whole frame.
+pub(crate) struct FrameSeed<'a> {
+    pub(crate) dec: &'a mut FrameDecoder,
 }
 
 impl<'de> DeserializeSeed<'de> for FrameSeed<'_> {
@@ -306,38 +318,52 @@ impl<'de> Visitor<'de> for FrameSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut f = Frame::default();
+        let mut frame = Frame::default();
         while let Some(key) = map.next_key::<Key>()? {
-            match key {
-                Key::FrameType => {
-                    let s: std::borrow::Cow<'de, str> = map.next_value::<CowStr<'de>>()?.0;
-                    f.frame_type = Some(FrameType::parse(&s));
-                }
-                Key::TableId => f.table_id = Some(map.next_value()?),
-                Key::TableKind => {
-                    f.kind = Some(TableKind::parse(&map.next_value::<CowStr<'de>>()?.0))
-                }
-                Key::TableName => f.name = Some(map.next_value()?),
-                Key::Columns => {
-                    let cols: Vec<WireColumn> = map.next_value()?;
-                    f.columns = Some(cols.into_iter().map(WireColumn::into_column).collect());
-                }
-                Key::TableFragmentType => {
-                    let s = map.next_value::<CowStr<'de>>()?.0;
-                    f.replace = Some(s == "DataReplace");
-                }
-                Key::HasErrors => f.has_errors = map.next_value::<Option<bool>>()?.unwrap_or(false),
-                Key::Cancelled => f.cancelled = map.next_value::<Option<bool>>()?.unwrap_or(false),
-                Key::OneApiErrors => f.errors = Some(map.next_value()?),
-                Key::Rows => self.dec.rows_in_place(&mut f, &mut map)?,
-                Key::Other => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
+            map.next_value_seed(FieldSeed {
+                dec: &mut *self.dec,
+                frame: &mut frame,
+                key,
+            })?;
         }
         self.dec
-            .finish_frame(f)
+            .finish_frame(frame)
             .map_err(|e| self.dec.side.fail::<A::Error>(e))
+    }
+}
+
+/// The value of one frame key, read into its [`Frame`]. Every field is set only once its whole
+/// value has been read.
+pub(crate) struct FieldSeed<'a> {
+    pub(crate) dec: &'a mut FrameDecoder,
+    pub(crate) frame: &'a mut Frame,
+    pub(crate) key: Key,
+}
+
+impl<'de> DeserializeSeed<'de> for FieldSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        let f = self.frame;
+        match self.key {
+            Key::FrameType => f.frame_type = Some(FrameType::parse(&CowStr::deserialize(d)?.0)),
+            Key::TableId => f.table_id = Some(i64::deserialize(d)?),
+            Key::TableKind => f.kind = Some(TableKind::parse(&CowStr::deserialize(d)?.0)),
+            Key::TableName => f.name = Some(String::deserialize(d)?),
+            Key::Columns => {
+                let cols = Vec::<WireColumn>::deserialize(d)?;
+                f.columns = Some(cols.into_iter().map(WireColumn::into_column).collect());
+            }
+            Key::TableFragmentType => f.replace = Some(CowStr::deserialize(d)?.0 == "DataReplace"),
+            Key::HasErrors => f.has_errors = Option::<bool>::deserialize(d)?.unwrap_or(false),
+            Key::Cancelled => f.cancelled = Option::<bool>::deserialize(d)?.unwrap_or(false),
+            Key::OneApiErrors => f.errors = Some(serde_json::Value::deserialize(d)?),
+            Key::Rows => self.dec.rows_whole(f, d)?,
+            Key::Other => {
+                IgnoredAny::deserialize(d)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -364,10 +390,24 @@ impl<'de> Deserialize<'de> for CowStr<'de> {
 }
 
 impl FrameDecoder {
-    fn rows_ctx(&self, label: String, kind: &TableKind, dialect: Dialect) -> RowsCtx {
+    pub(crate) fn new(limits: QueryLimits, body_len: usize) -> FrameDecoder {
+        FrameDecoder {
+            limits,
+            body_len,
+            tables: Vec::new(),
+            kinds: Vec::new(),
+            open: Vec::new(),
+            side: Sideband::default(),
+            completed: false,
+            cancelled: false,
+            has_errors: false,
+        }
+    }
+
+    fn rows_ctx(&self, label: String, kind: &TableKind) -> RowsCtx {
         RowsCtx {
             label,
-            dialect,
+            dialect: Dialect::V2,
             max_rows: (*kind == TableKind::PrimaryResult).then_some(self.limits.max_rows),
         }
     }
@@ -385,13 +425,10 @@ impl FrameDecoder {
             .map(|(_, idx)| *idx)
     }
 
-    /// Decodes `Rows` straight into its table when the frame already said everything needed, else
-    /// keeps the raw slice for [`FrameDecoder::finish_frame`].
-    fn rows_in_place<'de, A: MapAccess<'de>>(
-        &mut self,
-        f: &mut Frame<'de>,
-        map: &mut A,
-    ) -> Result<(), A::Error> {
+    /// Where `Rows` go if the frame has already said everything they need (a DataTable's columns
+    /// and kind, a TableFragment's open table and fragment type), else `None`: the rows must wait
+    /// for the end of the frame. A `DataReplace` fragment drops its table's rows here.
+    pub(crate) fn rows_target(&mut self, f: &Frame) -> Option<(RowsTarget, RowsCtx)> {
         match (f.frame_type, &f.columns, &f.kind, f.table_id, f.replace) {
             (Some(FrameType::DataTable), Some(columns), Some(kind), _, _) => {
                 let label = table_label(f.name.as_deref(), f.table_id);
@@ -399,37 +436,73 @@ impl FrameDecoder {
                 if *kind == TableKind::PrimaryResult {
                     table.reserve_rows(self.row_capacity_hint(columns.len()));
                 }
-                let ctx = self.rows_ctx(label, kind, Dialect::V2);
-                map.next_value_seed(RowsSeed {
-                    table: &mut table,
-                    ctx: &ctx,
-                    side: &mut self.side,
-                })?;
-                f.built = Some(table);
+                Some((RowsTarget::New(table), self.rows_ctx(label, kind)))
             }
-            (Some(FrameType::TableFragment), _, _, Some(id), Some(replace))
-                if self.open_index(id).is_some() =>
-            {
-                let idx = self.open_index(id).unwrap_or_default();
+            (Some(FrameType::TableFragment), _, _, Some(id), Some(replace)) => {
+                let idx = self.open_index(id)?;
                 if replace {
                     self.replace_rows(idx);
                 }
-                let (Some(table), Some(kind)) = (self.tables.get_mut(idx), self.kinds.get(idx))
-                else {
-                    return Err(de::Error::custom("table index out of range"));
-                };
-                let ctx = RowsCtx {
-                    label: table_label(Some(&table.name), Some(id)),
-                    dialect: Dialect::V2,
-                    max_rows: (*kind == TableKind::PrimaryResult).then_some(self.limits.max_rows),
-                };
-                map.next_value_seed(RowsSeed {
-                    table,
-                    ctx: &ctx,
-                    side: &mut self.side,
-                })?;
+                let (table, kind) = (self.tables.get(idx)?, self.kinds.get(idx)?);
+                let ctx = self.rows_ctx(table_label(Some(&table.name), Some(id)), kind);
+                Some((RowsTarget::Open(idx), ctx))
             }
-            _ => f.raw_rows = Some(map.next_value()?),
+            _ => None,
+        }
+    }
+
+    /// The state for decoding `Rows` into `target` one element at a time.
+    pub(crate) fn rows_state(&self, target: &RowsTarget) -> Option<RowsState> {
+        match target {
+            RowsTarget::New(table) => Some(RowsState::new(table)),
+            RowsTarget::Open(idx) => self.tables.get(*idx).map(RowsState::new),
+        }
+    }
+
+    /// Decodes one element of a `Rows` array streamed into `target` (see [`RowsState::element`]).
+    pub(crate) fn rows_element<'de, D: Deserializer<'de>>(
+        &mut self,
+        target: &mut RowsTarget,
+        state: &mut RowsState,
+        ctx: &RowsCtx,
+        d: D,
+    ) -> Result<(), D::Error> {
+        let table = match target {
+            RowsTarget::New(table) => table,
+            RowsTarget::Open(idx) => self
+                .tables
+                .get_mut(*idx)
+                .ok_or_else(|| de::Error::custom("table index out of range"))?,
+        };
+        state.element(d, table, ctx, &mut self.side)
+    }
+
+    /// Decodes a whole `Rows` value straight into its table when the frame already said everything
+    /// needed, else keeps it raw for [`FrameDecoder::finish_frame`].
+    fn rows_whole<'de, D: Deserializer<'de>>(
+        &mut self,
+        f: &mut Frame,
+        d: D,
+    ) -> Result<(), D::Error> {
+        let Some((mut target, ctx)) = self.rows_target(f) else {
+            f.raw_rows = Some(Box::<RawValue>::deserialize(d)?);
+            return Ok(());
+        };
+        let table = match &mut target {
+            RowsTarget::New(table) => table,
+            RowsTarget::Open(idx) => self
+                .tables
+                .get_mut(*idx)
+                .ok_or_else(|| de::Error::custom("table index out of range"))?,
+        };
+        RowsSeed {
+            table,
+            ctx: &ctx,
+            side: &mut self.side,
+        }
+        .deserialize(d)?;
+        if let RowsTarget::New(table) = target {
+            f.built = Some(table);
         }
         Ok(())
     }
@@ -444,7 +517,7 @@ impl FrameDecoder {
         }
     }
 
-    fn finish_frame(&mut self, f: Frame<'_>) -> Result<(), QueryError> {
+    pub(crate) fn finish_frame(&mut self, f: Frame) -> Result<(), QueryError> {
         let Some(frame_type) = f.frame_type else {
             return Err(protocol("a frame without FrameType".into()));
         };
@@ -479,7 +552,7 @@ impl FrameDecoder {
         }
     }
 
-    fn finish_data_table(&mut self, f: Frame<'_>) -> Result<(), QueryError> {
+    fn finish_data_table(&mut self, f: Frame) -> Result<(), QueryError> {
         let kind = f.kind.unwrap_or(TableKind::Other(String::new()));
         let name = f.name.unwrap_or_default();
         let mut table = match f.built {
@@ -490,9 +563,8 @@ impl FrameDecoder {
                     .ok_or_else(|| protocol(format!("DataTable {name:?} has no Columns")))?;
                 let mut t = Table::new(name.clone(), columns);
                 if let Some(raw) = f.raw_rows {
-                    let ctx =
-                        self.rows_ctx(table_label(Some(&name), f.table_id), &kind, Dialect::V2);
-                    decode_raw_rows(raw, &mut t, &ctx, &mut self.side)?;
+                    let ctx = self.rows_ctx(table_label(Some(&name), f.table_id), &kind);
+                    decode_raw_rows(&raw, &mut t, &ctx, &mut self.side)?;
                 }
                 t
             }
@@ -503,7 +575,7 @@ impl FrameDecoder {
         Ok(())
     }
 
-    fn finish_table_header(&mut self, f: Frame<'_>) -> Result<(), QueryError> {
+    fn finish_table_header(&mut self, f: Frame) -> Result<(), QueryError> {
         let id = f
             .table_id
             .ok_or_else(|| protocol("a TableHeader without TableId".into()))?;
@@ -521,7 +593,7 @@ impl FrameDecoder {
         Ok(())
     }
 
-    fn finish_fragment(&mut self, f: Frame<'_>) -> Result<(), QueryError> {
+    fn finish_fragment(&mut self, f: Frame) -> Result<(), QueryError> {
         let Some(raw) = f.raw_rows else {
             return Ok(()); // decoded in place (or no Rows at all)
         };
@@ -544,10 +616,10 @@ impl FrameDecoder {
             dialect: Dialect::V2,
             max_rows: (*kind == TableKind::PrimaryResult).then_some(self.limits.max_rows),
         };
-        decode_raw_rows(raw, table, &ctx, &mut self.side)
+        decode_raw_rows(&raw, table, &ctx, &mut self.side)
     }
 
-    fn finish(mut self) -> Result<DataSet, QueryError> {
+    pub(crate) fn finish(mut self) -> Result<DataSet, QueryError> {
         if !self.completed {
             return Err(QueryError::Truncated {
                 detail: "the response ended without DataSetCompletion".into(),
