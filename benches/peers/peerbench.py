@@ -431,7 +431,18 @@ def bench_push(a):
     save("push", pairs)
 
 
+def stored_or_none(port, selector, lookback, at_ms):
+    """`vm_stored`, or None while VictoriaMetrics cannot answer (busy, restarting): a probe, not a failure."""
+    try:
+        return vm_stored(port, selector, lookback, at_ms)
+    except (OSError, ValueError, KeyError) as e:
+        say(f"VictoriaMetrics did not answer the count ({e}); asking again")
+        return None
+
+
 def bench_e2e(a):
+    if a.minutes < 2:
+        sys.exit("e2e: --minutes must be at least 2 (the CPU rate is taken after the first minute)")
     d = WORK / "e2e"
     d.mkdir(parents=True, exist_ok=True)
     template = d / "template.json"
@@ -443,6 +454,8 @@ def bench_e2e(a):
     start = int(time.time() // 60 * 60_000) - 60_000
     for i in range(a.exporters):
         (manifests / f"e{i:04}.yaml").write_text(manifest(f"e{i:04}", f"e{i:04}", rfc3339(start)))
+    per_window = a.exporters * rows
+    log = d / "adxexporter.log"
     samples = []
     with Procs() as procs:
         _, vm_port = start_vm(procs, d)
@@ -452,26 +465,61 @@ def bench_e2e(a):
         # Sample CPU/RSS every 5 s; report per minute of wall time after the first (startup) minute.
         while time.monotonic() - t0 < a.minutes * 60:
             if ours.poll() is not None:
-                sys.exit(f"adxexporter exited: {(d / 'adxexporter.log').read_text()[-3000:]}")
+                sys.exit(f"e2e: adxexporter exited ({ours.returncode}) during the run; its log ({log}) ends:\n"
+                         f"{log.read_text()[-3000:]}")
+            try:
+                inserted = vm_inserted(vm_port)
+            except OSError:
+                inserted = None  # a busy VictoriaMetrics: the timeline only informs
             samples.append({"t": time.monotonic() - t0, "cpu_s": proc_cpu(ours.pid), "rss_mib": proc_rss_mib(ours.pid),
-                            "inserted": vm_inserted(vm_port)})
+                            "inserted": inserted})
             time.sleep(5)
         hwm = proc_hwm_mib(ours.pid)
+        # The count is taken over a fixed set of windows, the ones complete (due: ingestionDelay is 0)
+        # when the measurement ended, never over "whatever arrived so far": windows keep becoming due
+        # every minute, and the next minute's 1,000 windows arrive over a few seconds, so an open-ended
+        # count read mid-delivery is a partial window (the `(570800, 100000)` failure). Samples carry
+        # their window start as timestamp, so the range (start − 1 s, last] holds exactly these windows.
+        last = int(time.time() // 60 * 60_000) - 60_000
+        windows = (last - start) // 60_000 + 1
+        expected = windows * per_window
+        selector, lookback = '{Exporter=~"e.*"}', f"{(last - start) // 1000 + 1}s"
+        say(f"waiting until VictoriaMetrics holds the {windows} windows {rfc3339(start)}..{rfc3339(last)}: "
+            f"{expected:,} samples")
+        deadline = time.monotonic() + a.settle_s
+        stored = None
+        while True:
+            if ours.poll() is not None:
+                sys.exit(f"e2e: adxexporter exited ({ours.returncode}) before its windows were delivered; "
+                         f"its log ({log}) ends:\n{log.read_text()[-3000:]}")
+            stored = stored_or_none(vm_port, selector, lookback, last)
+            if stored is not None and stored >= expected:
+                break
+            if time.monotonic() > deadline:
+                sys.exit(f"e2e: after {a.settle_s} s VictoriaMetrics holds {stored} of the {expected:,} samples of "
+                         f"the {windows} windows {rfc3339(start)}..{rfc3339(last)} ({a.exporters} exporters × "
+                         f"{rows} rows): not delivered; see {log} and {d / 'vm.log'}")
+            time.sleep(1)
         procs.stop(ours)
-        stored = vm_stored(vm_port, '{Exporter=~"e.*"}', "2h")
-    per_window = a.exporters * rows
-    assert stored % per_window == 0 and stored >= per_window, (stored, per_window)
+        # Settled: nothing of these windows is in flight any more; read again after the stop.
+        after = stored_or_none(vm_port, selector, lookback, last)
+    if stored != expected or after != expected:
+        sys.exit(f"e2e: the {windows} windows {rfc3339(start)}..{rfc3339(last)} should hold {expected:,} samples "
+                 f"({a.exporters} exporters × {rows} rows each), VictoriaMetrics holds {stored} (before the stop) "
+                 f"and {after} (after): {'duplicates' if max(stored, after or 0) > expected else 'missing samples'}")
     minutes = [s for s in samples if s["t"] >= 60]
+    if len(minutes) < 2:
+        sys.exit(f"e2e: only {len(minutes)} CPU readings after the first minute; nothing to report")
     rate = (minutes[-1]["cpu_s"] - minutes[0]["cpu_s"]) / (minutes[-1]["t"] - minutes[0]["t"]) * 60
-    result = {"exporters": a.exporters, "rows_per_window": rows, "stored_samples": stored,
-              "windows_delivered": stored // per_window, "cpu_s_per_minute_steady": rate,
+    result = {"exporters": a.exporters, "rows_per_window": rows, "windows": windows, "first_window": rfc3339(start),
+              "last_window": rfc3339(last), "stored_samples": stored, "cpu_s_per_minute_steady": rate,
               "cpu_s_total": samples[-1]["cpu_s"], "rss_mib_steady": [s["rss_mib"] for s in minutes],
               "peak_rss_mib": hwm, "timeline": samples}
     print(f"| end to end: {a.exporters} exporters × 1 min × {rows} rows, {a.minutes} min | "
           f"{rate:.2f} CPU-s per minute ({rate / 60 * 100:.1f} % of one core), "
           f"{rate / per_window * 1e6:.1f} CPU-µs per sample; RSS {min(result['rss_mib_steady']):.0f}–"
-          f"{max(result['rss_mib_steady']):.0f} MiB, peak {hwm:.0f} MiB | {stored // per_window} windows × "
-          f"{per_window:,} samples all in VictoriaMetrics | – |")
+          f"{max(result['rss_mib_steady']):.0f} MiB, peak {hwm:.0f} MiB | {windows} windows × "
+          f"{per_window:,} samples all in VictoriaMetrics, each exactly once | – |")
     save("e2e", result)
 
 
@@ -495,7 +543,9 @@ def main():
     s = sub.add_parser("e2e")
     s.add_argument("--exporters", type=int, default=1000)
     s.add_argument("--hosts", type=int, default=10, help="rows per exporter window = 10 × hosts")
-    s.add_argument("--minutes", type=int, default=5)
+    s.add_argument("--minutes", type=int, default=5, help="measured minutes (at least 2)")
+    s.add_argument("--settle-s", type=int, default=180,
+                   help="how long the windows complete at the end may take to arrive before the bench fails")
     a = p.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     globals()[f"bench_{a.bench}"](a)

@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use crate::criteria::expression::FIELD as EXPRESSION_FIELD;
 
 use super::kql::{BodyNames, scan};
+use super::load::LoadedResource;
 use super::names::{WINDOW_VARIABLES, kql_identifier};
-use super::{ValidatedSpec, load_documents};
+use super::{CrdError, ValidatedSpec, load_documents};
 
 /// What `adxexporter check` says about one file: `ok` lines, warnings and problems, in file order.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -57,6 +58,20 @@ pub(crate) fn check_text(
     Checker::new(labels).check_text(file, text)
 }
 
+/// [`check_text`] of a text already read by [`load_documents`]: the fuzz target checks one text
+/// with and without labels, and parsing it once instead of three times tripled its speed.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn check_loaded(
+    file: &str,
+    documents: Documents,
+    labels: Option<&BTreeMap<String, String>>,
+) -> CheckReport {
+    Checker::new(labels).check_loaded(file, documents)
+}
+
+/// What [`load_documents`] returns.
+type Documents = Result<Vec<Result<LoadedResource, CrdError>>, CrdError>;
+
 impl<'a> Checker<'a> {
     /// With `labels`, each `ok` line also says whether an instance with those cluster labels would
     /// run the resource, and the body's `_<label>` variables are checked against them.
@@ -69,8 +84,13 @@ impl<'a> Checker<'a> {
 
     /// Checks the text of one file; `file` is how lines name it.
     pub(crate) fn check_text(&mut self, file: &str, text: &str) -> CheckReport {
+        self.check_loaded(file, load_documents(text))
+    }
+
+    /// Checks one file's documents as [`load_documents`] read them; `file` is how lines name it.
+    fn check_loaded(&mut self, file: &str, documents: Documents) -> CheckReport {
         let mut report = CheckReport::default();
-        let documents = match load_documents(text) {
+        let documents = match documents {
             Ok(d) => d,
             Err(e) => {
                 report.problems.push(format!("{file}: {e}"));

@@ -33,6 +33,8 @@ mod validate;
 use crate::time::{Span, TICKS_PER_SECOND};
 
 #[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use check::check_loaded;
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use check::check_text;
 pub(crate) use check::{CheckReport, Checker, ValidResource};
 pub use load::load_documents;
@@ -61,7 +63,7 @@ pub const MIN_INTERVAL: Span = Span(TICKS_PER_SECOND);
 pub const MAX_SPAN: Span = Span(8784 * 3600 * TICKS_PER_SECOND);
 
 /// Why a file's text holds no usable resource, or why the CRD cannot be rendered.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CrdError {
     #[error("cannot render the CRD as YAML: {0}")]
     Render(String),

@@ -68,10 +68,22 @@ pub(crate) fn series_body_len(s: &TimeSeries) -> usize {
     labels + samples_len(&s.samples)
 }
 
+/// A varint; lengths below 128 (every label and sample here) are one byte, written without
+/// prost's out-of-line loop (it was ~6 % of a 1M-series encode).
+#[inline]
+fn put_varint(value: u64, buf: &mut Vec<u8>) {
+    if value < 0x80 {
+        buf.push(value as u8);
+    } else {
+        encode_varint(value, buf);
+    }
+}
+
+#[inline]
 fn put_string(key: u8, s: &[u8], buf: &mut Vec<u8>) {
     if !s.is_empty() {
         buf.push(key);
-        encode_varint(s.len() as u64, buf);
+        put_varint(s.len() as u64, buf);
         buf.extend_from_slice(s);
     }
 }
@@ -85,12 +97,12 @@ pub(crate) fn series_field_len(body_len: usize) -> usize {
 /// ([`put_label`], in order) and then its samples ([`put_samples`]) must follow.
 pub(crate) fn put_series_header(body_len: usize, buf: &mut Vec<u8>) {
     buf.push(KEY_WRITE_REQUEST_TIMESERIES);
-    encode_varint(body_len as u64, buf);
+    put_varint(body_len as u64, buf);
 }
 
 pub(crate) fn put_label(name: &[u8], value: &[u8], buf: &mut Vec<u8>) {
     buf.push(KEY_SERIES_LABELS);
-    encode_varint((string_len(name) + string_len(value)) as u64, buf);
+    put_varint((string_len(name) + string_len(value)) as u64, buf);
     put_string(KEY_LABEL_NAME, name, buf);
     put_string(KEY_LABEL_VALUE, value, buf);
 }
@@ -98,7 +110,7 @@ pub(crate) fn put_label(name: &[u8], value: &[u8], buf: &mut Vec<u8>) {
 pub(crate) fn put_samples(samples: &[Sample], buf: &mut Vec<u8>) {
     for p in samples {
         buf.push(KEY_SERIES_SAMPLES);
-        encode_varint(sample_len(p) as u64, buf);
+        put_varint(sample_len(p) as u64, buf);
         if p.value != 0.0 {
             buf.push(KEY_SAMPLE_VALUE);
             buf.extend_from_slice(&p.value.to_le_bytes());
@@ -150,8 +162,6 @@ pub(crate) fn put_window_tail(request: &WriteRequest, buf: &mut Vec<u8>) {
 /// Encodes series into snappy-compressed `WriteRequest` bodies, reusing its buffers between calls.
 pub struct RemoteWriteEncoder {
     raw: Vec<u8>,
-    /// Each series' body length, computed once per encode (it sizes the buffer and prefixes the series).
-    lens: Vec<usize>,
     compressed: Vec<u8>,
     snappy: snap::raw::Encoder,
 }
@@ -160,7 +170,6 @@ impl Default for RemoteWriteEncoder {
     fn default() -> Self {
         RemoteWriteEncoder {
             raw: Vec::new(),
-            lens: Vec::new(),
             compressed: Vec::new(),
             snappy: snap::raw::Encoder::new(),
         }
@@ -169,13 +178,16 @@ impl Default for RemoteWriteEncoder {
 
 impl RemoteWriteEncoder {
     /// The uncompressed `WriteRequest` bytes holding `series`, left in an internal buffer.
+    ///
+    /// One pass: each series' length is computed right before it is written, while its labels are
+    /// in cache (a separate length pass missed the cache twice per series on 1M-series windows).
+    /// The buffer grows per series; it is kept between calls, so after the first request of a
+    /// window it rarely grows again.
     pub fn encode_raw(&mut self, series: &[TimeSeries]) -> &[u8] {
         self.raw.clear();
-        self.lens.clear();
-        self.lens.extend(series.iter().map(series_body_len));
-        self.raw
-            .reserve(self.lens.iter().map(|&len| nested_len(len)).sum());
-        for (s, &len) in series.iter().zip(&self.lens) {
+        for s in series {
+            let len = series_body_len(s);
+            self.raw.reserve(nested_len(len));
             put_series(s, len, &mut self.raw);
         }
         &self.raw
@@ -231,5 +243,56 @@ impl RemoteWriteEncoder {
         Ok(Bytes::copy_from_slice(
             self.compressed.get(..n).unwrap_or_default(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prompb::{Label, WriteRequest};
+    use prost::Message;
+
+    /// The one-byte fast path and prost's loop meet at 128: lengths on both sides of every varint
+    /// width boundary encode as prost encodes them (the sink's proptest keeps strings short).
+    #[test]
+    fn lengths_at_varint_boundaries_match_prost() {
+        for value in [
+            0u64,
+            1,
+            127,
+            128,
+            129,
+            16_383,
+            16_384,
+            2_097_151,
+            2_097_152,
+            u64::MAX,
+        ] {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            put_varint(value, &mut ours);
+            encode_varint(value, &mut theirs);
+            assert_eq!(ours, theirs, "{value}");
+        }
+        let timeseries = [0, 1, 127, 128, 16_383, 16_384]
+            .into_iter()
+            .map(|n| TimeSeries {
+                labels: vec![Label::new("__name__", "m"), Label::new("v", "x".repeat(n))],
+                samples: vec![Sample {
+                    value: 1.5,
+                    timestamp: 1_700_000_000_000,
+                }],
+            })
+            .collect();
+        let window = WriteRequest { timeseries };
+        let mut enc = RemoteWriteEncoder::default();
+        assert_eq!(enc.encode_raw(&window.timeseries), window.encode_to_vec());
+        // The buffer is reused: a second, smaller request is not polluted by the first.
+        assert_eq!(
+            enc.encode_raw(&window.timeseries[..1]),
+            WriteRequest {
+                timeseries: window.timeseries[..1].to_vec()
+            }
+            .encode_to_vec()
+        );
     }
 }
