@@ -200,12 +200,12 @@ impl RemoteWriteEncoder {
         use prost::Message;
         let tail = metadata_len(&request.metadata)
             + (request.cumulative.as_ref()).map_or(0, |c| 3 + 10 + c.encoded_len());
-        self.lens.clear();
-        self.lens
-            .extend(request.timeseries.iter().map(series_body_len));
-        let series: usize = self.lens.iter().map(|&len| nested_len(len)).sum();
+        // Lengths first, to size the buffer once: a stored window is large, and growing it would
+        // copy it several times.
+        let lens: Vec<usize> = request.timeseries.iter().map(series_body_len).collect();
+        let series: usize = lens.iter().map(|&len| nested_len(len)).sum();
         let mut out = Vec::with_capacity(series + tail);
-        for (s, &len) in request.timeseries.iter().zip(&self.lens) {
+        for (s, &len) in request.timeseries.iter().zip(&lens) {
             put_series(s, len, &mut out);
         }
         put_window_tail(request, &mut out);
@@ -283,16 +283,13 @@ mod tests {
                 }],
             })
             .collect();
-        let window = WriteRequest { timeseries };
+        let window = WriteRequest::new(timeseries);
         let mut enc = RemoteWriteEncoder::default();
         assert_eq!(enc.encode_raw(&window.timeseries), window.encode_to_vec());
         // The buffer is reused: a second, smaller request is not polluted by the first.
         assert_eq!(
             enc.encode_raw(&window.timeseries[..1]),
-            WriteRequest {
-                timeseries: window.timeseries[..1].to_vec()
-            }
-            .encode_to_vec()
+            WriteRequest::new(window.timeseries[..1].to_vec()).encode_to_vec()
         );
     }
 }
