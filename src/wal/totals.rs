@@ -186,16 +186,17 @@ struct Bounds {
     les: Vec<String>,
 }
 
-/// Each histogram series' group key → its [`Bounds`].
-fn histogram_bounds(request: &WriteRequest) -> HashMap<Vec<u8>, Bounds> {
+/// A window's `_bucket` series of histogram families, by series: group key → (its `_count` key,
+/// its buckets as (bound, `le` text, index in `request.timeseries`)).
+type BucketGroups = HashMap<Vec<u8>, (Vec<u8>, Vec<(f64, String, usize)>)>;
+
+fn bucket_groups(request: &WriteRequest) -> BucketGroups {
     let families = histogram_families(request);
+    let mut groups = BucketGroups::new();
     if families.is_empty() {
-        return HashMap::new();
+        return groups;
     }
-    // group key → (its `_count` key, its (bound, `le` text)s)
-    type Les<'a> = (Vec<u8>, Vec<(f64, &'a str)>);
-    let mut groups: HashMap<Vec<u8>, Les<'_>> = HashMap::new();
-    for series in &request.timeseries {
+    for (i, series) in request.timeseries.iter().enumerate() {
         let name = series.metric_name();
         let Some(family) = name.strip_suffix("_bucket") else {
             continue;
@@ -210,13 +211,18 @@ fn histogram_bounds(request: &WriteRequest) -> HashMap<Vec<u8>, Bounds> {
         (groups.entry(family_key(series, family, "")))
             .or_insert_with(|| (family_key(series, family, "_count"), Vec::new()))
             .1
-            .push((bound, le));
+            .push((bound, le.to_owned(), i));
     }
-    (groups.into_iter())
+    groups
+}
+
+/// Each histogram series' group key → its [`Bounds`].
+fn histogram_bounds(request: &WriteRequest) -> HashMap<Vec<u8>, Bounds> {
+    (bucket_groups(request).into_iter())
         .map(|(key, (count_key, mut les))| {
             les.sort_by(|a, b| a.0.total_cmp(&b.0));
             let mut hasher = crc32fast::Hasher::new();
-            for (_, le) in &les {
+            for (_, le, _) in &les {
                 hasher.update(le.as_bytes());
                 hasher.update(&[0xFE]);
             }
@@ -226,7 +232,7 @@ fn histogram_bounds(request: &WriteRequest) -> HashMap<Vec<u8>, Bounds> {
                 Bounds {
                     count_key,
                     fingerprint,
-                    les: les.into_iter().map(|(_, le)| le.to_owned()).collect(),
+                    les: les.into_iter().map(|(_, le, _)| le).collect(),
                 },
             )
         })
@@ -242,32 +248,7 @@ fn add_empty_buckets(
     window: &TotalsWindow,
     totals: &mut impl TotalsStore,
 ) -> Result<(), WalError> {
-    let families: Vec<String> = (histogram_families(request).into_iter())
-        .map(str::to_owned)
-        .collect();
-    if families.is_empty() {
-        return Ok(());
-    }
-    // group key → (its `_count` key, its `_bucket` series as (bound, `le`, index))
-    type Present = (Vec<u8>, Vec<(f64, String, usize)>);
-    let mut groups: HashMap<Vec<u8>, Present> = HashMap::new();
-    for (i, series) in request.timeseries.iter().enumerate() {
-        let name = series.metric_name();
-        let Some(family) = name.strip_suffix("_bucket") else {
-            continue;
-        };
-        if !families.iter().any(|f| f == family) {
-            continue;
-        }
-        let le = (series.labels.iter())
-            .find(|l| l.name == BUCKET_LABEL)
-            .map_or("", |l| l.value.as_str());
-        let bound = le.parse::<f64>().unwrap_or(f64::NAN);
-        (groups.entry(family_key(series, family, "")))
-            .or_insert_with(|| (family_key(series, family, "_count"), Vec::new()))
-            .1
-            .push((bound, le.to_owned(), i));
-    }
+    let groups = bucket_groups(request);
     let mut added = Vec::new();
     for (count_key, present) in groups.into_values() {
         let Some(stored) = totals.get(&count_key)? else {
