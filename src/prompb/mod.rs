@@ -17,7 +17,8 @@ pub struct WriteRequest {
     #[prost(message, repeated, tag = "1")]
     pub timeseries: Vec<TimeSeries>,
     /// One entry per metric family that has a type other than gauge, a description or a unit
-    /// (docs/design.md#metric-types); empty otherwise, so a plain gauge window is byte for byte what
+    /// (docs/design.md#metric-types), sorted by family name (as the transform writes them: lookups
+    /// by name are binary searches); empty otherwise, so a plain gauge window is byte for byte what
     /// it always was.
     #[prost(message, repeated, tag = "3")]
     pub metadata: Vec<MetricMetadata>,
@@ -128,9 +129,20 @@ impl WriteRequest {
         }
     }
 
-    /// The metadata of the family `name` belongs to, if the window has any.
+    /// The metadata of the family `name` belongs to, if the window has any: the family `name`
+    /// itself, or a histogram's whose `_bucket`, `_count` or `_sum` series it is. Called per series
+    /// by the OTLP and text outputs, so a search in the sorted list, not a scan.
     pub fn metadata_of(&self, name: &str) -> Option<&MetricMetadata> {
-        self.metadata.iter().find(|m| m.covers(name))
+        let histogram = ["_bucket", "_count", "_sum"].iter();
+        std::iter::once(name)
+            .chain(histogram.filter_map(|suffix| name.strip_suffix(suffix)))
+            .filter_map(|family| {
+                let at = (self.metadata)
+                    .binary_search_by(|m| m.metric_family_name.as_str().cmp(family))
+                    .ok()?;
+                self.metadata.get(at)
+            })
+            .find(|m| m.covers(name))
     }
 
     pub fn sample_count(&self) -> usize {
