@@ -13,6 +13,10 @@
 //!   `Durability::Immediate` commit); `append/wal_2pc_incompressible`: the same with redb two-phase
 //!   commit (two fsyncs); `append/raw_incompressible`: `write_all` of the snappy bytes to an
 //!   append-only file + `fdatasync`.
+//! - `append/wal_together_incompressible/<size>`: the same appends from 4 threads at once, one
+//!   exporter each (what the scheduler does with 4 windows ready together): they share commits
+//!   (group commit), so time per record falls below one fsync's. `append/raw_together_incompressible`:
+//!   the raw file given the same sharing (4 records, one `fdatasync`), the fair floor for it.
 //! - `append/wal_prompb/<size>`: `Wal::append_encoded` of the encoded request (snappy + CRC + one
 //!   commit); `append/raw_prompb/<size>`: `write_all` of the same encoded bytes + `fdatasync`.
 //! - `drain/wal/<size>`: `next_pending` + `read_payload` (decode) + `ack` (one commit) per record;
@@ -52,6 +56,8 @@ mod workload;
 use workload::{METRICS, REGIONS};
 
 const SIZES: [usize; 3] = [64 << 10, 512 << 10, 4 << 20];
+/// Appenders at once in the `*_together` benches.
+const TOGETHER: usize = 4;
 const INTERVAL: i64 = 600_000_000;
 const BASE: i64 = 638_000_000_000_000_000;
 const OUTPUT: &str = "remote_write";
@@ -169,6 +175,35 @@ impl WalBench {
         self.wal.append(&header, request).unwrap()
     }
 
+    /// About `records` appends from [`TOGETHER`] threads at once, one exporter each; returns the
+    /// time per record times `records` (what criterion expects of `iter_custom`).
+    fn append_together(&mut self, request: &WriteRequest, records: u64) -> Duration {
+        let each = records.div_ceil(TOGETHER as u64);
+        let (wal, first) = (&self.wal, self.next);
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for w in 0..TOGETHER {
+                s.spawn(move || {
+                    for n in 0..each as i64 {
+                        let start = BASE + (first + n) * INTERVAL;
+                        let header = RecordHeader {
+                            exporter: ExporterRef::new(format!("bench-{w}"), "ns", "bench"),
+                            generation: 1,
+                            window_start: Ticks(start),
+                            window_end: Ticks(start + INTERVAL),
+                            created: Ticks(start),
+                            outputs: vec![],
+                        };
+                        wal.append(&header, request).unwrap();
+                    }
+                });
+            }
+        });
+        let took = start.elapsed();
+        self.next += each as i64;
+        took.mul_f64(records as f64 / (each * TOGETHER as u64) as f64)
+    }
+
     fn append_encoded(&mut self, encoded: &[u8]) -> RecordId {
         let header = self.header();
         // The sample count only feeds remote write's metric; it does not change what is stored.
@@ -217,11 +252,15 @@ impl RawLog {
     }
 
     fn append(&mut self, bytes: &[u8]) {
+        self.write(bytes);
+        self.file.sync_data().unwrap();
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
         self.file
             .write_all(&(bytes.len() as u64).to_le_bytes())
             .unwrap();
         self.file.write_all(bytes).unwrap();
-        self.file.sync_data().unwrap();
     }
 
     fn drain_one(&mut self, buf: &mut Vec<u8>) {
@@ -277,6 +316,28 @@ fn append(c: &mut Criterion) {
                 let start = Instant::now();
                 for _ in 0..iters {
                     raw.append(&bytes);
+                }
+                let took = start.elapsed();
+                raw.reset();
+                took
+            })
+        });
+        let mut wal = WalBench::new(&format!("append-together-{size}"), false);
+        group.bench_function(BenchmarkId::new("wal_together_incompressible", size), |b| {
+            b.iter_custom(|iters| {
+                let took = wal.append_together(&request, iters);
+                wal.drain_all();
+                took
+            })
+        });
+        group.bench_function(BenchmarkId::new("raw_together_incompressible", size), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for n in 0..iters {
+                    raw.write(&bytes);
+                    if n % TOGETHER as u64 == TOGETHER as u64 - 1 || n == iters - 1 {
+                        raw.file.sync_data().unwrap();
+                    }
                 }
                 let took = start.elapsed();
                 raw.reset();

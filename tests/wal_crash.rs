@@ -1,11 +1,13 @@
 //! Crash safety of the WAL.
 //!
 //! - `kill_9_never_loses_an_acknowledged_append`: this test binary re-runs itself as a child
-//!   (`WAL_CRASH_CHILD_DIR` set) that appends and acks records, printing each id once the call
-//!   returned; the parent SIGKILLs it after a random number of lines, reopens, and checks every
-//!   acknowledged append is present and intact, every acknowledged ack is gone, and the watermark is
-//!   at least the last acknowledged window's end. Repeated over one store, so repairs accumulate.
-//!   After each kill the `adxexporter wal` reports read (a copy of) the store too.
+//!   (`WAL_CRASH_CHILD_DIR` set) whose writer threads (one exporter each) append and ack records,
+//!   printing each id once the call returned; the parent SIGKILLs it after a random number of
+//!   lines, reopens, and checks every acknowledged append is present and intact, every
+//!   acknowledged ack is gone, and each watermark is at least the last acknowledged window's end.
+//!   Repeated over one store, so repairs accumulate. The writers run at once, so their writes share
+//!   commits (group commit); the child reports its commit counts and the parent checks sharing
+//!   happened. After each kill the `adxexporter wal` reports read (a copy of) the store too.
 //! - Torn and corrupt files: truncated copies and copies with flipped bytes either open with data
 //!   equal to what was written, or are refused as corrupt with an error naming the file; never
 //!   wrong data, never a panic.
@@ -28,6 +30,8 @@ const INTERVAL: i64 = 600_000_000;
 const BASE: i64 = 638_000_000_000_000_000;
 const UID: &str = "crash-uid";
 const ROUNDS: usize = 20;
+/// Writer threads of the crash child, each appending windows of its own exporter.
+const WRITERS: usize = 3;
 
 fn config() -> WalConfig {
     WalConfig::new(1 << 40, ["remote_write"])
@@ -38,8 +42,21 @@ fn start_of(seq: i64) -> i64 {
 }
 
 fn id_of(seq: i64) -> RecordId {
+    id_in(0, seq)
+}
+
+/// Writer `w`'s exporter: writer 0's is [`UID`], as in the single-writer tests below.
+fn uid_of(w: usize) -> String {
+    if w == 0 {
+        UID.to_string()
+    } else {
+        format!("{UID}-{w}")
+    }
+}
+
+fn id_in(w: usize, seq: i64) -> RecordId {
     RecordId {
-        exporter_uid: UID.to_string(),
+        exporter_uid: uid_of(w),
         window_start: Ticks(start_of(seq)),
     }
 }
@@ -78,14 +95,30 @@ fn crash_child() {
         return; // only runs as the parent's child
     };
     let wal = Wal::open(Path::new(&dir), config()).unwrap();
+    std::thread::scope(|s| {
+        for w in 0..WRITERS {
+            let wal = &wal;
+            s.spawn(move || write_until_killed(wal, w));
+        }
+    });
+}
+
+/// Appends windows of writer `w`'s exporter and acks every third, printing `A w seq` / `K w seq`
+/// once each call returned (and, every tenth window, `C commits writes`).
+fn write_until_killed(wal: &Wal, w: usize) {
+    let uid = uid_of(w);
     let mut seq = wal
-        .watermark(UID)
+        .watermark(&uid)
         .unwrap()
-        .map_or(0, |w| (w.0 - BASE) / INTERVAL);
-    let mut out = std::io::stdout().lock();
+        .map_or(0, |t| (t.0 - BASE) / INTERVAL);
+    let say = |line: String| {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}").unwrap();
+        out.flush().unwrap();
+    };
     loop {
         let header = RecordHeader {
-            exporter: ExporterRef::new(UID, "ns", "crash"),
+            exporter: ExporterRef::new(&uid, "ns", "crash"),
             generation: 1,
             window_start: Ticks(start_of(seq)),
             window_end: Ticks(start_of(seq + 1)),
@@ -93,24 +126,35 @@ fn crash_child() {
             outputs: vec![],
         };
         wal.append(&header, &request(seq)).unwrap();
-        writeln!(out, "A {seq}").unwrap();
-        out.flush().unwrap();
+        say(format!("A {w} {seq}"));
         if seq % 3 == 1 {
-            wal.ack("remote_write", &id_of(seq - 1)).unwrap();
-            writeln!(out, "K {}", seq - 1).unwrap();
-            out.flush().unwrap();
+            wal.ack("remote_write", &id_in(w, seq - 1)).unwrap();
+            say(format!("K {w} {}", seq - 1));
+        }
+        if seq % 10 == 0 {
+            let counts = wal.commit_counts();
+            say(format!("C {} {}", counts.commits, counts.writes));
         }
         seq += 1;
     }
 }
 
+/// What the parent heard from one writer of the child.
+#[derive(Default)]
+struct Heard {
+    appended: BTreeSet<i64>,
+    acked: BTreeSet<i64>,
+    /// (was an append, seq) of its last line.
+    last: Option<(bool, i64)>,
+}
+
 #[test]
 fn kill_9_never_loses_an_acknowledged_append() {
     let dir = tempfile::tempdir().unwrap();
-    let mut appended: BTreeSet<i64> = BTreeSet::new();
-    let mut acked: BTreeSet<i64> = BTreeSet::new();
+    let mut heard: Vec<Heard> = (0..WRITERS).map(|_| Heard::default()).collect();
+    let mut shared_commits = false;
     for round in 0..ROUNDS {
-        let kill_after = 1 + fastrand::usize(..25);
+        let kill_after = 1 + fastrand::usize(..25 * WRITERS);
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, dir.path())
@@ -120,55 +164,68 @@ fn kill_9_never_loses_an_acknowledged_append() {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = 0;
-        let mut last_line = None;
+        for h in &mut heard {
+            h.last = None;
+        }
         // Read to EOF: after the kill, the rest of the pipe still holds every op that returned.
         for line in BufReader::new(stdout).lines() {
             let line = line.unwrap();
-            let mut parts = line.split(' ');
-            let op = (
-                parts.next(),
-                parts.next().and_then(|s| s.parse::<i64>().ok()),
-            );
-            match op {
-                (Some("A"), Some(seq)) => {
-                    appended.insert(seq);
+            let parts: Vec<&str> = line.split(' ').collect();
+            let numbers: Vec<u64> = parts
+                .iter()
+                .skip(1)
+                .filter_map(|p| p.parse().ok())
+                .collect();
+            match (parts.first().copied(), numbers.as_slice()) {
+                (Some("C"), &[commits, writes]) => {
+                    shared_commits |= writes > commits;
+                    continue;
                 }
-                (Some("K"), Some(seq)) => {
-                    acked.insert(seq);
+                (Some(op @ ("A" | "K")), &[w, seq]) => {
+                    let (h, seq) = (&mut heard[w as usize], seq as i64);
+                    if op == "A" {
+                        h.appended.insert(seq);
+                    } else {
+                        h.acked.insert(seq);
+                    }
+                    h.last = Some((op == "A", seq));
                 }
                 _ => continue,
             }
-            last_line = op.1.map(|seq| (op.0 == Some("A"), seq));
             lines += 1;
             if lines == kill_after {
                 child.kill().unwrap(); // SIGKILL, mid-way through whatever comes next
             }
         }
-        // An ack follows "A s" when s % 3 == 1: if that was the last line, the ack of s - 1 was in
-        // flight at the kill and may or may not have committed.
-        let in_flight_ack = match last_line {
-            Some((true, seq)) if seq % 3 == 1 => Some(seq - 1),
-            _ => None,
-        };
         let status = child.wait().unwrap();
         assert!(
             !status.success(),
             "round {round}: the child must have been killed"
         );
         tools_read_a_crashed_store(dir.path(), round);
-        verify_after_crash(dir.path(), &appended, &acked, in_flight_ack, round);
-        if let Some(seq) = in_flight_ack
-            && !record_present(dir.path(), seq)
-        {
-            acked.insert(seq); // it did commit
+        for (w, h) in heard.iter_mut().enumerate() {
+            // An ack follows "A s" when s % 3 == 1: if that was the writer's last line, the ack of
+            // s - 1 was in flight at the kill and may or may not have committed.
+            let in_flight_ack = match h.last {
+                Some((true, seq)) if seq % 3 == 1 => Some(seq - 1),
+                _ => None,
+            };
+            verify_after_crash(dir.path(), w, h, in_flight_ack, round);
+            if let Some(seq) = in_flight_ack
+                && !record_present(dir.path(), w, seq)
+            {
+                h.acked.insert(seq); // it did commit
+            }
         }
     }
-    assert!(appended.len() >= ROUNDS, "every round appended something");
-    eprintln!(
-        "{ROUNDS} kills: {} appends and {} acks acknowledged, all verified",
-        appended.len(),
-        acked.len()
+    let appended: usize = heard.iter().map(|h| h.appended.len()).sum();
+    let acked: usize = heard.iter().map(|h| h.acked.len()).sum();
+    assert!(appended >= ROUNDS, "every round appended something");
+    assert!(
+        shared_commits,
+        "{WRITERS} writers at once never shared a commit: group commit did not batch"
     );
+    eprintln!("{ROUNDS} kills: {appended} appends and {acked} acks acknowledged, all verified");
 }
 
 /// The `wal` reports read a store a kill left open (on a copy, so the check below still sees the
@@ -191,54 +248,57 @@ fn tools_read_a_crashed_store(dir: &Path, round: usize) {
     }
 }
 
-fn record_present(dir: &Path, seq: i64) -> bool {
+fn record_present(dir: &Path, w: usize, seq: i64) -> bool {
     let wal = Wal::open(dir, config()).unwrap();
-    wal.read_payload(&id_of(seq)).is_ok()
+    wal.read_payload(&id_in(w, seq)).is_ok()
 }
 
 fn verify_after_crash(
     dir: &Path,
-    appended: &BTreeSet<i64>,
-    acked: &BTreeSet<i64>,
+    w: usize,
+    heard: &Heard,
     in_flight_ack: Option<i64>,
     round: usize,
 ) {
     let wal = Wal::open(dir, config()).unwrap();
-    let last = *appended.last().unwrap();
-    let watermark = wal.watermark(UID).unwrap().unwrap();
-    assert!(
-        watermark >= Ticks(start_of(last + 1)),
-        "round {round}: watermark {watermark} behind the last acknowledged append {last}"
-    );
+    let uid = uid_of(w);
+    if let Some(last) = heard.appended.last() {
+        let watermark = wal.watermark(&uid).unwrap().unwrap();
+        assert!(
+            watermark >= Ticks(start_of(last + 1)),
+            "round {round}: {uid}'s watermark {watermark} behind its last acknowledged append {last}"
+        );
+    }
     let present: BTreeSet<i64> = wal
         .list(&WalFilter::default())
         .unwrap()
         .iter()
+        .filter(|r| r.id.exporter_uid == uid)
         .map(|r| (r.id.window_start.0 - BASE) / INTERVAL)
         .collect();
-    for seq in appended.difference(acked) {
+    for seq in heard.appended.difference(&heard.acked) {
         if Some(*seq) == in_flight_ack && !present.contains(seq) {
             continue; // its ack committed just before the kill
         }
         assert!(
             present.contains(seq),
-            "round {round}: acknowledged append {seq} lost"
+            "round {round}: acknowledged append {uid} {seq} lost"
         );
         assert_eq!(
-            wal.read_payload(&id_of(*seq)).unwrap(),
+            wal.read_payload(&id_in(w, *seq)).unwrap(),
             request(*seq),
-            "round {round}: record {seq} altered"
+            "round {round}: record {uid} {seq} altered"
         );
     }
-    for seq in acked {
+    for seq in &heard.acked {
         assert!(
             !present.contains(seq),
-            "round {round}: acknowledged ack of {seq} undone"
+            "round {round}: acknowledged ack of {uid} {seq} undone"
         );
     }
     // Anything else present is a record whose append was in flight at the kill: intact too.
     for seq in &present {
-        assert_eq!(wal.read_payload(&id_of(*seq)).unwrap(), request(*seq));
+        assert_eq!(wal.read_payload(&id_in(w, *seq)).unwrap(), request(*seq));
     }
 }
 

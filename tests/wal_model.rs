@@ -1,6 +1,8 @@
 //! Model-based test of the WAL: random operation sequences run against the real store and a plain
 //! in-memory model; after every step the observable state (watermarks, `next_pending` per output,
-//! `next_due`, stats, dead letters, payloads) must agree.
+//! `next_due`, stats, dead letters, payloads) must agree. `Together` runs appends of several
+//! exporters and acks of several records on threads at once, so they share commits (group commit,
+//! docs/design.md#group-commit); every result must be what the model says in any order.
 //!
 //! Default: 1,024 cases × up to 60 operations (≈ 30,000 operations, each a real fsynced commit;
 //! `PROPTEST_CASES` overrides the case count). Also here: the v1 fixture (regenerate with
@@ -282,6 +284,11 @@ enum Op {
         outputs: usize,
     },
     Compact,
+    /// Appends `(exporter, gap, series, targets)` and acks `(output, pick)`, all at once.
+    Together {
+        appends: Vec<(usize, i64, usize, usize)>,
+        acks: Vec<(usize, usize)>,
+    },
 }
 
 fn filter() -> impl Strategy<Value = Filter> {
@@ -303,6 +310,11 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (1..3i64).prop_map(|by| Op::Tick { by }),
         1 => (0..3usize).prop_map(|outputs| Op::Reopen { outputs }),
         1 => Just(Op::Compact),
+        3 => (
+            prop::collection::vec((0..3usize, 0..3i64, 0..4usize, 0..4usize), 0..4),
+            prop::collection::vec((0..2usize, any::<usize>()), 0..4),
+        )
+            .prop_map(|(appends, acks)| Op::Together { appends, acks }),
     ]
 }
 
@@ -471,6 +483,77 @@ impl Harness {
             Op::Compact => {
                 self.wal().compact().unwrap();
             }
+            Op::Together {
+                ref appends,
+                ref acks,
+            } => self.together(appends, acks),
+        }
+    }
+
+    /// Appends of distinct exporters and acks of distinct records commute: run them on threads at
+    /// once (their commits are shared), then hold each result to the model. When the store could
+    /// fill meanwhile the order would matter, so they run one after another instead.
+    fn together(&mut self, appends: &[(usize, i64, usize, usize)], acks: &[(usize, usize)]) {
+        let mut exporters = BTreeSet::new();
+        let appends: Vec<_> = (appends.iter())
+            .filter(|a| exporters.insert(a.0))
+            .map(|&(e, gap, series, targets)| (e, self.prepare_append(e, gap, series, targets)))
+            .collect();
+        let mut picked = BTreeSet::new();
+        let acks: Vec<(String, RecordId)> = (acks.iter())
+            .filter_map(|&(output, pick)| self.pick(output, pick))
+            .filter(|(output, id)| picked.insert((output.clone(), id.clone())))
+            .collect();
+        let adding: u64 = (appends.iter())
+            .map(|(_, (_, req))| allocation_estimate(stored_len(req)))
+            .sum();
+        let concurrent = self.model.used() + adding < self.model.max_bytes;
+        let wal = self.wal.as_ref().unwrap();
+        let (appended, acked): (Vec<_>, Vec<_>) = if concurrent {
+            let barrier = std::sync::Barrier::new(appends.len() + acks.len());
+            let barrier = &barrier;
+            std::thread::scope(|s| {
+                let appending: Vec<_> = (appends.iter())
+                    .map(|(_, (header, req))| {
+                        s.spawn(move || {
+                            barrier.wait();
+                            wal.append(header, req)
+                        })
+                    })
+                    .collect();
+                let acking: Vec<_> = (acks.iter())
+                    .map(|(output, id)| {
+                        s.spawn(move || {
+                            barrier.wait();
+                            wal.ack(output, id)
+                        })
+                    })
+                    .collect();
+                (
+                    appending.into_iter().map(|t| t.join().unwrap()).collect(),
+                    acking.into_iter().map(|t| t.join().unwrap()).collect(),
+                )
+            })
+        } else {
+            // The model's order: acks first.
+            let acked = (acks.iter())
+                .map(|(output, id)| wal.ack(output, id))
+                .collect();
+            let appended = (appends.iter())
+                .map(|(_, (header, req))| wal.append(header, req))
+                .collect();
+            (appended, acked)
+        };
+        for ((output, id), result) in acks.into_iter().zip(acked) {
+            result.unwrap();
+            self.model
+                .pending
+                .remove(&(output, id.exporter_uid.clone(), id.window_start.0));
+            self.model
+                .finish_if_done(&(id.exporter_uid, id.window_start.0));
+        }
+        for ((e, (header, req)), result) in appends.into_iter().zip(appended) {
+            self.check_append(e, header, req, result);
         }
     }
 
@@ -483,6 +566,19 @@ impl Harness {
     }
 
     fn append(&mut self, e: usize, gap: i64, series: usize, targets: usize) {
+        let (header, req) = self.prepare_append(e, gap, series, targets);
+        let result = self.wal().append(&header, &req);
+        self.check_append(e, header, req, result);
+    }
+
+    /// The next window of exporter `e` (`gap` windows after its watermark) and a fresh payload.
+    fn prepare_append(
+        &mut self,
+        e: usize,
+        gap: i64,
+        series: usize,
+        targets: usize,
+    ) -> (RecordHeader, WriteRequest) {
         let start = self
             .model
             .exporters
@@ -495,9 +591,22 @@ impl Harness {
             _ => vec!["remote_write".into(), "otlp".into()],
         };
         self.seed += 1;
-        let req = request(self.seed, series);
-        let header = header(e, start, start + INTERVAL, requested.clone());
-        let result = self.wal().append(&header, &req);
+        (
+            header(e, start, start + INTERVAL, requested),
+            request(self.seed, series),
+        )
+    }
+
+    /// Holds an append's result to the model, and applies it there.
+    fn check_append(
+        &mut self,
+        e: usize,
+        header: RecordHeader,
+        req: WriteRequest,
+        result: Result<RecordId, WalError>,
+    ) {
+        let start = header.window_start.0;
+        let requested = header.outputs.clone();
         let unknown = requested.iter().any(|o| !self.model.configured.contains(o));
         if unknown {
             assert!(

@@ -28,6 +28,8 @@ pub const WAL_FILE_BYTES: &str = "adxexporter_wal_file_bytes";
 pub const WAL_OLDEST_RECORD_AGE: &str = "adxexporter_wal_oldest_record_age_seconds";
 pub const WAL_VOLUME_FREE_BYTES: &str = "adxexporter_wal_volume_free_bytes";
 pub const WAL_DEAD_LETTERS: &str = "adxexporter_wal_dead_letters";
+pub const WAL_COMMITS: &str = "adxexporter_wal_commits_total";
+pub const WAL_COMMITTED_WRITES: &str = "adxexporter_wal_committed_writes_total";
 pub const PUSH_DURATION: &str = "adxexporter_push_duration_seconds";
 pub const PUSHES: &str = "adxexporter_pushes_total";
 pub const PUSH_RETRIES: &str = "adxexporter_push_retries_total";
@@ -256,6 +258,20 @@ pub const ALL: &[MetricDef] = &[
         None,
         &["output"],
         "Dead letters kept in the WAL, by output.",
+    ),
+    def(
+        WAL_COMMITS,
+        Counter,
+        None,
+        &[],
+        "Durable (fsynced) WAL commits. Writes that arrive together share one (group commit).",
+    ),
+    def(
+        WAL_COMMITTED_WRITES,
+        Counter,
+        None,
+        &[],
+        "WAL writes (appends, acks, watermark and status changes) made durable; divided by adxexporter_wal_commits_total, the writes an fsync carried.",
     ),
     def(
         PUSH_DURATION,

@@ -1,14 +1,17 @@
 //! The [`Wal`] handle: the shared redb database and its transactions, closed after an I/O error and
-//! reopened by the next call. Every mutating operation is one `Durability::Immediate` write
-//! transaction (`Wal::write`), so each either happened completely and is on disk, or did not happen.
+//! reopened by the next call. Every mutating operation is one write transaction (`Wal::write`),
+//! returning only once it is on disk: on its own `Durability::Immediate` commit, or on the one it
+//! shares with the writes that arrived with it ([`commit`](super::commit)). Each either happened
+//! completely and is on disk, or did not happen.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use redb::{Durability, ReadableDatabase, WriteTransaction};
+use redb::{Database, Durability, ReadableDatabase, WriteTransaction};
 use tokio::sync::watch;
 
+use super::commit::{Batch, CommitCounts, Group, Turn};
 use super::file::{Db, guard, open_database};
 use super::tables::store;
 use super::{WalConfig, WalError};
@@ -30,6 +33,7 @@ pub(super) struct Inner {
     /// `requeue` accepts every output and nothing is re-targeted on open.
     pub(super) tool: bool,
     pub(super) changes: watch::Sender<u64>,
+    pub(super) group: Group,
 }
 
 impl Drop for Inner {
@@ -126,9 +130,80 @@ impl Wal {
         read()
     }
 
+    /// Runs `body` in a write transaction and returns once what it wrote is durable.
     pub(super) fn write<T>(
         &self,
         body: impl FnOnce(&WriteTransaction) -> Result<T, WalError>,
+    ) -> Result<T, WalError> {
+        let group = &self.inner.group;
+        let ticket = group.begin();
+        let alone = ticket.alone;
+        let committed = self.with_writable(|db| {
+            let mut tx = db.begin_write().map_err(store)?;
+            let durability = if alone {
+                Durability::Immediate
+            } else {
+                Durability::None
+            };
+            tx.set_durability(durability).map_err(store)?;
+            tx.set_two_phase_commit(self.inner.config.two_phase_commit);
+            match body(&tx) {
+                Ok(value) => {
+                    let batch = (!alone).then(|| group.join());
+                    tx.commit().map_err(store)?;
+                    Ok((value, batch))
+                }
+                Err(e) => {
+                    tx.abort().map_err(store)?;
+                    Err(e)
+                }
+            }
+        });
+        group.end(ticket, alone && committed.is_ok());
+        let (value, batch) = committed?;
+        if let Some(batch) = batch {
+            self.await_durable(&batch)?;
+        }
+        Ok(value)
+    }
+
+    /// Waits until `batch` is durable, leading its commit when no other writer does.
+    fn await_durable(&self, batch: &Batch) -> Result<(), WalError> {
+        let group = &self.inner.group;
+        loop {
+            match group.await_turn(batch) {
+                Turn::Done(Ok(())) => return Ok(()),
+                Turn::Done(Err(cause)) => {
+                    return Err(WalError::CommitFailed {
+                        path: self.inner.path.clone(),
+                        cause: cause.to_string(),
+                    });
+                }
+                Turn::Lead => {
+                    // One empty durable commit persists every non-durable one before it.
+                    let mut closed = None;
+                    let outcome = self.with_writable(|db| {
+                        let mut tx = db.begin_write().map_err(store)?;
+                        closed = Some(group.close_open());
+                        tx.set_two_phase_commit(self.inner.config.two_phase_commit);
+                        tx.commit().map_err(store)
+                    });
+                    let closed = closed.unwrap_or_else(|| group.close_open());
+                    group.finish(closed, outcome.map_err(|e| Arc::from(e.to_string())));
+                }
+            }
+        }
+    }
+
+    /// How many durable commits this handle made, and how many writes they carried.
+    pub fn commit_counts(&self) -> CommitCounts {
+        self.inner.group.counts()
+    }
+
+    /// Runs `body` on the writable database; an I/O error closes it (see `close_after_io_error`).
+    fn with_writable<T>(
+        &self,
+        body: impl FnOnce(&Database) -> Result<T, WalError>,
     ) -> Result<T, WalError> {
         let result = {
             let guard = self.db();
@@ -137,21 +212,7 @@ impl Wal {
                 Db::ReadOnly { .. } => return Err(WalError::ReadOnly),
                 Db::Closed => return Err(self.closed()),
             };
-            self.guarded(|| {
-                let mut tx = db.begin_write().map_err(store)?;
-                tx.set_durability(Durability::Immediate).map_err(store)?;
-                tx.set_two_phase_commit(self.inner.config.two_phase_commit);
-                match body(&tx) {
-                    Ok(value) => {
-                        tx.commit().map_err(store)?;
-                        Ok(value)
-                    }
-                    Err(e) => {
-                        tx.abort().map_err(store)?;
-                        Err(e)
-                    }
-                }
-            })
+            self.guarded(|| body(db))
         };
         result.inspect_err(|e| self.close_after_io_error(e))
     }
@@ -197,6 +258,8 @@ impl Wal {
         if matches!(*guard, Db::Writable(_)) {
             tracing::error!(path = %self.inner.path.display(), "WAL I/O error ({e}); closing the store, it is reopened on the next operation (is the volume full?)");
             *guard = Db::Closed;
+            // Still holding the store: no write can join the batch its close loses.
+            self.inner.group.lose_open(&e.to_string());
         }
     }
 

@@ -10,7 +10,8 @@
 //!
 //! Promised once `append` (or any other mutating call) returns `Ok`:
 //! - the change is committed by redb with `Durability::Immediate`: data pages, redb's XXH3 checksums
-//!   and the commit slot are written and `fsync`ed before the call returns;
+//!   and the commit slot are written and `fsync`ed before the call returns (its own commit, or the
+//!   one it shares with the writes that arrived with it: [`commit`], docs/design.md#group-commit);
 //! - so it survives a process crash (kill -9, OOM kill) and a power loss or kernel crash, given a disk
 //!   that honours `fsync` (no lying write cache);
 //! - the record, its pending marks and the exporter's advanced watermark are ONE transaction: after a
@@ -186,6 +187,7 @@ mod admin;
 mod append;
 mod backfill;
 mod capacity;
+mod commit;
 mod delivery;
 mod file;
 mod handle;
@@ -203,6 +205,7 @@ mod view;
 pub(crate) use backfill::{backfill_parent, backfill_uid};
 pub use capacity::allocation_estimate;
 pub(crate) use capacity::volume_free_bytes;
+pub use commit::CommitCounts;
 pub use handle::Wal;
 pub use migrate::SCHEMA_VERSION;
 pub use record::Compression;
@@ -612,4 +615,9 @@ pub enum WalError {
         path.display()
     )]
     Closed { path: PathBuf },
+    #[error(
+        "the WAL {} did not keep this write: the commit it shared with other writes failed ({cause}); it is retried like any failed write (volume full? free space on it or grow it)",
+        path.display()
+    )]
+    CommitFailed { path: PathBuf, cause: String },
 }

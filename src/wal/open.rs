@@ -44,6 +44,7 @@ impl Wal {
                 config,
                 tool: false,
                 changes,
+                group: Default::default(),
             }),
         };
         let abandoned = wal.abandon_unconfigured_outputs()?;
@@ -117,6 +118,7 @@ impl Wal {
                 config,
                 tool: true,
                 changes,
+                group: Default::default(),
             }),
         })
     }

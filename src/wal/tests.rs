@@ -485,3 +485,89 @@ fn backfill_cursors_are_listed_until_forgotten_and_refusals_are_kept() {
     assert_eq!(otlp.len(), 1);
     assert_eq!(otlp[0].id, h.id());
 }
+
+fn exporter_header(w: usize) -> RecordHeader {
+    RecordHeader {
+        exporter: ExporterRef::new(format!("uid-{w}"), "ns", "cpu"),
+        ..header(&["remote_write"])
+    }
+}
+
+/// Writes that arrive while another runs share one durable commit (docs/design.md#group-commit):
+/// with a write held open, six appends each commit non-durably and wait; once it ends, one commit
+/// makes all six durable, and each append returned only after it.
+#[test]
+fn writes_arriving_together_share_one_commit() {
+    const WRITERS: usize = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    let before = wal.commit_counts();
+    let group = &wal.inner.group;
+    let held = group.begin();
+    assert!(
+        held.alone,
+        "nothing else runs: a lone write commits on its own"
+    );
+    std::thread::scope(|s| {
+        for w in 0..WRITERS {
+            let wal = &wal;
+            s.spawn(move || wal.append(&exporter_header(w), &request(w as f64)).unwrap());
+        }
+        group.wait_until(|open_writes, running| open_writes == WRITERS as u64 && running == 1);
+        assert_eq!(
+            wal.commit_counts(),
+            before,
+            "nothing is durable while the batch waits"
+        );
+        group.end(held, false);
+    });
+    let after = wal.commit_counts();
+    assert_eq!(after.commits - before.commits, 1);
+    assert_eq!(after.writes - before.writes, WRITERS as u64);
+    // A lone write again commits on its own.
+    wal.ack("remote_write", &exporter_header(0).id()).unwrap();
+    let lone = wal.commit_counts();
+    assert_eq!(
+        (lone.commits, lone.writes),
+        (after.commits + 1, after.writes + 1)
+    );
+    drop(wal);
+    let wal = open(dir.path());
+    for w in 1..WRITERS {
+        assert_eq!(
+            wal.read_payload(&exporter_header(w).id()).unwrap(),
+            request(w as f64)
+        );
+    }
+}
+
+/// A batch lost with the store (closed after an I/O error before its durable commit) fails every
+/// write in it with an error naming the store and the cause; the next write reopens the store.
+#[test]
+fn a_lost_batch_fails_every_write_in_it() {
+    const WRITERS: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    let group = &wal.inner.group;
+    let held = group.begin();
+    std::thread::scope(|s| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let wal = &wal;
+                s.spawn(move || wal.append(&exporter_header(w), &request(w as f64)))
+            })
+            .collect();
+        group.wait_until(|open_writes, running| open_writes == WRITERS as u64 && running == 1);
+        wal.close_after_io_error(&WalError::Store(redb::Error::PreviousIo));
+        group.end(held, false);
+        for writer in writers {
+            let err = writer.join().unwrap().unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, WalError::CommitFailed { .. }), "{text}");
+            assert!(text.contains("wal.redb") && text.contains("I/O"), "{text}");
+        }
+    });
+    let next = exporter_header(WRITERS);
+    wal.append(&next, &request(9.0)).unwrap();
+    assert_eq!(wal.read_payload(&next.id()).unwrap(), request(9.0));
+}
