@@ -1,7 +1,8 @@
 //! Transform throughput on the perf-anchors §1 workload: 1M rows of `timestamp, metric_name,
 //! ServiceName, Region, Host, metric_value` (10 names × 1000 hosts × 100 one-minute steps), one value
 //! column and three label columns, so 1M samples in 10,000 series. Throughput is reported in rows/s
-//! (= samples/s here, one value column).
+//! (= samples/s here, one value column). `10k_rows_10k_series`: one window of the push bench, the
+//! first 10,000 of those rows (one minute: every row its own series).
 
 use std::hint::black_box;
 
@@ -75,6 +76,12 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(ROWS as u64));
     group.bench_function("1M_rows_10k_series", |b| {
         b.iter(|| transform(black_box(&table), black_box(&mapping)).unwrap())
+    });
+    // One window of the push bench: every row a series of its own.
+    let window = workload(10_000);
+    group.throughput(Throughput::Elements(10_000));
+    group.bench_function("10k_rows_10k_series", |b| {
+        b.iter(|| transform(black_box(&window), black_box(&mapping)).unwrap())
     });
     group.finish();
 }

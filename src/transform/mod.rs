@@ -297,7 +297,7 @@ fn metadata<'a>(mapping: &Mapping, names: impl Iterator<Item = &'a [u8]>) -> Vec
 fn run(table: &Table, mapping: &Mapping) -> Result<(Series, TransformStats), TransformError> {
     let columns = resolve_columns(table, mapping)?;
     let mut skipped = SkipCounts::default();
-    let mut index = SeriesIndex::new(&mapping.labels);
+    let mut index = SeriesIndex::new(&mapping.labels, table.row_count());
     let mut buffers = RowBuffers::default();
     for row in table.rows() {
         add_row(
