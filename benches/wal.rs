@@ -17,6 +17,7 @@
 //!   exporter each (what the scheduler does with 4 windows ready together): they share commits
 //!   (group commit), so time per record falls below one fsync's. `append/raw_together_incompressible`:
 //!   the raw file given the same sharing (4 records, one `fdatasync`), the fair floor for it.
+//!   `WAL_BENCH_COUNTS=1` prints the WAL's commit counts (writes per fsync) after each sample.
 //! - `append/wal_prompb/<size>`: `Wal::append_encoded` of the encoded request (snappy + CRC + one
 //!   commit); `append/raw_prompb/<size>`: `write_all` of the same encoded bytes + `fdatasync`.
 //! - `drain/wal/<size>`: `next_pending` + `read_payload` (decode) + `ack` (one commit) per record;
@@ -201,6 +202,10 @@ impl WalBench {
         });
         let took = start.elapsed();
         self.next += each as i64;
+        if std::env::var_os("WAL_BENCH_COUNTS").is_some() {
+            let c = self.wal.commit_counts();
+            eprintln!("commits {} writes {}", c.commits, c.writes);
+        }
         took.mul_f64(records as f64 / (each * TOGETHER as u64) as f64)
     }
 
