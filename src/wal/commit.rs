@@ -4,7 +4,8 @@
 //! finds others under way commits `Durability::None` instead (redb keeps it in memory, visible to
 //! later transactions) and joins the open [`Batch`]; then one of the batch's writers leads: it
 //! waits for the writes already running to join too, and makes the whole batch durable with one
-//! empty `Immediate` commit, which persists every non-durable commit before it. No write returns
+//! empty `Immediate` commit, which persists every non-durable commit before it. A write or a
+//! leader that panics still ends its part ([`Ticket`], [`Leader`]), so the others never wait forever. No write returns
 //! before the commit that made it durable, so the WAL's promise is unchanged; a batch whose durable
 //! commit fails, or whose store is closed after an I/O error first, fails every write in it (redb
 //! reopens at the last durable commit, so none of them was kept).
@@ -26,11 +27,11 @@ pub(super) struct Batch {
 }
 
 /// What a writer waiting for its batch does next.
-pub(super) enum Turn {
+pub(super) enum Turn<'g> {
     /// The batch's outcome: `Err` holds why its durable commit failed.
     Done(Result<(), Arc<str>>),
-    /// Make the open batch durable, then report with [`Group::finish`].
-    Lead,
+    /// Make the open batch durable, then report with [`Leader::finish`].
+    Lead(Leader<'g>),
 }
 
 /// Writes of the store so far, for telemetry and the tests: `writes / commits` is how many writes
@@ -49,11 +50,69 @@ pub(super) struct Group {
     changed: Condvar,
 }
 
-/// A write under way, from [`Group::begin`] to [`Group::end`].
-pub(super) struct Ticket {
+/// A write under way, from [`Group::begin`] to [`Ticket::end`]; dropped unended (a panic in the
+/// write), it ends as not durable, so no leader waits for it forever.
+pub(super) struct Ticket<'g> {
+    group: &'g Group,
     number: u64,
     /// Nothing else was under way: it commits durably on its own.
     pub(super) alone: bool,
+    ended: bool,
+}
+
+impl Ticket<'_> {
+    /// The write's own transaction ended; `durable` when it committed `Immediate` on its own.
+    pub(super) fn end(mut self, durable: bool) {
+        self.ended = true;
+        self.group.end(self.number, durable);
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.group.end(self.number, false);
+        }
+    }
+}
+
+/// The writer making the open batch durable. Dropped unfinished (a panic in its commit), it fails
+/// the batch it took, so neither its writers nor the next leader wait forever.
+pub(super) struct Leader<'g> {
+    group: &'g Group,
+    closed: Option<(Arc<Batch>, u64)>,
+    finished: bool,
+}
+
+impl Leader<'_> {
+    /// Takes the open batch. Called holding the write transaction of the durable commit, so a
+    /// non-durable commit from now on joins the next batch.
+    pub(super) fn close_open(&mut self) {
+        self.closed = Some(self.group.close_open());
+    }
+
+    /// The durable commit ended: `outcome` is the batch's (the open one's, if it was never taken).
+    pub(super) fn finish(mut self, outcome: Result<(), Arc<str>>) {
+        self.finished = true;
+        let closed = self
+            .closed
+            .take()
+            .unwrap_or_else(|| self.group.close_open());
+        self.group.finish(closed, outcome);
+    }
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let closed = self
+                .closed
+                .take()
+                .unwrap_or_else(|| self.group.close_open());
+            let cause = "the durable commit panicked (a bug: see the log)";
+            self.group.finish(closed, Err(Arc::from(cause)));
+        }
+    }
 }
 
 #[derive(Default)]
@@ -78,13 +137,18 @@ impl Group {
     }
 
     /// A write begins.
-    pub(super) fn begin(&self) -> Ticket {
+    pub(super) fn begin(&self) -> Ticket<'_> {
         let mut state = self.lock();
         let alone = state.running.is_empty() && !state.leading && state.open_writes == 0;
         let number = state.begun;
         state.begun += 1;
         state.running.insert(number);
-        Ticket { number, alone }
+        Ticket {
+            group: self,
+            number,
+            alone,
+            ended: false,
+        }
     }
 
     /// A write about to commit non-durably joins the open batch. Called while its write transaction
@@ -95,10 +159,9 @@ impl Group {
         state.open.clone()
     }
 
-    /// A write's own transaction ended; `durable` when it committed `Immediate` on its own.
-    pub(super) fn end(&self, ticket: Ticket, durable: bool) {
+    fn end(&self, number: u64, durable: bool) {
         let mut state = self.lock();
-        state.running.remove(&ticket.number);
+        state.running.remove(&number);
         if durable {
             state.counts.commits += 1;
             state.counts.writes += 1;
@@ -111,7 +174,7 @@ impl Group {
 
     /// Blocks until `batch` has an outcome, or until this writer is to lead. A leader first waits
     /// for the writes running now, so they share its fsync instead of each waiting for their own.
-    pub(super) fn await_turn(&self, batch: &Batch) -> Turn {
+    pub(super) fn await_turn(&self, batch: &Batch) -> Turn<'_> {
         let mut state = self.lock();
         loop {
             if let Some(outcome) = batch.outcome.get() {
@@ -124,7 +187,11 @@ impl Group {
                 while state.running.first().is_some_and(|&t| t < begun) {
                     state = self.wait(state);
                 }
-                return Turn::Lead;
+                return Turn::Lead(Leader {
+                    group: self,
+                    closed: None,
+                    finished: false,
+                });
             }
             state = self.wait(state);
         }
@@ -134,16 +201,14 @@ impl Group {
         (self.changed.wait(state)).unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The leader, holding the write transaction of its durable commit, takes the open batch: a
-    /// non-durable commit from now on joins the next one.
-    pub(super) fn close_open(&self) -> (Arc<Batch>, u64) {
+    fn close_open(&self) -> (Arc<Batch>, u64) {
         let mut state = self.lock();
         let writes = std::mem::take(&mut state.open_writes);
         (std::mem::take(&mut state.open), writes)
     }
 
     /// The leader's durable commit of `batch` (`writes` non-durable commits) ended.
-    pub(super) fn finish(&self, (batch, writes): (Arc<Batch>, u64), outcome: Result<(), Arc<str>>) {
+    fn finish(&self, (batch, writes): (Arc<Batch>, u64), outcome: Result<(), Arc<str>>) {
         let mut state = self.lock();
         if outcome.is_ok() {
             state.counts.commits += 1;
@@ -169,6 +234,11 @@ impl Group {
 
     pub(super) fn counts(&self) -> CommitCounts {
         self.lock().counts
+    }
+
+    #[cfg(test)]
+    pub(super) fn running(&self) -> usize {
+        self.lock().running.len()
     }
 
     /// Blocks until `ready(open_writes, running)` holds; checked whenever a write ends.

@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use redb::{Database, Durability, ReadableDatabase, WriteTransaction};
 use tokio::sync::watch;
 
-use super::commit::{Batch, CommitCounts, Group, Turn};
+use super::commit::{Batch, CommitCounts, Turn};
 use super::file::{Db, guard, open_database};
 use super::tables::store;
 use super::{WalConfig, WalError};
@@ -33,7 +33,7 @@ pub(super) struct Inner {
     /// `requeue` accepts every output and nothing is re-targeted on open.
     pub(super) tool: bool,
     pub(super) changes: watch::Sender<u64>,
-    pub(super) group: Group,
+    pub(super) group: super::commit::Group,
 }
 
 impl Drop for Inner {
@@ -159,7 +159,7 @@ impl Wal {
                 }
             }
         });
-        group.end(ticket, alone && committed.is_ok());
+        ticket.end(alone && committed.is_ok());
         let (value, batch) = committed?;
         if let Some(batch) = batch {
             self.await_durable(&batch)?;
@@ -179,17 +179,15 @@ impl Wal {
                         cause: cause.to_string(),
                     });
                 }
-                Turn::Lead => {
+                Turn::Lead(mut leader) => {
                     // One empty durable commit persists every non-durable one before it.
-                    let mut closed = None;
                     let outcome = self.with_writable(|db| {
                         let mut tx = db.begin_write().map_err(store)?;
-                        closed = Some(group.close_open());
+                        leader.close_open();
                         tx.set_two_phase_commit(self.inner.config.two_phase_commit);
                         tx.commit().map_err(store)
                     });
-                    let closed = closed.unwrap_or_else(|| group.close_open());
-                    group.finish(closed, outcome.map_err(|e| Arc::from(e.to_string())));
+                    leader.finish(outcome.map_err(|e| Arc::from(e.to_string())));
                 }
             }
         }

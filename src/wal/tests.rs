@@ -519,7 +519,7 @@ fn writes_arriving_together_share_one_commit() {
             before,
             "nothing is durable while the batch waits"
         );
-        group.end(held, false);
+        held.end(false);
     });
     let after = wal.commit_counts();
     assert_eq!(after.commits - before.commits, 1);
@@ -559,7 +559,7 @@ fn a_lost_batch_fails_every_write_in_it() {
             .collect();
         group.wait_until(|open_writes, running| open_writes == WRITERS as u64 && running == 1);
         wal.close_after_io_error(&WalError::Store(redb::Error::PreviousIo));
-        group.end(held, false);
+        held.end(false);
         for writer in writers {
             let err = writer.join().unwrap().unwrap_err();
             let text = err.to_string();
@@ -570,4 +570,26 @@ fn a_lost_batch_fails_every_write_in_it() {
     let next = exporter_header(WRITERS);
     wal.append(&next, &request(9.0)).unwrap();
     assert_eq!(wal.read_payload(&next.id()).unwrap(), request(9.0));
+}
+
+/// A write that panics (a bug) still ends: later writes neither wait for it nor lose their own
+/// commit.
+#[test]
+fn a_write_that_panics_holds_up_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wal.write(|_| -> Result<(), WalError> { panic!("a bug inside a WAL write") })
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(wal.inner.group.running(), 0);
+    let before = wal.commit_counts();
+    let next = exporter_header(1);
+    wal.append(&next, &request(1.0)).unwrap();
+    let after = wal.commit_counts();
+    assert_eq!(
+        (after.commits, after.writes),
+        (before.commits + 1, before.writes + 1)
+    );
+    assert_eq!(wal.read_payload(&next.id()).unwrap(), request(1.0));
 }
