@@ -48,8 +48,8 @@ pub(crate) struct Checker<'a> {
     seen: BTreeMap<String, String>,
 }
 
-/// Checks the text of one file on its own (see [`Checker::check_text`]): unit tests and fuzzing.
-#[cfg(any(test, feature = "fuzzing"))]
+/// Checks the text of one file on its own (see [`Checker::check_text`]): unit tests.
+#[cfg(test)]
 pub(crate) fn check_text(
     file: &str,
     text: &str,

@@ -34,7 +34,7 @@ use crate::time::{Span, TICKS_PER_SECOND};
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use check::check_loaded;
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(test)]
 pub(crate) use check::check_text;
 pub(crate) use check::{CheckReport, Checker, ValidResource};
 pub use load::load_documents;
