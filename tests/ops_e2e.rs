@@ -157,11 +157,7 @@ impl Rig {
         let work = work_dir("adxexporter-ops-", "E2E_KEEP");
         let kusto = duckdb_kql(&write_init_sql(work.path(), &data));
         let otlp = OtlpSink::start();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = proxy_runtime();
         let kusto_proxy = HttpFault::start(&rt, &kusto.url, 17);
         std::fs::create_dir(work.path().join("manifests")).unwrap();
         Rig {

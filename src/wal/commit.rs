@@ -5,8 +5,9 @@
 //! later transactions) and joins the open [`Batch`]; then one of the batch's writers leads: it
 //! waits for the writes already running to join too, and makes the whole batch durable with one
 //! empty `Immediate` commit, which persists every non-durable commit before it. A write or a
-//! leader that panics still ends its part ([`Ticket`], [`Leader`]), so the others never wait forever. No write returns
-//! before the commit that made it durable, so the WAL's promise is unchanged; a batch whose durable
+//! leader that panics still ends its part ([`Ticket`], [`Leader`]), so the others never wait
+//! forever. No write returns before the commit that made it durable, so the WAL's promise is
+//! unchanged; a batch whose durable
 //! commit fails, or whose store is closed after an I/O error first, fails every write in it (redb
 //! reopens at the last durable commit, so none of them was kept).
 //!
@@ -50,38 +51,36 @@ pub(super) struct Group {
     changed: Condvar,
 }
 
-/// A write under way, from [`Group::begin`] to [`Ticket::end`]; dropped unended (a panic in the
-/// write), it ends as not durable, so no leader waits for it forever.
+/// A write under way, from [`Group::begin`] until dropped: [`Ticket::end`] says how it ended; one
+/// dropped without (a panic in the write) ends as not durable, so no leader waits for it forever.
 pub(super) struct Ticket<'g> {
     group: &'g Group,
     number: u64,
     /// Nothing else was under way: it commits durably on its own.
     pub(super) alone: bool,
-    ended: bool,
+    durable: bool,
 }
 
 impl Ticket<'_> {
     /// The write's own transaction ended; `durable` when it committed `Immediate` on its own.
     pub(super) fn end(mut self, durable: bool) {
-        self.ended = true;
-        self.group.end(self.number, durable);
+        self.durable = durable;
     }
 }
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
-        if !self.ended {
-            self.group.end(self.number, false);
-        }
+        self.group.end(self.number, self.durable);
     }
 }
 
-/// The writer making the open batch durable. Dropped unfinished (a panic in its commit), it fails
-/// the batch it took, so neither its writers nor the next leader wait forever.
+/// The writer making the open batch durable, until dropped: [`Leader::finish`] gives the batch its
+/// outcome; one dropped without (a panic in its commit) fails the batch, so neither its writers nor
+/// the next leader wait forever.
 pub(super) struct Leader<'g> {
     group: &'g Group,
     closed: Option<(Arc<Batch>, u64)>,
-    finished: bool,
+    outcome: Option<Result<(), Arc<str>>>,
 }
 
 impl Leader<'_> {
@@ -93,25 +92,19 @@ impl Leader<'_> {
 
     /// The durable commit ended: `outcome` is the batch's (the open one's, if it was never taken).
     pub(super) fn finish(mut self, outcome: Result<(), Arc<str>>) {
-        self.finished = true;
-        let closed = self
-            .closed
-            .take()
-            .unwrap_or_else(|| self.group.close_open());
-        self.group.finish(closed, outcome);
+        self.outcome = Some(outcome);
     }
 }
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
-        if !self.finished {
-            let closed = self
-                .closed
-                .take()
-                .unwrap_or_else(|| self.group.close_open());
-            let cause = "the durable commit panicked (a bug: see the log)";
-            self.group.finish(closed, Err(Arc::from(cause)));
-        }
+        let closed = (self.closed.take()).unwrap_or_else(|| self.group.close_open());
+        let outcome = (self.outcome.take()).unwrap_or_else(|| {
+            Err(Arc::from(
+                "the durable commit panicked (a bug: see the log)",
+            ))
+        });
+        self.group.finish(closed, outcome);
     }
 }
 
@@ -126,6 +119,16 @@ struct State {
     /// Non-durable commits in `open`.
     open_writes: u64,
     counts: CommitCounts,
+}
+
+impl State {
+    /// One durable commit carrying `writes` writes.
+    fn count_commit(&mut self, writes: u64) {
+        self.counts.commits += 1;
+        self.counts.writes += writes;
+        metrics::counter!(m::WAL_COMMITS).increment(1);
+        metrics::counter!(m::WAL_COMMITTED_WRITES).increment(writes);
+    }
 }
 
 impl Group {
@@ -147,7 +150,7 @@ impl Group {
             group: self,
             number,
             alone,
-            ended: false,
+            durable: false,
         }
     }
 
@@ -163,10 +166,7 @@ impl Group {
         let mut state = self.lock();
         state.running.remove(&number);
         if durable {
-            state.counts.commits += 1;
-            state.counts.writes += 1;
-            metrics::counter!(m::WAL_COMMITS).increment(1);
-            metrics::counter!(m::WAL_COMMITTED_WRITES).increment(1);
+            state.count_commit(1);
         }
         drop(state);
         self.changed.notify_all();
@@ -190,7 +190,7 @@ impl Group {
                 return Turn::Lead(Leader {
                     group: self,
                     closed: None,
-                    finished: false,
+                    outcome: None,
                 });
             }
             state = self.wait(state);
@@ -211,10 +211,7 @@ impl Group {
     fn finish(&self, (batch, writes): (Arc<Batch>, u64), outcome: Result<(), Arc<str>>) {
         let mut state = self.lock();
         if outcome.is_ok() {
-            state.counts.commits += 1;
-            state.counts.writes += writes;
-            metrics::counter!(m::WAL_COMMITS).increment(1);
-            metrics::counter!(m::WAL_COMMITTED_WRITES).increment(writes);
+            state.count_commit(writes);
         }
         let _ = batch.outcome.set(outcome);
         state.leading = false;

@@ -97,20 +97,12 @@ impl Rig {
     pub fn new(interval_s: i64, past: i64, future: i64, seed: u64) -> Rig {
         let data = Dataset::around_now(interval_s, past, future);
         // CHAOS_KEEP=1 keeps the work directory (logs, WAL, status) for a look after the run.
-        let work = tempfile::Builder::new()
-            .prefix("adxexporter-chaos-")
-            .disable_cleanup(std::env::var_os("CHAOS_KEEP").is_some())
-            .tempdir()
-            .unwrap();
+        let work = work_dir("adxexporter-chaos-", "CHAOS_KEEP");
         let init = write_init_sql(work.path(), &data);
         let kusto_peer = duckdb_kql(&init);
         let prom = Prometheus::start();
         let otlp = OtlpSink::start();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = proxy_runtime();
         let kusto = Link::new(&rt, &kusto_peer.url, seed);
         let rw = Link::new(&rt, &format!("http://127.0.0.1:{}", prom.port), seed ^ 1);
         let otlp_link = Link::new(&rt, &format!("http://127.0.0.1:{}", otlp.port), seed ^ 2);

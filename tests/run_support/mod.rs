@@ -154,6 +154,15 @@ pub fn work_dir(prefix: &str, keep_var: &str) -> tempfile::TempDir {
     builder.expect("create a work directory")
 }
 
+/// The one-thread runtime a test's fault proxies run on, beside the process under test.
+pub fn proxy_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("start the proxies' runtime")
+}
+
 /// Writes `init.sql` for duckdb-kql into `dir` and returns its path.
 pub fn write_init_sql(dir: &Path, data: &Dataset) -> PathBuf {
     let path = dir.join("init.sql");
