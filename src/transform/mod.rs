@@ -188,18 +188,26 @@ impl TransformStats {
 /// Turns one window's table into a `WriteRequest`. Errors only on a table that cannot match the mapping.
 /// A counter's or histogram's samples are this window's increases (docs/design.md#metric-types).
 pub fn transform(table: &Table, mapping: &Mapping) -> Result<Transformed, TransformError> {
-    let (Series { series, name_order }, mut stats) = run(table, mapping)?;
+    let (series, mut stats) = run(table, mapping)?;
+    let Series {
+        series,
+        keys,
+        name_order,
+    } = series;
     let mut scratch = Vec::new();
     let folded = (series.into_iter()).map(|s| {
         let mut labels = Vec::with_capacity(name_order.len());
-        s.labels(&mapping.labels, &name_order, &mut scratch, |name, value| {
-            labels.push(Label::new(name, String::from_utf8_lossy(value)));
-        });
-        let series = TimeSeries {
-            labels,
-            samples: s.samples,
-        };
-        (series, s.sums)
+        s.labels(
+            &keys,
+            &mapping.labels,
+            &name_order,
+            &mut scratch,
+            |name, value| {
+                labels.push(Label::new(name, String::from_utf8_lossy(value)));
+            },
+        );
+        let (samples, sums) = s.into_samples_and_sums();
+        (TimeSeries { labels, samples }, sums)
     });
     let timeseries: Vec<TimeSeries> = match mapping.kind {
         MetricKind::Histogram { .. } => {
@@ -238,13 +246,18 @@ pub fn transform_encoded(
             stats: t.stats,
         });
     }
-    let (Series { series, name_order }, stats) = run(table, mapping)?;
+    let (series, stats) = run(table, mapping)?;
+    let Series {
+        series,
+        keys,
+        name_order,
+    } = series;
     let (columns, mut scratch) = (&mapping.labels, Vec::new());
     // Body lengths first: they prefix each series and size the buffer exactly (no regrowth copies).
     let body_lens: Vec<usize> = (series.iter())
         .map(|s| {
-            let mut len = encode::samples_len(&s.samples);
-            s.labels(columns, &name_order, &mut scratch, |name, value| {
+            let mut len = encode::samples_len(s.samples());
+            s.labels(&keys, columns, &name_order, &mut scratch, |name, value| {
                 len += encode::label_field_len(name.as_bytes(), value);
             });
             len
@@ -254,12 +267,12 @@ pub fn transform_encoded(
     let mut write_request = Vec::with_capacity(total.sum());
     for (s, &body_len) in series.iter().zip(&body_lens) {
         encode::put_series_header(body_len, &mut write_request);
-        s.labels(columns, &name_order, &mut scratch, |name, value| {
+        s.labels(&keys, columns, &name_order, &mut scratch, |name, value| {
             encode::put_label(name.as_bytes(), value, &mut write_request);
         });
-        encode::put_samples(&s.samples, &mut write_request);
+        encode::put_samples(s.samples(), &mut write_request);
     }
-    let metadata = metadata(mapping, series.iter().map(|s| s.name()));
+    let metadata = metadata(mapping, series.iter().map(|s| s.name(&keys)));
     encode::put_metadata(&metadata, &mut write_request);
     Ok(EncodedTransform {
         write_request,
@@ -311,7 +324,7 @@ fn run(table: &Table, mapping: &Mapping) -> Result<(Series, TransformStats), Tra
     }
     let (series, duplicates) = index.finish();
     skipped.add(SkipReason::Duplicate, duplicates);
-    let samples = series.series.iter().map(|s| s.samples.len() as u64).sum();
+    let samples = series.series.iter().map(|s| s.samples().len() as u64).sum();
     let stats = TransformStats {
         rows: table.row_count() as u64,
         samples,

@@ -2,8 +2,10 @@
 //! buffers), the index from key to series, and the finished series sorted by labels with their
 //! samples sorted by time and de-duplicated.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::ops::Range;
+
+use hashbrown::HashTable;
 
 use crate::crd::LabelColumn;
 use crate::prompb::{METRIC_NAME_LABEL, Sample};
@@ -49,19 +51,30 @@ pub(super) fn add_row(
     let base = row_base_name(metric_name, mapping, &mut buf.base, &mut buf.text);
     buf.key.clear();
     for (slot, source) in columns.labels.iter().zip(&mapping.label_values) {
-        buf.text.clear();
-        match (source, slot) {
-            (LabelValue::Static(value), _) => buf.text.push_str(value),
+        // Text cells and static values go into the key as they are; others are printed first.
+        let value: &str = match (source, slot) {
+            (LabelValue::Static(value), _) => value,
             (LabelValue::Bucket { .. }, Some(i)) => match bucket_bound(cell(*i)) {
-                Ok(bound) => push_bound(&mut buf.bounds, bound, &mut buf.text),
+                Ok(bound) => {
+                    buf.text.clear();
+                    push_bound(&mut buf.bounds, bound, &mut buf.text);
+                    &buf.text
+                }
                 Err(reason) => return skipped.add(reason, per_row),
             },
-            (LabelValue::Column { .. }, Some(i)) => write_label_value(&mut buf.text, cell(*i)),
-            (_, None) => {}
-        }
+            (LabelValue::Column { .. }, Some(i)) => match cell(*i) {
+                Value::String(text) => text,
+                other => {
+                    buf.text.clear();
+                    write_label_value(&mut buf.text, other);
+                    &buf.text
+                }
+            },
+            (_, None) => "",
+        };
         buf.key
-            .extend_from_slice(&(buf.text.len() as u32).to_le_bytes());
-        buf.key.extend_from_slice(buf.text.as_bytes());
+            .extend_from_slice(&(value.len() as u32).to_le_bytes());
+        buf.key.extend_from_slice(value.as_bytes());
     }
     let labels_len = buf.key.len();
     let histogram = matches!(mapping.kind, MetricKind::Histogram { .. });
@@ -137,8 +150,12 @@ fn push_bound(cache: &mut Vec<(u64, String)>, bound: f64, out: &mut String) {
 
 /// Series by key, in first-seen order.
 pub(super) struct SeriesIndex {
+    /// Each series' key hash, where its key is in `keys` (start, length) and its slot in `series`.
+    slots: HashTable<(u64, usize, u32, u32)>,
     /// foldhash (randomly seeded) rather than SipHash: hashing every row's key is on the hot path.
-    slots: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
+    hasher: foldhash::fast::RandomState,
+    /// Every series' key back to back: one buffer for the window, not an allocation per series.
+    keys: Vec<u8>,
     series: Vec<SeriesBuilder>,
     /// The label slots in label-name order (`None` is `__name__`): the same for every series of a
     /// window, so a series' labels come out of its key already sorted.
@@ -159,10 +176,15 @@ const SIZE_HINT_MAX: usize = 1 << 16;
 
 /// A series being built. Its labels live in its key (see [`RowBuffers::key`]), read on output.
 pub(super) struct SeriesBuilder {
-    key: Box<[u8]>,
+    /// Where its key is in [`Series::keys`].
+    key: Range<usize>,
     labels_len: usize,
-    pub(super) samples: Vec<Sample>,
-    /// A histogram bucket series' per-row sums, by timestamp like `samples`.
+    /// The first sample, inline: most series of a window have one, and a `Vec` of their own was a
+    /// malloc per series (6 % of the durable push's CPU, benches/README.md#durable-push).
+    first: Sample,
+    /// All of its samples once it has more than one (the first copied in front), else empty.
+    rest: Vec<Sample>,
+    /// A histogram bucket series' per-row sums, by timestamp like the samples.
     pub(super) sums: Vec<Sample>,
     sort_key: Range<usize>,
 }
@@ -170,6 +192,8 @@ pub(super) struct SeriesBuilder {
 /// The finished series, sorted by labels, samples sorted and de-duplicated.
 pub(super) struct Series {
     pub(super) series: Vec<SeriesBuilder>,
+    /// Their keys.
+    pub(super) keys: Vec<u8>,
     pub(super) name_order: Vec<Option<usize>>,
 }
 
@@ -188,7 +212,9 @@ impl SeriesIndex {
         name_order.sort_unstable_by(|a, b| name(a).cmp(name(b)));
         let hint = rows.min(SIZE_HINT_MAX);
         SeriesIndex {
-            slots: HashMap::with_capacity_and_hasher(hint, Default::default()),
+            slots: HashTable::with_capacity(hint),
+            hasher: Default::default(),
+            keys: Vec::new(),
             series: Vec::with_capacity(hint),
             name_order,
             sort_keys: Vec::new(),
@@ -205,8 +231,22 @@ impl SeriesIndex {
         columns: &[LabelColumn],
         sample: Sample,
     ) -> usize {
-        let slot = match self.slots.get(key) {
-            Some(&slot) => slot,
+        let hash = self.hasher.hash_one(key);
+        let keys = &self.keys;
+        let found = self.slots.find(hash, |&(h, at, len, _)| {
+            h == hash && keys.get(at..at + len as usize) == Some(key)
+        });
+        match found {
+            Some(&(.., slot)) => {
+                let slot = slot as usize;
+                if let Some(s) = self.series.get_mut(slot) {
+                    if s.rest.is_empty() {
+                        s.rest.push(s.first);
+                    }
+                    s.rest.push(sample);
+                }
+                slot
+            }
             None => {
                 let slot = self.series.len();
                 let start = self.sort_keys.len();
@@ -223,23 +263,23 @@ impl SeriesIndex {
                     // Series of a window have keys of about the same length.
                     let first = self.sort_keys.len();
                     self.sort_keys.reserve(first.saturating_mul(self.hint));
+                    self.keys.reserve(key.len().saturating_mul(self.hint));
                 }
+                let at = self.keys.len();
+                self.keys.extend_from_slice(key);
                 self.series.push(SeriesBuilder {
-                    // Moved in from `slots` by `finish`: one copy of the key per series.
-                    key: Box::default(),
+                    key: at..self.keys.len(),
                     labels_len,
-                    samples: Vec::new(),
+                    first: sample,
+                    rest: Vec::new(),
                     sums: Vec::new(),
                     sort_key: start..self.sort_keys.len(),
                 });
-                self.slots.insert(key.into(), slot);
+                let entry = (hash, at, key.len() as u32, slot as u32);
+                self.slots.insert_unique(hash, entry, |&(h, ..)| h);
                 slot
             }
-        };
-        if let Some(s) = self.series.get_mut(slot) {
-            s.samples.push(sample);
         }
-        slot
     }
 
     /// A histogram bucket row's sum, beside its count in the series at `slot` (one lookup per row).
@@ -252,11 +292,6 @@ impl SeriesIndex {
     /// The series sorted by labels, samples sorted and de-duplicated; plus the duplicates dropped.
     pub(super) fn finish(self) -> (Series, usize) {
         let mut series = self.series;
-        for (key, slot) in self.slots {
-            if let Some(s) = series.get_mut(slot) {
-                s.key = key;
-            }
-        }
         let keys = self.sort_keys;
         series.sort_unstable_by(|a, b| {
             let key = |s: &SeriesBuilder| keys.get(s.sort_key.clone()).unwrap_or_default();
@@ -266,11 +301,12 @@ impl SeriesIndex {
             .map(|s| {
                 // Sums are pushed with their counts, row by row: the same rows win.
                 sort_and_dedup(&mut s.sums);
-                sort_and_dedup(&mut s.samples)
+                sort_and_dedup(&mut s.rest)
             })
             .sum();
         let series = Series {
             series,
+            keys: self.keys,
             name_order: self.name_order,
         };
         (series, duplicates)
@@ -278,20 +314,39 @@ impl SeriesIndex {
 }
 
 impl SeriesBuilder {
-    /// The series' metric name (the end of its key).
-    pub(super) fn name(&self) -> &[u8] {
-        self.key.get(self.labels_len..).unwrap_or_default()
+    /// Its samples, sorted by time (after [`SeriesIndex::finish`]).
+    pub(super) fn samples(&self) -> &[Sample] {
+        match self.rest.is_empty() {
+            true => std::slice::from_ref(&self.first),
+            false => &self.rest,
+        }
+    }
+
+    /// Its samples and its sums, owned.
+    pub(super) fn into_samples_and_sums(self) -> (Vec<Sample>, Vec<Sample>) {
+        match self.rest.is_empty() {
+            true => (vec![self.first], self.sums),
+            false => (self.rest, self.sums),
+        }
+    }
+
+    /// The series' metric name (the end of its key in `keys`, [`Series::keys`]).
+    pub(super) fn name<'k>(&self, keys: &'k [u8]) -> &'k [u8] {
+        let key = keys.get(self.key.clone()).unwrap_or_default();
+        key.get(self.labels_len..).unwrap_or_default()
     }
 
     /// Calls `f(name, value)` for each of its labels in name order (`__name__` included).
     pub(super) fn labels(
         &self,
+        keys: &[u8],
         columns: &[LabelColumn],
         name_order: &[Option<usize>],
         scratch: &mut Vec<Range<usize>>,
         f: impl FnMut(&str, &[u8]),
     ) {
-        key_labels(&self.key, self.labels_len, columns, name_order, scratch, f);
+        let key = keys.get(self.key.clone()).unwrap_or_default();
+        key_labels(key, self.labels_len, columns, name_order, scratch, f);
     }
 }
 
