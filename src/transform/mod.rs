@@ -255,13 +255,7 @@ pub fn transform_encoded(
     let (columns, mut scratch) = (&mapping.labels, Vec::new());
     // Body lengths first: they prefix each series and size the buffer exactly (no regrowth copies).
     let body_lens: Vec<usize> = (series.iter())
-        .map(|s| {
-            let mut len = encode::samples_len(s.samples());
-            s.labels(&keys, columns, &name_order, &mut scratch, |name, value| {
-                len += encode::label_field_len(name.as_bytes(), value);
-            });
-            len
-        })
+        .map(|s| s.encoded_labels + encode::samples_len(s.samples()))
         .collect();
     let total = body_lens.iter().map(|&len| encode::series_field_len(len));
     let mut write_request = Vec::with_capacity(total.sum());

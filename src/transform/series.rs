@@ -8,7 +8,7 @@ use std::ops::Range;
 use hashbrown::HashTable;
 
 use crate::crd::LabelColumn;
-use crate::prompb::{METRIC_NAME_LABEL, Sample};
+use crate::prompb::{METRIC_NAME_LABEL, Sample, encode};
 use crate::query::Value;
 
 use super::cells::{
@@ -179,6 +179,9 @@ pub(super) struct SeriesBuilder {
     /// Where its key is in [`Series::keys`].
     key: Range<usize>,
     labels_len: usize,
+    /// Its labels' length in a remote-write `TimeSeries`, counted with the sort key: the encoder
+    /// sizes its output without reading every series' labels a second time.
+    pub(super) encoded_labels: usize,
     /// The first sample, inline: most series of a window have one, and a `Vec` of their own was a
     /// malloc per series (6 % of the durable push's CPU, benches/README.md#durable-push).
     first: Sample,
@@ -250,14 +253,17 @@ impl SeriesIndex {
             None => {
                 let slot = self.series.len();
                 let start = self.sort_keys.len();
-                let sort_keys = &mut self.sort_keys;
+                let (sort_keys, mut encoded_labels) = (&mut self.sort_keys, 0);
                 key_labels(
                     key,
                     labels_len,
                     columns,
                     &self.name_order,
                     &mut self.values,
-                    |name, value| push_sort_key(name.as_bytes(), value, sort_keys),
+                    |name, value| {
+                        push_sort_key(name.as_bytes(), value, sort_keys);
+                        encoded_labels += encode::label_field_len(name.as_bytes(), value);
+                    },
                 );
                 if slot == 0 {
                     // Series of a window have keys of about the same length.
@@ -270,6 +276,7 @@ impl SeriesIndex {
                 self.series.push(SeriesBuilder {
                     key: at..self.keys.len(),
                     labels_len,
+                    encoded_labels,
                     first: sample,
                     rest: Vec::new(),
                     sums: Vec::new(),
