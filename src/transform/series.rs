@@ -174,6 +174,9 @@ pub(super) struct SeriesIndex {
 /// 10,000 series) must not reserve for a million.
 const SIZE_HINT_MAX: usize = 1 << 16;
 
+/// The most bytes reserved up front for a window's keys (beyond, they grow as they come).
+const KEYS_RESERVE_MAX: usize = 16 << 20;
+
 /// A series being built. Its labels live in its key (see [`RowBuffers::key`]), read on output.
 pub(super) struct SeriesBuilder {
     /// Where its key is in [`Series::keys`].
@@ -268,8 +271,10 @@ impl SeriesIndex {
                 if slot == 0 {
                     // Series of a window have keys of about the same length.
                     let first = self.sort_keys.len();
-                    self.sort_keys.reserve(first.saturating_mul(self.hint));
-                    self.keys.reserve(key.len().saturating_mul(self.hint));
+                    // Capped: one huge first label value must not reserve for 65,536 of it.
+                    let reserve = |len: usize| len.saturating_mul(self.hint).min(KEYS_RESERVE_MAX);
+                    self.sort_keys.reserve(reserve(first));
+                    self.keys.reserve(reserve(key.len()));
                 }
                 let at = self.keys.len();
                 self.keys.extend_from_slice(key);
