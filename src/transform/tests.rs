@@ -984,36 +984,3 @@ mod properties {
         }
     }
 }
-
-/// The index reserves key space for the window's rows from its first key's length, capped: a first
-/// row with a huge label value among 65,536 rows reserved 4 MiB × 65,536 = 256 GiB and aborted.
-#[test]
-fn a_huge_first_label_value_reserves_no_more_than_the_cap() {
-    let huge = "h".repeat(4 << 20);
-    let rows = (0..1 << 16)
-        .map(|i| {
-            let host = if i == 0 {
-                huge.clone()
-            } else {
-                format!("h{i}")
-            };
-            vec![ts(TS), s(&host), Value::Real(1.0)]
-        })
-        .collect();
-    let t = table(
-        &[
-            ("timestamp", ColumnType::DateTime),
-            ("Host", ColumnType::String),
-            ("value", ColumnType::Real),
-        ],
-        rows,
-    );
-    let out = run(&t, with_default(spec(&["value"], &["Host"]), "m"));
-    assert_eq!(out.request.timeseries.len(), 1 << 16);
-    assert!(
-        out.request
-            .timeseries
-            .iter()
-            .any(|s| s.labels.iter().any(|l| l.value == huge))
-    );
-}
