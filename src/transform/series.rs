@@ -186,7 +186,7 @@ pub(super) struct SeriesBuilder {
     /// sizes its output without reading every series' labels a second time.
     pub(super) encoded_labels: usize,
     /// The first sample, inline: most series of a window have one, and a `Vec` of their own was a
-    /// malloc per series (6 % of the durable push's CPU, benches/README.md#durable-push).
+    /// malloc per series (6 % of the durable push's CPU, benches/README.md#durable-push-3).
     first: Sample,
     /// All of its samples once it has more than one (the first copied in front), else empty.
     rest: Vec<Sample>,
