@@ -20,16 +20,16 @@ pub(crate) const SUM_SUFFIX: &str = "_sum";
 /// One series of the histogram: its name and labels without `le`.
 type GroupKey = (String, Vec<Label>);
 
-#[derive(Default)]
-struct Point {
-    /// (upper bound, this bucket's own count).
-    buckets: Vec<(f64, f64)>,
-    sum: Option<f64>,
+/// One bucket series of a histogram series: its bound, counts and sums, each sorted by time.
+struct Bucket {
+    bound: f64,
+    counts: Vec<Sample>,
+    sums: Vec<Sample>,
 }
 
 /// The folded bucket series (each with its rows' sums) → the histogram's series, sorted by labels.
 pub(super) fn assemble(folded: Vec<(TimeSeries, Vec<Sample>)>) -> Vec<TimeSeries> {
-    let mut groups: BTreeMap<GroupKey, BTreeMap<i64, Point>> = BTreeMap::new();
+    let mut groups: BTreeMap<GroupKey, Vec<Bucket>> = BTreeMap::new();
     for (series, sums) in folded {
         let Some(family) = series.metric_name().strip_suffix(BUCKET_SUFFIX) else {
             continue;
@@ -42,41 +42,51 @@ pub(super) fn assemble(folded: Vec<(TimeSeries, Vec<Sample>)>) -> Vec<TimeSeries
         let labels: Vec<Label> = (series.labels.into_iter())
             .filter(|l| l.name != BUCKET_LABEL && l.name != METRIC_NAME_LABEL)
             .collect();
-        let points = groups.entry((family, labels)).or_default();
-        for s in series.samples {
-            points
-                .entry(s.timestamp)
-                .or_default()
-                .buckets
-                .push((bound, s.value));
-        }
-        for s in sums {
-            *points
-                .entry(s.timestamp)
-                .or_default()
-                .sum
-                .get_or_insert(0.0) += s.value;
-        }
+        groups.entry((family, labels)).or_default().push(Bucket {
+            bound,
+            counts: series.samples,
+            sums,
+        });
     }
     let mut out = Vec::new();
-    for ((family, labels), points) in groups {
-        let mut bounds: Vec<f64> = (points.values())
-            .flat_map(|p| p.buckets.iter().map(|b| b.0))
+    for ((family, labels), members) in groups {
+        let mut bounds: Vec<f64> = (members.iter().map(|m| m.bound))
             .chain([f64::INFINITY])
             .collect();
         bounds.sort_by(f64::total_cmp);
         bounds.dedup();
-        let mut buckets: Vec<Vec<Sample>> = vec![Vec::new(); bounds.len()];
-        let (mut counts, mut sums) = (Vec::new(), Vec::new());
-        for (&timestamp, point) in &points {
-            let mut own = point.buckets.clone();
-            own.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut times: Vec<i64> = (members.iter())
+            .flat_map(|m| m.counts.iter().chain(&m.sums).map(|s| s.timestamp))
+            .collect();
+        times.sort_unstable();
+        times.dedup();
+        // Counts add up in bound order (a stable sort: equal bounds keep the series' order), sums
+        // in the series' order.
+        let mut by_bound: Vec<usize> = (0..members.len()).collect();
+        by_bound.sort_by(|&a, &b| {
+            let bound = |i: usize| members.get(i).map_or(f64::NAN, |m| m.bound);
+            bound(a).total_cmp(&bound(b))
+        });
+        let (mut next_count, mut next_sum) = (vec![0; members.len()], vec![0; members.len()]);
+        // The sample of member `m` at `t`, if any, moving its cursor past it.
+        let take = |m: usize, t: i64, samples: &[Sample], next: &mut [usize]| {
+            let at = next.get_mut(m)?;
+            let s = samples.get(*at).filter(|s| s.timestamp == t)?;
+            *at += 1;
+            Some(s.value)
+        };
+        let mut buckets: Vec<Vec<Sample>> = vec![Vec::with_capacity(times.len()); bounds.len()];
+        let (mut counts, mut sums) = (Vec::with_capacity(times.len()), Vec::new());
+        for &timestamp in &times {
             let (mut at, mut cumulative) = (0, 0.0);
             for (bound, samples) in bounds.iter().zip(&mut buckets) {
-                while let Some(&(b, count)) = own.get(at)
-                    && b <= *bound
+                while let Some(&m) = by_bound.get(at)
+                    && let Some(member) = members.get(m)
+                    && member.bound <= *bound
                 {
-                    cumulative += count;
+                    if let Some(count) = take(m, timestamp, &member.counts, &mut next_count) {
+                        cumulative += count;
+                    }
                     at += 1;
                 }
                 samples.push(Sample {
@@ -88,11 +98,14 @@ pub(super) fn assemble(folded: Vec<(TimeSeries, Vec<Sample>)>) -> Vec<TimeSeries
                 value: cumulative,
                 timestamp,
             });
-            if let Some(sum) = point.sum {
-                sums.push(Sample {
-                    value: sum,
-                    timestamp,
-                });
+            let mut sum = None;
+            for (m, member) in members.iter().enumerate() {
+                if let Some(v) = take(m, timestamp, &member.sums, &mut next_sum) {
+                    *sum.get_or_insert(0.0) += v;
+                }
+            }
+            if let Some(value) = sum {
+                sums.push(Sample { value, timestamp });
             }
         }
         for (bound, samples) in bounds.iter().zip(buckets) {

@@ -31,7 +31,12 @@ pub(super) struct RowBuffers {
     /// The last bucket bounds printed (bits → text): a histogram's rows repeat a few bounds, and
     /// printing a float is most of a row's cost otherwise.
     bounds: Vec<(u64, String)>,
+    /// Without a metric name column the names do not change from row to row: built once.
+    fixed: Option<FixedNames>,
 }
+
+/// The base name's outcome and each value column's whole name (with `_bucket` for a histogram).
+type FixedNames = (Result<(), SkipReason>, Vec<Vec<u8>>);
 
 pub(super) fn add_row(
     row: &[Value],
@@ -47,8 +52,27 @@ pub(super) fn add_row(
         Ok(ms) => ms,
         Err(reason) => return skipped.add(reason, per_row),
     };
-    let metric_name = columns.metric_name.map(cell);
-    let base = row_base_name(metric_name, mapping, &mut buf.base, &mut buf.text);
+    let histogram = matches!(mapping.kind, MetricKind::Histogram { .. });
+    let base = match (&buf.fixed, columns.metric_name) {
+        (Some((base, _)), None) => *base,
+        (_, column) => {
+            let base = row_base_name(column.map(cell), mapping, &mut buf.base, &mut buf.text);
+            if column.is_none() {
+                let names = (mapping.value_columns.iter())
+                    .map(|value_column| {
+                        let mut name = Vec::new();
+                        mapping.push_name(&buf.base, value_column, &mut name);
+                        if histogram {
+                            name.extend_from_slice(BUCKET_SUFFIX.as_bytes());
+                        }
+                        name
+                    })
+                    .collect();
+                buf.fixed = Some((base, names));
+            }
+            base
+        }
+    };
     buf.key.clear();
     for (slot, source) in columns.labels.iter().zip(&mapping.label_values) {
         // Text cells and static values go into the key as they are; others are printed first.
@@ -77,7 +101,6 @@ pub(super) fn add_row(
         buf.key.extend_from_slice(value.as_bytes());
     }
     let labels_len = buf.key.len();
-    let histogram = matches!(mapping.kind, MetricKind::Histogram { .. });
     // A histogram row's sum goes with its count: the row is kept or skipped whole.
     let sum = match columns.sum.map(|i| sample_value(cell(i))) {
         None => None,
@@ -85,7 +108,12 @@ pub(super) fn add_row(
         Some(Ok(_)) => return skipped.add(SkipReason::InvalidIncrease, per_row),
         Some(Err(reason)) => return skipped.add(reason, per_row),
     };
-    for (value_column, &i) in mapping.value_columns.iter().zip(&columns.values) {
+    for (k, (value_column, &i)) in mapping
+        .value_columns
+        .iter()
+        .zip(&columns.values)
+        .enumerate()
+    {
         let value = match mapping.kind {
             MetricKind::Gauge => sample_value(cell(i)),
             MetricKind::Counter | MetricKind::Histogram { .. } => increase_value(cell(i)),
@@ -105,7 +133,15 @@ pub(super) fn add_row(
             }
         };
         buf.key.truncate(labels_len);
-        mapping.push_name(&buf.base, value_column, &mut buf.key);
+        match buf.fixed.as_ref().and_then(|(_, names)| names.get(k)) {
+            Some(name) => buf.key.extend_from_slice(name),
+            None => {
+                mapping.push_name(&buf.base, value_column, &mut buf.key);
+                if histogram {
+                    buf.key.extend_from_slice(BUCKET_SUFFIX.as_bytes());
+                }
+            }
+        }
         if !histogram {
             index.push(
                 &buf.key,
@@ -115,7 +151,6 @@ pub(super) fn add_row(
             );
             continue;
         }
-        buf.key.extend_from_slice(BUCKET_SUFFIX.as_bytes());
         let slot = index.push(
             &buf.key,
             labels_len,
