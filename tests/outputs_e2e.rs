@@ -191,10 +191,10 @@ fn all_four_outputs_receive_the_same_samples() {
             // The page may move on to a later window before the scraper's first scrape (its
             // discovery starts a few seconds after it is ready): any window from `newest` on,
             // complete for every host, shows the page was read back.
-            let whole = windows(got.keys().cloned()).into_iter().rev().find(|t| {
-                *t >= newest && HOSTS.iter().all(|h| got.contains_key(&(h.to_string(), *t)))
+            let whole = windows(got.keys().cloned()).into_iter().any(|t| {
+                t >= newest && HOSTS.iter().all(|h| got.contains_key(&(h.to_string(), t)))
             });
-            (code == 200 && whole.is_some()).then_some(got)
+            (code == 200 && whole).then_some(got)
         },
         || {
             let targets = http_get(scraper.port, "/api/v1/targets").map(|t| t.1);

@@ -188,12 +188,14 @@ impl TransformStats {
 /// Turns one window's table into a `WriteRequest`. Errors only on a table that cannot match the mapping.
 /// A counter's or histogram's samples are this window's increases (docs/design.md#metric-types).
 pub fn transform(table: &Table, mapping: &Mapping) -> Result<Transformed, TransformError> {
-    let (series, mut stats) = run(table, mapping)?;
-    let Series {
-        series,
-        keys,
-        name_order,
-    } = series;
+    let (
+        Series {
+            series,
+            keys,
+            name_order,
+        },
+        mut stats,
+    ) = run(table, mapping)?;
     let mut scratch = Vec::new();
     let folded = (series.into_iter()).map(|s| {
         let mut labels = Vec::with_capacity(name_order.len());
@@ -246,12 +248,14 @@ pub fn transform_encoded(
             stats: t.stats,
         });
     }
-    let (series, stats) = run(table, mapping)?;
-    let Series {
-        series,
-        keys,
-        name_order,
-    } = series;
+    let (
+        Series {
+            series,
+            keys,
+            name_order,
+        },
+        stats,
+    ) = run(table, mapping)?;
     let (columns, mut scratch) = (&mapping.labels, Vec::new());
     // Body lengths first: they prefix each series and size the buffer exactly (no regrowth copies).
     let body_lens: Vec<usize> = (series.iter())
@@ -305,7 +309,7 @@ fn run(table: &Table, mapping: &Mapping) -> Result<(Series, TransformStats), Tra
     let columns = resolve_columns(table, mapping)?;
     let mut skipped = SkipCounts::default();
     let mut index = SeriesIndex::new(&mapping.labels, table.row_count());
-    let mut buffers = RowBuffers::default();
+    let mut buffers = RowBuffers::new(&columns, mapping);
     for row in table.rows() {
         add_row(
             row,

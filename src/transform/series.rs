@@ -15,7 +15,7 @@ use super::cells::{
     bucket_bound, increase_value, row_base_name, row_timestamp, sample_value, write_label_value,
 };
 use super::histogram::BUCKET_SUFFIX;
-use super::mapping::{ColumnName, LabelValue, Mapping};
+use super::mapping::{ColumnName, LabelValue, Mapping, ValueColumn};
 use super::schema::Columns;
 use super::{SkipCounts, SkipReason};
 use crate::crd::MetricKind;
@@ -35,8 +35,34 @@ pub(super) struct RowBuffers {
     fixed: Option<FixedNames>,
 }
 
-/// The base name's outcome and each value column's whole name (with `_bucket` for a histogram).
+/// The base name's outcome and each value column's whole name (see [`push_series_name`]).
 type FixedNames = (Result<(), SkipReason>, Vec<Vec<u8>>);
+
+impl RowBuffers {
+    pub(super) fn new(columns: &Columns, mapping: &Mapping) -> RowBuffers {
+        let mut buf = RowBuffers::default();
+        if columns.metric_name.is_none() {
+            let base = row_base_name(None, mapping, &mut buf.base, &mut buf.text);
+            let names = (mapping.value_columns.iter())
+                .map(|value_column| {
+                    let mut name = Vec::new();
+                    push_series_name(mapping, &buf.base, value_column, &mut name);
+                    name
+                })
+                .collect();
+            buf.fixed = Some((base, names));
+        }
+        buf
+    }
+}
+
+/// The metric name of a value column's series: a histogram's rows fold into `<name>_bucket`.
+fn push_series_name(mapping: &Mapping, base: &str, value_column: &ValueColumn, out: &mut Vec<u8>) {
+    mapping.push_name(base, value_column, out);
+    if matches!(mapping.kind, MetricKind::Histogram { .. }) {
+        out.extend_from_slice(BUCKET_SUFFIX.as_bytes());
+    }
+}
 
 pub(super) fn add_row(
     row: &[Value],
@@ -52,26 +78,14 @@ pub(super) fn add_row(
         Ok(ms) => ms,
         Err(reason) => return skipped.add(reason, per_row),
     };
-    let histogram = matches!(mapping.kind, MetricKind::Histogram { .. });
-    let base = match (&buf.fixed, columns.metric_name) {
-        (Some((base, _)), None) => *base,
-        (_, column) => {
-            let base = row_base_name(column.map(cell), mapping, &mut buf.base, &mut buf.text);
-            if column.is_none() {
-                let names = (mapping.value_columns.iter())
-                    .map(|value_column| {
-                        let mut name = Vec::new();
-                        mapping.push_name(&buf.base, value_column, &mut name);
-                        if histogram {
-                            name.extend_from_slice(BUCKET_SUFFIX.as_bytes());
-                        }
-                        name
-                    })
-                    .collect();
-                buf.fixed = Some((base, names));
-            }
-            base
-        }
+    let base = match &buf.fixed {
+        Some((base, _)) => *base,
+        None => row_base_name(
+            columns.metric_name.map(cell),
+            mapping,
+            &mut buf.base,
+            &mut buf.text,
+        ),
     };
     buf.key.clear();
     for (slot, source) in columns.labels.iter().zip(&mapping.label_values) {
@@ -135,21 +149,7 @@ pub(super) fn add_row(
         buf.key.truncate(labels_len);
         match buf.fixed.as_ref().and_then(|(_, names)| names.get(k)) {
             Some(name) => buf.key.extend_from_slice(name),
-            None => {
-                mapping.push_name(&buf.base, value_column, &mut buf.key);
-                if histogram {
-                    buf.key.extend_from_slice(BUCKET_SUFFIX.as_bytes());
-                }
-            }
-        }
-        if !histogram {
-            index.push(
-                &buf.key,
-                labels_len,
-                &mapping.labels,
-                Sample { value, timestamp },
-            );
-            continue;
+            None => push_series_name(mapping, &buf.base, value_column, &mut buf.key),
         }
         let slot = index.push(
             &buf.key,
@@ -157,6 +157,7 @@ pub(super) fn add_row(
             &mapping.labels,
             Sample { value, timestamp },
         );
+        // Only a histogram has a sum column.
         if let Some(sum) = sum {
             let sample = Sample {
                 value: sum,
@@ -185,7 +186,8 @@ fn push_bound(cache: &mut Vec<(u64, String)>, bound: f64, out: &mut String) {
 
 /// Series by key, in first-seen order.
 pub(super) struct SeriesIndex {
-    /// Each series' key hash, where its key is in `keys` (start, length) and its slot in `series`.
+    /// Each series' key hash, where its key is in `keys` (start, length) and its slot in `series`:
+    /// the key's place is kept here too, so a lookup compares keys without reading the series.
     slots: HashTable<(u64, usize, u32, u32)>,
     /// foldhash (randomly seeded) rather than SipHash: hashing every row's key is on the hot path.
     hasher: foldhash::fast::RandomState,
