@@ -1088,14 +1088,19 @@ async fn replicas_follow_the_statefulset_rescale_without_restart_and_report_unse
         tempfile::tempdir().unwrap(),
     ];
     let start = floor_window(now_ms()) - 4 * INTERVAL_MS;
-    let names: Vec<(String, u32)> = (1..=8).map(|i| (format!("f{i}"), i)).collect();
-    let mut uids = BTreeMap::new();
-    for (name, series) in &names {
-        let o = api.create(exporter(NS, name, live_spec(name, *series, start)));
-        uids.insert(
-            name.clone(),
-            o["metadata"]["uid"].as_str().unwrap().to_owned(),
-        );
+    // Eight resources, and more while none falls to the third replica at the rescale below (the
+    // uids are random: with eight alone, about one run in 25 had none move).
+    let (mut names, mut uids) = (Vec::<(String, u32)>::new(), BTreeMap::new());
+    for series in 1.. {
+        let name = format!("f{series}");
+        let o = api.create(exporter(NS, &name, live_spec(&name, series, start)));
+        let uid = o["metadata"]["uid"].as_str().unwrap().to_owned();
+        uids.insert(name.clone(), uid);
+        names.push((name, series));
+        let third = |(n, _): &(String, u32)| adxexporter::shard::owner(&uids[n], 3) == 2;
+        if names.len() >= 8 && names.iter().any(third) {
+            break;
+        }
     }
     // The StatefulSet in the kubeconfig's namespace (the default of --pod-namespace).
     api.create_statefulset("default", "adxexporter", Some(2));
