@@ -526,11 +526,14 @@ fn frame_step(
             after,
         } => {
             // Rows are most of a body: walk them here, one after another, not one step each.
-            let mut here = *at;
+            let (mut here, mut closed) = (*at, false);
             loop {
                 let step = match (here.byte(), *after) {
                     (b']', After::Comma) => here.fault(Fault::TrailingComma),
-                    (b']', _) => break,
+                    (b']', _) => {
+                        closed = true;
+                        break;
+                    }
                     (b',', After::Item) => {
                         *after = After::Comma;
                         Ok(Step::Took(1))
@@ -554,7 +557,9 @@ fn frame_step(
                     break;
                 }
             }
-            if here.byte() != b']' || here.pos == here.text.len() {
+            // Not at the end of the rows: also a trailing comma's `]` held back as the last byte
+            // buffered (`fault` waits to see whether the body ends there).
+            if !closed {
                 return Ok((Step::Took(here.pos - at.pos), None));
             }
             // The `]` that ends the rows.
